@@ -1,0 +1,84 @@
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use crate::live::LiveClient;
+use crate::protocol::{Event, EventKind, RoomSnapshot};
+
+/// Room shown when the address names none.
+const DEFAULT_ROOM: &str = "demo";
+
+#[server]
+pub async fn load_room(room: String) -> Result<RoomSnapshot, ServerFnError> {
+    use crate::{live::EVENTS_SHOWN, protocol::RoomName};
+
+    let room = RoomName::parse(room).map_err(|e| ServerFnError::new(e.to_string()))?;
+    let history = expect_context::<crate::history::SharedHistory>();
+    history.0.snapshot(room, EVENTS_SHOWN as i64).await.map_err(ServerFnError::new)
+}
+
+/// The first dashboard: one room's latest events, live.
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let query = use_query_map();
+    let room = move || query.read().get("room").unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+    let snapshot = Resource::new(room, load_room);
+
+    view! {
+        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match snapshot.await {
+                    Ok(snapshot) => view! { <RoomFeed snapshot/> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn RoomFeed(snapshot: RoomSnapshot) -> impl IntoView {
+    let room = snapshot.room.to_string();
+    let events = LiveClient::expect().join(snapshot);
+    view! {
+        <section class="panel" aria-labelledby="feed-title">
+            <h1 id="feed-title">"Latest events in " <code>{room}</code></h1>
+            <ol class="feed" data-testid="feed">
+                <For
+                    each=move || events.get().into_iter().rev()
+                    key=|event| event.seq
+                    children=|event| view! { <EventRow event/> }
+                />
+            </ol>
+            <Show when=move || events.with(Vec::is_empty)>
+                <p class="empty">"No events yet. They appear here as they arrive."</p>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn EventRow(event: Event) -> impl IntoView {
+    let kind = event.kind.as_str();
+    let summary = summarise(&event);
+    view! {
+        <li class=format!("event kind-{kind}") data-seq=event.seq>
+            <span class="seq">"#" {event.seq}</span>
+            <time datetime=event.ts.to_rfc3339()>{event.ts.format("%H:%M:%S").to_string()}</time>
+            <span class="kind">{kind}</span>
+            <span class="summary">{summary}</span>
+        </li>
+    }
+}
+
+fn summarise(event: &Event) -> String {
+    let field = |name: &str| event.data.get(name).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    match event.kind {
+        EventKind::Metric => format!(
+            "{} = {}",
+            field("series").unwrap_or_default(),
+            field("value").unwrap_or_default()
+        ),
+        EventKind::Notice | EventKind::Alert => field("text").unwrap_or_default(),
+        EventKind::Presence => event.data.to_string(),
+    }
+}

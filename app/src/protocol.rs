@@ -1,0 +1,291 @@
+//! Wire types shared by the server and the browser client. `docs/protocol.md` describes the same
+//! frames for people; change both together.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest accepted room name, in bytes (names are ASCII).
+pub const MAX_ROOM_LEN: usize = 64;
+/// Largest accepted `data` object of one event, serialised, in bytes.
+pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
+
+/// A validated room name: 1–64 ASCII letters, digits, `-`, `_`, `.`, `:`, starting with a letter or
+/// digit. Deserialising an invalid name fails, so no unchecked name travels past the edge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomName(String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid room name {name:?}: {reason}")]
+pub struct InvalidRoom {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl RoomName {
+    pub fn parse(name: impl Into<String>) -> Result<Self, InvalidRoom> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > MAX_ROOM_LEN {
+            Some("must be at most 64 characters")
+        } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            Some("must start with a letter or digit")
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            Some("may contain only letters, digits, '-', '_', '.' and ':'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(InvalidRoom { name, reason }),
+            None => Ok(Self(name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RoomName {
+    type Error = InvalidRoom;
+    fn try_from(name: String) -> Result<Self, InvalidRoom> {
+        Self::parse(name)
+    }
+}
+
+impl From<RoomName> for String {
+    fn from(room: RoomName) -> String {
+        room.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The closed set of event kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// `data`: `{"series": name, "value": finite number, ...}`
+    Metric,
+    /// `data`: `{"text": non-empty string, ...}`
+    Notice,
+    /// `data`: `{"text": non-empty string, ...}`
+    Alert,
+    /// Written by the server only, when watchers join or leave.
+    Presence,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [Self::Metric, Self::Notice, Self::Alert, Self::Presence];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Metric => "metric",
+            Self::Notice => "notice",
+            Self::Alert => "alert",
+            Self::Presence => "presence",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One stored event. `seq` is assigned by the store, per room, from 1 without gaps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub room: RoomName,
+    pub seq: i64,
+    pub ts: DateTime<Utc>,
+    pub kind: EventKind,
+    pub data: Value,
+}
+
+/// What a publisher sends: the store adds room, seq and ts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub data: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} event: {reason}")]
+pub struct InvalidEvent {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl NewEvent {
+    /// Checks `data` against the rules of its kind (see [`EventKind`]).
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        let fail = |reason: &str| {
+            Err(InvalidEvent {
+                kind: self.kind.as_str(),
+                reason: reason.to_owned(),
+            })
+        };
+        let Some(data) = self.data.as_object() else {
+            return fail("data must be a JSON object");
+        };
+        if serde_json::to_vec(&self.data).map_or(true, |v| v.len() > MAX_EVENT_DATA_BYTES) {
+            return fail("data must serialise to at most 16384 bytes");
+        }
+        match self.kind {
+            EventKind::Metric => {
+                if !data.get("series").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                    return fail("data.series must be a non-empty string");
+                }
+                if !data.get("value").and_then(Value::as_f64).is_some_and(f64::is_finite) {
+                    return fail("data.value must be a finite number");
+                }
+            }
+            EventKind::Notice | EventKind::Alert => {
+                if !data.get("text").and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()) {
+                    return fail("data.text must be a non-empty string");
+                }
+            }
+            EventKind::Presence => return fail("presence events are written by the server only"),
+        }
+        Ok(())
+    }
+}
+
+/// Frames a client sends over the WebSocket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Join a room; with `since`, first receive every stored event with `seq > since`.
+    Subscribe {
+        room: RoomName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
+    },
+    Unsubscribe {
+        room: RoomName,
+    },
+    Ping,
+    Pong,
+}
+
+/// Frames the server sends over the WebSocket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Event(Event),
+    /// The room's newest `seq` when the subscription (and any replay) took effect.
+    Subscribed {
+        room: RoomName,
+        head: i64,
+    },
+    Unsubscribed {
+        room: RoomName,
+    },
+    Ping,
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
+    },
+}
+
+/// Machine-readable reasons in `error` frames and HTTP error bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or body was not valid JSON of a known shape.
+    BadFrame,
+    InvalidRoom,
+    InvalidEvent,
+    /// The client fell behind and was resynchronised or must resubscribe with `since`.
+    Lagged,
+    /// The server could not complete the request; retrying later may succeed.
+    Unavailable,
+}
+
+/// The recent past of a room, as the page renders it before the socket is open.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    pub room: RoomName,
+    /// Newest `seq` in the room (0 when empty); the client resumes from here.
+    pub head: i64,
+    /// The newest events, oldest first.
+    pub events: Vec<Event>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn room_names_follow_length_and_charset_rules() {
+        for ok in ["demo", "host:web-1", "team.payments_eu", "A1", &"x".repeat(64)] {
+            assert!(RoomName::parse(ok).is_ok(), "{ok} should be valid");
+        }
+        for bad in ["", "-lead", ":x", "has space", "ünï", "a/b", &"x".repeat(65)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn frames_use_the_documented_json_shapes() {
+        let sub: ClientFrame =
+            serde_json::from_str(r#"{"type":"subscribe","room":"demo","since":4}"#).unwrap();
+        assert_eq!(
+            sub,
+            ClientFrame::Subscribe { room: RoomName::parse("demo").unwrap(), since: Some(4) }
+        );
+        let event = ServerFrame::Event(Event {
+            room: RoomName::parse("demo").unwrap(),
+            seq: 7,
+            ts: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().into(),
+            kind: EventKind::Notice,
+            data: json!({"text": "hi"}),
+        });
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"type":"event","room":"demo","seq":7,"ts":"2026-01-02T03:04:05Z",
+                   "kind":"notice","data":{"text":"hi"}})
+        );
+    }
+
+    #[test]
+    fn frames_with_invalid_room_names_do_not_parse() {
+        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe","room":"a b"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid room name"), "{err}");
+    }
+
+    #[test]
+    fn event_data_is_validated_per_kind() {
+        let ev = |kind, data| NewEvent { kind, data };
+        assert!(ev(EventKind::Notice, json!({"text": "deploy done"})).validate().is_ok());
+        assert!(ev(EventKind::Metric, json!({"series": "cpu", "value": 0.5})).validate().is_ok());
+        for (kind, data) in [
+            (EventKind::Notice, json!({"text": "  "})),
+            (EventKind::Alert, json!({"msg": "x"})),
+            (EventKind::Metric, json!({"series": "cpu", "value": "high"})),
+            (EventKind::Metric, json!({"value": 1})),
+            (EventKind::Notice, json!("text")),
+            (EventKind::Presence, json!({"watchers": 1})),
+            (EventKind::Notice, json!({"text": "x".repeat(MAX_EVENT_DATA_BYTES)})),
+        ] {
+            assert!(ev(kind, data.clone()).validate().is_err(), "{kind:?} {data} should fail");
+        }
+    }
+}

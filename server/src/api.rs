@@ -1,0 +1,53 @@
+//! The HTTP API for agents and scripts.
+
+use app::protocol::{Event, NewEvent, RoomName};
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::JsonRejection},
+    http::StatusCode,
+    routing::get,
+};
+use serde::Deserialize;
+
+use crate::{AppState, error::Result};
+
+/// Most events one history request returns.
+const MAX_PAGE: i64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/rooms/{room}/events", get(list_events).post(publish))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+/// Stores an event and pushes it to the room's watchers once committed.
+async fn publish(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    body: Result<Json<NewEvent>, JsonRejection>,
+) -> Result<(StatusCode, Json<Event>)> {
+    let room = RoomName::parse(room)?;
+    let Json(event) = body?;
+    event.validate()?;
+    let stored = state.store.append(&room, &event).await?;
+    state.hub.publish(stored.clone());
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    since: i64,
+    limit: Option<i64>,
+}
+
+/// Stored events after `since`, oldest first, at most `limit` (default and cap 1000).
+async fn list_events(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Vec<Event>>> {
+    let room = RoomName::parse(room)?;
+    let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    Ok(Json(state.store.since(&room, page.since, limit).await?))
+}

@@ -1,0 +1,73 @@
+use app::protocol::{ErrorCode, InvalidEvent, InvalidRoom};
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure the server reports. Client mistakes become 4xx with a message saying what to fix;
+/// everything else is logged in full and reported as unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidRoom(#[from] InvalidRoom),
+    #[error(transparent)]
+    InvalidEvent(#[from] InvalidEvent),
+    #[error("{message}")]
+    BadRequest { status: StatusCode, message: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("embedded postgres: {0}")]
+    EmbeddedPostgres(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidRoom(_) => ErrorCode::InvalidRoom,
+            Self::InvalidEvent(_) => ErrorCode::InvalidEvent,
+            Self::BadRequest { .. } => ErrorCode::BadFrame,
+            _ => ErrorCode::Unavailable,
+        }
+    }
+
+    /// The message a client sees: the full text for its own mistakes, nothing internal otherwise.
+    pub fn public_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Unavailable => "the server could not complete the request; try again".into(),
+            _ => self.to_string(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { status, .. } => *status,
+            Self::InvalidRoom(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for Error {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::BadRequest { status: rejection.status(), message: rejection.body_text() }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if self.code() == ErrorCode::Unavailable {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = json!({ "error": self.code(), "message": self.public_message() });
+        (self.status(), Json(body)).into_response()
+    }
+}

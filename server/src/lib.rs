@@ -1,0 +1,122 @@
+//! The Watchroom server: pages, API and live fan-out over one axum router.
+
+pub mod api;
+pub mod config;
+pub mod embedded_postgres;
+pub mod error;
+pub mod hub;
+pub mod store;
+pub mod ws;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use app::{App, history::SharedHistory, shell};
+use axum::{Router, extract::FromRef, routing::get};
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use sqlx::postgres::PgConnectOptions;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+use embedded_postgres::EmbeddedPostgres;
+use hub::Hub;
+use store::Store;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub store: Store,
+    pub hub: Hub,
+    pub heartbeat: Duration,
+    /// Cancelled when the server begins to shut down; sockets close with 1012.
+    pub shutdown: CancellationToken,
+}
+
+/// A started server. Dropping it does not stop it; call [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
+pub async fn start(config: &Config) -> Result<Running> {
+    let (connect, embedded) = match &config.database_url {
+        Some(url) => (url.parse::<PgConnectOptions>()?, None),
+        None => {
+            let pg = EmbeddedPostgres::start(&config.data_dir).await?;
+            (pg.connect_options(), Some(pg))
+        }
+    };
+    let store = match Store::connect(connect).await {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(pg) = embedded {
+                let _ = pg.stop().await;
+            }
+            return Err(e);
+        }
+    };
+
+    let mut leptos = get_configuration(None)
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+        .leptos_options;
+    leptos.site_addr = config.listen;
+    leptos.site_root = config.site_root.to_string_lossy().into();
+
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        leptos,
+        store: store.clone(),
+        hub: Hub::default(),
+        heartbeat: config.heartbeat(),
+        shutdown: shutdown.clone(),
+    };
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let hub = state.hub.clone();
+    let stopping = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router(state, store))
+            .with_graceful_shutdown(stopping.cancelled_owned())
+            .await
+    });
+    tracing::info!(%addr, "watchroom listening");
+    Ok(Running { addr, hub, shutdown, task, embedded })
+}
+
+fn router(state: AppState, store: Store) -> Router {
+    let history = SharedHistory(Arc::new(store));
+    let routes = generate_route_list(App);
+    let leptos = state.leptos.clone();
+    Router::new()
+        .merge(api::router())
+        .route("/ws", get(ws::upgrade))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(history.clone()),
+            move || shell(leptos.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+impl Running {
+    /// Stops accepting, closes sockets with 1012, waits for requests in flight, then stops the
+    /// private Postgres if this server started it.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        let served = self.task.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        if let Some(pg) = self.embedded {
+            pg.stop().await?;
+        }
+        Ok(served?)
+    }
+}

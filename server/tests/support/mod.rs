@@ -1,0 +1,123 @@
+//! Starts real servers against a real Postgres and talks to them as clients do.
+#![allow(dead_code)] // each test crate uses its own part of this module
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use app::protocol::{ClientFrame, RoomName, ServerFrame};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use server::{Config, Running};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
+
+/// The database the tests use; `scripts/test` creates it.
+pub const DEFAULT_TEST_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/watchroom_test";
+/// Upper bound for waiting on the server; only a broken server ever reaches it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: Some(std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE.into())),
+        data_dir: PathBuf::new(),
+        log: "warn".into(),
+        heartbeat_secs: 15.0,
+        site_root: "target/site".into(),
+    }
+}
+
+pub async fn start() -> Running {
+    server::start(&config()).await.expect("server starts")
+}
+
+/// A room name no other test (or earlier run) uses.
+pub fn unique_room(label: &str) -> RoomName {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    RoomName::parse(format!("t.{label}.{nanos}.{n}")).unwrap()
+}
+
+pub fn events_url(running: &Running, room: &str) -> String {
+    format!("http://{}/api/rooms/{room}/events", running.addr)
+}
+
+pub async fn post_notice(running: &Running, room: &RoomName, text: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(events_url(running, room.as_str()))
+        .json(&json!({"kind": "notice", "data": {"text": text}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "publish should succeed");
+    response.json().await.unwrap()
+}
+
+pub async fn stored(running: &Running, room: &RoomName) -> Vec<Value> {
+    reqwest::get(events_url(running, room.as_str())).await.unwrap().json().await.unwrap()
+}
+
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(running: &Running) -> Self {
+        let (socket, _) = connect_async(format!("ws://{}/ws", running.addr)).await.expect("socket opens");
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_text(&serde_json::to_string(frame).unwrap()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Subscribes and waits for the confirmation, returning the frames that came before it
+    /// (the replay) and the head it reported.
+    pub async fn subscribe(&mut self, room: &RoomName, since: Option<i64>) -> (Vec<ServerFrame>, i64) {
+        self.send(&ClientFrame::Subscribe { room: room.clone(), since }).await;
+        let mut before = Vec::new();
+        loop {
+            match self.next().await {
+                ServerFrame::Subscribed { room: r, head } if &r == room => return (before, head),
+                frame => before.push(frame),
+            }
+        }
+    }
+
+    /// The next frame other than a heartbeat ping.
+    pub async fn next(&mut self) -> ServerFrame {
+        loop {
+            match self.next_message().await {
+                Message::Text(text) => match serde_json::from_str(&text).expect("server frames parse") {
+                    ServerFrame::Ping => continue,
+                    frame => return frame,
+                },
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn next_message(&mut self) -> Message {
+        tokio::time::timeout(PATIENCE, self.socket.next())
+            .await
+            .expect("server answers in time")
+            .expect("socket still open")
+            .expect("socket reads")
+    }
+
+    /// The seq of the next event frame; panics on anything else.
+    pub async fn next_event_seq(&mut self, room: &RoomName) -> i64 {
+        match self.next().await {
+            ServerFrame::Event(event) if &event.room == room => event.seq,
+            other => panic!("expected an event of {room}, got {other:?}"),
+        }
+    }
+}
