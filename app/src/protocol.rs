@@ -143,17 +143,19 @@ impl NewEvent {
         if serde_json::to_vec(&self.data).map_or(true, |v| v.len() > MAX_EVENT_DATA_BYTES) {
             return fail("data must serialise to at most 16384 bytes");
         }
+        let text = |key: &str| data.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
         match self.kind {
             EventKind::Metric => {
-                if !data.get("series").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                if text("series").is_none() {
                     return fail("data.series must be a non-empty string");
                 }
-                if !data.get("value").and_then(Value::as_f64).is_some_and(f64::is_finite) {
+                // serde_json numbers are always finite: NaN and infinities are not JSON.
+                if !data.get("value").is_some_and(Value::is_number) {
                     return fail("data.value must be a finite number");
                 }
             }
             EventKind::Notice | EventKind::Alert => {
-                if !data.get("text").and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty()) {
+                if text("text").is_none() {
                     return fail("data.text must be a non-empty string");
                 }
             }

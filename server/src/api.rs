@@ -28,10 +28,7 @@ async fn publish(
 ) -> Result<(StatusCode, Json<Event>)> {
     let room = RoomName::parse(room)?;
     let Json(event) = body?;
-    event.validate()?;
-    let stored = state.store.append(&room, &event).await?;
-    state.hub.publish(stored.clone());
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok((StatusCode::CREATED, Json(state.ingest.publish(room, event).await?)))
 }
 
 #[derive(Deserialize)]

@@ -18,6 +18,8 @@ pub enum Error {
     InvalidEvent(#[from] InvalidEvent),
     #[error("{message}")]
     BadRequest { status: StatusCode, message: String },
+    #[error("the event store is unavailable")]
+    Unavailable,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod embedded_postgres;
 pub mod error;
 pub mod hub;
+pub mod ingest;
 pub mod store;
 pub mod ws;
 
@@ -23,6 +24,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 use embedded_postgres::EmbeddedPostgres;
 use hub::Hub;
+use ingest::Ingest;
 use store::Store;
 
 #[derive(Clone, FromRef)]
@@ -30,6 +32,7 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     pub store: Store,
     pub hub: Hub,
+    pub ingest: Ingest,
     pub heartbeat: Duration,
     /// Cancelled when the server begins to shut down; sockets close with 1012.
     pub shutdown: CancellationToken,
@@ -70,10 +73,12 @@ pub async fn start(config: &Config) -> Result<Running> {
     leptos.site_root = config.site_root.to_string_lossy().into();
 
     let shutdown = CancellationToken::new();
+    let hub = Hub::default();
     let state = AppState {
         leptos,
         store: store.clone(),
-        hub: Hub::default(),
+        ingest: Ingest::spawn(store.clone(), hub.clone()),
+        hub,
         heartbeat: config.heartbeat(),
         shutdown: shutdown.clone(),
     };

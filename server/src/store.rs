@@ -1,5 +1,7 @@
 //! The durable event log in Postgres: the truth that live delivery only hurries along.
 
+use std::collections::HashMap;
+
 use app::history::History;
 use app::protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot};
 use chrono::{DateTime, Utc};
@@ -41,26 +43,54 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Commits `event` as the room's next seq and returns it as stored.
-    pub async fn append(&self, room: &RoomName, event: &NewEvent) -> Result<Event> {
-        // The upsert takes the room's row lock until commit, so concurrent appends to one room
-        // queue up here and seqs are handed out without gaps.
-        let row: Row = sqlx::query_as(
-            "WITH bumped AS (
-                 INSERT INTO rooms (name, head) VALUES ($1, 1)
-                 ON CONFLICT (name) DO UPDATE SET head = rooms.head + 1
-                 RETURNING head
-             )
-             INSERT INTO events (room, seq, kind, data)
-             SELECT $1, head, $2, $3 FROM bumped
-             RETURNING seq, ts, kind, data",
+    /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
+    /// and returns the events as stored, in the same order.
+    pub async fn append(&self, batch: &[(RoomName, NewEvent)]) -> Result<Vec<Event>> {
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for (room, _) in batch {
+            *counts.entry(room.as_str()).or_default() += 1;
+        }
+        let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
+
+        let mut tx = self.pool.begin().await?;
+        // Bumping each head takes the room's row lock until commit: seqs are gapless and a
+        // rolled-back batch gives its seqs back.
+        let heads: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+            "INSERT INTO rooms (name, head) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (name) DO UPDATE SET head = rooms.head + EXCLUDED.head
+             RETURNING name, head, now()",
         )
-        .bind(room.as_str())
-        .bind(event.kind.as_str())
-        .bind(Json(&event.data))
-        .fetch_one(&self.pool)
+        .bind(&rooms)
+        .bind(&added)
+        .fetch_all(&mut *tx)
         .await?;
-        row.into_event(room)
+        let ts = heads.first().map(|(_, _, ts)| *ts).unwrap_or_else(Utc::now);
+        // The first seq of each room in this batch.
+        let mut next: HashMap<&str, i64> =
+            heads.iter().map(|(name, head, _)| (name.as_str(), head - counts[name.as_str()] + 1)).collect();
+
+        let stored: Vec<Event> = batch
+            .iter()
+            .map(|(room, event)| {
+                let next = next.get_mut(room.as_str()).expect("every room of the batch got a head");
+                let seq = *next;
+                *next += 1;
+                Event { room: room.clone(), seq, ts, kind: event.kind, data: event.data.clone() }
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO events (room, seq, ts, kind, data)
+             SELECT r, s, $3, k, d FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::jsonb[]) AS u (r, s, k, d)",
+        )
+        .bind(stored.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(ts)
+        .bind(stored.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Up to `limit` events with `seq > after`, oldest first.

@@ -26,13 +26,20 @@ async fn published_events_get_consecutive_seqs_per_room() {
 }
 
 #[tokio::test]
-async fn concurrent_publishes_to_one_room_leave_no_gaps() {
+async fn concurrent_publishes_get_gapless_seqs_and_reach_subscribers_in_order() {
     let server = start().await;
     let room = unique_room("concurrent");
+    let mut watcher = Client::connect(&server).await;
+    watcher.subscribe(&room, None).await;
+
     let posts = (0..40).map(|i| post_notice(&server, &room, if i % 2 == 0 { "even" } else { "odd" }));
-    let mut seqs: Vec<i64> = futures::future::join_all(posts).await.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let mut seqs: Vec<i64> =
+        futures::future::join_all(posts).await.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     seqs.sort();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    for expected in 1..=40 {
+        assert_eq!(watcher.next_event_seq(&room).await, expected);
+    }
     server.stop().await.unwrap();
 }
 

@@ -1,0 +1,65 @@
+import { expect, test, type Page } from "@playwright/test";
+import { Server } from "./server";
+
+let server: Server;
+
+test.beforeAll(async () => {
+  server = await Server.start();
+});
+
+test.afterAll(async () => {
+  await server?.stop();
+});
+
+function uniqueRoom(label: string): string {
+  return `e2e.${label}.${Date.now()}.${Math.floor(Math.random() * 1e6)}`;
+}
+
+async function postNotice(room: string, text: string): Promise<number> {
+  const response = await fetch(`${server.url}/api/rooms/${room}/events`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ kind: "notice", data: { text } }),
+  });
+  expect(response.status).toBe(201);
+  return (await response.json()).seq;
+}
+
+/** Collects uncaught page errors and console errors; the test fails if any appear. */
+function watchForErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(`console: ${message.text()}`);
+  });
+  return errors;
+}
+
+test("server-rendered page hydrates, goes live and shows pushed events without a reload", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const room = uniqueRoom("live");
+  expect(await postNotice(room, "stored before the page loaded")).toBe(1);
+
+  // The first response already carries the page's content: no script has run yet.
+  const html = await (await fetch(`${server.url}/?room=${room}`)).text();
+  expect(html).toContain("Latest events in");
+  expect(html).toContain(room);
+  expect(html).toContain("stored before the page loaded");
+  expect(html).toContain(">connecting<");
+
+  await page.goto(`${server.url}/?room=${room}`);
+  const badge = page.getByTestId("connection");
+  await expect(badge).toHaveText("live");
+  // A marker on window survives only if the page is never reloaded.
+  await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+
+  expect(await postNotice(room, "pushed while watching")).toBe(2);
+  const feed = page.getByTestId("feed");
+  await expect(feed.locator('[data-seq="2"]')).toContainText("pushed while watching");
+  await expect(feed.locator("li")).toHaveCount(2);
+  await expect(feed.getByText("stored before the page loaded")).toHaveCount(1);
+  expect(await page.evaluate(() => (window as unknown as { marker: number }).marker)).toBe(42);
+  await expect(badge).toHaveText("live");
+
+  expect(errors).toEqual([]);
+});

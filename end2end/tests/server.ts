@@ -1,0 +1,74 @@
+// Runs the release server binary for a test and stops it again.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import path from "node:path";
+
+const root = path.resolve(import.meta.dirname, "..", "..");
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export class Server {
+  private child?: ChildProcess;
+  private constructor(readonly port: number) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  static async start(): Promise<Server> {
+    const server = new Server(await freePort());
+    await server.restart();
+    return server;
+  }
+
+  /** Starts the binary on the same port and waits until it answers. */
+  async restart(): Promise<void> {
+    if (!process.env.DATABASE_URL) throw new Error("DATABASE_URL must be set (scripts/test sets it)");
+    this.child = spawn(path.join(root, "target", "release", "server"), [], {
+      cwd: root,
+      env: {
+        ...process.env,
+        WATCHROOM_LISTEN: `127.0.0.1:${this.port}`,
+        LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+        RUST_LOG: "warn",
+      },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    for (let attempt = 0; attempt < 200; attempt++) {
+      if (this.child.exitCode !== null) throw new Error(`server exited with ${this.child.exitCode}`);
+      try {
+        if ((await fetch(`${this.url}/healthz`)).ok) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error("server did not answer /healthz within 20 s");
+  }
+
+  /** Kills the process without a graceful drain, as a crash would. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+  }
+}

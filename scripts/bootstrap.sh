@@ -1,0 +1,103 @@
+# Installs what building and testing Watchroom needs, skipping whatever is already there.
+# Sourced by scripts/run and scripts/test.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARGO_LEPTOS_VERSION=0.3.10
+# cargo-installed tools (wasm-opt above all: Debian's older one breaks hydration) come first.
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=
+apt_install() {
+  if [ -z "$APT_UPDATED" ]; then
+    say "apt-get update"
+    as_root apt-get update -q
+    APT_UPDATED=1
+  fi
+  say "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+# The wasm-bindgen CLI must match the library version the lock file pins.
+locked_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+ensure_build_tools() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if [ "$(cargo leptos --version 2>/dev/null)" != "cargo-leptos $CARGO_LEPTOS_VERSION" ]; then
+    say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 10 minutes on 2 cores)"
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
+  fi
+  local bindgen
+  bindgen="$(locked_version wasm-bindgen)"
+  if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $bindgen" ]; then
+    say "installing wasm-bindgen-cli $bindgen (about 2 minutes)"
+    # Without --locked: its lock file names a dependency the registry no longer serves.
+    cargo install wasm-bindgen-cli --version "$bindgen"
+  fi
+  if [ ! -x "$HOME/.cargo/bin/wasm-opt" ]; then
+    say "installing wasm-opt from crates.io (about 5 minutes)"
+    cargo install wasm-opt --locked
+  fi
+}
+
+ensure_postgres_binaries() {
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    apt_install postgresql
+  fi
+}
+
+ensure_test_tools() {
+  command -v chromium >/dev/null || apt_install chromium
+  command -v npm >/dev/null || apt_install nodejs npm
+  local e2e="$ROOT/end2end"
+  if [ ! -f "$e2e/node_modules/.package-lock.json" ] ||
+     [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]; then
+    say "installing the browser test runner (npm ci)"
+    (cd "$e2e" && npm ci --no-audit --no-fund)
+  fi
+}
+
+pg_bin() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -n "$dir" ]; then echo "$dir/$1"; else command -v "$1"; fi
+}
+
+# Tests need a Postgres on TCP. Use the machine's when one answers on 5432; otherwise run a
+# private one under target/ for this test run.
+ensure_test_database() {
+  if [ -n "${DATABASE_URL:-}" ]; then return; fi
+  if "$(pg_bin pg_isready)" -q -h 127.0.0.1 -p 5432; then
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/watchroom_test"
+    psql -q -h 127.0.0.1 -U postgres -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = 'watchroom_test'" | grep -q 1 ||
+      psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE watchroom_test"
+    return
+  fi
+  local dir="$ROOT/target/test-postgres" port=55432 run=()
+  [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    say "no Postgres on 127.0.0.1:5432; creating a private one for the tests"
+    "${run[@]}" "$(pg_bin initdb)" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
+  fi
+  if ! "$(pg_bin pg_isready)" -q -h 127.0.0.1 -p "$port"; then
+    say "starting the private test Postgres on 127.0.0.1:$port"
+    "${run[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -l "$dir/log" -w \
+      -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1" start >/dev/null
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
