@@ -178,6 +178,14 @@ pub enum ClientFrame {
     Unsubscribe {
         room: RoomName,
     },
+    /// Store an event and fan it out; answered with `published` (or `error`) carrying `ref`.
+    Publish {
+        room: RoomName,
+        kind: EventKind,
+        data: Value,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+    },
     Ping,
     Pong,
 }
@@ -186,6 +194,11 @@ pub enum ClientFrame {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// First frame on every connection.
+    Hello {
+        /// The server pings this often; silence for two intervals means the link is dead.
+        heartbeat_ms: u64,
+    },
     Event(Event),
     /// The room's newest `seq` when the subscription (and any replay) took effect.
     Subscribed {
@@ -195,6 +208,18 @@ pub enum ServerFrame {
     Unsubscribed {
         room: RoomName,
     },
+    /// A `publish` was committed as `seq`.
+    Published {
+        room: RoomName,
+        seq: i64,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
+    },
+    /// How many connections watch the room; sent at most once a second per room while it changes.
+    Presence {
+        room: RoomName,
+        watchers: usize,
+    },
     Ping,
     Pong,
     Error {
@@ -202,6 +227,11 @@ pub enum ServerFrame {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<RoomName>,
+        /// The newest seq of `room` this connection was sent, when it must resubscribe from there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Value>,
     },
 }
 
@@ -213,8 +243,12 @@ pub enum ErrorCode {
     BadFrame,
     InvalidRoom,
     InvalidEvent,
-    /// The client fell behind and was resynchronised or must resubscribe with `since`.
+    /// The client fell behind and must resubscribe with the `since` the frame names.
     Lagged,
+    /// Publishing faster than the connection's allowance; wait and retry.
+    RateLimited,
+    /// The connection already watches as many rooms as allowed.
+    TooManyRooms,
     /// The server could not complete the request; retrying later may succeed.
     Unavailable,
 }

@@ -26,6 +26,26 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_HEARTBEAT_SECS", default_value_t = 15.0)]
     pub heartbeat_secs: f64,
 
+    /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
+    #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Rooms one connection may watch at once.
+    #[arg(long, env = "WATCHROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_rooms_per_connection: usize,
+
+    /// Sustained publishes per second one connection may make.
+    #[arg(long, env = "WATCHROOM_PUBLISH_RATE", default_value_t = 200.0)]
+    pub publish_rate: f64,
+
+    /// Publishes one connection may make in a burst above the sustained rate.
+    #[arg(long, env = "WATCHROOM_PUBLISH_BURST", default_value_t = 400.0)]
+    pub publish_burst: f64,
+
+    /// Seconds a shutdown waits for sockets to drain before exiting anyway.
+    #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
+    pub shutdown_grace_secs: f64,
+
     /// Directory holding the built site (`pkg/` with the wasm, js and css).
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
@@ -34,5 +54,9 @@ pub struct Config {
 impl Config {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs)
     }
 }

@@ -1,65 +1,102 @@
-//! Live fan-out on this node: one broadcast channel per room with members, each event serialised
+//! Live fan-out on this node: one broadcast channel per room with members, each frame serialised
 //! once for all of them.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use app::protocol::{Event, RoomName, ServerFrame};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
-/// How many events a room buffers for its slowest member before that member lags and must
+/// How many frames a room buffers for its slowest member before that member lags and must
 /// catch up from the store.
 const ROOM_BUFFER: usize = 1024;
 
-/// An event ready to send: its seq (to drop overlaps with a replay) and its encoded frame.
+/// A frame ready to send to every member of a room.
 #[derive(Clone, Debug)]
-pub struct Delivery {
-    pub seq: i64,
-    pub frame: Utf8Bytes,
+pub enum Delivery {
+    /// A stored event; its seq lets a member drop what a replay already sent.
+    Event { seq: i64, frame: Utf8Bytes },
+    /// A watcher count: state, not history, so it is never replayed.
+    Presence { frame: Utf8Bytes },
+}
+
+struct Room {
+    tx: broadcast::Sender<Delivery>,
+    /// Members joined or left since the last presence frame.
+    presence_due: bool,
 }
 
 #[derive(Clone, Default)]
 pub struct Hub {
-    rooms: Arc<Mutex<HashMap<RoomName, broadcast::Sender<Delivery>>>>,
+    rooms: Arc<Mutex<HashMap<RoomName, Room>>>,
 }
 
 impl Hub {
-    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, broadcast::Sender<Delivery>>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Room>> {
         // Nothing under this lock can panic halfway through an update, so a poisoned map is intact.
         self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Joins `room`, creating it on first use.
     pub fn join(&self, room: &RoomName) -> broadcast::Receiver<Delivery> {
-        self.rooms()
+        let mut rooms = self.rooms();
+        let room = rooms
             .entry(room.clone())
-            .or_insert_with(|| broadcast::channel(ROOM_BUFFER).0)
-            .subscribe()
+            .or_insert_with(|| Room { tx: broadcast::channel(ROOM_BUFFER).0, presence_due: false });
+        room.presence_due = true;
+        room.tx.subscribe()
     }
 
     /// Call after dropping a receiver from [`Hub::join`]: frees the room once nobody is in it.
-    pub fn leave(&self, room: &RoomName) {
+    pub fn leave(&self, name: &RoomName) {
         let mut rooms = self.rooms();
-        if rooms.get(room).is_some_and(|tx| tx.receiver_count() == 0) {
-            rooms.remove(room);
+        let Some(room) = rooms.get_mut(name) else { return };
+        if room.tx.receiver_count() == 0 {
+            rooms.remove(name);
+        } else {
+            room.presence_due = true;
         }
     }
 
     /// Pushes a committed event to the room's members, if it has any.
     pub fn publish(&self, event: Event) {
-        let Some(tx) = self.rooms().get(&event.room).cloned() else { return };
+        let Some(tx) = self.rooms().get(&event.room).map(|room| room.tx.clone()) else { return };
         let seq = event.seq;
-        let frame = serde_json::to_string(&ServerFrame::Event(event)).expect("events always serialise");
+        let frame = encode(&ServerFrame::Event(event));
         // An error only means every member left since the lookup.
-        let _ = tx.send(Delivery { seq, frame: frame.into() });
+        let _ = tx.send(Delivery::Event { seq, frame });
+    }
+
+    /// Tells each room whose membership changed how many watch it now. Joins and leaves come in
+    /// bursts (a node restarting, a page opened by a whole team); one frame per room and tick
+    /// keeps a burst of n joins from costing n² frames.
+    pub fn spawn_presence(&self, every: Duration) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                for (name, room) in hub.rooms().iter_mut().filter(|(_, room)| room.presence_due) {
+                    room.presence_due = false;
+                    let watchers = room.tx.receiver_count();
+                    let frame = encode(&ServerFrame::Presence { room: name.clone(), watchers });
+                    let _ = room.tx.send(Delivery::Presence { frame });
+                }
+            }
+        });
     }
 
     pub fn room_count(&self) -> usize {
         self.rooms().len()
     }
+}
+
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    serde_json::to_string(frame).expect("server frames always serialise").into()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod embedded_postgres;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod rate;
 pub mod store;
 pub mod ws;
 
@@ -17,7 +18,7 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::postgres::PgConnectOptions;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -27,15 +28,20 @@ use hub::Hub;
 use ingest::Ingest;
 use store::Store;
 
+/// How often rooms whose membership changed are told their watcher count.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos: LeptosOptions,
     pub store: Store,
     pub hub: Hub,
     pub ingest: Ingest,
-    pub heartbeat: Duration,
+    pub config: Arc<Config>,
     /// Cancelled when the server begins to shut down; sockets close with 1012.
     pub shutdown: CancellationToken,
+    /// Open WebSocket connections, so shutdown can wait for them to drain.
+    pub connections: TaskTracker,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -43,6 +49,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub hub: Hub,
     shutdown: CancellationToken,
+    connections: TaskTracker,
+    grace: Duration,
     task: JoinHandle<std::io::Result<()>>,
     embedded: Option<EmbeddedPostgres>,
 }
@@ -74,17 +82,20 @@ pub async fn start(config: &Config) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let hub = Hub::default();
+    hub.spawn_presence(PRESENCE_EVERY);
     let state = AppState {
         leptos,
         store: store.clone(),
         ingest: Ingest::spawn(store.clone(), hub.clone()),
         hub,
-        heartbeat: config.heartbeat(),
+        config: Arc::new(config.clone()),
         shutdown: shutdown.clone(),
+        connections: TaskTracker::new(),
     };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let hub = state.hub.clone();
+    let connections = state.connections.clone();
     let stopping = shutdown.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, router(state, store))
@@ -92,7 +103,7 @@ pub async fn start(config: &Config) -> Result<Running> {
             .await
     });
     tracing::info!(%addr, "watchroom listening");
-    Ok(Running { addr, hub, shutdown, task, embedded })
+    Ok(Running { addr, hub, shutdown, connections, grace: config.shutdown_grace(), task, embedded })
 }
 
 fn router(state: AppState, store: Store) -> Router {
@@ -114,11 +125,23 @@ fn router(state: AppState, store: Store) -> Router {
 }
 
 impl Running {
-    /// Stops accepting, closes sockets with 1012, waits for requests in flight, then stops the
-    /// private Postgres if this server started it.
+    /// Stops accepting, closes sockets with 1012, waits for requests in flight and sockets to
+    /// drain (at most the grace period), then stops the private Postgres if this server started it.
     pub async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
-        let served = self.task.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        self.connections.close();
+        let drained = async {
+            let served = self.task.await.map_err(|e| Error::Io(std::io::Error::other(e)));
+            self.connections.wait().await;
+            served
+        };
+        let served = match tokio::time::timeout(self.grace, drained).await {
+            Ok(served) => served?,
+            Err(_) => {
+                tracing::warn!("connections still open after the shutdown grace period; exiting anyway");
+                Ok(())
+            }
+        };
         if let Some(pg) = self.embedded {
             pg.stop().await?;
         }

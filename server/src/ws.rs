@@ -1,8 +1,9 @@
-//! One WebSocket connection: the rooms it watches, replay from the store, live pushes, heartbeats.
+//! One WebSocket connection: the rooms it watches, replay from the store, live pushes, publishes,
+//! heartbeats and limits.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use app::protocol::{ClientFrame, ErrorCode, RoomName, ServerFrame};
+use app::protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame};
 use axum::{
     extract::{
         State, WebSocketUpgrade,
@@ -10,60 +11,92 @@ use axum::{
     },
     response::Response,
 };
-use futures::{SinkExt, StreamExt, stream::SplitSink};
+use futures::{FutureExt, SinkExt, StreamExt, future::BoxFuture, stream::FuturesOrdered, stream::SplitSink};
+use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_stream::{
     StreamMap,
     wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
 };
+use tokio_tungstenite::tungstenite;
 
-use crate::{AppState, error::Result, hub::Delivery};
+use crate::{AppState, Config, error::Error, hub::Delivery, rate::TokenBucket};
 
-/// Largest frame a client may send.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: i64 = 500;
+/// Live frames written per flush when several are queued: one syscall carries them all.
+const WRITE_BATCH: usize = 64;
+/// Publishes awaiting their commit per connection; more wait for the first to finish.
+const MAX_PENDING_PUBLISHES: usize = 256;
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    ws.max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(socket, state))
+    let max = state.config.max_frame_bytes;
+    // Small buffers: most connections are idle watchers, and memory per connection is what
+    // limits how many one node holds. They grow while a burst needs them.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let drain = state.connections.clone();
+            drain.track_future(serve(socket, state))
+        })
 }
 
-/// Why a connection ended, when the server ends it.
+/// Why a connection ended, when it did not simply go away.
 enum Closing {
     PeerGone,
     Silent,
+    TooLarge,
     ShuttingDown,
 }
 
+type Step = Result<(), Closing>;
+
 struct Connection {
     state: AppState,
+    config: Arc<Config>,
     sink: SplitSink<WebSocket, Message>,
     rooms: StreamMap<RoomName, BroadcastStream<Delivery>>,
     /// Newest seq sent per room: anything at or below it is an overlap and is skipped.
     sent: HashMap<RoomName, i64>,
+    publishes: TokenBucket,
+    /// Replies to publishes, in the order they were made.
+    acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
 }
 
 async fn serve(socket: WebSocket, state: AppState) {
     let (sink, mut stream) = socket.split();
-    let heartbeat_every = state.heartbeat;
+    let config = state.config.clone();
+    let heartbeat_every = config.heartbeat();
     let shutdown = state.shutdown.clone();
-    let mut conn = Connection { state, sink, rooms: StreamMap::new(), sent: HashMap::new() };
+    let mut conn = Connection {
+        publishes: TokenBucket::new(config.publish_rate, config.publish_burst),
+        config,
+        state,
+        sink,
+        rooms: StreamMap::new(),
+        sent: HashMap::new(),
+        acks: FuturesOrdered::new(),
+    };
     let mut heartbeat = interval_at(Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
-    let closing = loop {
-        let step = tokio::select! {
-            incoming = stream.next() => match incoming {
+    let hello = ServerFrame::Hello { heartbeat_ms: heartbeat_every.as_millis() as u64 };
+    let mut step = conn.send(&hello).await;
+    while step.is_ok() {
+        step = tokio::select! {
+            incoming = stream.next(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
                     conn.receive(message).await
                 }
+                Some(Err(e)) if is_too_large(&e) => Err(Closing::TooLarge),
                 Some(Err(_)) | None => Err(Closing::PeerGone),
             },
             Some((room, delivery)) = conn.rooms.next() => conn.deliver(room, delivery).await,
+            Some(ack) = conn.acks.next() => conn.send(&ack).await,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > heartbeat_every * 2 {
                     Err(Closing::Silent)
@@ -73,14 +106,12 @@ async fn serve(socket: WebSocket, state: AppState) {
             }
             _ = shutdown.cancelled() => Err(Closing::ShuttingDown),
         };
-        if let Err(closing) = step {
-            break closing;
-        }
-    };
-    let close = match closing {
-        Closing::PeerGone => None,
-        Closing::Silent => Some((close_code::POLICY, "no frame within two heartbeat intervals")),
-        Closing::ShuttingDown => Some((close_code::RESTART, "server restarting; resume with since")),
+    }
+    let close = match step {
+        Err(Closing::Silent) => Some((close_code::POLICY, "no frame within two heartbeat intervals")),
+        Err(Closing::TooLarge) => Some((close_code::SIZE, "frame larger than the server accepts")),
+        Err(Closing::ShuttingDown) => Some((close_code::RESTART, "server restarting; resume with since")),
+        Err(Closing::PeerGone) | Ok(()) => None,
     };
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
@@ -89,7 +120,11 @@ async fn serve(socket: WebSocket, state: AppState) {
     conn.leave_all();
 }
 
-type Step = std::result::Result<(), Closing>;
+fn is_too_large(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
 
 impl Connection {
     async fn receive(&mut self, message: Message) -> Step {
@@ -99,8 +134,8 @@ impl Connection {
                 Err(e) => self.refuse(ErrorCode::BadFrame, format!("unreadable frame: {e}"), None).await,
             },
             Message::Binary(_) => {
-                self.refuse(ErrorCode::BadFrame, "frames are JSON text; binary is not accepted".into(), None)
-                    .await
+                let message = "frames are JSON text; binary is not accepted".to_owned();
+                self.refuse(ErrorCode::BadFrame, message, None).await
             }
             Message::Close(_) => Err(Closing::PeerGone),
             Message::Ping(_) | Message::Pong(_) => Ok(()),
@@ -109,26 +144,58 @@ impl Connection {
 
     async fn handle(&mut self, frame: ClientFrame) -> Step {
         match frame {
-            ClientFrame::Subscribe { room, since } => match self.subscribe(room.clone(), since).await {
-                Ok(head) => self.send(&ServerFrame::Subscribed { room, head }).await,
-                Err(e) => {
-                    tracing::error!(error = %e, %room, "subscribe failed");
-                    self.unsubscribe(&room);
-                    self.refuse(e.code(), e.public_message(), Some(room)).await
+            ClientFrame::Subscribe { room, since } => {
+                if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms_per_connection {
+                    let message = format!("a connection may watch at most {} rooms", self.config.max_rooms_per_connection);
+                    return self.refuse(ErrorCode::TooManyRooms, message, Some(room)).await;
                 }
-            },
+                match self.subscribe(room.clone(), since).await {
+                    Ok(head) => self.send(&ServerFrame::Subscribed { room, head }).await,
+                    Err(e) => {
+                        self.unsubscribe(&room);
+                        self.refuse(e.code(), e.public_message(), Some(room)).await
+                    }
+                }
+            }
             ClientFrame::Unsubscribe { room } => {
                 self.unsubscribe(&room);
                 self.send(&ServerFrame::Unsubscribed { room }).await
             }
+            ClientFrame::Publish { room, kind, data, reference } => self.publish(room, NewEvent { kind, data }, reference).await,
             ClientFrame::Ping => self.send(&ServerFrame::Pong).await,
             ClientFrame::Pong => Ok(()),
         }
     }
 
+    /// Queues the event for the writer; its `published` reply follows once it is committed, while
+    /// this connection goes on reading.
+    async fn publish(&mut self, room: RoomName, event: NewEvent, reference: Option<Value>) -> Step {
+        if !self.publishes.take() {
+            let message = format!(
+                "more than {} publishes per second (bursts of {}); slow down",
+                self.config.publish_rate, self.config.publish_burst
+            );
+            let error = ServerFrame::Error { code: ErrorCode::RateLimited, message, room: Some(room), since: None, reference };
+            return self.send(&error).await;
+        }
+        let ingest = self.state.ingest.clone();
+        self.acks.push_back(
+            async move {
+                match ingest.publish(room.clone(), event).await {
+                    Ok(stored) => ServerFrame::Published { room, seq: stored.seq, reference },
+                    Err(e) => {
+                        ServerFrame::Error { code: e.code(), message: e.public_message(), room: Some(room), since: None, reference }
+                    }
+                }
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
     /// Joins the hub before reading the store, so every event is either replayed or pushed live
     /// (overlaps are dropped by seq). Returns the newest seq sent or skipped.
-    async fn subscribe(&mut self, room: RoomName, since: Option<i64>) -> Result<i64, crate::error::Error> {
+    async fn subscribe(&mut self, room: RoomName, since: Option<i64>) -> Result<i64, Error> {
         self.unsubscribe(&room);
         let live = self.state.hub.join(&room);
         self.rooms.insert(room.clone(), BroadcastStream::new(live));
@@ -137,20 +204,24 @@ impl Connection {
             None => self.state.store.head(&room).await?,
         };
         self.sent.insert(room.clone(), from);
-        self.replay(&room).await
+        self.replay(&room, false).await
     }
 
-    /// Sends every stored event after the newest one sent, until the store has no more.
-    async fn replay(&mut self, room: &RoomName) -> Result<i64, crate::error::Error> {
+    /// Sends every stored event after the newest one sent, until the store has no more. With
+    /// `conflate`, a metric followed in the same page by a newer sample of its series is skipped:
+    /// a reader that fell behind needs the latest values, not every one.
+    async fn replay(&mut self, room: &RoomName, conflate: bool) -> Result<i64, Error> {
         let mut last = self.sent.get(room).copied().unwrap_or(0);
         loop {
             let page = self.state.store.since(room, last, REPLAY_PAGE).await?;
             let full = page.len() as i64 == REPLAY_PAGE;
+            last = page.last().map_or(last, |event| event.seq);
+            let page = if conflate { conflate_metrics(page) } else { page };
             for event in page {
-                last = event.seq;
-                // A failed send shows up as a closed stream on the next read.
-                let _ = self.send(&ServerFrame::Event(event)).await;
+                // A failed write shows up as a closed stream on the next read.
+                let _ = self.sink.feed(Message::Text(encode(&ServerFrame::Event(event)))).await;
             }
+            let _ = self.sink.flush().await;
             self.sent.insert(room.clone(), last);
             if !full {
                 return Ok(last);
@@ -172,36 +243,96 @@ impl Connection {
         }
     }
 
+    /// Writes this delivery and whatever else is already queued for the socket, then flushes once.
     async fn deliver(&mut self, room: RoomName, delivery: Result<Delivery, BroadcastStreamRecvError>) -> Step {
-        match delivery {
-            Ok(Delivery { seq, frame }) => {
-                let sent = self.sent.entry(room).or_default();
-                if seq <= *sent {
-                    return Ok(());
+        let mut next = Some((room, delivery));
+        let mut written = 0;
+        while let Some((room, delivery)) = next.take() {
+            let frame = match delivery {
+                Ok(Delivery::Event { seq, frame }) => {
+                    let sent = self.sent.entry(room).or_default();
+                    (seq > *sent).then(|| {
+                        *sent = seq;
+                        frame
+                    })
                 }
-                *sent = seq;
-                self.sink.send(Message::Text(frame)).await.map_err(|_| Closing::PeerGone)
+                Ok(Delivery::Presence { frame }) => Some(frame),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    self.catch_up(room, missed).await?;
+                    None
+                }
+            };
+            if let Some(frame) = frame {
+                self.sink.feed(Message::Text(frame)).await.map_err(|_| Closing::PeerGone)?;
+                written += 1;
             }
-            // This socket fell more than a room buffer behind: catch up from the store.
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                tracing::debug!(%room, missed, "slow subscriber catching up from the store");
-                match self.replay(&room).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let message = format!("fell behind and could not catch up: {}", e.public_message());
-                        self.refuse(ErrorCode::Lagged, message, Some(room)).await
-                    }
-                }
+            if written < WRITE_BATCH {
+                next = self.rooms.next().now_or_never().flatten();
             }
         }
+        self.sink.flush().await.map_err(|_| Closing::PeerGone)
+    }
+
+    /// This socket fell a whole room buffer behind: read what it missed from the store.
+    async fn catch_up(&mut self, room: RoomName, missed: u64) -> Step {
+        tracing::debug!(%room, missed, "slow subscriber catching up from the store");
+        if let Err(e) = self.replay(&room, true).await {
+            let since = self.sent.get(&room).copied();
+            self.unsubscribe(&room);
+            let message = format!("fell behind and could not catch up ({}); resubscribe with since", e.public_message());
+            let error = ServerFrame::Error { code: ErrorCode::Lagged, message, room: Some(room), since, reference: None };
+            return self.send(&error).await;
+        }
+        Ok(())
     }
 
     async fn refuse(&mut self, code: ErrorCode, message: String, room: Option<RoomName>) -> Step {
-        self.send(&ServerFrame::Error { code, message, room }).await
+        self.send(&ServerFrame::Error { code, message, room, since: None, reference: None }).await
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Step {
-        let text = serde_json::to_string(frame).expect("server frames always serialise");
-        self.sink.send(Message::Text(text.into())).await.map_err(|_| Closing::PeerGone)
+        self.sink.send(Message::Text(encode(frame))).await.map_err(|_| Closing::PeerGone)
+    }
+}
+
+fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    serde_json::to_string(frame).expect("server frames always serialise").into()
+}
+
+/// Drops each metric that a later metric of the same series in `events` supersedes.
+fn conflate_metrics(events: Vec<Event>) -> Vec<Event> {
+    let series = |event: &Event| {
+        (event.kind == EventKind::Metric).then(|| event.data.get("series").cloned()).flatten()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Event> = events
+        .into_iter()
+        .rev()
+        .filter(|event| series(event).is_none_or(|s| seen.insert(s.to_string())))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(seq: i64, kind: EventKind, data: Value) -> Event {
+        Event { room: RoomName::parse("r").unwrap(), seq, ts: chrono::Utc::now(), kind, data }
+    }
+
+    #[test]
+    fn conflation_keeps_the_newest_sample_per_series_and_every_other_event() {
+        let events = vec![
+            event(1, EventKind::Metric, json!({"series": "cpu", "value": 1})),
+            event(2, EventKind::Alert, json!({"text": "hot"})),
+            event(3, EventKind::Metric, json!({"series": "mem", "value": 5})),
+            event(4, EventKind::Metric, json!({"series": "cpu", "value": 2})),
+            event(5, EventKind::Notice, json!({"text": "note"})),
+        ];
+        let seqs: Vec<i64> = conflate_metrics(events).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5]);
     }
 }

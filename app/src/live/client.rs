@@ -8,11 +8,14 @@ use crate::protocol::{ClientFrame, Event, RoomName, RoomSnapshot};
 /// Events a page keeps and shows per room.
 pub const EVENTS_SHOWN: usize = 50;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ConnState {
     Connecting,
     Live,
-    Reconnecting,
+    /// Waiting to try again at this time (milliseconds since the epoch).
+    Reconnecting { retry_at: f64 },
+    /// The browser reports no network; trying resumes when it comes back.
+    Offline,
 }
 
 impl ConnState {
@@ -20,7 +23,8 @@ impl ConnState {
         match self {
             Self::Connecting => "connecting",
             Self::Live => "live",
-            Self::Reconnecting => "reconnecting",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Offline => "offline",
         }
     }
 }
@@ -30,7 +34,16 @@ impl ConnState {
 #[derive(Clone, Copy)]
 struct Feed {
     events: RwSignal<Vec<Event>>,
+    watchers: RwSignal<Option<usize>>,
     last_seq: i64,
+}
+
+/// What a component shows of a room it joined.
+#[derive(Clone, Copy)]
+pub struct RoomView {
+    pub events: ReadSignal<Vec<Event>>,
+    /// Connections watching the room, once the server has said.
+    pub watchers: ReadSignal<Option<usize>>,
 }
 
 /// Handle to the page's live connection, provided as context by [`crate::App`].
@@ -61,10 +74,11 @@ impl LiveClient {
 
     /// Shows `snapshot`'s room live from its head on; the returned events grow as pushes arrive.
     /// The room is left when the calling component is cleaned up.
-    pub fn join(self, snapshot: RoomSnapshot) -> ReadSignal<Vec<Event>> {
+    pub fn join(self, snapshot: RoomSnapshot) -> RoomView {
         let room = snapshot.room;
         let feed = Feed {
             events: RwSignal::new(snapshot.events),
+            watchers: RwSignal::new(None),
             last_seq: snapshot.head,
         };
         self.feeds.update_value(|feeds| {
@@ -72,7 +86,7 @@ impl LiveClient {
         });
         self.send(ClientFrame::Subscribe { room: room.clone(), since: Some(feed.last_seq) });
         on_cleanup(move || self.leave(room));
-        feed.events.read_only()
+        RoomView { events: feed.events.read_only(), watchers: feed.watchers.read_only() }
     }
 
     fn leave(self, room: RoomName) {
@@ -111,7 +125,7 @@ impl LiveClient {
     /// Applies a frame from the server; returns the reply it calls for, if any.
     #[cfg(feature = "hydrate")]
     pub(super) fn apply(self, frame: crate::protocol::ServerFrame) -> Option<ClientFrame> {
-        use crate::protocol::ServerFrame;
+        use crate::protocol::{ErrorCode, ServerFrame};
 
         match frame {
             ServerFrame::Event(event) => {
@@ -128,12 +142,25 @@ impl LiveClient {
                 });
                 None
             }
+            ServerFrame::Presence { room, watchers } => {
+                self.feeds.with_value(|feeds| feeds.get(&room).map(|feed| feed.watchers.set(Some(watchers))));
+                None
+            }
             ServerFrame::Ping => Some(ClientFrame::Pong),
-            ServerFrame::Error { code, message, room } => {
+            // The server could not keep this room flowing: pick it up again where we are.
+            ServerFrame::Error { code: ErrorCode::Lagged, room: Some(room), .. } => {
+                let since = self.feeds.with_value(|feeds| feeds.get(&room).map(|feed| feed.last_seq))?;
+                Some(ClientFrame::Subscribe { room, since: Some(since) })
+            }
+            ServerFrame::Error { code, message, room, .. } => {
                 leptos::logging::warn!("server refused a frame: {code:?} {message} {room:?}");
                 None
             }
-            ServerFrame::Subscribed { .. } | ServerFrame::Unsubscribed { .. } | ServerFrame::Pong => None,
+            ServerFrame::Hello { .. }
+            | ServerFrame::Subscribed { .. }
+            | ServerFrame::Unsubscribed { .. }
+            | ServerFrame::Published { .. }
+            | ServerFrame::Pong => None,
         }
     }
 }

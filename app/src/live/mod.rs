@@ -7,4 +7,4 @@ mod client;
 mod socket;
 
 pub use badge::ConnectionBadge;
-pub use client::{ConnState, EVENTS_SHOWN, LiveClient};
+pub use client::{ConnState, EVENTS_SHOWN, LiveClient, RoomView};

@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use crate::live::LiveClient;
+use crate::live::{LiveClient, RoomView};
 use crate::protocol::{Event, EventKind, RoomSnapshot};
 
 /// Room shown when the address names none.
@@ -38,10 +38,14 @@ pub fn Dashboard() -> impl IntoView {
 #[component]
 fn RoomFeed(snapshot: RoomSnapshot) -> impl IntoView {
     let room = snapshot.room.to_string();
-    let events = LiveClient::expect().join(snapshot);
+    let RoomView { events, watchers } = LiveClient::expect().join(snapshot);
+    let watching = move || watchers.get().map(|n| format!("{n} watching"));
     view! {
         <section class="panel" aria-labelledby="feed-title">
-            <h1 id="feed-title">"Latest events in " <code>{room}</code></h1>
+            <header class="panel-head">
+                <h1 id="feed-title">"Latest events in " <code>{room}</code></h1>
+                <span class="watchers" data-testid="watchers">{watching}</span>
+            </header>
             <ol class="feed" data-testid="feed">
                 <For
                     each=move || events.get().into_iter().rev()

@@ -2,14 +2,14 @@
 #![allow(dead_code)] // each test crate uses its own part of this module
 
 use std::{
-    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use app::protocol::{ClientFrame, RoomName, ServerFrame};
+use app::protocol::{ClientFrame, Event, RoomName, ServerFrame};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use clap::Parser;
 use server::{Config, Running};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
@@ -19,15 +19,11 @@ pub const DEFAULT_TEST_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/watc
 /// Upper bound for waiting on the server; only a broken server ever reaches it.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The server's defaults, on a free port, against the test database.
 pub fn config() -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: Some(std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE.into())),
-        data_dir: PathBuf::new(),
-        log: "warn".into(),
-        heartbeat_secs: 15.0,
-        site_root: "target/site".into(),
-    }
+    let mut config = Config::parse_from(["server", "--listen", "127.0.0.1:0"]);
+    config.database_url.get_or_insert_with(|| DEFAULT_TEST_DATABASE.into());
+    config
 }
 
 pub async fn start() -> Running {
@@ -68,7 +64,12 @@ pub struct Client {
 impl Client {
     pub async fn connect(running: &Running) -> Self {
         let (socket, _) = connect_async(format!("ws://{}/ws", running.addr)).await.expect("socket opens");
-        Self { socket }
+        let mut client = Self { socket };
+        match client.next().await {
+            ServerFrame::Hello { heartbeat_ms } => assert!(heartbeat_ms > 0),
+            other => panic!("expected hello first, got {other:?}"),
+        }
+        client
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {
@@ -92,16 +93,20 @@ impl Client {
         }
     }
 
-    /// The next frame other than a heartbeat ping.
+    /// The next frame other than a heartbeat ping or a presence update.
     pub async fn next(&mut self) -> ServerFrame {
         loop {
-            match self.next_message().await {
-                Message::Text(text) => match serde_json::from_str(&text).expect("server frames parse") {
-                    ServerFrame::Ping => continue,
-                    frame => return frame,
-                },
-                other => panic!("expected a text frame, got {other:?}"),
+            match self.next_frame().await {
+                ServerFrame::Ping | ServerFrame::Presence { .. } => continue,
+                frame => return frame,
             }
+        }
+    }
+
+    pub async fn next_frame(&mut self) -> ServerFrame {
+        match self.next_message().await {
+            Message::Text(text) => serde_json::from_str(&text).expect("server frames parse"),
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 
@@ -111,6 +116,23 @@ impl Client {
             .expect("server answers in time")
             .expect("socket still open")
             .expect("socket reads")
+    }
+
+    /// Every event of `room` until (and including) seq `last`, skipping other frames.
+    pub async fn events_until(&mut self, room: &RoomName, last: i64) -> Vec<Event> {
+        let mut events = Vec::new();
+        while events.last().is_none_or(|e: &Event| e.seq < last) {
+            if let ServerFrame::Event(event) = self.next().await {
+                if &event.room == room {
+                    events.push(event);
+                }
+            }
+        }
+        events
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
     }
 
     /// The seq of the next event frame; panics on anything else.

@@ -1,0 +1,250 @@
+//! The realtime core under stress: resume, restarts, limits, presence and slow readers.
+
+mod support;
+
+use app::protocol::{ClientFrame, ErrorCode, EventKind, RoomName, ServerFrame};
+use futures::future::join_all;
+use serde_json::json;
+use support::{Client, post_notice, start, stored, unique_room};
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+
+fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+async fn post_many(server: &server::Running, room: &RoomName, n: usize) {
+    for i in 0..n {
+        post_notice(server, room, &format!("n{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn reconnecting_with_since_delivers_exactly_the_missed_events() {
+    let server = start().await;
+    let room = unique_room("resume");
+    let mut client = Client::connect(&server).await;
+    client.subscribe(&room, None).await;
+    post_many(&server, &room, 50).await;
+    assert_eq!(seqs(&client.events_until(&room, 50).await), (1..=50).collect::<Vec<_>>());
+    client.close().await;
+
+    post_many(&server, &room, 50).await;
+    let mut client = Client::connect(&server).await;
+    let (replayed, head) = client.subscribe(&room, Some(50)).await;
+    let replayed: Vec<i64> = replayed
+        .iter()
+        .map(|f| match f {
+            ServerFrame::Event(e) => e.seq,
+            other => panic!("expected only events before subscribed, got {other:?}"),
+        })
+        .collect();
+    assert_eq!((replayed, head), ((51..=100).collect(), 100));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn replay_racing_concurrent_publishes_has_no_gap_and_no_duplicate() {
+    let server = start().await;
+    let room = unique_room("race");
+    post_many(&server, &room, 600).await;
+    let publishing = {
+        let room = room.clone();
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..300 {
+                let url = format!("http://{addr}/api/rooms/{room}/events");
+                let body = json!({"kind": "notice", "data": {"text": format!("live {i}")}});
+                assert_eq!(client.post(url).json(&body).send().await.unwrap().status(), 201);
+            }
+        })
+    };
+    // The replay spans two pages while new events commit.
+    let mut client = Client::connect(&server).await;
+    client.send(&ClientFrame::Subscribe { room: room.clone(), since: Some(0) }).await;
+    let events = client.events_until(&room, 900).await;
+    assert_eq!(seqs(&events), (1..=900).collect::<Vec<_>>());
+    publishing.await.unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_published_while_the_server_was_down_arrive_after_reconnecting() {
+    let first = start().await;
+    let room = unique_room("restart");
+    let mut client = Client::connect(&first).await;
+    client.subscribe(&room, None).await;
+    post_many(&first, &room, 10).await;
+    assert_eq!(client.events_until(&room, 10).await.len(), 10);
+    let stopping = tokio::spawn(first.stop());
+    assert!(matches!(client.next_message().await, Message::Close(Some(f)) if f.code == CloseCode::Restart));
+    drop(client);
+    stopping.await.unwrap().unwrap();
+
+    // A new process on the same database takes publishes before the client is back.
+    let second = start().await;
+    post_many(&second, &room, 10).await;
+    let mut client = Client::connect(&second).await;
+    let (replayed, head) = client.subscribe(&room, Some(10)).await;
+    assert_eq!((replayed.len(), head), (10, 20));
+    post_notice(&second, &room, "live again").await;
+    assert_eq!(client.next_event_seq(&room).await, 21);
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn socket_publishes_are_acknowledged_with_their_ref_after_commit() {
+    let server = start().await;
+    let room = unique_room("publish");
+    let mut watcher = Client::connect(&server).await;
+    watcher.subscribe(&room, None).await;
+    let mut publisher = Client::connect(&server).await;
+    for (i, text) in ["first", "second"].into_iter().enumerate() {
+        publisher
+            .send(&ClientFrame::Publish {
+                room: room.clone(),
+                kind: EventKind::Alert,
+                data: json!({"text": text}),
+                reference: Some(json!(i)),
+            })
+            .await;
+    }
+    for i in 0..2 {
+        let expected = ServerFrame::Published { room: room.clone(), seq: i + 1, reference: Some(json!(i)) };
+        assert_eq!(publisher.next().await, expected);
+    }
+    assert_eq!(stored(&server, &room).await.len(), 2);
+    assert_eq!(seqs(&watcher.events_until(&room, 2).await), vec![1, 2]);
+
+    publisher
+        .send(&ClientFrame::Publish { room: room.clone(), kind: EventKind::Alert, data: json!({}), reference: Some(json!("bad")) })
+        .await;
+    match publisher.next().await {
+        ServerFrame::Error { code: ErrorCode::InvalidEvent, reference, .. } => assert_eq!(reference, Some(json!("bad"))),
+        other => panic!("expected invalid_event, got {other:?}"),
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_frames_close_the_socket_with_1009_and_the_server_carries_on() {
+    let server = start().await;
+    let mut client = Client::connect(&server).await;
+    client.send_text(&format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024))).await;
+    match client.next_message().await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+    let mut other = Client::connect(&server).await;
+    other.send(&ClientFrame::Ping).await;
+    assert_eq!(other.next().await, ServerFrame::Pong);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn watching_more_rooms_than_allowed_is_refused() {
+    let mut config = support::config();
+    config.max_rooms_per_connection = 2;
+    let server = server::start(&config).await.unwrap();
+    let mut client = Client::connect(&server).await;
+    client.subscribe(&unique_room("one"), None).await;
+    client.subscribe(&unique_room("two"), None).await;
+    let third = unique_room("three");
+    client.send(&ClientFrame::Subscribe { room: third.clone(), since: None }).await;
+    match client.next().await {
+        ServerFrame::Error { code: ErrorCode::TooManyRooms, room, .. } => assert_eq!(room, Some(third)),
+        other => panic!("expected too_many_rooms, got {other:?}"),
+    }
+    assert_eq!(server.hub.room_count(), 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn publishing_faster_than_the_allowance_is_rate_limited() {
+    let mut config = support::config();
+    (config.publish_rate, config.publish_burst) = (0.5, 3.0);
+    let server = server::start(&config).await.unwrap();
+    let room = unique_room("rate");
+    let mut client = Client::connect(&server).await;
+    for i in 0..5 {
+        let data = json!({"series": "load", "value": i});
+        client.send(&ClientFrame::Publish { room: room.clone(), kind: EventKind::Metric, data, reference: Some(json!(i)) }).await;
+    }
+    let (mut published, mut limited) = (0, 0);
+    for _ in 0..5 {
+        match client.next().await {
+            ServerFrame::Published { .. } => published += 1,
+            ServerFrame::Error { code: ErrorCode::RateLimited, .. } => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((published, limited), (3, 2));
+    assert_eq!(stored(&server, &room).await.len(), 3);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn watchers_are_told_how_many_watch_their_room() {
+    let server = start().await;
+    let room = unique_room("presence");
+    let mut first = Client::connect(&server).await;
+    first.subscribe(&room, None).await;
+    let mut second = Client::connect(&server).await;
+    second.subscribe(&room, None).await;
+    loop {
+        if let ServerFrame::Presence { room: r, watchers } = first.next_frame().await {
+            assert_eq!(r, room);
+            if watchers == 2 {
+                break;
+            }
+        }
+    }
+    second.close().await;
+    loop {
+        if let ServerFrame::Presence { watchers: 1, .. } = first.next_frame().await {
+            break;
+        }
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
+    let mut config = support::config();
+    (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    let server = server::start(&config).await.unwrap();
+    let room = unique_room("slow");
+    let mut paused = Client::connect(&server).await;
+    paused.subscribe(&room, None).await;
+    let mut fast = Client::connect(&server).await;
+    fast.subscribe(&room, None).await;
+
+    // 3000 events of 8 KiB: far more than socket buffers and the room's buffer hold, so the
+    // paused reader's connection falls behind and must catch up from the store.
+    const N: i64 = 3000;
+    let pad = "x".repeat(8 * 1024);
+    let mut publisher = Client::connect(&server).await;
+    for i in 1..=N {
+        let (kind, data) = if i % 10 == 0 {
+            (EventKind::Alert, json!({"text": format!("alert {i}"), "pad": pad}))
+        } else {
+            (EventKind::Metric, json!({"series": format!("s{}", i % 3), "value": i, "pad": pad}))
+        };
+        publisher.send(&ClientFrame::Publish { room: room.clone(), kind, data, reference: None }).await;
+    }
+    let fast_events = fast.events_until(&room, N).await;
+    assert_eq!(seqs(&fast_events), (1..=N).collect::<Vec<_>>());
+
+    let slow_events = paused.events_until(&room, N).await;
+    let slow_seqs = seqs(&slow_events);
+    assert!(slow_seqs.windows(2).all(|w| w[0] < w[1]), "seqs strictly increase");
+    let alerts = |events: &[app::protocol::Event]| -> Vec<i64> {
+        events.iter().filter(|e| e.kind == EventKind::Alert).map(|e| e.seq).collect()
+    };
+    assert_eq!(alerts(&slow_events), (1..=N).filter(|i| i % 10 == 0).collect::<Vec<_>>());
+    for last_of_series in [N - 1, N - 2, N - 3] {
+        assert!(slow_seqs.contains(&last_of_series), "newest sample of each series arrives");
+    }
+    drop(join_all([paused.close(), fast.close(), publisher.close()]).await);
+    server.stop().await.unwrap();
+}
