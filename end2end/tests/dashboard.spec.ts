@@ -25,12 +25,17 @@ async function postNotice(room: string, text: string): Promise<number> {
   return (await response.json()).seq;
 }
 
-/** Collects uncaught page errors and console errors; the test fails if any appear. */
-function watchForErrors(page: Page): string[] {
+/**
+ * Collects uncaught page errors and console errors; the test fails if any appear. `expected`
+ * names console errors a test provokes on purpose (the browser logs each refused connection).
+ */
+function watchForErrors(page: Page, expected?: RegExp): string[] {
   const errors: string[] = [];
   page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
   page.on("console", (message) => {
-    if (message.type() === "error") errors.push(`console: ${message.text()}`);
+    if (message.type() === "error" && !expected?.test(message.text())) {
+      errors.push(`console: ${message.text()}`);
+    }
   });
   return errors;
 }
@@ -61,5 +66,32 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
   expect(await page.evaluate(() => (window as unknown as { marker: number }).marker)).toBe(42);
   await expect(badge).toHaveText("live");
 
+  expect(errors).toEqual([]);
+});
+
+test("after the server is killed and restarted the page reconnects and shows every missed event once", async ({ page }) => {
+  const errors = watchForErrors(page, /WebSocket connection to .* failed/);
+  const room = uniqueRoom("restart");
+  await postNotice(room, "before the outage");
+  await page.goto(`${server.url}/?room=${room}`);
+  const badge = page.getByTestId("connection");
+  await expect(badge).toHaveText("live");
+
+  await server.kill();
+  await expect(badge).toHaveText("reconnecting");
+  await expect(page.locator(".connection-detail")).toContainText("next try");
+
+  // Published while the page had no connection: straight after restart, before it reconnects.
+  await server.restart();
+  expect(await postNotice(room, "during the outage")).toBe(2);
+  expect(await postNotice(room, "also during the outage")).toBe(3);
+  await expect(badge).toHaveText("live", { timeout: 40_000 });
+  expect(await postNotice(room, "after the outage")).toBe(4);
+
+  const feed = page.getByTestId("feed");
+  await expect(feed.locator("li")).toHaveCount(4);
+  for (const seq of [1, 2, 3, 4]) {
+    await expect(feed.locator(`[data-seq="${seq}"]`)).toHaveCount(1);
+  }
   expect(errors).toEqual([]);
 });

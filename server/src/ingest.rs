@@ -35,10 +35,17 @@ impl Ingest {
 
     /// Validates, commits and fans out `event`; returns it as stored once committed.
     pub async fn publish(&self, room: RoomName, event: NewEvent) -> Result<Event> {
+        self.enqueue(room, event).await?.await
+    }
+
+    /// Validates `event` and queues it for the writer, waiting only while the queue is full.
+    /// Events are committed in the order they were enqueued, so one publisher's events keep
+    /// their order; the returned future resolves to the stored event once it is committed.
+    pub async fn enqueue(&self, room: RoomName, event: NewEvent) -> Result<impl Future<Output = Result<Event>> + use<>> {
         event.validate()?;
         let (stored, receipt) = oneshot::channel();
         self.queue.send(Request { room, event, stored }).await.map_err(|_| Error::Unavailable)?;
-        receipt.await.map_err(|_| Error::Unavailable)?
+        Ok(async move { receipt.await.map_err(|_| Error::Unavailable)? })
     }
 }
 

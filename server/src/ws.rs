@@ -178,10 +178,16 @@ impl Connection {
             let error = ServerFrame::Error { code: ErrorCode::RateLimited, message, room: Some(room), since: None, reference };
             return self.send(&error).await;
         }
-        let ingest = self.state.ingest.clone();
+        let receipt = match self.state.ingest.enqueue(room.clone(), event).await {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                let error = ServerFrame::Error { code: e.code(), message: e.public_message(), room: Some(room), since: None, reference };
+                return self.send(&error).await;
+            }
+        };
         self.acks.push_back(
             async move {
-                match ingest.publish(room.clone(), event).await {
+                match receipt.await {
                     Ok(stored) => ServerFrame::Published { room, seq: stored.seq, reference },
                     Err(e) => {
                         ServerFrame::Error { code: e.code(), message: e.public_message(), room: Some(room), since: None, reference }

@@ -223,16 +223,27 @@ async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts
     // paused reader's connection falls behind and must catch up from the store.
     const N: i64 = 3000;
     let pad = "x".repeat(8 * 1024);
+    let fast_reader = {
+        let room = room.clone();
+        tokio::spawn(async move { (fast.events_until(&room, N).await, fast) })
+    };
     let mut publisher = Client::connect(&server).await;
-    for i in 1..=N {
-        let (kind, data) = if i % 10 == 0 {
-            (EventKind::Alert, json!({"text": format!("alert {i}"), "pad": pad}))
-        } else {
-            (EventKind::Metric, json!({"series": format!("s{}", i % 3), "value": i, "pad": pad}))
-        };
-        publisher.send(&ClientFrame::Publish { room: room.clone(), kind, data, reference: None }).await;
+    // Paced like a real publisher: a window of 100 unacknowledged publishes.
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(100) {
+        for &i in chunk {
+            let (kind, data) = if i % 10 == 0 {
+                (EventKind::Alert, json!({"text": format!("alert {i}"), "pad": pad}))
+            } else {
+                (EventKind::Metric, json!({"series": format!("s{}", i % 3), "value": i, "pad": pad}))
+            };
+            publisher.send(&ClientFrame::Publish { room: room.clone(), kind, data, reference: None }).await;
+        }
+        // One publisher's events are stored in the order it sent them.
+        for &i in chunk {
+            assert!(matches!(publisher.next().await, ServerFrame::Published { seq, .. } if seq == i));
+        }
     }
-    let fast_events = fast.events_until(&room, N).await;
+    let (fast_events, fast) = fast_reader.await.unwrap();
     assert_eq!(seqs(&fast_events), (1..=N).collect::<Vec<_>>());
 
     let slow_events = paused.events_until(&room, N).await;

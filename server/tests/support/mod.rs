@@ -122,10 +122,10 @@ impl Client {
     pub async fn events_until(&mut self, room: &RoomName, last: i64) -> Vec<Event> {
         let mut events = Vec::new();
         while events.last().is_none_or(|e: &Event| e.seq < last) {
-            if let ServerFrame::Event(event) = self.next().await {
-                if &event.room == room {
-                    events.push(event);
-                }
+            if let ServerFrame::Event(event) = self.next().await
+                && &event.room == room
+            {
+                events.push(event);
             }
         }
         events
