@@ -1,0 +1,209 @@
+//! Load generator for a running Watchroom server: N WebSocket subscribers in one room and one
+//! publisher, reporting deliveries per second, publish→receive latency, and the server's RSS and
+//! CPU time per delivery (read from /proc, so it must run on the server's machine).
+//!
+//! Loopback only: it refuses any address that is not on this machine.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use app::protocol::{ClientFrame, EventKind, RoomName};
+use clap::Parser;
+use futures::{SinkExt, StreamExt, future::join_all};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_tungstenite::{connect_async, tungstenite::Message};
+
+#[derive(Parser)]
+struct Args {
+    /// Server address (loopback).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: std::net::SocketAddr,
+    /// PID of the server process, for its CPU time and RSS.
+    #[arg(long)]
+    server_pid: u32,
+    /// Subscribed connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Publishes per second; 0 publishes closed-loop, keeping `window` unacknowledged.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Unacknowledged publishes in flight in closed-loop mode.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Seconds measured, after one second of warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Only connect and subscribe, then report the server's memory per connection.
+    #[arg(long)]
+    idle: bool,
+}
+
+/// The part of an event frame the subscribers read.
+#[derive(Deserialize)]
+struct Received {
+    data: Option<Stamp>,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    t: u64,
+}
+
+struct Shared {
+    start: Instant,
+    measuring: AtomicBool,
+    deliveries: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server pid readable");
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server pid readable");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS present");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    assert!(args.addr.ip().is_loopback(), "load is only ever sent to a loopback address");
+    let url = format!("ws://{}/ws", args.addr);
+    let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        measuring: AtomicBool::new(false),
+        deliveries: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+    });
+
+    let rss_before = proc_rss_kib(args.server_pid);
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
+        let opened = join_all(chunk.iter().map(|_| subscriber(&url, &room, shared.clone()))).await;
+        subscribers.extend(opened);
+    }
+    eprintln!("{} subscribers connected", args.subscribers);
+    if args.idle {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_after = proc_rss_kib(args.server_pid);
+        let per = (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers as f64;
+        println!(
+            "idle connections={} server_rss_before={}KiB after={}KiB per_connection={:.1}KiB",
+            args.subscribers, rss_before, rss_after, per
+        );
+        return;
+    }
+
+    let publisher = tokio::spawn(publish(url.clone(), room.clone(), args.rate, args.window, shared.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = proc_cpu_ticks(args.server_pid);
+    let delivered_before = shared.deliveries.load(Ordering::Relaxed);
+    shared.measuring.store(true, Ordering::Relaxed);
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let elapsed = began.elapsed().as_secs_f64();
+    let cpu_after = proc_cpu_ticks(args.server_pid);
+    let delivered = shared.deliveries.load(Ordering::Relaxed) - delivered_before;
+    publisher.abort();
+
+    let clock_ticks_per_sec = 100.0; // Linux USER_HZ
+    let cpu_secs = (cpu_after - cpu_before) as f64 / clock_ticks_per_sec;
+    let mut latencies = shared.latencies_us.lock().await;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        "subscribers={} rate={} window={} seconds={:.1} deliveries={} deliveries_per_s={:.0} \
+         latency_ms p50={:.2} p99={:.2} max={:.2} server_cpu_s={:.2} cpu_us_per_delivery={:.3} server_rss={}KiB",
+        args.subscribers,
+        if args.rate > 0.0 { format!("{}", args.rate) } else { "closed-loop".into() },
+        args.window,
+        elapsed,
+        delivered,
+        delivered as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+        cpu_secs,
+        cpu_secs * 1e6 / delivered.max(1) as f64,
+        proc_rss_kib(args.server_pid),
+    );
+}
+
+/// Opens a connection subscribed to `room`; the returned task counts what it receives.
+async fn subscriber(url: &str, room: &RoomName, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    let (mut socket, _) = connect_async(url).await.expect("connect");
+    let subscribe = serde_json::to_string(&ClientFrame::Subscribe { room: room.clone(), since: None }).unwrap();
+    socket.send(Message::text(subscribe)).await.expect("subscribe");
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else { continue };
+            if text.contains(r#""type":"ping""#) {
+                let _ = socket.send(Message::text(r#"{"type":"pong"}"#)).await;
+                continue;
+            }
+            if !text.starts_with(r#"{"type":"event""#) {
+                continue;
+            }
+            if !shared.measuring.load(Ordering::Relaxed) {
+                continue;
+            }
+            shared.deliveries.fetch_add(1, Ordering::Relaxed);
+            if let Ok(Received { data: Some(Stamp { t }) }) = serde_json::from_str(&text) {
+                let now = shared.start.elapsed().as_micros() as u64;
+                latencies.push(now.saturating_sub(t) as u32);
+            }
+            if latencies.len() >= 1024 {
+                shared.latencies_us.lock().await.append(&mut latencies);
+            }
+        }
+        shared.latencies_us.lock().await.append(&mut latencies);
+    })
+}
+
+async fn publish(url: String, room: RoomName, rate: f64, window: usize, shared: Arc<Shared>) {
+    let (socket, _) = connect_async(&url).await.expect("connect publisher");
+    let (mut tx, mut rx) = socket.split();
+    let frame = |shared: &Shared| {
+        let t = shared.start.elapsed().as_micros() as u64;
+        let data = json!({"series": "bench", "value": 1.5, "t": t});
+        let frame = ClientFrame::Publish { room: room.clone(), kind: EventKind::Metric, data, reference: None };
+        Message::text(serde_json::to_string(&frame).unwrap())
+    };
+    if rate > 0.0 {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tokio::spawn(async move { while rx.next().await.is_some() {} });
+        loop {
+            tick.tick().await;
+            if tx.send(frame(&shared)).await.is_err() {
+                return;
+            }
+        }
+    }
+    for _ in 0..window {
+        tx.feed(frame(&shared)).await.expect("publish");
+    }
+    tx.flush().await.expect("publish");
+    while let Some(Ok(Message::Text(text))) = rx.next().await {
+        if text.contains(r#""type":"published""#) || text.contains(r#""type":"error""#) {
+            if tx.send(frame(&shared)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
