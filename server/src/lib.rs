@@ -13,7 +13,7 @@ pub mod ws;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use app::{App, history::SharedHistory, shell};
-use axum::{Router, extract::FromRef, routing::get};
+use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::postgres::PgConnectOptions;
@@ -97,6 +97,13 @@ pub async fn start(config: &Config) -> Result<Running> {
     let hub = state.hub.clone();
     let connections = state.connections.clone();
     let stopping = shutdown.clone();
+    // Pushes are small frames that must leave at once: Nagle's algorithm would hold them back
+    // waiting for the peer's delayed ACK, adding tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, router(state, store))
             .with_graceful_shutdown(stopping.cancelled_owned())

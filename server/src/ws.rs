@@ -11,7 +11,7 @@ use axum::{
     },
     response::Response,
 };
-use futures::{FutureExt, SinkExt, StreamExt, future::BoxFuture, stream::FuturesOrdered, stream::SplitSink};
+use futures::{FutureExt, SinkExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_stream::{
@@ -56,7 +56,9 @@ type Step = Result<(), Closing>;
 struct Connection {
     state: AppState,
     config: Arc<Config>,
-    sink: SplitSink<WebSocket, Message>,
+    /// Not split into halves: reads and writes take turns in one task, and a split's lock
+    /// would cost on every push.
+    socket: WebSocket,
     rooms: StreamMap<RoomName, BroadcastStream<Delivery>>,
     /// Newest seq sent per room: anything at or below it is an overlap and is skipped.
     sent: HashMap<RoomName, i64>,
@@ -66,7 +68,6 @@ struct Connection {
 }
 
 async fn serve(socket: WebSocket, state: AppState) {
-    let (sink, mut stream) = socket.split();
     let config = state.config.clone();
     let heartbeat_every = config.heartbeat();
     let shutdown = state.shutdown.clone();
@@ -74,7 +75,7 @@ async fn serve(socket: WebSocket, state: AppState) {
         publishes: TokenBucket::new(config.publish_rate, config.publish_burst),
         config,
         state,
-        sink,
+        socket,
         rooms: StreamMap::new(),
         sent: HashMap::new(),
         acks: FuturesOrdered::new(),
@@ -87,7 +88,8 @@ async fn serve(socket: WebSocket, state: AppState) {
     let mut step = conn.send(&hello).await;
     while step.is_ok() {
         step = tokio::select! {
-            incoming = stream.next(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
+            _ = shutdown.cancelled() => Err(Closing::ShuttingDown),
+            incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
                     conn.receive(message).await
@@ -104,7 +106,6 @@ async fn serve(socket: WebSocket, state: AppState) {
                     conn.send(&ServerFrame::Ping).await
                 }
             }
-            _ = shutdown.cancelled() => Err(Closing::ShuttingDown),
         };
     }
     let close = match step {
@@ -115,7 +116,7 @@ async fn serve(socket: WebSocket, state: AppState) {
     };
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        let _ = conn.sink.send(Message::Close(Some(frame))).await;
+        let _ = conn.socket.send(Message::Close(Some(frame))).await;
     }
     conn.leave_all();
 }
@@ -225,9 +226,9 @@ impl Connection {
             let page = if conflate { conflate_metrics(page) } else { page };
             for event in page {
                 // A failed write shows up as a closed stream on the next read.
-                let _ = self.sink.feed(Message::Text(encode(&ServerFrame::Event(event)))).await;
+                let _ = self.socket.feed(Message::Text(encode(&ServerFrame::Event(event)))).await;
             }
-            let _ = self.sink.flush().await;
+            let _ = self.socket.flush().await;
             self.sent.insert(room.clone(), last);
             if !full {
                 return Ok(last);
@@ -256,10 +257,12 @@ impl Connection {
         while let Some((room, delivery)) = next.take() {
             let frame = match delivery {
                 Ok(Delivery::Event { seq, frame }) => {
-                    let sent = self.sent.entry(room).or_default();
-                    (seq > *sent).then(|| {
-                        *sent = seq;
-                        frame
+                    // Absent only after an unsubscribe raced this delivery: then nothing is due.
+                    self.sent.get_mut(&room).and_then(|sent| {
+                        (seq > *sent).then(|| {
+                            *sent = seq;
+                            frame
+                        })
                     })
                 }
                 Ok(Delivery::Presence { frame }) => Some(frame),
@@ -269,14 +272,14 @@ impl Connection {
                 }
             };
             if let Some(frame) = frame {
-                self.sink.feed(Message::Text(frame)).await.map_err(|_| Closing::PeerGone)?;
+                self.socket.feed(Message::Text(frame)).await.map_err(|_| Closing::PeerGone)?;
                 written += 1;
             }
             if written < WRITE_BATCH {
                 next = self.rooms.next().now_or_never().flatten();
             }
         }
-        self.sink.flush().await.map_err(|_| Closing::PeerGone)
+        self.socket.flush().await.map_err(|_| Closing::PeerGone)
     }
 
     /// This socket fell a whole room buffer behind: read what it missed from the store.
@@ -297,7 +300,7 @@ impl Connection {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Step {
-        self.sink.send(Message::Text(encode(frame))).await.map_err(|_| Closing::PeerGone)
+        self.socket.send(Message::Text(encode(frame))).await.map_err(|_| Closing::PeerGone)
     }
 }
 
