@@ -84,11 +84,15 @@ async fn serve(socket: WebSocket, state: AppState) {
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
+    // Made once: a fresh one per turn would lock the token's waiter list on every push.
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
+
     let hello = ServerFrame::Hello { heartbeat_ms: heartbeat_every.as_millis() as u64 };
     let mut step = conn.send(&hello).await;
     while step.is_ok() {
         step = tokio::select! {
-            _ = shutdown.cancelled() => Err(Closing::ShuttingDown),
+            _ = &mut shutdown => Err(Closing::ShuttingDown),
             incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
