@@ -56,19 +56,20 @@ export class Server {
   }
 
   /** Kills the process without a graceful drain, as a crash would. */
-  async kill(): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGKILL");
-    await exited;
+  kill(): Promise<void> {
+    return this.signal("SIGKILL");
   }
 
-  async stop(): Promise<void> {
+  /** Stops the process gracefully: sockets close with 1012. */
+  stop(): Promise<void> {
+    return this.signal("SIGTERM");
+  }
+
+  private async signal(signal: NodeJS.Signals): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null) return;
     const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
+    child.kill(signal);
     await exited;
   }
 }

@@ -68,6 +68,16 @@ impl EmbeddedPostgres {
             let owner = format!("{SERVICE_USER}:");
             let chown = ["-R", &owner, path_str(&self.data)?, path_str(&self.socket_dir)?];
             check(Command::new("chown").args(chown), "chown")?;
+            // Every parent must be searchable by that user too (a home directory often is not).
+            let reachable = Command::new("runuser")
+                .args(["-u", SERVICE_USER, "--", "test", "-w", path_str(&self.data)?])
+                .status()?;
+            if !reachable.success() {
+                return Err(Error::EmbeddedPostgres(format!(
+                    "the {SERVICE_USER} user cannot reach {}; set WATCHROOM_DATA_DIR to a directory it can",
+                    self.data.display()
+                )));
+            }
         }
         let data = path_str(&self.data)?;
         if !self.data.join("PG_VERSION").exists() {

@@ -1,14 +1,26 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use server::Config;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> Result<(), server::Error> {
+async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&config.log)).init();
+    match serve(&config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("watchroom: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let running = server::start(&config).await?;
+/// Runs until SIGINT or SIGTERM, then drains.
+async fn serve(config: &Config) -> server::Result<()> {
+    let running = server::start(config).await?;
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -2,13 +2,12 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use support::{post_notice, stored, unique_room};
 
 #[tokio::test]
 async fn events_survive_a_restart_on_the_private_cluster() {
-    let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique_room("pg").as_str());
+    // Under the system temp dir: as root the cluster runs as `postgres`, which must reach it.
+    let data_dir = std::env::temp_dir().join(unique_room("watchroom-pg").as_str());
     let mut config = support::config();
     config.database_url = None;
     config.data_dir = data_dir.clone();

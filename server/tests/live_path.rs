@@ -2,11 +2,11 @@
 
 mod support;
 
-use app::protocol::{ClientFrame, ErrorCode, ServerFrame};
+use app::protocol::{ErrorCode, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Client, post_notice, start, stored, unique_room};
-use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn published_events_get_consecutive_seqs_per_room() {
@@ -155,29 +155,19 @@ async fn unreadable_frames_get_an_error_and_the_connection_stays_open() {
             other => panic!("expected bad_frame for {bad}, got {other:?}"),
         }
     }
-    client.send(&ClientFrame::Ping).await;
-    assert_eq!(client.next().await, ServerFrame::Pong);
+    client.assert_answers_ping().await;
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn silent_client_is_dropped_after_two_heartbeats_and_its_room_freed() {
-    let mut config = support::config();
-    config.heartbeat_secs = 0.2;
-    let server = server::start(&config).await.unwrap();
+    let server = support::start_with(|config| config.heartbeat_secs = 0.2).await;
     let room = unique_room("silent");
     let mut client = Client::connect(&server).await;
     client.subscribe(&room, None).await;
     assert_eq!(server.hub.room_count(), 1);
     // The client reads pings but never answers.
-    let close = loop {
-        match client.next_message().await {
-            Message::Close(frame) => break frame.expect("close carries a reason"),
-            Message::Text(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    };
-    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(client.close_code().await, CloseCode::Policy);
     assert_eq!(server.hub.room_count(), 0);
     server.stop().await.unwrap();
 }
@@ -188,10 +178,7 @@ async fn shutdown_closes_sockets_with_1012_so_clients_reconnect_elsewhere() {
     let mut client = Client::connect(&server).await;
     client.subscribe(&unique_room("drain"), None).await;
     let stopping = tokio::spawn(server.stop());
-    match client.next_message().await {
-        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Restart),
-        other => panic!("expected a 1012 close, got {other:?}"),
-    }
+    assert_eq!(client.close_code().await, CloseCode::Restart);
     drop(client);
     stopping.await.unwrap().unwrap();
 }

@@ -6,7 +6,7 @@ use app::protocol::{ClientFrame, ErrorCode, EventKind, RoomName, ServerFrame};
 use futures::future::join_all;
 use serde_json::json;
 use support::{Client, post_notice, start, stored, unique_room};
-use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
@@ -77,7 +77,7 @@ async fn events_published_while_the_server_was_down_arrive_after_reconnecting() 
     post_many(&first, &room, 10).await;
     assert_eq!(client.events_until(&room, 10).await.len(), 10);
     let stopping = tokio::spawn(first.stop());
-    assert!(matches!(client.next_message().await, Message::Close(Some(f)) if f.code == CloseCode::Restart));
+    assert_eq!(client.close_code().await, CloseCode::Restart);
     drop(client);
     stopping.await.unwrap().unwrap();
 
@@ -131,21 +131,14 @@ async fn oversized_frames_close_the_socket_with_1009_and_the_server_carries_on()
     let server = start().await;
     let mut client = Client::connect(&server).await;
     client.send_text(&format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024))).await;
-    match client.next_message().await {
-        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
-        other => panic!("expected a 1009 close, got {other:?}"),
-    }
-    let mut other = Client::connect(&server).await;
-    other.send(&ClientFrame::Ping).await;
-    assert_eq!(other.next().await, ServerFrame::Pong);
+    assert_eq!(client.close_code().await, CloseCode::Size);
+    Client::connect(&server).await.assert_answers_ping().await;
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn watching_more_rooms_than_allowed_is_refused() {
-    let mut config = support::config();
-    config.max_rooms_per_connection = 2;
-    let server = server::start(&config).await.unwrap();
+    let server = support::start_with(|config| config.max_rooms_per_connection = 2).await;
     let mut client = Client::connect(&server).await;
     client.subscribe(&unique_room("one"), None).await;
     client.subscribe(&unique_room("two"), None).await;
@@ -161,9 +154,7 @@ async fn watching_more_rooms_than_allowed_is_refused() {
 
 #[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
-    let mut config = support::config();
-    (config.publish_rate, config.publish_burst) = (0.5, 3.0);
-    let server = server::start(&config).await.unwrap();
+    let server = support::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0)).await;
     let room = unique_room("rate");
     let mut client = Client::connect(&server).await;
     for i in 0..5 {
@@ -210,9 +201,7 @@ async fn watchers_are_told_how_many_watch_their_room() {
 
 #[tokio::test]
 async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
-    let mut config = support::config();
-    (config.publish_rate, config.publish_burst) = (1e6, 1e6);
-    let server = server::start(&config).await.unwrap();
+    let server = support::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6)).await;
     let room = unique_room("slow");
     let mut paused = Client::connect(&server).await;
     paused.subscribe(&room, None).await;

@@ -187,10 +187,9 @@ async fn publish(url: String, room: RoomName, rate: f64, window: usize, shared: 
     }
     tx.flush().await.expect("publish");
     while let Some(Ok(Message::Text(text))) = rx.next().await {
-        if text.contains(r#""type":"published""#) || text.contains(r#""type":"error""#) {
-            if tx.send(frame(&shared)).await.is_err() {
-                return;
-            }
+        let answered = text.contains(r#""type":"published""#) || text.contains(r#""type":"error""#);
+        if answered && tx.send(frame(&shared)).await.is_err() {
+            return;
         }
     }
 }

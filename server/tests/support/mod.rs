@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use clap::Parser;
 use server::{Config, Running};
 use tokio::net::TcpStream;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, protocol::frame::coding::CloseCode},
+};
 
 /// The database the tests use; `scripts/test` creates it.
 pub const DEFAULT_TEST_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/watchroom_test";
@@ -27,7 +30,14 @@ pub fn config() -> Config {
 }
 
 pub async fn start() -> Running {
-    server::start(&config()).await.expect("server starts")
+    start_with(|_| {}).await
+}
+
+/// Starts a server with the defaults changed by `adjust`.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Running {
+    let mut config = config();
+    adjust(&mut config);
+    server::start(&config).await.expect("server starts")
 }
 
 /// A room name no other test (or earlier run) uses.
@@ -129,6 +139,23 @@ impl Client {
             }
         }
         events
+    }
+
+    /// Reads past any text frames to the server's close frame and returns its code.
+    pub async fn close_code(&mut self) -> CloseCode {
+        loop {
+            match self.next_message().await {
+                Message::Close(Some(frame)) => return frame.code,
+                Message::Text(_) => continue,
+                other => panic!("expected a close frame with a code, got {other:?}"),
+            }
+        }
+    }
+
+    /// Proves the connection (and the server behind it) still answers.
+    pub async fn assert_answers_ping(&mut self) {
+        self.send(&ClientFrame::Ping).await;
+        assert_eq!(self.next().await, ServerFrame::Pong);
     }
 
     pub async fn close(mut self) {
