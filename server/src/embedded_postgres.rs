@@ -8,8 +8,6 @@ use std::{
     process::Command,
 };
 
-use sqlx::postgres::PgConnectOptions;
-
 use crate::error::{Error, Result};
 
 const SUPERUSER: &str = "watchroom";
@@ -43,12 +41,9 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
-    pub fn connect_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.socket_dir)
-            .port(PORT)
-            .username(SUPERUSER)
-            .database("postgres")
+    /// The cluster's address, as a `DATABASE_URL` would give it.
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@localhost:{PORT}/postgres?host={}", self.socket_dir.display())
     }
 
     /// Stops the cluster, waiting for it to shut down cleanly.

@@ -57,14 +57,14 @@ pub struct Running {
 
 /// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
 pub async fn start(config: &Config) -> Result<Running> {
-    let (connect, embedded) = match &config.database_url {
-        Some(url) => (url.parse::<PgConnectOptions>()?, None),
+    let (url, embedded) = match &config.database_url {
+        Some(url) => (url.clone(), None),
         None => {
             let pg = EmbeddedPostgres::start(&config.data_dir).await?;
-            (pg.connect_options(), Some(pg))
+            (pg.url(), Some(pg))
         }
     };
-    let store = match Store::connect(connect).await {
+    let store = match Store::connect(url.parse::<PgConnectOptions>()?).await {
         Ok(store) => store,
         Err(e) => {
             if let Some(pg) = embedded {

@@ -1,6 +1,6 @@
 //! The durable event log in Postgres: the truth that live delivery only hurries along.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use app::history::History;
 use app::protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot};
@@ -38,7 +38,12 @@ impl Row {
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(options: PgConnectOptions) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
+        // While the database is away, requests fail after a few seconds instead of hanging.
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         Ok(Self { pool })
     }

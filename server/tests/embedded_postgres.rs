@@ -1,13 +1,23 @@
-//! Without DATABASE_URL the server runs its own Postgres; what it stored outlives a restart.
+//! The server's own Postgres: what it stored outlives a restart of either, and a database that
+//! goes away fails requests clearly without losing or skipping anything.
 
 mod support;
 
-use support::{post_notice, stored, unique_room};
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use server::embedded_postgres::EmbeddedPostgres;
+use support::{Client, post_notice, stored, unique_room};
+
+/// Under the system temp dir: as root the cluster runs as `postgres`, which must reach it.
+fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(unique_room("watchroom-pg").as_str())
+}
 
 #[tokio::test]
 async fn events_survive_a_restart_on_the_private_cluster() {
-    // Under the system temp dir: as root the cluster runs as `postgres`, which must reach it.
-    let data_dir = std::env::temp_dir().join(unique_room("watchroom-pg").as_str());
+    let data_dir = scratch_dir();
     let mut config = support::config();
     config.database_url = None;
     config.data_dir = data_dir.clone();
@@ -24,5 +34,37 @@ async fn events_survive_a_restart_on_the_private_cluster() {
     assert_eq!(post_notice(&second, &room, "after restart").await["seq"], 2);
     second.stop().await.unwrap();
 
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_gaps() {
+    let data_dir = scratch_dir();
+    let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    let url = pg.url();
+    let server = support::start_with(|config| config.database_url = Some(url)).await;
+    let room = unique_room("db-restart");
+    let mut watcher = Client::connect(&server).await;
+    watcher.subscribe(&room, None).await;
+    post_notice(&server, &room, "before").await;
+    assert_eq!(watcher.next_event_seq(&room).await, 1);
+
+    pg.stop().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(support::events_url(&server, room.as_str()))
+        .json(&json!({"kind": "alert", "data": {"text": "lost?"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "unavailable");
+    watcher.assert_answers_ping().await;
+
+    let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    // The refused event took no seq: the next one follows straight on.
+    assert_eq!(post_notice(&server, &room, "after").await["seq"], 2);
+    assert_eq!(watcher.next_event_seq(&room).await, 2);
+    server.stop().await.unwrap();
+    pg.stop().await.unwrap();
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
