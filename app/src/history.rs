@@ -8,7 +8,11 @@ use futures::future::BoxFuture;
 use crate::protocol::{RoomName, RoomSnapshot};
 
 pub trait History: Send + Sync + 'static {
-    fn snapshot(&self, room: RoomName, limit: i64) -> BoxFuture<'static, Result<RoomSnapshot, String>>;
+    fn snapshot(
+        &self,
+        room: RoomName,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<RoomSnapshot, String>>;
 }
 
 #[derive(Clone)]

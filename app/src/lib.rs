@@ -1,10 +1,10 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
+#[cfg(feature = "ssr")]
+pub mod history;
 pub mod live;
 pub mod pages;
 pub mod protocol;
-#[cfg(feature = "ssr")]
-pub mod history;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

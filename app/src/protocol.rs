@@ -143,7 +143,11 @@ impl NewEvent {
         if serde_json::to_vec(&self.data).map_or(true, |v| v.len() > MAX_EVENT_DATA_BYTES) {
             return fail("data must serialise to at most 16384 bytes");
         }
-        let text = |key: &str| data.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+        };
         match self.kind {
             EventKind::Metric => {
                 if text("series").is_none() {
@@ -270,10 +274,24 @@ mod tests {
 
     #[test]
     fn room_names_follow_length_and_charset_rules() {
-        for ok in ["demo", "host:web-1", "team.payments_eu", "A1", &"x".repeat(64)] {
+        for ok in [
+            "demo",
+            "host:web-1",
+            "team.payments_eu",
+            "A1",
+            &"x".repeat(64),
+        ] {
             assert!(RoomName::parse(ok).is_ok(), "{ok} should be valid");
         }
-        for bad in ["", "-lead", ":x", "has space", "ünï", "a/b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-lead",
+            ":x",
+            "has space",
+            "ünï",
+            "a/b",
+            &"x".repeat(65),
+        ] {
             assert!(RoomName::parse(bad).is_err(), "{bad:?} should be invalid");
         }
     }
@@ -284,12 +302,17 @@ mod tests {
             serde_json::from_str(r#"{"type":"subscribe","room":"demo","since":4}"#).unwrap();
         assert_eq!(
             sub,
-            ClientFrame::Subscribe { room: RoomName::parse("demo").unwrap(), since: Some(4) }
+            ClientFrame::Subscribe {
+                room: RoomName::parse("demo").unwrap(),
+                since: Some(4)
+            }
         );
         let event = ServerFrame::Event(Event {
             room: RoomName::parse("demo").unwrap(),
             seq: 7,
-            ts: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().into(),
+            ts: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .into(),
             kind: EventKind::Notice,
             data: json!({"text": "hi"}),
         });
@@ -310,8 +333,16 @@ mod tests {
     #[test]
     fn event_data_is_validated_per_kind() {
         let ev = |kind, data| NewEvent { kind, data };
-        assert!(ev(EventKind::Notice, json!({"text": "deploy done"})).validate().is_ok());
-        assert!(ev(EventKind::Metric, json!({"series": "cpu", "value": 0.5})).validate().is_ok());
+        assert!(
+            ev(EventKind::Notice, json!({"text": "deploy done"}))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            ev(EventKind::Metric, json!({"series": "cpu", "value": 0.5}))
+                .validate()
+                .is_ok()
+        );
         for (kind, data) in [
             (EventKind::Notice, json!({"text": "  "})),
             (EventKind::Alert, json!({"msg": "x"})),
@@ -319,9 +350,15 @@ mod tests {
             (EventKind::Metric, json!({"value": 1})),
             (EventKind::Notice, json!("text")),
             (EventKind::Presence, json!({"watchers": 1})),
-            (EventKind::Notice, json!({"text": "x".repeat(MAX_EVENT_DATA_BYTES)})),
+            (
+                EventKind::Notice,
+                json!({"text": "x".repeat(MAX_EVENT_DATA_BYTES)}),
+            ),
         ] {
-            assert!(ev(kind, data.clone()).validate().is_err(), "{kind:?} {data} should fail");
+            assert!(
+                ev(kind, data.clone()).validate().is_err(),
+                "{kind:?} {data} should fail"
+            );
         }
     }
 }

@@ -28,7 +28,10 @@ async fn publish(
 ) -> Result<(StatusCode, Json<Event>)> {
     let room = RoomName::parse(room)?;
     let Json(event) = body?;
-    Ok((StatusCode::CREATED, Json(state.ingest.publish(room, event).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.ingest.publish(room, event).await?),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -43,13 +43,19 @@ impl EmbeddedPostgres {
 
     /// The cluster's address, as a `DATABASE_URL` would give it.
     pub fn url(&self) -> String {
-        format!("postgres://{SUPERUSER}@localhost:{PORT}/postgres?host={}", self.socket_dir.display())
+        format!(
+            "postgres://{SUPERUSER}@localhost:{PORT}/postgres?host={}",
+            self.socket_dir.display()
+        )
     }
 
     /// Stops the cluster, waiting for it to shut down cleanly.
     pub async fn stop(self) -> Result<()> {
         tokio::task::spawn_blocking(move || {
-            self.run("pg_ctl", &["-D", path_str(&self.data)?, "-m", "fast", "-w", "stop"])
+            self.run(
+                "pg_ctl",
+                &["-D", path_str(&self.data)?, "-m", "fast", "-w", "stop"],
+            )
         })
         .await
         .map_err(|e| Error::EmbeddedPostgres(e.to_string()))?
@@ -61,11 +67,23 @@ impl EmbeddedPostgres {
         }
         if self.as_service_user {
             let owner = format!("{SERVICE_USER}:");
-            let chown = ["-R", &owner, path_str(&self.data)?, path_str(&self.socket_dir)?];
+            let chown = [
+                "-R",
+                &owner,
+                path_str(&self.data)?,
+                path_str(&self.socket_dir)?,
+            ];
             check(Command::new("chown").args(chown), "chown")?;
             // Every parent must be searchable by that user too (a home directory often is not).
             let reachable = Command::new("runuser")
-                .args(["-u", SERVICE_USER, "--", "test", "-w", path_str(&self.data)?])
+                .args([
+                    "-u",
+                    SERVICE_USER,
+                    "--",
+                    "test",
+                    "-w",
+                    path_str(&self.data)?,
+                ])
                 .status()?;
             if !reachable.success() {
                 return Err(Error::EmbeddedPostgres(format!(
@@ -77,7 +95,10 @@ impl EmbeddedPostgres {
         let data = path_str(&self.data)?;
         if !self.data.join("PG_VERSION").exists() {
             tracing::info!(dir = %self.data.display(), "initialising private postgres cluster");
-            self.run("initdb", &["-D", data, "-A", "trust", "-U", SUPERUSER, "-E", "UTF8"])?;
+            self.run(
+                "initdb",
+                &["-D", data, "-A", "trust", "-U", SUPERUSER, "-E", "UTF8"],
+            )?;
         }
         if self.run("pg_ctl", &["-D", data, "status"]).is_ok() {
             tracing::info!(dir = %self.data.display(), "adopting running private postgres cluster");
@@ -87,7 +108,21 @@ impl EmbeddedPostgres {
         let log = self.data.join("server.log");
         tracing::info!(dir = %self.data.display(), "starting private postgres cluster");
         // pg_ctl discards a postmaster.pid left by a crash when its process is gone.
-        self.run("pg_ctl", &["-D", data, "-o", &options, "-l", path_str(&log)?, "-w", "-t", "60", "start"])
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data,
+                "-o",
+                &options,
+                "-l",
+                path_str(&log)?,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
@@ -101,11 +136,12 @@ impl EmbeddedPostgres {
         };
         check(command.args(args), tool)
     }
-
 }
 
 fn check(command: &mut Command, tool: &str) -> Result<()> {
-    let output = command.current_dir("/").output()
+    let output = command
+        .current_dir("/")
+        .output()
         .map_err(|e| Error::EmbeddedPostgres(format!("could not run {tool}: {e}")))?;
     if output.status.success() {
         Ok(())

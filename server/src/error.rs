@@ -60,7 +60,10 @@ impl Error {
 
 impl From<axum::extract::rejection::JsonRejection> for Error {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        Self::BadRequest { status: rejection.status(), message: rejection.body_text() }
+        Self::BadRequest {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::{
 use app::protocol::{Event, RoomName, ServerFrame};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// How many frames a room buffers for its slowest member before that member lags and must
 /// catch up from the store.
@@ -38,15 +39,18 @@ pub struct Hub {
 impl Hub {
     fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Room>> {
         // Nothing under this lock can panic halfway through an update, so a poisoned map is intact.
-        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Joins `room`, creating it on first use.
     pub fn join(&self, room: &RoomName) -> broadcast::Receiver<Delivery> {
         let mut rooms = self.rooms();
-        let room = rooms
-            .entry(room.clone())
-            .or_insert_with(|| Room { tx: broadcast::channel(ROOM_BUFFER).0, presence_due: false });
+        let room = rooms.entry(room.clone()).or_insert_with(|| Room {
+            tx: broadcast::channel(ROOM_BUFFER).0,
+            presence_due: false,
+        });
         room.presence_due = true;
         room.tx.subscribe()
     }
@@ -54,7 +58,9 @@ impl Hub {
     /// Call after dropping a receiver from [`Hub::join`]: frees the room once nobody is in it.
     pub fn leave(&self, name: &RoomName) {
         let mut rooms = self.rooms();
-        let Some(room) = rooms.get_mut(name) else { return };
+        let Some(room) = rooms.get_mut(name) else {
+            return;
+        };
         if room.tx.receiver_count() == 0 {
             rooms.remove(name);
         } else {
@@ -64,7 +70,9 @@ impl Hub {
 
     /// Pushes a committed event to the room's members, if it has any.
     pub fn publish(&self, event: Event) {
-        let Some(tx) = self.rooms().get(&event.room).map(|room| room.tx.clone()) else { return };
+        let Some(tx) = self.rooms().get(&event.room).map(|room| room.tx.clone()) else {
+            return;
+        };
         let seq = event.seq;
         let frame = encode(&ServerFrame::Event(event));
         // An error only means every member left since the lookup.
@@ -74,16 +82,18 @@ impl Hub {
     /// Tells each room whose membership changed how many watch it now. Joins and leaves come in
     /// bursts (a node restarting, a page opened by a whole team); one frame per room and tick
     /// keeps a burst of n joins from costing n² frames.
-    pub fn spawn_presence(&self, every: Duration) {
+    pub fn spawn_presence(&self, every: Duration, until: CancellationToken) {
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
+            while until.run_until_cancelled(tick.tick()).await.is_some() {
                 for (name, room) in hub.rooms().iter_mut().filter(|(_, room)| room.presence_due) {
                     room.presence_due = false;
                     let watchers = room.tx.receiver_count();
-                    let frame = encode(&ServerFrame::Presence { room: name.clone(), watchers });
+                    let frame = encode(&ServerFrame::Presence {
+                        room: name.clone(),
+                        watchers,
+                    });
                     let _ = room.tx.send(Delivery::Presence { frame });
                 }
             }
@@ -95,8 +105,11 @@ impl Hub {
     }
 }
 
-fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    serde_json::to_string(frame).expect("server frames always serialise").into()
+/// A frame as sent: encoded once, then shared by every socket it goes to.
+pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    serde_json::to_string(frame)
+        .expect("server frames always serialise")
+        .into()
 }
 
 #[cfg(test)]

@@ -41,10 +41,21 @@ impl Ingest {
     /// Validates `event` and queues it for the writer, waiting only while the queue is full.
     /// Events are committed in the order they were enqueued, so one publisher's events keep
     /// their order; the returned future resolves to the stored event once it is committed.
-    pub async fn enqueue(&self, room: RoomName, event: NewEvent) -> Result<impl Future<Output = Result<Event>> + use<>> {
+    pub async fn enqueue(
+        &self,
+        room: RoomName,
+        event: NewEvent,
+    ) -> Result<impl Future<Output = Result<Event>> + use<>> {
         event.validate()?;
         let (stored, receipt) = oneshot::channel();
-        self.queue.send(Request { room, event, stored }).await.map_err(|_| Error::Unavailable)?;
+        self.queue
+            .send(Request {
+                room,
+                event,
+                stored,
+            })
+            .await
+            .map_err(|_| Error::Unavailable)?;
         Ok(async move { receipt.await.map_err(|_| Error::Unavailable)? })
     }
 }
@@ -52,8 +63,10 @@ impl Ingest {
 async fn write(mut requests: mpsc::Receiver<Request>, store: Store, hub: Hub) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<(RoomName, NewEvent)> =
-            batch.iter().map(|r: &Request| (r.room.clone(), r.event.clone())).collect();
+        let events: Vec<(RoomName, NewEvent)> = batch
+            .iter()
+            .map(|r: &Request| (r.room.clone(), r.event.clone()))
+            .collect();
         match store.append(&events).await {
             Ok(stored) => {
                 for (request, event) in batch.drain(..).zip(stored) {

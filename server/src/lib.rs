@@ -22,8 +22,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
-pub use error::{Error, Result};
 use embedded_postgres::EmbeddedPostgres;
+pub use error::{Error, Result};
 use hub::Hub;
 use ingest::Ingest;
 use store::Store;
@@ -82,7 +82,7 @@ pub async fn start(config: &Config) -> Result<Running> {
 
     let shutdown = CancellationToken::new();
     let hub = Hub::default();
-    hub.spawn_presence(PRESENCE_EVERY);
+    hub.spawn_presence(PRESENCE_EVERY, shutdown.clone());
     let state = AppState {
         leptos,
         store: store.clone(),
@@ -110,7 +110,15 @@ pub async fn start(config: &Config) -> Result<Running> {
             .await
     });
     tracing::info!(%addr, "watchroom listening");
-    Ok(Running { addr, hub, shutdown, connections, grace: config.shutdown_grace(), task, embedded })
+    Ok(Running {
+        addr,
+        hub,
+        shutdown,
+        connections,
+        grace: config.shutdown_grace(),
+        task,
+        embedded,
+    })
 }
 
 fn router(state: AppState, store: Store) -> Router {
@@ -138,14 +146,19 @@ impl Running {
         self.shutdown.cancel();
         self.connections.close();
         let drained = async {
-            let served = self.task.await.map_err(|e| Error::Io(std::io::Error::other(e)));
+            let served = self
+                .task
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)));
             self.connections.wait().await;
             served
         };
         let served = match tokio::time::timeout(self.grace, drained).await {
             Ok(served) => served?,
             Err(_) => {
-                tracing::warn!("connections still open after the shutdown grace period; exiting anyway");
+                tracing::warn!(
+                    "connections still open after the shutdown grace period; exiting anyway"
+                );
                 Ok(())
             }
         };

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&config.log)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log))
+        .init();
     match serve(&config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -29,9 +29,16 @@ struct Row {
 
 impl Row {
     fn into_event(self, room: &RoomName) -> Result<Event> {
-        let kind = EventKind::parse(&self.kind)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown event kind {:?}", self.kind).into()))?;
-        Ok(Event { room: room.clone(), seq: self.seq, ts: self.ts, kind, data: self.data.0 })
+        let kind = EventKind::parse(&self.kind).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown event kind {:?}", self.kind).into())
+        })?;
+        Ok(Event {
+            room: room.clone(),
+            seq: self.seq,
+            ts: self.ts,
+            kind,
+            data: self.data.0,
+        })
     }
 }
 
@@ -71,16 +78,26 @@ impl Store {
         .await?;
         let ts = heads.first().map(|(_, _, ts)| *ts).unwrap_or_else(Utc::now);
         // The first seq of each room in this batch.
-        let mut next: HashMap<&str, i64> =
-            heads.iter().map(|(name, head, _)| (name.as_str(), head - counts[name.as_str()] + 1)).collect();
+        let mut next: HashMap<&str, i64> = heads
+            .iter()
+            .map(|(name, head, _)| (name.as_str(), head - counts[name.as_str()] + 1))
+            .collect();
 
         let stored: Vec<Event> = batch
             .iter()
             .map(|(room, event)| {
-                let next = next.get_mut(room.as_str()).expect("every room of the batch got a head");
+                let next = next
+                    .get_mut(room.as_str())
+                    .expect("every room of the batch got a head");
                 let seq = *next;
                 *next += 1;
-                Event { room: room.clone(), seq, ts, kind: event.kind, data: event.data.clone() }
+                Event {
+                    room: room.clone(),
+                    seq,
+                    ts,
+                    kind: event.kind,
+                    data: event.data.clone(),
+                }
             })
             .collect();
         sqlx::query(
@@ -125,12 +142,20 @@ impl Store {
     pub async fn snapshot(&self, room: &RoomName, limit: i64) -> Result<RoomSnapshot> {
         let head = self.head(room).await?;
         let events = self.since(room, (head - limit).max(0), limit).await?;
-        Ok(RoomSnapshot { room: room.clone(), head, events })
+        Ok(RoomSnapshot {
+            room: room.clone(),
+            head,
+            events,
+        })
     }
 }
 
 impl History for Store {
-    fn snapshot(&self, room: RoomName, limit: i64) -> BoxFuture<'static, Result<RoomSnapshot, String>> {
+    fn snapshot(
+        &self,
+        room: RoomName,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<RoomSnapshot, String>> {
         let store = self.clone();
         Box::pin(async move {
             store.snapshot(&room, limit).await.map_err(|e: Error| {

@@ -20,7 +20,12 @@ use tokio_stream::{
 };
 use tokio_tungstenite::tungstenite;
 
-use crate::{AppState, Config, error::Error, hub::Delivery, rate::TokenBucket};
+use crate::{
+    AppState, Config,
+    error::Error,
+    hub::{Delivery, encode},
+    rate::TokenBucket,
+};
 
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: i64 = 500;
@@ -88,7 +93,9 @@ async fn serve(socket: WebSocket, state: AppState) {
     let shutdown = shutdown.cancelled();
     tokio::pin!(shutdown);
 
-    let hello = ServerFrame::Hello { heartbeat_ms: heartbeat_every.as_millis() as u64 };
+    let hello = ServerFrame::Hello {
+        heartbeat_ms: heartbeat_every.as_millis() as u64,
+    };
     let mut step = conn.send(&hello).await;
     while step.is_ok() {
         step = tokio::select! {
@@ -113,13 +120,21 @@ async fn serve(socket: WebSocket, state: AppState) {
         };
     }
     let close = match step {
-        Err(Closing::Silent) => Some((close_code::POLICY, "no frame within two heartbeat intervals")),
+        Err(Closing::Silent) => Some((
+            close_code::POLICY,
+            "no frame within two heartbeat intervals",
+        )),
         Err(Closing::TooLarge) => Some((close_code::SIZE, "frame larger than the server accepts")),
-        Err(Closing::ShuttingDown) => Some((close_code::RESTART, "server restarting; resume with since")),
+        Err(Closing::ShuttingDown) => {
+            Some((close_code::RESTART, "server restarting; resume with since"))
+        }
         Err(Closing::PeerGone) | Ok(()) => None,
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
         let _ = conn.socket.send(Message::Close(Some(frame))).await;
     }
     conn.leave_all();
@@ -136,7 +151,10 @@ impl Connection {
         match message {
             Message::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
                 Ok(frame) => self.handle(frame).await,
-                Err(e) => self.refuse(ErrorCode::BadFrame, format!("unreadable frame: {e}"), None).await,
+                Err(e) => {
+                    self.refuse(ErrorCode::BadFrame, format!("unreadable frame: {e}"), None)
+                        .await
+                }
             },
             Message::Binary(_) => {
                 let message = "frames are JSON text; binary is not accepted".to_owned();
@@ -150,9 +168,16 @@ impl Connection {
     async fn handle(&mut self, frame: ClientFrame) -> Step {
         match frame {
             ClientFrame::Subscribe { room, since } => {
-                if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms_per_connection {
-                    let message = format!("a connection may watch at most {} rooms", self.config.max_rooms_per_connection);
-                    return self.refuse(ErrorCode::TooManyRooms, message, Some(room)).await;
+                if !self.rooms.contains_key(&room)
+                    && self.rooms.len() >= self.config.max_rooms_per_connection
+                {
+                    let message = format!(
+                        "a connection may watch at most {} rooms",
+                        self.config.max_rooms_per_connection
+                    );
+                    return self
+                        .refuse(ErrorCode::TooManyRooms, message, Some(room))
+                        .await;
                 }
                 match self.subscribe(room.clone(), since).await {
                     Ok(head) => self.send(&ServerFrame::Subscribed { room, head }).await,
@@ -166,7 +191,12 @@ impl Connection {
                 self.unsubscribe(&room);
                 self.send(&ServerFrame::Unsubscribed { room }).await
             }
-            ClientFrame::Publish { room, kind, data, reference } => self.publish(room, NewEvent { kind, data }, reference).await,
+            ClientFrame::Publish {
+                room,
+                kind,
+                data,
+                reference,
+            } => self.publish(room, NewEvent { kind, data }, reference).await,
             ClientFrame::Ping => self.send(&ServerFrame::Pong).await,
             ClientFrame::Pong => Ok(()),
         }
@@ -180,23 +210,43 @@ impl Connection {
                 "more than {} publishes per second (bursts of {}); slow down",
                 self.config.publish_rate, self.config.publish_burst
             );
-            let error = ServerFrame::Error { code: ErrorCode::RateLimited, message, room: Some(room), since: None, reference };
+            let error = ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message,
+                room: Some(room),
+                since: None,
+                reference,
+            };
             return self.send(&error).await;
         }
         let receipt = match self.state.ingest.enqueue(room.clone(), event).await {
             Ok(receipt) => receipt,
             Err(e) => {
-                let error = ServerFrame::Error { code: e.code(), message: e.public_message(), room: Some(room), since: None, reference };
+                let error = ServerFrame::Error {
+                    code: e.code(),
+                    message: e.public_message(),
+                    room: Some(room),
+                    since: None,
+                    reference,
+                };
                 return self.send(&error).await;
             }
         };
         self.acks.push_back(
             async move {
                 match receipt.await {
-                    Ok(stored) => ServerFrame::Published { room, seq: stored.seq, reference },
-                    Err(e) => {
-                        ServerFrame::Error { code: e.code(), message: e.public_message(), room: Some(room), since: None, reference }
-                    }
+                    Ok(stored) => ServerFrame::Published {
+                        room,
+                        seq: stored.seq,
+                        reference,
+                    },
+                    Err(e) => ServerFrame::Error {
+                        code: e.code(),
+                        message: e.public_message(),
+                        room: Some(room),
+                        since: None,
+                        reference,
+                    },
                 }
             }
             .boxed(),
@@ -227,10 +277,17 @@ impl Connection {
             let page = self.state.store.since(room, last, REPLAY_PAGE).await?;
             let full = page.len() as i64 == REPLAY_PAGE;
             last = page.last().map_or(last, |event| event.seq);
-            let page = if conflate { conflate_metrics(page) } else { page };
+            let page = if conflate {
+                conflate_metrics(page)
+            } else {
+                page
+            };
             for event in page {
                 // A failed write shows up as a closed stream on the next read.
-                let _ = self.socket.feed(Message::Text(encode(&ServerFrame::Event(event)))).await;
+                let _ = self
+                    .socket
+                    .feed(Message::Text(encode(&ServerFrame::Event(event))))
+                    .await;
             }
             let _ = self.socket.flush().await;
             self.sent.insert(room.clone(), last);
@@ -255,7 +312,11 @@ impl Connection {
     }
 
     /// Writes this delivery and whatever else is already queued for the socket, then flushes once.
-    async fn deliver(&mut self, room: RoomName, delivery: Result<Delivery, BroadcastStreamRecvError>) -> Step {
+    async fn deliver(
+        &mut self,
+        room: RoomName,
+        delivery: Result<Delivery, BroadcastStreamRecvError>,
+    ) -> Step {
         let mut next = Some((room, delivery));
         let mut written = 0;
         while let Some((room, delivery)) = next.take() {
@@ -276,7 +337,10 @@ impl Connection {
                 }
             };
             if let Some(frame) = frame {
-                self.socket.feed(Message::Text(frame)).await.map_err(|_| Closing::PeerGone)?;
+                self.socket
+                    .feed(Message::Text(frame))
+                    .await
+                    .map_err(|_| Closing::PeerGone)?;
                 written += 1;
             }
             if written < WRITE_BATCH {
@@ -292,30 +356,47 @@ impl Connection {
         if let Err(e) = self.replay(&room, true).await {
             let since = self.sent.get(&room).copied();
             self.unsubscribe(&room);
-            let message = format!("fell behind and could not catch up ({}); resubscribe with since", e.public_message());
-            let error = ServerFrame::Error { code: ErrorCode::Lagged, message, room: Some(room), since, reference: None };
+            let message = format!(
+                "fell behind and could not catch up ({}); resubscribe with since",
+                e.public_message()
+            );
+            let error = ServerFrame::Error {
+                code: ErrorCode::Lagged,
+                message,
+                room: Some(room),
+                since,
+                reference: None,
+            };
             return self.send(&error).await;
         }
         Ok(())
     }
 
     async fn refuse(&mut self, code: ErrorCode, message: String, room: Option<RoomName>) -> Step {
-        self.send(&ServerFrame::Error { code, message, room, since: None, reference: None }).await
+        self.send(&ServerFrame::Error {
+            code,
+            message,
+            room,
+            since: None,
+            reference: None,
+        })
+        .await
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Step {
-        self.socket.send(Message::Text(encode(frame))).await.map_err(|_| Closing::PeerGone)
+        self.socket
+            .send(Message::Text(encode(frame)))
+            .await
+            .map_err(|_| Closing::PeerGone)
     }
-}
-
-fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    serde_json::to_string(frame).expect("server frames always serialise").into()
 }
 
 /// Drops each metric that a later metric of the same series in `events` supersedes.
 fn conflate_metrics(events: Vec<Event>) -> Vec<Event> {
     let series = |event: &Event| {
-        (event.kind == EventKind::Metric).then(|| event.data.get("series").cloned()).flatten()
+        (event.kind == EventKind::Metric)
+            .then(|| event.data.get("series").cloned())
+            .flatten()
     };
     let mut seen = std::collections::HashSet::new();
     let mut kept: Vec<Event> = events
@@ -333,7 +414,13 @@ mod tests {
     use serde_json::json;
 
     fn event(seq: i64, kind: EventKind, data: Value) -> Event {
-        Event { room: RoomName::parse("r").unwrap(), seq, ts: chrono::Utc::now(), kind, data }
+        Event {
+            room: RoomName::parse("r").unwrap(),
+            seq,
+            ts: chrono::Utc::now(),
+            kind,
+            data,
+        }
     }
 
     #[test]

@@ -23,11 +23,15 @@ async fn events_survive_a_restart_on_the_private_cluster() {
     config.data_dir = data_dir.clone();
     let room = unique_room("durable");
 
-    let first = server::start(&config).await.expect("starts its own postgres");
+    let first = server::start(&config)
+        .await
+        .expect("starts its own postgres");
     assert_eq!(post_notice(&first, &room, "before restart").await["seq"], 1);
     first.stop().await.unwrap();
 
-    let second = server::start(&config).await.expect("restarts on the same cluster");
+    let second = server::start(&config)
+        .await
+        .expect("restarts on the same cluster");
     let events = stored(&second, &room).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["text"], "before restart");
@@ -57,7 +61,10 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "unavailable");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "unavailable"
+    );
     watcher.assert_answers_ping().await;
 
     let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();

@@ -15,12 +15,28 @@ async fn published_events_get_consecutive_seqs_per_room() {
     let mut seqs = Vec::new();
     for (room, text) in [(&a, "a1"), (&b, "b1"), (&a, "a2"), (&a, "a3"), (&b, "b2")] {
         let event = post_notice(&server, room, text).await;
-        seqs.push((event["room"].as_str().unwrap().to_owned(), event["seq"].as_i64().unwrap()));
+        seqs.push((
+            event["room"].as_str().unwrap().to_owned(),
+            event["seq"].as_i64().unwrap(),
+        ));
     }
     let expect = |room: &app::protocol::RoomName, seq| (room.to_string(), seq);
-    assert_eq!(seqs, vec![expect(&a, 1), expect(&b, 1), expect(&a, 2), expect(&a, 3), expect(&b, 2)]);
+    assert_eq!(
+        seqs,
+        vec![
+            expect(&a, 1),
+            expect(&b, 1),
+            expect(&a, 2),
+            expect(&a, 3),
+            expect(&b, 2)
+        ]
+    );
 
-    let texts: Vec<Value> = stored(&server, &a).await.iter().map(|e| e["data"]["text"].clone()).collect();
+    let texts: Vec<Value> = stored(&server, &a)
+        .await
+        .iter()
+        .map(|e| e["data"]["text"].clone())
+        .collect();
     assert_eq!(texts, vec![json!("a1"), json!("a2"), json!("a3")]);
     server.stop().await.unwrap();
 }
@@ -32,9 +48,13 @@ async fn concurrent_publishes_get_gapless_seqs_and_reach_subscribers_in_order() 
     let mut watcher = Client::connect(&server).await;
     watcher.subscribe(&room, None).await;
 
-    let posts = (0..40).map(|i| post_notice(&server, &room, if i % 2 == 0 { "even" } else { "odd" }));
-    let mut seqs: Vec<i64> =
-        futures::future::join_all(posts).await.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let posts =
+        (0..40).map(|i| post_notice(&server, &room, if i % 2 == 0 { "even" } else { "odd" }));
+    let mut seqs: Vec<i64> = futures::future::join_all(posts)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
     seqs.sort();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     for expected in 1..=40 {
@@ -121,7 +141,13 @@ async fn invalid_room_names_are_refused_and_store_nothing() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "invalid_room", "{bad}");
-        assert!(body["message"].as_str().unwrap().contains("invalid room name"), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid room name"),
+            "{body}"
+        );
     }
     server.stop().await.unwrap();
 }
@@ -137,8 +163,17 @@ async fn events_that_break_their_kinds_rules_are_refused_and_store_nothing() {
         json!({"kind": "presence", "data": {"watchers": 3}}),
         json!({"kind": "shout", "data": {"text": "x"}}),
     ] {
-        let response = client.post(support::events_url(&server, room.as_str())).json(&body).send().await.unwrap();
-        assert!(response.status().is_client_error(), "{body} gave {}", response.status());
+        let response = client
+            .post(support::events_url(&server, room.as_str()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_client_error(),
+            "{body} gave {}",
+            response.status()
+        );
     }
     assert!(stored(&server, &room).await.is_empty());
     server.stop().await.unwrap();
@@ -148,10 +183,18 @@ async fn events_that_break_their_kinds_rules_are_refused_and_store_nothing() {
 async fn unreadable_frames_get_an_error_and_the_connection_stays_open() {
     let server = start().await;
     let mut client = Client::connect(&server).await;
-    for bad in ["not json", r#"{"type":"dance"}"#, r#"{"type":"subscribe","room":"no spaces"}"#] {
+    for bad in [
+        "not json",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"subscribe","room":"no spaces"}"#,
+    ] {
         client.send_text(bad).await;
         match client.next().await {
-            ServerFrame::Error { code: ErrorCode::BadFrame, message, .. } => assert!(!message.is_empty()),
+            ServerFrame::Error {
+                code: ErrorCode::BadFrame,
+                message,
+                ..
+            } => assert!(!message.is_empty()),
             other => panic!("expected bad_frame for {bad}, got {other:?}"),
         }
     }

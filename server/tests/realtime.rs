@@ -25,7 +25,10 @@ async fn reconnecting_with_since_delivers_exactly_the_missed_events() {
     let mut client = Client::connect(&server).await;
     client.subscribe(&room, None).await;
     post_many(&server, &room, 50).await;
-    assert_eq!(seqs(&client.events_until(&room, 50).await), (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&client.events_until(&room, 50).await),
+        (1..=50).collect::<Vec<_>>()
+    );
     client.close().await;
 
     post_many(&server, &room, 50).await;
@@ -55,13 +58,21 @@ async fn replay_racing_concurrent_publishes_has_no_gap_and_no_duplicate() {
             for i in 0..300 {
                 let url = format!("http://{addr}/api/rooms/{room}/events");
                 let body = json!({"kind": "notice", "data": {"text": format!("live {i}")}});
-                assert_eq!(client.post(url).json(&body).send().await.unwrap().status(), 201);
+                assert_eq!(
+                    client.post(url).json(&body).send().await.unwrap().status(),
+                    201
+                );
             }
         })
     };
     // The replay spans two pages while new events commit.
     let mut client = Client::connect(&server).await;
-    client.send(&ClientFrame::Subscribe { room: room.clone(), since: Some(0) }).await;
+    client
+        .send(&ClientFrame::Subscribe {
+            room: room.clone(),
+            since: Some(0),
+        })
+        .await;
     let events = client.events_until(&room, 900).await;
     assert_eq!(seqs(&events), (1..=900).collect::<Vec<_>>());
     publishing.await.unwrap();
@@ -110,17 +121,30 @@ async fn socket_publishes_are_acknowledged_with_their_ref_after_commit() {
             .await;
     }
     for i in 0..2 {
-        let expected = ServerFrame::Published { room: room.clone(), seq: i + 1, reference: Some(json!(i)) };
+        let expected = ServerFrame::Published {
+            room: room.clone(),
+            seq: i + 1,
+            reference: Some(json!(i)),
+        };
         assert_eq!(publisher.next().await, expected);
     }
     assert_eq!(stored(&server, &room).await.len(), 2);
     assert_eq!(seqs(&watcher.events_until(&room, 2).await), vec![1, 2]);
 
     publisher
-        .send(&ClientFrame::Publish { room: room.clone(), kind: EventKind::Alert, data: json!({}), reference: Some(json!("bad")) })
+        .send(&ClientFrame::Publish {
+            room: room.clone(),
+            kind: EventKind::Alert,
+            data: json!({}),
+            reference: Some(json!("bad")),
+        })
         .await;
     match publisher.next().await {
-        ServerFrame::Error { code: ErrorCode::InvalidEvent, reference, .. } => assert_eq!(reference, Some(json!("bad"))),
+        ServerFrame::Error {
+            code: ErrorCode::InvalidEvent,
+            reference,
+            ..
+        } => assert_eq!(reference, Some(json!("bad"))),
         other => panic!("expected invalid_event, got {other:?}"),
     }
     server.stop().await.unwrap();
@@ -130,7 +154,12 @@ async fn socket_publishes_are_acknowledged_with_their_ref_after_commit() {
 async fn oversized_frames_close_the_socket_with_1009_and_the_server_carries_on() {
     let server = start().await;
     let mut client = Client::connect(&server).await;
-    client.send_text(&format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024))).await;
+    client
+        .send_text(&format!(
+            r#"{{"type":"ping","pad":"{}"}}"#,
+            "x".repeat(70 * 1024)
+        ))
+        .await;
     assert_eq!(client.close_code().await, CloseCode::Size);
     Client::connect(&server).await.assert_answers_ping().await;
     server.stop().await.unwrap();
@@ -143,9 +172,18 @@ async fn watching_more_rooms_than_allowed_is_refused() {
     client.subscribe(&unique_room("one"), None).await;
     client.subscribe(&unique_room("two"), None).await;
     let third = unique_room("three");
-    client.send(&ClientFrame::Subscribe { room: third.clone(), since: None }).await;
+    client
+        .send(&ClientFrame::Subscribe {
+            room: third.clone(),
+            since: None,
+        })
+        .await;
     match client.next().await {
-        ServerFrame::Error { code: ErrorCode::TooManyRooms, room, .. } => assert_eq!(room, Some(third)),
+        ServerFrame::Error {
+            code: ErrorCode::TooManyRooms,
+            room,
+            ..
+        } => assert_eq!(room, Some(third)),
         other => panic!("expected too_many_rooms, got {other:?}"),
     }
     assert_eq!(server.hub.room_count(), 2);
@@ -154,18 +192,30 @@ async fn watching_more_rooms_than_allowed_is_refused() {
 
 #[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
-    let server = support::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0)).await;
+    let server =
+        support::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0))
+            .await;
     let room = unique_room("rate");
     let mut client = Client::connect(&server).await;
     for i in 0..5 {
         let data = json!({"series": "load", "value": i});
-        client.send(&ClientFrame::Publish { room: room.clone(), kind: EventKind::Metric, data, reference: Some(json!(i)) }).await;
+        client
+            .send(&ClientFrame::Publish {
+                room: room.clone(),
+                kind: EventKind::Metric,
+                data,
+                reference: Some(json!(i)),
+            })
+            .await;
     }
     let (mut published, mut limited) = (0, 0);
     for _ in 0..5 {
         match client.next().await {
             ServerFrame::Published { .. } => published += 1,
-            ServerFrame::Error { code: ErrorCode::RateLimited, .. } => limited += 1,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            } => limited += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -201,7 +251,9 @@ async fn watchers_are_told_how_many_watch_their_room() {
 
 #[tokio::test]
 async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
-    let server = support::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6)).await;
+    let server =
+        support::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6))
+            .await;
     let room = unique_room("slow");
     let mut paused = Client::connect(&server).await;
     paused.subscribe(&room, None).await;
@@ -221,15 +273,30 @@ async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts
     for chunk in (1..=N).collect::<Vec<_>>().chunks(100) {
         for &i in chunk {
             let (kind, data) = if i % 10 == 0 {
-                (EventKind::Alert, json!({"text": format!("alert {i}"), "pad": pad}))
+                (
+                    EventKind::Alert,
+                    json!({"text": format!("alert {i}"), "pad": pad}),
+                )
             } else {
-                (EventKind::Metric, json!({"series": format!("s{}", i % 3), "value": i, "pad": pad}))
+                (
+                    EventKind::Metric,
+                    json!({"series": format!("s{}", i % 3), "value": i, "pad": pad}),
+                )
             };
-            publisher.send(&ClientFrame::Publish { room: room.clone(), kind, data, reference: None }).await;
+            publisher
+                .send(&ClientFrame::Publish {
+                    room: room.clone(),
+                    kind,
+                    data,
+                    reference: None,
+                })
+                .await;
         }
         // One publisher's events are stored in the order it sent them.
         for &i in chunk {
-            assert!(matches!(publisher.next().await, ServerFrame::Published { seq, .. } if seq == i));
+            assert!(
+                matches!(publisher.next().await, ServerFrame::Published { seq, .. } if seq == i)
+            );
         }
     }
     let (fast_events, fast) = fast_reader.await.unwrap();
@@ -237,13 +304,26 @@ async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts
 
     let slow_events = paused.events_until(&room, N).await;
     let slow_seqs = seqs(&slow_events);
-    assert!(slow_seqs.windows(2).all(|w| w[0] < w[1]), "seqs strictly increase");
+    assert!(
+        slow_seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs strictly increase"
+    );
     let alerts = |events: &[app::protocol::Event]| -> Vec<i64> {
-        events.iter().filter(|e| e.kind == EventKind::Alert).map(|e| e.seq).collect()
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Alert)
+            .map(|e| e.seq)
+            .collect()
     };
-    assert_eq!(alerts(&slow_events), (1..=N).filter(|i| i % 10 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        alerts(&slow_events),
+        (1..=N).filter(|i| i % 10 == 0).collect::<Vec<_>>()
+    );
     for last_of_series in [N - 1, N - 2, N - 3] {
-        assert!(slow_seqs.contains(&last_of_series), "newest sample of each series arrives");
+        assert!(
+            slow_seqs.contains(&last_of_series),
+            "newest sample of each series arrives"
+        );
     }
     drop(join_all([paused.close(), fast.close(), publisher.close()]).await);
     server.stop().await.unwrap();

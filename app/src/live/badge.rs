@@ -29,7 +29,12 @@ fn js_time(epoch_ms: f64) -> String {
     #[cfg(feature = "hydrate")]
     {
         let date = js_sys::Date::new(&epoch_ms.into());
-        format!("{:02}:{:02}:{:02}", date.get_hours(), date.get_minutes(), date.get_seconds())
+        format!(
+            "{:02}:{:02}:{:02}",
+            date.get_hours(),
+            date.get_minutes(),
+            date.get_seconds()
+        )
     }
     #[cfg(not(feature = "hydrate"))]
     {

@@ -13,7 +13,9 @@ pub enum ConnState {
     Connecting,
     Live,
     /// Waiting to try again at this time (milliseconds since the epoch).
-    Reconnecting { retry_at: f64 },
+    Reconnecting {
+        retry_at: f64,
+    },
     /// The browser reports no network; trying resumes when it comes back.
     Offline,
 }
@@ -84,13 +86,24 @@ impl LiveClient {
         self.feeds.update_value(|feeds| {
             feeds.insert(room.clone(), feed);
         });
-        self.send(ClientFrame::Subscribe { room: room.clone(), since: Some(feed.last_seq) });
+        self.send(ClientFrame::Subscribe {
+            room: room.clone(),
+            since: Some(feed.last_seq),
+        });
         on_cleanup(move || self.leave(room));
-        RoomView { events: feed.events.read_only(), watchers: feed.watchers.read_only() }
+        RoomView {
+            events: feed.events.read_only(),
+            watchers: feed.watchers.read_only(),
+        }
     }
 
     fn leave(self, room: RoomName) {
-        if self.feeds.try_update_value(|feeds| feeds.remove(&room)).flatten().is_some() {
+        if self
+            .feeds
+            .try_update_value(|feeds| feeds.remove(&room))
+            .flatten()
+            .is_some()
+        {
             self.send(ClientFrame::Unsubscribe { room });
         }
     }
@@ -112,7 +125,10 @@ impl LiveClient {
         self.feeds.with_value(|feeds| {
             feeds
                 .iter()
-                .map(|(room, feed)| ClientFrame::Subscribe { room: room.clone(), since: Some(feed.last_seq) })
+                .map(|(room, feed)| ClientFrame::Subscribe {
+                    room: room.clone(),
+                    since: Some(feed.last_seq),
+                })
                 .collect()
         })
     }
@@ -131,7 +147,10 @@ impl LiveClient {
             ServerFrame::Event(event) => {
                 self.feeds.update_value(|feeds| {
                     // Replays and live pushes may overlap; the seq decides what is new.
-                    if let Some(feed) = feeds.get_mut(&event.room).filter(|f| event.seq > f.last_seq) {
+                    if let Some(feed) = feeds
+                        .get_mut(&event.room)
+                        .filter(|f| event.seq > f.last_seq)
+                    {
                         feed.last_seq = event.seq;
                         feed.events.update(|events| {
                             events.push(event);
@@ -143,16 +162,34 @@ impl LiveClient {
                 None
             }
             ServerFrame::Presence { room, watchers } => {
-                self.feeds.with_value(|feeds| feeds.get(&room).map(|feed| feed.watchers.set(Some(watchers))));
+                self.feeds.with_value(|feeds| {
+                    feeds
+                        .get(&room)
+                        .map(|feed| feed.watchers.set(Some(watchers)))
+                });
                 None
             }
             ServerFrame::Ping => Some(ClientFrame::Pong),
             // The server could not keep this room flowing: pick it up again where we are.
-            ServerFrame::Error { code: ErrorCode::Lagged, room: Some(room), .. } => {
-                let since = self.feeds.with_value(|feeds| feeds.get(&room).map(|feed| feed.last_seq))?;
-                Some(ClientFrame::Subscribe { room, since: Some(since) })
+            ServerFrame::Error {
+                code: ErrorCode::Lagged,
+                room: Some(room),
+                ..
+            } => {
+                let since = self
+                    .feeds
+                    .with_value(|feeds| feeds.get(&room).map(|feed| feed.last_seq))?;
+                Some(ClientFrame::Subscribe {
+                    room,
+                    since: Some(since),
+                })
             }
-            ServerFrame::Error { code, message, room, .. } => {
+            ServerFrame::Error {
+                code,
+                message,
+                room,
+                ..
+            } => {
                 leptos::logging::warn!("server refused a frame: {code:?} {message} {room:?}");
                 None
             }

@@ -31,7 +31,12 @@ pub(super) fn spawn(client: LiveClient) {
     leptos::task::spawn_local(run(client, woken));
 }
 
-fn on_window_event(name: &str, wake: mpsc::UnboundedSender<()>, client: LiveClient, state: ConnState) {
+fn on_window_event(
+    name: &str,
+    wake: mpsc::UnboundedSender<()>,
+    client: LiveClient,
+    state: ConnState,
+) {
     listen(&window(), name, move || {
         if client.state.get_untracked() != ConnState::Live {
             client.state.set(state);
@@ -56,12 +61,16 @@ async fn run(client: LiveClient, mut woken: mpsc::UnboundedReceiver<()>) {
         } else {
             failures = failures.saturating_add(1);
         }
-        let cap = FIRST_RETRY.saturating_mul(1 << failures.min(6)).min(MAX_RETRY);
+        let cap = FIRST_RETRY
+            .saturating_mul(1 << failures.min(6))
+            .min(MAX_RETRY);
         let wait = cap.mul_f64(js_sys::Math::random());
         if !window().navigator().on_line() {
             client.state.set(ConnState::Offline);
         } else {
-            client.state.set(ConnState::Reconnecting { retry_at: js_sys::Date::now() + wait.as_millis() as f64 });
+            client.state.set(ConnState::Reconnecting {
+                retry_at: js_sys::Date::now() + wait.as_millis() as f64,
+            });
         }
         // Drop wake-ups that came while connected: only new ones cut the wait short.
         while woken.try_recv().is_ok() {}
@@ -137,7 +146,11 @@ fn encode(frame: &ClientFrame) -> Message {
 
 fn socket_url() -> String {
     let location = window().location();
-    let scheme = if location.protocol().as_deref() == Ok("https:") { "wss" } else { "ws" };
+    let scheme = if location.protocol().as_deref() == Ok("https:") {
+        "wss"
+    } else {
+        "ws"
+    };
     let host = location.host().unwrap_or_default();
     format!("{scheme}://{host}/ws")
 }

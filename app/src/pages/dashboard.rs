@@ -13,14 +13,23 @@ pub async fn load_room(room: String) -> Result<RoomSnapshot, ServerFnError> {
 
     let room = RoomName::parse(room).map_err(|e| ServerFnError::new(e.to_string()))?;
     let history = expect_context::<crate::history::SharedHistory>();
-    history.0.snapshot(room, EVENTS_SHOWN as i64).await.map_err(ServerFnError::new)
+    history
+        .0
+        .snapshot(room, EVENTS_SHOWN as i64)
+        .await
+        .map_err(ServerFnError::new)
 }
 
 /// The first dashboard: one room's latest events, live.
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let query = use_query_map();
-    let room = move || query.read().get("room").unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+    let room = move || {
+        query
+            .read()
+            .get("room")
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+    };
     let snapshot = Resource::new(room, load_room);
 
     view! {
@@ -75,7 +84,12 @@ fn EventRow(event: Event) -> impl IntoView {
 }
 
 fn summarise(event: &Event) -> String {
-    let field = |name: &str| event.data.get(name).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    let field = |name: &str| {
+        event
+            .data
+            .get(name)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
     match event.kind {
         EventKind::Metric => format!(
             "{} = {}",

@@ -59,15 +59,22 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
 }
 
 fn proc_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server pid readable");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS present");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server pid readable");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS present");
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    assert!(args.addr.ip().is_loopback(), "load is only ever sent to a loopback address");
+    assert!(
+        args.addr.ip().is_loopback(),
+        "load is only ever sent to a loopback address"
+    );
     let url = format!("ws://{}/ws", args.addr);
     let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
     let shared = Arc::new(Shared {
@@ -80,7 +87,12 @@ async fn main() {
     let rss_before = proc_rss_kib(args.server_pid);
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
-        let opened = join_all(chunk.iter().map(|_| subscriber(&url, &room, shared.clone()))).await;
+        let opened = join_all(
+            chunk
+                .iter()
+                .map(|_| subscriber(&url, &room, shared.clone())),
+        )
+        .await;
         subscribers.extend(opened);
     }
     eprintln!("{} subscribers connected", args.subscribers);
@@ -95,7 +107,13 @@ async fn main() {
         return;
     }
 
-    let publisher = tokio::spawn(publish(url.clone(), room.clone(), args.rate, args.window, shared.clone()));
+    let publisher = tokio::spawn(publish(
+        url.clone(),
+        room.clone(),
+        args.rate,
+        args.window,
+        shared.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = proc_cpu_ticks(args.server_pid);
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
@@ -112,12 +130,22 @@ async fn main() {
     let cpu_secs = (cpu_after - cpu_before) as f64 / clock_ticks_per_sec;
     let mut latencies = shared.latencies_us.lock().unwrap();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "subscribers={} rate={} window={} seconds={:.1} deliveries={} deliveries_per_s={:.0} \
          latency_ms p50={:.2} p99={:.2} max={:.2} server_cpu_s={:.2} cpu_us_per_delivery={:.3} server_rss={}KiB",
         args.subscribers,
-        if args.rate > 0.0 { format!("{}", args.rate) } else { "closed-loop".into() },
+        if args.rate > 0.0 {
+            format!("{}", args.rate)
+        } else {
+            "closed-loop".into()
+        },
         args.window,
         elapsed,
         delivered,
@@ -132,25 +160,45 @@ async fn main() {
 }
 
 /// Opens a connection subscribed to `room`; the returned task counts what it receives.
-async fn subscriber(url: &str, room: &RoomName, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
-    let (mut socket, _) = connect_async_with_config(url, None, true).await.expect("connect");
-    let subscribe = serde_json::to_string(&ClientFrame::Subscribe { room: room.clone(), since: None }).unwrap();
-    socket.send(Message::text(subscribe)).await.expect("subscribe");
+async fn subscriber(
+    url: &str,
+    room: &RoomName,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    let (mut socket, _) = connect_async_with_config(url, None, true)
+        .await
+        .expect("connect");
+    let subscribe = serde_json::to_string(&ClientFrame::Subscribe {
+        room: room.clone(),
+        since: None,
+    })
+    .unwrap();
+    socket
+        .send(Message::text(subscribe))
+        .await
+        .expect("subscribe");
     tokio::spawn(async move {
         while let Some(Ok(message)) = socket.next().await {
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             if text.starts_with(r#"{"type":"ping""#) {
                 let _ = socket.send(Message::text(r#"{"type":"pong"}"#)).await;
                 continue;
             }
-            if !text.starts_with(r#"{"type":"event""#) || !shared.measuring.load(Ordering::Relaxed) {
+            if !text.starts_with(r#"{"type":"event""#) || !shared.measuring.load(Ordering::Relaxed)
+            {
                 continue;
             }
             shared.deliveries.fetch_add(1, Ordering::Relaxed);
             // The generator shares the cores with the server: read the stamp without parsing.
             if let Some(t) = stamp(&text) {
                 let now = shared.start.elapsed().as_micros() as u64;
-                shared.latencies_us.lock().unwrap().push(now.saturating_sub(t) as u32);
+                shared
+                    .latencies_us
+                    .lock()
+                    .unwrap()
+                    .push(now.saturating_sub(t) as u32);
             }
         }
     })
@@ -159,17 +207,26 @@ async fn subscriber(url: &str, room: &RoomName, shared: Arc<Shared>) -> tokio::t
 /// The publisher's `"t":` microsecond stamp in an event frame.
 fn stamp(frame: &str) -> Option<u64> {
     let from = frame.find(r#""t":"#)? + 4;
-    let digits = frame[from..].find(|c: char| !c.is_ascii_digit()).map_or(&frame[from..], |end| &frame[from..from + end]);
+    let digits = frame[from..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(&frame[from..], |end| &frame[from..from + end]);
     digits.parse().ok()
 }
 
 async fn publish(url: String, room: RoomName, rate: f64, window: usize, shared: Arc<Shared>) {
-    let (socket, _) = connect_async_with_config(&url, None, true).await.expect("connect publisher");
+    let (socket, _) = connect_async_with_config(&url, None, true)
+        .await
+        .expect("connect publisher");
     let (mut tx, mut rx) = socket.split();
     let frame = |shared: &Shared| {
         let t = shared.start.elapsed().as_micros() as u64;
         let data = json!({"series": "bench", "value": 1.5, "t": t});
-        let frame = ClientFrame::Publish { room: room.clone(), kind: EventKind::Metric, data, reference: None };
+        let frame = ClientFrame::Publish {
+            room: room.clone(),
+            kind: EventKind::Metric,
+            data,
+            reference: None,
+        };
         Message::text(serde_json::to_string(&frame).unwrap())
     };
     if rate > 0.0 {

@@ -7,9 +7,9 @@ use std::{
 };
 
 use app::protocol::{ClientFrame, Event, RoomName, ServerFrame};
+use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use clap::Parser;
 use server::{Config, Running};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
@@ -25,7 +25,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// The server's defaults, on a free port, against the test database.
 pub fn config() -> Config {
     let mut config = Config::parse_from(["server", "--listen", "127.0.0.1:0"]);
-    config.database_url.get_or_insert_with(|| DEFAULT_TEST_DATABASE.into());
+    config
+        .database_url
+        .get_or_insert_with(|| DEFAULT_TEST_DATABASE.into());
     config
 }
 
@@ -43,7 +45,10 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Running {
 /// A room name no other test (or earlier run) uses.
 pub fn unique_room(label: &str) -> RoomName {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     RoomName::parse(format!("t.{label}.{nanos}.{n}")).unwrap()
 }
@@ -64,7 +69,12 @@ pub async fn post_notice(running: &Running, room: &RoomName, text: &str) -> Valu
 }
 
 pub async fn stored(running: &Running, room: &RoomName) -> Vec<Value> {
-    reqwest::get(events_url(running, room.as_str())).await.unwrap().json().await.unwrap()
+    reqwest::get(events_url(running, room.as_str()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub struct Client {
@@ -73,7 +83,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(running: &Running) -> Self {
-        let (socket, _) = connect_async(format!("ws://{}/ws", running.addr)).await.expect("socket opens");
+        let (socket, _) = connect_async(format!("ws://{}/ws", running.addr))
+            .await
+            .expect("socket opens");
         let mut client = Self { socket };
         match client.next().await {
             ServerFrame::Hello { heartbeat_ms } => assert!(heartbeat_ms > 0),
@@ -92,8 +104,16 @@ impl Client {
 
     /// Subscribes and waits for the confirmation, returning the frames that came before it
     /// (the replay) and the head it reported.
-    pub async fn subscribe(&mut self, room: &RoomName, since: Option<i64>) -> (Vec<ServerFrame>, i64) {
-        self.send(&ClientFrame::Subscribe { room: room.clone(), since }).await;
+    pub async fn subscribe(
+        &mut self,
+        room: &RoomName,
+        since: Option<i64>,
+    ) -> (Vec<ServerFrame>, i64) {
+        self.send(&ClientFrame::Subscribe {
+            room: room.clone(),
+            since,
+        })
+        .await;
         let mut before = Vec::new();
         loop {
             match self.next().await {
