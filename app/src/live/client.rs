@@ -58,12 +58,16 @@ pub struct LiveClient {
 }
 
 impl LiveClient {
-    pub fn provide() {
-        let client = Self {
+    fn new() -> Self {
+        Self {
             state: RwSignal::new(ConnState::Connecting),
             feeds: StoredValue::new(HashMap::new()),
             outbox: StoredValue::new(None),
-        };
+        }
+    }
+
+    pub fn provide() {
+        let client = Self::new();
         provide_context(client);
         // Effects run only in the browser, after hydration: the server never opens a socket.
         #[cfg(feature = "hydrate")]
@@ -119,7 +123,7 @@ impl LiveClient {
 
     /// Attaches a new socket: returns the subscriptions it must send first, resuming every room
     /// after its last applied `seq`. Later joins go to `outbox`.
-    #[cfg(feature = "hydrate")]
+    #[cfg(any(feature = "hydrate", test))]
     pub(super) fn attach(self, outbox: UnboundedSender<ClientFrame>) -> Vec<ClientFrame> {
         self.outbox.set_value(Some(outbox));
         self.feeds.with_value(|feeds| {
@@ -139,7 +143,7 @@ impl LiveClient {
     }
 
     /// Applies a frame from the server; returns the reply it calls for, if any.
-    #[cfg(feature = "hydrate")]
+    #[cfg(any(feature = "hydrate", test))]
     pub(super) fn apply(self, frame: crate::protocol::ServerFrame) -> Option<ClientFrame> {
         use crate::protocol::{ErrorCode, ServerFrame};
 
@@ -199,5 +203,135 @@ impl LiveClient {
             | ServerFrame::Published { .. }
             | ServerFrame::Pong => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorCode, EventKind, ServerFrame};
+    use futures::channel::mpsc;
+    use serde_json::json;
+
+    // Every test runs inside `Owner::new().with`: signals live in a reactive owner's arena, as on a page.
+
+    fn room() -> RoomName {
+        RoomName::parse("web").unwrap()
+    }
+
+    fn event(seq: i64) -> Event {
+        Event {
+            room: room(),
+            seq,
+            ts: chrono::Utc::now(),
+            kind: EventKind::Notice,
+            data: json!({"text": format!("n{seq}")}),
+        }
+    }
+
+    fn joined(head: i64) -> (LiveClient, RoomView) {
+        let client = LiveClient::new();
+        let events = (1..=head).map(event).collect();
+        let view = client.join(RoomSnapshot {
+            room: room(),
+            head,
+            events,
+        });
+        (client, view)
+    }
+
+    fn seqs(view: RoomView) -> Vec<i64> {
+        view.events.get_untracked().iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_new_socket_resubscribes_every_room_from_its_last_seq() {
+        Owner::new().with(|| {
+            let (client, _) = joined(3);
+            client.apply(ServerFrame::Event(event(4)));
+            let (outbox, _pending) = mpsc::unbounded();
+            assert_eq!(
+                client.attach(outbox),
+                vec![ClientFrame::Subscribe {
+                    room: room(),
+                    since: Some(4)
+                }]
+            );
+        });
+    }
+
+    #[test]
+    fn replayed_and_live_copies_of_an_event_are_shown_once() {
+        Owner::new().with(|| {
+            let (client, view) = joined(3);
+            for seq in [2, 3, 4, 4, 5] {
+                client.apply(ServerFrame::Event(event(seq)));
+            }
+            assert_eq!(seqs(view), vec![1, 2, 3, 4, 5]);
+        });
+    }
+
+    #[test]
+    fn only_the_newest_events_are_kept() {
+        Owner::new().with(|| {
+            let (client, view) = joined(0);
+            for seq in 1..=EVENTS_SHOWN as i64 + 10 {
+                client.apply(ServerFrame::Event(event(seq)));
+            }
+            assert_eq!(
+                seqs(view),
+                (11..=EVENTS_SHOWN as i64 + 10).collect::<Vec<_>>()
+            );
+        });
+    }
+
+    #[test]
+    fn a_lagged_room_is_resubscribed_from_the_last_seq_shown() {
+        Owner::new().with(|| {
+            let (client, _) = joined(7);
+            let lagged = ServerFrame::Error {
+                code: ErrorCode::Lagged,
+                message: "behind".into(),
+                room: Some(room()),
+                since: Some(7),
+                reference: None,
+            };
+            assert_eq!(
+                client.apply(lagged),
+                Some(ClientFrame::Subscribe {
+                    room: room(),
+                    since: Some(7)
+                })
+            );
+            assert_eq!(client.apply(ServerFrame::Ping), Some(ClientFrame::Pong));
+        });
+    }
+
+    #[test]
+    fn presence_updates_the_watcher_count_and_joins_go_to_an_open_socket() {
+        Owner::new().with(|| {
+            let (client, view) = joined(0);
+            client.apply(ServerFrame::Presence {
+                room: room(),
+                watchers: 3,
+            });
+            assert_eq!(view.watchers.get_untracked(), Some(3));
+
+            let (outbox, mut pending) = mpsc::unbounded();
+            client.attach(outbox);
+            let other = RoomName::parse("db").unwrap();
+            client.join(RoomSnapshot {
+                room: other.clone(),
+                head: 9,
+                events: vec![],
+            });
+            assert_eq!(
+                pending.try_recv().ok(),
+                Some(ClientFrame::Subscribe {
+                    room: other,
+                    since: Some(9)
+                })
+            );
+        });
     }
 }
