@@ -69,8 +69,11 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
   expect(errors).toEqual([]);
 });
 
+/** What the browser logs when a server vanishes: refused connections, and a frame that raced the close. */
+const SERVER_GONE = /WebSocket connection to .* failed|WebSocket is already in CLOSING or CLOSED state/;
+
 test("after the server is killed and restarted the page reconnects and shows every missed event once", async ({ page }) => {
-  const errors = watchForErrors(page, /WebSocket connection to .* failed/);
+  const errors = watchForErrors(page, SERVER_GONE);
   const room = uniqueRoom("restart");
   await postNotice(room, "before the outage");
   await page.goto(`${server.url}/?room=${room}`);
@@ -93,5 +96,25 @@ test("after the server is killed and restarted the page reconnects and shows eve
   for (const seq of [1, 2, 3, 4]) {
     await expect(feed.locator(`[data-seq="${seq}"]`)).toHaveCount(1);
   }
+  expect(errors).toEqual([]);
+});
+
+test("a server that falls silent is noticed and the page goes live again once it answers", async ({ page }) => {
+  const errors = watchForErrors(page, SERVER_GONE);
+  const room = uniqueRoom("silent");
+  await page.goto(`${server.url}/?room=${room}`);
+  const badge = page.getByTestId("connection");
+  await expect(badge).toHaveText("live");
+
+  // The connection stays open, but no heartbeat comes: two intervals (2 s here) of silence.
+  server.pause();
+  try {
+    await expect(badge).toHaveText("reconnecting");
+  } finally {
+    server.resume();
+  }
+  await expect(badge).toHaveText("live", { timeout: 40_000 });
+  expect(await postNotice(room, "after the silence")).toBe(1);
+  await expect(page.getByTestId("feed").locator('[data-seq="1"]')).toContainText("after the silence");
   expect(errors).toEqual([]);
 });

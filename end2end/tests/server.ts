@@ -40,6 +40,8 @@ export class Server {
         WATCHROOM_LISTEN: `127.0.0.1:${this.port}`,
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
         RUST_LOG: "warn",
+        // Short heartbeats, so that a silent server is noticed within seconds.
+        WATCHROOM_HEARTBEAT_SECS: "1",
       },
       stdio: ["ignore", "inherit", "inherit"],
     });
@@ -58,6 +60,15 @@ export class Server {
   /** Kills the process without a graceful drain, as a crash would. */
   kill(): Promise<void> {
     return this.signal("SIGKILL");
+  }
+
+  /** Freezes the process: its sockets stay open but nothing answers, as with a hung server. */
+  pause(): void {
+    this.child?.kill("SIGSTOP");
+  }
+
+  resume(): void {
+    this.child?.kill("SIGCONT");
   }
 
   /** Stops the process gracefully: sockets close with 1012. */

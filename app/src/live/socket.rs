@@ -55,8 +55,10 @@ fn listen(target: &web_sys::EventTarget, name: &str, handler: impl FnMut() + 'st
 /// Connects forever: exponential backoff with full jitter, reset after a connection went live.
 async fn run(client: LiveClient, mut woken: mpsc::UnboundedReceiver<()>) {
     let mut failures = 0u32;
+    // The server's heartbeat, as its last hello said.
+    let mut heartbeat = DEFAULT_HEARTBEAT;
     loop {
-        if connect(client).await {
+        if connect(client, &mut heartbeat).await {
             failures = 0;
         } else {
             failures = failures.saturating_add(1);
@@ -82,23 +84,33 @@ async fn run(client: LiveClient, mut woken: mpsc::UnboundedReceiver<()>) {
 }
 
 /// One connection, until it closes or falls silent. Returns whether it went live.
-async fn connect(client: LiveClient) -> bool {
+async fn connect(client: LiveClient, heartbeat: &mut Duration) -> bool {
     let Ok(socket) = WebSocket::open(&socket_url()) else {
         return false;
     };
     let (mut to_server, from_server) = socket.split();
     let mut from_server = from_server.fuse();
     let (outbox, mut pending) = mpsc::unbounded();
-    for frame in client.attach(outbox) {
-        if to_server.send(encode(&frame)).await.is_err() {
-            client.detach();
-            return false;
+    let subscriptions = client.attach(outbox);
+    // A server that accepts the connection but never answers (stopped, overloaded) must not
+    // hold the page forever: opening gets the same two heartbeats as silence does.
+    let opened = async {
+        for frame in subscriptions {
+            to_server.send(encode(&frame)).await?;
         }
+        Ok::<_, gloo_net::websocket::WebSocketError>(())
+    };
+    let opened = select! {
+        sent = opened.fuse() => sent.is_ok(),
+        _ = sleep(*heartbeat * 2).fuse() => false,
+    };
+    if !opened {
+        client.detach();
+        return false;
     }
     let mut live = false;
-    let mut heartbeat = DEFAULT_HEARTBEAT;
     // Any frame from the server proves the link; two heartbeats of silence mean it is dead.
-    let mut silence = sleep(heartbeat * 2).fuse();
+    let mut silence = sleep(*heartbeat * 2).fuse();
     loop {
         let mut heard = false;
         let outgoing = select! {
@@ -111,7 +123,7 @@ async fn connect(client: LiveClient) -> bool {
                     }
                     match serde_json::from_str::<ServerFrame>(&text) {
                         Ok(ServerFrame::Hello { heartbeat_ms }) => {
-                            heartbeat = Duration::from_millis(heartbeat_ms);
+                            *heartbeat = Duration::from_millis(heartbeat_ms);
                             None
                         }
                         Ok(frame) => client.apply(frame),
@@ -128,7 +140,7 @@ async fn connect(client: LiveClient) -> bool {
             _ = silence => break,
         };
         if heard {
-            silence = sleep(heartbeat * 2).fuse();
+            silence = sleep(*heartbeat * 2).fuse();
         }
         if let Some(frame) = outgoing {
             if to_server.send(encode(&frame)).await.is_err() {
