@@ -183,6 +183,7 @@ impl Connection {
                 match self.subscribe(room.clone(), since).await {
                     Ok(head) => self.send(&ServerFrame::Subscribed { room, head }).await,
                     Err(e) => {
+                        tracing::warn!(error = %e, %room, "subscribe failed");
                         self.unsubscribe(&room);
                         self.refuse(e.code(), e.public_message(), Some(room)).await
                     }
@@ -211,26 +212,14 @@ impl Connection {
                 "more than {} publishes per second (bursts of {}); slow down",
                 self.config.publish_rate, self.config.publish_burst
             );
-            let error = ServerFrame::Error {
-                code: ErrorCode::RateLimited,
-                message,
-                room: Some(room),
-                since: None,
-                reference,
-            };
-            return self.send(&error).await;
+            let refused = publish_refused(ErrorCode::RateLimited, message, room, reference);
+            return self.send(&refused).await;
         }
         let receipt = match self.state.ingest.enqueue(room.clone(), event).await {
             Ok(receipt) => receipt,
             Err(e) => {
-                let error = ServerFrame::Error {
-                    code: e.code(),
-                    message: e.public_message(),
-                    room: Some(room),
-                    since: None,
-                    reference,
-                };
-                return self.send(&error).await;
+                let refused = publish_refused(e.code(), e.public_message(), room, reference);
+                return self.send(&refused).await;
             }
         };
         self.acks.push_back(
@@ -241,13 +230,7 @@ impl Connection {
                         seq: stored.seq,
                         reference,
                     },
-                    Err(e) => ServerFrame::Error {
-                        code: e.code(),
-                        message: e.public_message(),
-                        room: Some(room),
-                        since: None,
-                        reference,
-                    },
+                    Err(e) => publish_refused(e.code(), e.public_message(), room, reference),
                 }
             }
             .boxed(),
@@ -389,6 +372,22 @@ impl Connection {
             .send(Message::Text(encode(frame)))
             .await
             .map_err(|_| Closing::PeerGone)
+    }
+}
+
+/// The reply to a publish that was not stored.
+fn publish_refused(
+    code: ErrorCode,
+    message: String,
+    room: RoomName,
+    reference: Option<Value>,
+) -> ServerFrame {
+    ServerFrame::Error {
+        code,
+        message,
+        room: Some(room),
+        since: None,
+        reference,
     }
 }
 
