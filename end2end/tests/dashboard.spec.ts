@@ -55,6 +55,7 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
   await page.goto(`${server.url}/?room=${room}`);
   const badge = page.getByTestId("connection");
   await expect(badge).toHaveText("live");
+  await expect(page.getByTestId("watchers")).toHaveText("1 watching");
   // A marker on window survives only if the page is never reloaded.
   await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
 
