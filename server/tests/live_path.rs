@@ -94,14 +94,7 @@ async fn subscribe_with_since_replays_the_missing_events_then_continues_live() {
         post_notice(&server, &room, text).await;
     }
     let mut client = Client::connect(&server).await;
-    let (replayed, head) = client.subscribe(&room, Some(2)).await;
-    let replayed: Vec<i64> = replayed
-        .into_iter()
-        .map(|f| match f {
-            ServerFrame::Event(e) => e.seq,
-            other => panic!("expected replayed events, got {other:?}"),
-        })
-        .collect();
+    let (replayed, head) = client.resume(&room, 2).await;
     assert_eq!((replayed, head), (vec![3, 4, 5], 5));
     post_notice(&server, &room, "6").await;
     assert_eq!(client.next_event_seq(&room).await, 6);

@@ -33,14 +33,7 @@ async fn reconnecting_with_since_delivers_exactly_the_missed_events() {
 
     post_many(&server, &room, 50).await;
     let mut client = Client::connect(&server).await;
-    let (replayed, head) = client.subscribe(&room, Some(50)).await;
-    let replayed: Vec<i64> = replayed
-        .iter()
-        .map(|f| match f {
-            ServerFrame::Event(e) => e.seq,
-            other => panic!("expected only events before subscribed, got {other:?}"),
-        })
-        .collect();
+    let (replayed, head) = client.resume(&room, 50).await;
     assert_eq!((replayed, head), ((51..=100).collect(), 100));
     server.stop().await.unwrap();
 }
@@ -96,8 +89,8 @@ async fn events_published_while_the_server_was_down_arrive_after_reconnecting() 
     let second = start().await;
     post_many(&second, &room, 10).await;
     let mut client = Client::connect(&second).await;
-    let (replayed, head) = client.subscribe(&room, Some(10)).await;
-    assert_eq!((replayed.len(), head), (10, 20));
+    let (replayed, head) = client.resume(&room, 10).await;
+    assert_eq!((replayed, head), ((11..=20).collect(), 20));
     post_notice(&second, &room, "live again").await;
     assert_eq!(client.next_event_seq(&room).await, 21);
     second.stop().await.unwrap();

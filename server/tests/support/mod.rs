@@ -123,6 +123,19 @@ impl Client {
         }
     }
 
+    /// Subscribes with `since` and returns the seqs replayed before `subscribed`, and its head.
+    pub async fn resume(&mut self, room: &RoomName, since: i64) -> (Vec<i64>, i64) {
+        let (before, head) = self.subscribe(room, Some(since)).await;
+        let replayed = before
+            .into_iter()
+            .map(|frame| match frame {
+                ServerFrame::Event(event) => event.seq,
+                other => panic!("expected only replayed events before subscribed, got {other:?}"),
+            })
+            .collect();
+        (replayed, head)
+    }
+
     /// The next frame other than a heartbeat ping or a presence update.
     pub async fn next(&mut self) -> ServerFrame {
         loop {
