@@ -47,6 +47,8 @@ ensure_build_tools() {
     cargo install wasm-bindgen-cli --version "$bindgen"
   fi
   if [ ! -x "$HOME/.cargo/bin/wasm-opt" ]; then
+    # It builds binaryen from C++ source.
+    command -v c++ >/dev/null || apt_install g++
     say "installing wasm-opt from crates.io (about 5 minutes)"
     cargo install wasm-opt --locked
   fi
@@ -75,23 +77,25 @@ pg_bin() {
   if [ -n "$dir" ]; then echo "$dir/$1"; else command -v "$1"; fi
 }
 
-# Tests need a Postgres on TCP. Use the machine's when one answers on 5432; otherwise run a
-# private one under target/ for this test run.
+# Tests need a Postgres on TCP where `postgres` may connect without a password. Use the machine's
+# when it answers so on 5432; otherwise run a private one for the tests.
 ensure_test_database() {
   if [ -n "${DATABASE_URL:-}" ]; then return; fi
-  if "$(pg_bin pg_isready)" -q -h 127.0.0.1 -p 5432; then
+  local system=(-w -h 127.0.0.1 -p 5432 -U postgres -d postgres)
+  if "$(pg_bin psql)" "${system[@]}" -tAc "SELECT 1" >/dev/null 2>&1; then
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/watchroom_test"
-    psql -q -h 127.0.0.1 -U postgres -d postgres -tAc \
+    "$(pg_bin psql)" "${system[@]}" -tAc \
       "SELECT 1 FROM pg_database WHERE datname = 'watchroom_test'" | grep -q 1 ||
-      psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE watchroom_test"
+      "$(pg_bin psql)" "${system[@]}" -qc "CREATE DATABASE watchroom_test"
     return
   fi
-  local dir="$ROOT/target/test-postgres" port=55432 run=()
-  [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+  # Under /tmp: as root the cluster runs as `postgres`, which must be able to reach its directory.
+  local dir="${TMPDIR:-/tmp}/watchroom-test-postgres-$(id -u)" port=55432 run=()
+  if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
   mkdir -p "$dir"
-  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    say "no Postgres on 127.0.0.1:5432; creating a private one for the tests"
+    say "no passwordless Postgres on 127.0.0.1:5432; creating a private one for the tests"
     "${run[@]}" "$(pg_bin initdb)" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
   fi
   if ! "$(pg_bin pg_isready)" -q -h 127.0.0.1 -p "$port"; then

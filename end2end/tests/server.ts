@@ -2,8 +2,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
-const root = path.resolve(import.meta.dirname, "..", "..");
+// The project root (`import.meta.dirname` would need Node 20.11; Debian's older Node lacks it).
+const root = fileURLToPath(new URL("../..", import.meta.url));
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
