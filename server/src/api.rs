@@ -3,7 +3,10 @@
 use app::protocol::{Event, NewEvent, RoomName};
 use axum::{
     Json, Router,
-    extract::{Path, Query, State, rejection::JsonRejection},
+    extract::{
+        Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
     http::StatusCode,
     routing::get,
 };
@@ -45,9 +48,10 @@ struct Page {
 async fn list_events(
     State(state): State<AppState>,
     Path(room): Path<String>,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Vec<Event>>> {
     let room = RoomName::parse(room)?;
+    let Query(page) = page?;
     let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     Ok(Json(state.store.since(&room, page.since, limit).await?))
 }

@@ -28,6 +28,9 @@ pub enum Error {
     EmbeddedPostgres(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Something the server needs to run could not be set up or shut down.
+    #[error("{0}")]
+    Lifecycle(String),
 }
 
 impl Error {
@@ -58,14 +61,20 @@ impl Error {
     }
 }
 
-impl From<axum::extract::rejection::JsonRejection> for Error {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        Self::BadRequest {
-            status: rejection.status(),
-            message: rejection.body_text(),
+/// Axum's own extractor rejections become errors of ours, so every 4xx has the same JSON shape.
+macro_rules! bad_request_from {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for Error {
+            fn from(rejection: $rejection) -> Self {
+                Self::BadRequest { status: rejection.status(), message: rejection.body_text() }
+            }
         }
-    }
+    )*};
 }
+bad_request_from!(
+    axum::extract::rejection::JsonRejection,
+    axum::extract::rejection::QueryRejection
+);
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

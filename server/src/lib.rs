@@ -75,7 +75,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     };
 
     let mut leptos = get_configuration(None)
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+        .map_err(|e| Error::Lifecycle(format!("leptos configuration: {e}")))?
         .leptos_options;
     leptos.site_addr = config.listen;
     leptos.site_root = config.site_root.to_string_lossy().into();
@@ -149,7 +149,7 @@ impl Running {
             let served = self
                 .task
                 .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)));
+                .map_err(|e| Error::Lifecycle(format!("the server task failed: {e}")));
             self.connections.wait().await;
             served
         };

@@ -1,7 +1,7 @@
 //! One WebSocket connection: the rooms it watches, replay from the store, live pushes, publishes,
 //! heartbeats and limits.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use app::protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame};
 use axum::{
@@ -21,7 +21,7 @@ use tokio_stream::{
 use tokio_tungstenite::tungstenite;
 
 use crate::{
-    AppState, Config,
+    AppState,
     error::Error,
     hub::{Delivery, encode},
     rate::TokenBucket,
@@ -61,7 +61,6 @@ type Step = Result<(), Closing>;
 
 struct Connection {
     state: AppState,
-    config: Arc<Config>,
     /// Not split into halves: reads and writes take turns in one task, and a split's lock
     /// would cost on every push.
     socket: WebSocket,
@@ -74,12 +73,10 @@ struct Connection {
 }
 
 async fn serve(socket: WebSocket, state: AppState) {
-    let config = state.config.clone();
-    let heartbeat_every = config.heartbeat();
+    let heartbeat_every = state.config.heartbeat();
     let shutdown = state.shutdown.clone();
     let mut conn = Connection {
-        publishes: TokenBucket::new(config.publish_rate, config.publish_burst),
-        config,
+        publishes: TokenBucket::new(state.config.publish_rate, state.config.publish_burst),
         state,
         socket,
         rooms: StreamMap::new(),
@@ -170,11 +167,11 @@ impl Connection {
         match frame {
             ClientFrame::Subscribe { room, since } => {
                 if !self.rooms.contains_key(&room)
-                    && self.rooms.len() >= self.config.max_rooms_per_connection
+                    && self.rooms.len() >= self.state.config.max_rooms_per_connection
                 {
                     let message = format!(
                         "a connection may watch at most {} rooms",
-                        self.config.max_rooms_per_connection
+                        self.state.config.max_rooms_per_connection
                     );
                     return self
                         .refuse(ErrorCode::TooManyRooms, message, Some(room))
@@ -210,7 +207,7 @@ impl Connection {
         if !self.publishes.take() {
             let message = format!(
                 "more than {} publishes per second (bursts of {}); slow down",
-                self.config.publish_rate, self.config.publish_burst
+                self.state.config.publish_rate, self.state.config.publish_burst
             );
             let refused = publish_refused(ErrorCode::RateLimited, message, room, reference);
             return self.send(&refused).await;
@@ -267,13 +264,15 @@ impl Connection {
                 page
             };
             for event in page {
-                // A failed write shows up as a closed stream on the next read.
-                let _ = self
-                    .socket
-                    .feed(Message::Text(encode(&ServerFrame::Event(event))))
-                    .await;
+                let frame = Message::Text(encode(&ServerFrame::Event(event)));
+                if self.socket.feed(frame).await.is_err() {
+                    // The peer is gone: reading further pages would be wasted on it.
+                    return Ok(last);
+                }
             }
-            let _ = self.socket.flush().await;
+            if self.socket.flush().await.is_err() {
+                return Ok(last);
+            }
             self.sent.insert(room.clone(), last);
             if !full {
                 return Ok(last);

@@ -218,3 +218,34 @@ async fn shutdown_closes_sockets_with_1012_so_clients_reconnect_elsewhere() {
     drop(client);
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn history_requests_with_bad_parameters_get_a_json_error() {
+    let server = start().await;
+    let room = unique_room("history");
+    post_notice(&server, &room, "kept").await;
+    for (url, code) in [
+        (
+            format!("{}?since=soon", support::events_url(&server, room.as_str())),
+            "bad_frame",
+        ),
+        (support::events_url(&server, "no%20spaces"), "invalid_room"),
+    ] {
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{url}");
+        assert!(!body["message"].as_str().unwrap().is_empty());
+    }
+    let page = format!(
+        "{}?since=0&limit=5000",
+        support::events_url(&server, room.as_str())
+    );
+    let events: Vec<Value> = reqwest::get(page).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        events.len(),
+        1,
+        "an over-large limit is capped, not refused"
+    );
+    server.stop().await.unwrap();
+}
