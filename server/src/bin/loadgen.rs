@@ -182,8 +182,11 @@ async fn subscriber(
             let Message::Text(text) = message else {
                 continue;
             };
+            // Server frames are told apart by their leading `type` rather than parsed: the
+            // generator shares the cores with the server it measures.
             if text.starts_with(r#"{"type":"ping""#) {
-                let _ = socket.send(Message::text(r#"{"type":"pong"}"#)).await;
+                let pong = serde_json::to_string(&ClientFrame::Pong).expect("frames serialise");
+                let _ = socket.send(Message::text(pong)).await;
                 continue;
             }
             if !text.starts_with(r#"{"type":"event""#) || !shared.measuring.load(Ordering::Relaxed)
