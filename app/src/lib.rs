@@ -3,6 +3,7 @@
 #[cfg(feature = "ssr")]
 pub mod history;
 pub mod live;
+pub mod metrics;
 pub mod pages;
 pub mod protocol;
 

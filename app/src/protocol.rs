@@ -76,7 +76,8 @@ impl fmt::Display for RoomName {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
-    /// `data`: `{"series": name, "value": finite number, ...}`
+    /// `data`: one sample `{"series", "value", "ts"?, "labels"?}` or a batch
+    /// `{"samples": [...]}` of them (see [`crate::metrics`]).
     Metric,
     /// `data`: `{"text": non-empty string, ...}`
     Notice,
@@ -150,12 +151,17 @@ impl NewEvent {
         };
         match self.kind {
             EventKind::Metric => {
-                if text("series").is_none() {
-                    return fail("data.series must be a non-empty string");
+                let now = Utc::now();
+                let points = crate::metrics::event_points(&self.data, now);
+                if points.is_empty() {
+                    return fail(
+                        "data must be one sample {series, value, ts?, labels?} or {samples: [...]}",
+                    );
                 }
-                // serde_json numbers are always finite: NaN and infinities are not JSON.
-                if !data.get("value").is_some_and(Value::is_number) {
-                    return fail("data.value must be a finite number");
+                for point in &points {
+                    if let Err(reason) = crate::metrics::check_point(point, now) {
+                        return fail(&reason);
+                    }
                 }
             }
             EventKind::Notice | EventKind::Alert => {
@@ -247,6 +253,8 @@ pub enum ErrorCode {
     BadFrame,
     InvalidRoom,
     InvalidEvent,
+    /// A metric sample broke a rule; the message names the first bad one by index.
+    InvalidSample,
     /// The client fell behind and must resubscribe with the `since` the frame names.
     Lagged,
     /// Publishing faster than the connection's allowance; wait and retry.

@@ -1,4 +1,7 @@
-use app::protocol::{ErrorCode, InvalidEvent, InvalidRoom};
+use app::{
+    metrics::InvalidSample,
+    protocol::{ErrorCode, InvalidEvent, InvalidRoom},
+};
 use axum::{
     Json,
     http::StatusCode,
@@ -16,6 +19,8 @@ pub enum Error {
     InvalidRoom(#[from] InvalidRoom),
     #[error(transparent)]
     InvalidEvent(#[from] InvalidEvent),
+    #[error(transparent)]
+    InvalidSample(#[from] InvalidSample),
     #[error("{message}")]
     BadRequest { status: StatusCode, message: String },
     #[error("the event store is unavailable")]
@@ -38,6 +43,7 @@ impl Error {
         match self {
             Self::InvalidRoom(_) => ErrorCode::InvalidRoom,
             Self::InvalidEvent(_) => ErrorCode::InvalidEvent,
+            Self::InvalidSample(_) => ErrorCode::InvalidSample,
             Self::BadRequest { .. } => ErrorCode::BadFrame,
             _ => ErrorCode::Unavailable,
         }
@@ -54,7 +60,7 @@ impl Error {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
-            Self::InvalidRoom(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRoom(_) | Self::InvalidSample(_) => StatusCode::BAD_REQUEST,
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }

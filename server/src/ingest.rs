@@ -1,7 +1,10 @@
 //! The single writer: validated events queue here, are committed in batches, and are handed to
 //! the hub in commit order, so every room's live stream is in seq order.
 
-use app::protocol::{Event, NewEvent, RoomName};
+use app::{
+    metrics::{self, Point},
+    protocol::{Event, EventKind, NewEvent, RoomName},
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -10,15 +13,15 @@ use crate::{
     store::Store,
 };
 
-/// Most events committed in one transaction.
+/// Most publish requests committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Publishes waiting for the writer before publishers themselves wait.
 const QUEUE: usize = 8192;
 
+/// Events committed together or not at all.
 struct Request {
-    room: RoomName,
-    event: NewEvent,
-    stored: oneshot::Sender<Result<Event>>,
+    events: Vec<(RoomName, NewEvent)>,
+    stored: oneshot::Sender<Result<Vec<Event>>>,
 }
 
 #[derive(Clone)]
@@ -47,13 +50,31 @@ impl Ingest {
         event: NewEvent,
     ) -> Result<impl Future<Output = Result<Event>> + use<>> {
         event.validate()?;
+        let stored = self.queue(vec![(room, event)]).await?;
+        Ok(async move { Ok(stored.await?.remove(0)) })
+    }
+
+    /// Commits one `metric` event per source room, all in one transaction, and fans them out.
+    /// The samples were validated as a batch, which may exceed the size of a publisher's event.
+    pub async fn publish_samples(&self, rooms: Vec<(RoomName, Vec<Point>)>) -> Result<Vec<Event>> {
+        let events = rooms
+            .into_iter()
+            .map(|(room, points)| {
+                let data = metrics::event_data(&points);
+                let kind = EventKind::Metric;
+                (room, NewEvent { kind, data })
+            })
+            .collect();
+        self.queue(events).await?.await
+    }
+
+    async fn queue(
+        &self,
+        events: Vec<(RoomName, NewEvent)>,
+    ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
         let (stored, receipt) = oneshot::channel();
         self.queue
-            .send(Request {
-                room,
-                event,
-                stored,
-            })
+            .send(Request { events, stored })
             .await
             .map_err(|_| Error::Unavailable)?;
         Ok(async move { receipt.await.map_err(|_| Error::Unavailable)? })
@@ -63,22 +84,30 @@ impl Ingest {
 async fn write(mut requests: mpsc::Receiver<Request>, store: Store, hub: Hub) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let events: Vec<(RoomName, NewEvent)> = batch
-            .iter()
-            .map(|r: &Request| (r.room.clone(), r.event.clone()))
-            .collect();
-        match store.append(&events).await {
+        let mut sizes = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for request in batch.drain(..) {
+            sizes.push(request.events.len());
+            replies.push(request.stored);
+            events.extend(request.events);
+        }
+        match store.append(events).await {
             Ok(stored) => {
-                for (request, event) in batch.drain(..).zip(stored) {
-                    hub.publish(event.clone());
-                    // The publisher may have gone; the event is stored and pushed regardless.
-                    let _ = request.stored.send(Ok(event));
+                let mut stored = stored.into_iter();
+                for (reply, size) in replies.into_iter().zip(sizes) {
+                    let events: Vec<Event> = stored.by_ref().take(size).collect();
+                    for event in &events {
+                        hub.publish(event.clone());
+                    }
+                    // The publisher may have gone; the events are stored and pushed regardless.
+                    let _ = reply.send(Ok(events));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "committing events failed");
-                for request in batch.drain(..) {
-                    let _ = request.stored.send(Err(Error::Unavailable));
+                tracing::error!(error = %e, requests = replies.len(), "committing events failed");
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Unavailable));
                 }
             }
         }

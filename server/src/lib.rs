@@ -6,7 +6,10 @@ pub mod embedded_postgres;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
+pub mod prometheus;
 pub mod rate;
+pub mod samples;
 pub mod store;
 pub mod ws;
 
@@ -127,6 +130,7 @@ fn router(state: AppState, store: Store) -> Router {
     let leptos = state.leptos.clone();
     Router::new()
         .merge(api::router())
+        .merge(metrics::router())
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,

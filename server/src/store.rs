@@ -3,7 +3,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use app::history::History;
-use app::protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot};
+use app::{
+    metrics::{event_points, room_source},
+    protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
+};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sqlx::{
@@ -12,11 +15,15 @@ use sqlx::{
     types::Json,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    samples::SeriesIds,
+};
 
 #[derive(Clone)]
 pub struct Store {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
+    series: SeriesIds,
 }
 
 #[derive(sqlx::FromRow)]
@@ -52,14 +59,18 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            series: SeriesIds::default(),
+        })
     }
 
     /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
-    /// and returns the events as stored, in the same order.
-    pub async fn append(&self, batch: &[(RoomName, NewEvent)]) -> Result<Vec<Event>> {
+    /// and returns the events as stored, in the same order. The samples of `metric` events in a
+    /// source's room are committed with them, so history and the live stream never disagree.
+    pub async fn append(&self, batch: Vec<(RoomName, NewEvent)>) -> Result<Vec<Event>> {
         let mut counts: HashMap<&str, i64> = HashMap::new();
-        for (room, _) in batch {
+        for (room, _) in &batch {
             *counts.entry(room.as_str()).or_default() += 1;
         }
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
@@ -84,7 +95,7 @@ impl Store {
             .collect();
 
         let stored: Vec<Event> = batch
-            .iter()
+            .into_iter()
             .map(|(room, event)| {
                 let next = next
                     .get_mut(room.as_str())
@@ -92,11 +103,11 @@ impl Store {
                 let seq = *next;
                 *next += 1;
                 Event {
-                    room: room.clone(),
+                    room,
                     seq,
                     ts,
                     kind: event.kind,
-                    data: event.data.clone(),
+                    data: event.data,
                 }
             })
             .collect();
@@ -111,7 +122,19 @@ impl Store {
         .bind(stored.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        let samples: Vec<(&str, Vec<_>)> = stored
+            .iter()
+            .filter(|e| e.kind == EventKind::Metric)
+            .filter_map(|e| Some((room_source(&e.room)?, event_points(&e.data, e.ts))))
+            .collect();
+        let prepared = match samples.is_empty() {
+            true => None,
+            false => Some(self.series.insert(&mut tx, &samples).await?),
+        };
         tx.commit().await?;
+        if let Some(prepared) = prepared {
+            self.series.committed(prepared);
+        }
         Ok(stored)
     }
 

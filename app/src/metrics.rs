@@ -1,0 +1,301 @@
+//! Metric samples: what agents send, how they travel in `metric` events, and the downsampled
+//! points range queries return. Shared by the server and the browser.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::RoomName;
+
+/// Samples one ingest request may carry.
+pub const MAX_BATCH_SAMPLES: usize = 10_000;
+/// Bytes one ingest request body may have.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Longest series or label name, in bytes (names are ASCII).
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+/// Most labels on one sample.
+pub const MAX_LABELS: usize = 16;
+/// The prefix of the room each source publishes to.
+pub const ROOM_PREFIX: &str = "metrics:";
+
+/// How far in the past a sample may be stamped: older data is a backfill, not monitoring.
+pub fn max_age() -> Duration {
+    Duration::days(30)
+}
+
+/// How far ahead of the server's clock a sample may be stamped (agents' clocks drift).
+pub fn max_skew() -> Duration {
+    Duration::minutes(5)
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// One sample as an agent sends it to `POST /api/metrics`; `ts` defaults to the time of receipt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    pub source: String,
+    pub series: String,
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// One sample inside a `metric` event: its room names the source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub series: String,
+    pub value: f64,
+    pub ts: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
+/// The first sample of a batch that broke a rule, so the sender knows what to fix.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("sample {index}: {reason}")]
+pub struct InvalidSample {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// The room a source's samples are pushed to.
+pub fn source_room(source: &str) -> Result<RoomName, String> {
+    RoomName::parse(format!("{ROOM_PREFIX}{source}")).map_err(|e| format!("source {e}"))
+}
+
+/// The source a metrics room belongs to.
+pub fn room_source(room: &RoomName) -> Option<&str> {
+    room.as_str().strip_prefix(ROOM_PREFIX)
+}
+
+/// Series and label names: a letter or `_`, then letters, digits, `_`, `.`, `:` or `-`.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {name:?} must be 1–{MAX_NAME_LEN} letters, digits, '_', '.', ':' or '-', \
+             starting with a letter or '_'"
+        ))
+    }
+}
+
+/// Checks one sample's series, value, labels and time; `now` anchors the accepted window.
+pub fn check_point(point: &Point, now: DateTime<Utc>) -> Result<(), String> {
+    check_name("series", &point.series)?;
+    if !point.value.is_finite() {
+        return Err(format!("value {} must be a finite number", point.value));
+    }
+    if point.labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    for (key, value) in &point.labels {
+        check_name("label", key)?;
+        if value.len() > MAX_LABEL_VALUE_LEN {
+            return Err(format!(
+                "label {key} is longer than {MAX_LABEL_VALUE_LEN} bytes"
+            ));
+        }
+    }
+    if point.ts < now - max_age() || point.ts > now + max_skew() {
+        return Err(format!(
+            "ts {} is outside the accepted window ({} days back, {} minutes ahead)",
+            point.ts.to_rfc3339(),
+            max_age().num_days(),
+            max_skew().num_minutes()
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a whole batch and groups it by source room, in arrival order. Any bad sample
+/// rejects the batch, so nothing of it is stored.
+pub fn group_batch(
+    samples: Vec<Sample>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RoomName, Vec<Point>)>, InvalidSample> {
+    if samples.len() > MAX_BATCH_SAMPLES {
+        return Err(InvalidSample {
+            index: MAX_BATCH_SAMPLES,
+            reason: format!("a batch holds at most {MAX_BATCH_SAMPLES} samples"),
+        });
+    }
+    let mut rooms: Vec<(RoomName, Vec<Point>)> = Vec::new();
+    for (index, sample) in samples.into_iter().enumerate() {
+        let fail = |reason| InvalidSample { index, reason };
+        let room = source_room(&sample.source).map_err(fail)?;
+        let point = Point {
+            series: sample.series,
+            value: sample.value,
+            ts: sample.ts.unwrap_or(now),
+            labels: sample.labels,
+        };
+        check_point(&point, now).map_err(fail)?;
+        match rooms.iter_mut().find(|(r, _)| *r == room) {
+            Some((_, points)) => points.push(point),
+            None => rooms.push((room, vec![point])),
+        }
+    }
+    Ok(rooms)
+}
+
+/// The data of a `metric` event holding `points`.
+pub fn event_data(points: &[Point]) -> Value {
+    serde_json::json!({ "samples": points })
+}
+
+/// The samples a `metric` event carries: either a batch (`{"samples": [...]}`) or a single
+/// sample (`{"series", "value", "ts"?, "labels"?}`) stamped `default_ts` when it has no `ts`.
+pub fn event_points(data: &Value, default_ts: DateTime<Utc>) -> Vec<Point> {
+    if let Some(samples) = data.get("samples") {
+        return serde_json::from_value(samples.clone()).unwrap_or_default();
+    }
+    let (Some(series), Some(value)) = (
+        data.get("series").and_then(Value::as_str),
+        data.get("value").and_then(Value::as_f64),
+    ) else {
+        return Vec::new();
+    };
+    let ts = data
+        .get("ts")
+        .and_then(|ts| serde_json::from_value(ts.clone()).ok())
+        .unwrap_or(default_ts);
+    let labels = data
+        .get("labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    vec![Point {
+        series: series.to_owned(),
+        value,
+        ts,
+        labels,
+    }]
+}
+
+/// One bucket of a downsampled range: the samples with `t <= ts < t + width`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub t: DateTime<Utc>,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    pub count: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(source: &str, series: &str, value: f64) -> Sample {
+        Sample {
+            source: source.into(),
+            series: series.into(),
+            value,
+            ts: None,
+            labels: Labels::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_grouped_by_source_in_arrival_order() {
+        let now = Utc::now();
+        let rooms = group_batch(
+            vec![
+                sample("web-1", "cpu", 1.0),
+                sample("db", "cpu", 2.0),
+                sample("web-1", "mem", 3.0),
+            ],
+            now,
+        )
+        .unwrap();
+        let summary: Vec<(&str, Vec<f64>)> = rooms
+            .iter()
+            .map(|(room, points)| (room.as_str(), points.iter().map(|p| p.value).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("metrics:web-1", vec![1.0, 3.0]), ("metrics:db", vec![2.0])]
+        );
+        assert!(rooms[0].1.iter().all(|p| p.ts == now));
+    }
+
+    #[test]
+    fn each_broken_rule_names_the_first_bad_sample() {
+        let now = Utc::now();
+        let long_label = Labels::from([("k".into(), "v".repeat(MAX_LABEL_VALUE_LEN + 1))]);
+        let cases: Vec<(Sample, &str)> = vec![
+            (sample("bad source!", "cpu", 1.0), "source"),
+            (sample("a", "", 1.0), "series"),
+            (sample("a", "9cpu", 1.0), "series"),
+            (sample("a", &"x".repeat(MAX_NAME_LEN + 1), 1.0), "series"),
+            (sample("a", "cpu", f64::NAN), "finite"),
+            (sample("a", "cpu", f64::INFINITY), "finite"),
+            (
+                Sample {
+                    ts: Some(now - max_age() - Duration::seconds(1)),
+                    ..sample("a", "cpu", 1.0)
+                },
+                "window",
+            ),
+            (
+                Sample {
+                    ts: Some(now + max_skew() + Duration::seconds(1)),
+                    ..sample("a", "cpu", 1.0)
+                },
+                "window",
+            ),
+            (
+                Sample {
+                    labels: Labels::from([("bad key".into(), "v".into())]),
+                    ..sample("a", "cpu", 1.0)
+                },
+                "label",
+            ),
+            (
+                Sample {
+                    labels: long_label,
+                    ..sample("a", "cpu", 1.0)
+                },
+                "longer",
+            ),
+        ];
+        for (bad, reason) in cases {
+            let batch = vec![sample("a", "ok", 1.0), bad.clone(), sample("a", "ok", 2.0)];
+            let error = group_batch(batch, now).unwrap_err();
+            assert_eq!(error.index, 1, "{bad:?}");
+            assert!(error.reason.contains(reason), "{bad:?}: {}", error.reason);
+        }
+        let too_many = vec![sample("a", "cpu", 1.0); MAX_BATCH_SAMPLES + 1];
+        assert!(group_batch(too_many, now).is_err());
+    }
+
+    #[test]
+    fn metric_events_carry_a_batch_or_a_single_sample() {
+        let now = Utc::now();
+        let points = vec![Point {
+            series: "cpu".into(),
+            value: 0.5,
+            ts: now,
+            labels: Labels::from([("core".into(), "0".into())]),
+        }];
+        assert_eq!(event_points(&event_data(&points), now), points);
+        let single = event_points(&json!({"series": "cpu", "value": 2}), now);
+        assert_eq!(single.len(), 1);
+        assert_eq!((single[0].value, single[0].ts), (2.0, now));
+        assert!(event_points(&json!({"text": "not a metric"}), now).is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+-- Each metric series is named once here; its samples refer to it by id.
+CREATE TABLE series (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source text NOT NULL,
+    name text NOT NULL,
+    labels jsonb NOT NULL DEFAULT '{}',
+    UNIQUE (source, name, labels)
+);
+
+-- One narrow row per sample. No foreign key: ids only ever come from `series`, and a per-row
+-- check would cost on every insert of a 200k samples/s stream.
+CREATE TABLE samples (
+    series integer NOT NULL,
+    ts timestamptz NOT NULL,
+    value double precision NOT NULL
+);
+
+-- Range queries read one series over a span of time; INCLUDE lets them read the index alone.
+CREATE INDEX samples_series_ts ON samples (series, ts) INCLUDE (value);

@@ -1,0 +1,169 @@
+//! The metrics HTTP API: ingest (JSON and Prometheus text) and range queries.
+
+use app::metrics::{
+    self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, check_point, source_room,
+};
+use axum::{
+    Json, Router,
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{JsonRejection, QueryRejection},
+    },
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppState,
+    error::{Error, Result},
+    prometheus,
+    samples::SeriesInfo,
+};
+
+/// Most buckets one range query returns: more than any chart is wide.
+const MAX_BUCKETS: u32 = 10_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/metrics", post(ingest))
+        .route("/api/metrics/prometheus", post(ingest_prometheus))
+        .route("/api/metrics/sources", get(list_sources))
+        .route("/api/metrics/sources/{source}/series", get(list_series))
+        .route("/api/metrics/range", get(range))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
+}
+
+/// What an accepted batch became: one event per source room.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stored {
+    pub samples: usize,
+    /// Prometheus NaN/±Inf samples left out.
+    #[serde(default)]
+    pub skipped: usize,
+    pub events: Vec<StoredEvent>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub room: String,
+    pub seq: i64,
+}
+
+/// Stores a batch of samples, all or nothing, and pushes each source's share to its room.
+async fn ingest(
+    State(state): State<AppState>,
+    body: Result<Json<Vec<Sample>>, JsonRejection>,
+) -> Result<Json<Stored>> {
+    let Json(samples) = body?;
+    let count = samples.len();
+    let rooms = metrics::group_batch(samples, Utc::now())?;
+    store(&state, rooms, count, 0).await
+}
+
+#[derive(Deserialize)]
+struct PrometheusSource {
+    source: String,
+}
+
+/// Stores a Prometheus text payload as samples of `?source=`.
+async fn ingest_prometheus(
+    State(state): State<AppState>,
+    query: Result<Query<PrometheusSource>, QueryRejection>,
+    body: String,
+) -> Result<Json<Stored>> {
+    let Query(PrometheusSource { source }) = query?;
+    let room = source_room(&source).map_err(bad_request)?;
+    let now = Utc::now();
+    let parsed = prometheus::parse(&body, now).map_err(|e| bad_request(e.to_string()))?;
+    if parsed.points.len() > metrics::MAX_BATCH_SAMPLES {
+        return Err(bad_request(format!(
+            "a payload holds at most {} samples",
+            metrics::MAX_BATCH_SAMPLES
+        )));
+    }
+    for (index, point) in parsed.points.iter().enumerate() {
+        check_point(point, now).map_err(|reason| InvalidSample { index, reason })?;
+    }
+    let count = parsed.points.len();
+    store(&state, vec![(room, parsed.points)], count, parsed.skipped).await
+}
+
+async fn store(
+    state: &AppState,
+    rooms: Vec<(app::protocol::RoomName, Vec<Point>)>,
+    samples: usize,
+    skipped: usize,
+) -> Result<Json<Stored>> {
+    let events = if rooms.is_empty() {
+        Vec::new()
+    } else {
+        state.ingest.publish_samples(rooms).await?
+    };
+    Ok(Json(Stored {
+        samples,
+        skipped,
+        events: events
+            .into_iter()
+            .map(|e| StoredEvent {
+                room: e.room.as_str().to_owned(),
+                seq: e.seq,
+            })
+            .collect(),
+    }))
+}
+
+fn bad_request(message: String) -> Error {
+    Error::BadRequest {
+        status: axum::http::StatusCode::BAD_REQUEST,
+        message,
+    }
+}
+
+async fn list_sources(State(state): State<AppState>) -> Result<Json<Vec<String>>> {
+    Ok(Json(state.store.sources().await?))
+}
+
+async fn list_series(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+) -> Result<Json<Vec<SeriesInfo>>> {
+    Ok(Json(state.store.series(&source).await?))
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    source: String,
+    series: String,
+    /// The series' labels as a JSON object; none by default.
+    labels: Option<String>,
+    from: DateTime<Utc>,
+    /// Defaults to now.
+    to: Option<DateTime<Utc>>,
+    /// Defaults to 600.
+    buckets: Option<u32>,
+}
+
+/// One series over `[from, to)` as min/max/avg buckets `(to - from) / buckets` wide.
+async fn range(
+    State(state): State<AppState>,
+    query: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Json<Vec<Bucket>>> {
+    let Query(query) = query?;
+    let labels: Labels = match &query.labels {
+        Some(labels) => serde_json::from_str(labels)
+            .map_err(|e| bad_request(format!("labels must be a JSON object of strings: {e}")))?,
+        None => Labels::new(),
+    };
+    let to = query.to.unwrap_or_else(Utc::now);
+    if query.from >= to {
+        return Err(bad_request("from must be before to".into()));
+    }
+    let buckets = query.buckets.unwrap_or(600).clamp(1, MAX_BUCKETS);
+    let width = (to - query.from).as_seconds_f64() / f64::from(buckets);
+    let range = state
+        .store
+        .range(&query.source, &query.series, &labels, query.from, to, width)
+        .await?;
+    Ok(Json(range))
+}

@@ -1,0 +1,325 @@
+//! Metric ingest and range queries against a real server and Postgres.
+
+mod support;
+
+use app::{
+    metrics::{Bucket, MAX_BATCH_BYTES, event_points, source_room},
+    protocol::{ClientFrame, EventKind, ServerFrame},
+};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde_json::{Value, json};
+use server::{Running, metrics::Stored};
+use support::{Client, start, unique_room};
+
+fn unique_source(label: &str) -> String {
+    unique_room(label).as_str().to_owned()
+}
+
+async fn post_samples(running: &Running, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/api/metrics", running.addr))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn range(
+    running: &Running,
+    source: &str,
+    series: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    buckets: u32,
+) -> Vec<Bucket> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/metrics/range", running.addr))
+        .query(&[
+            ("source", source),
+            ("series", series),
+            ("from", &from.to_rfc3339()),
+            ("to", &to.to_rfc3339()),
+            ("buckets", &buckets.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn sources(running: &Running) -> Vec<String> {
+    reqwest::get(format!("http://{}/api/metrics/sources", running.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn posted_samples_are_stored_queryable_and_pushed_to_the_source_room() {
+    let running = start().await;
+    let source = unique_source("ingest");
+    let room = source_room(&source).unwrap();
+    let mut watcher = Client::connect(&running).await;
+    watcher.subscribe(&room, None).await;
+
+    let ts = Utc::now() - Duration::seconds(10);
+    let response = post_samples(
+        &running,
+        &json!([
+            {"source": source, "series": "cpu", "value": 12.5, "ts": ts},
+            {"source": source, "series": "mem", "value": 1024, "labels": {"kind": "used"}},
+            {"source": source, "series": "cpu", "value": 13.5},
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let stored: Stored = response.json().await.unwrap();
+    assert_eq!(stored.samples, 3);
+    assert_eq!(stored.events.len(), 1, "one event per source room");
+    assert_eq!(stored.events[0].room, room.as_str());
+
+    let ServerFrame::Event(event) = watcher.next().await else {
+        panic!("expected the batch pushed live");
+    };
+    assert_eq!(
+        (event.kind, event.seq),
+        (EventKind::Metric, stored.events[0].seq)
+    );
+    let pushed: Vec<(String, f64)> = event_points(&event.data, event.ts)
+        .into_iter()
+        .map(|p| (p.series, p.value))
+        .collect();
+    assert_eq!(
+        pushed,
+        vec![
+            ("cpu".into(), 12.5),
+            ("mem".into(), 1024.0),
+            ("cpu".into(), 13.5)
+        ]
+    );
+
+    let buckets = range(
+        &running,
+        &source,
+        "cpu",
+        ts - Duration::minutes(1),
+        Utc::now(),
+        1,
+    )
+    .await;
+    assert_eq!(buckets.len(), 1);
+    assert_eq!(
+        (buckets[0].min, buckets[0].max, buckets[0].count),
+        (12.5, 13.5, 2)
+    );
+    assert!(sources(&running).await.contains(&source));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_sample_rejects_the_whole_batch_naming_its_index() {
+    let running = start().await;
+    let source = unique_source("reject");
+    let room = source_room(&source).unwrap();
+    let far_future = Utc::now() + Duration::hours(1);
+    for (bad, reason) in [
+        (
+            json!({"source": source, "series": "9lives", "value": 1}),
+            "series",
+        ),
+        (
+            json!({"source": "no spaces", "series": "cpu", "value": 1}),
+            "source",
+        ),
+        (
+            json!({"source": source, "series": "cpu", "value": 1, "ts": far_future}),
+            "window",
+        ),
+        (
+            json!({"source": source, "series": "cpu", "value": 1, "labels": {"a b": "c"}}),
+            "label",
+        ),
+    ] {
+        let batch = json!([
+            {"source": source, "series": "cpu", "value": 1},
+            {"source": source, "series": "cpu", "value": 2},
+            bad,
+        ]);
+        let response = post_samples(&running, &batch).await;
+        assert_eq!(response.status(), 400, "{batch}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_sample");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("sample 2:"), "{message}");
+        assert!(message.contains(reason), "{message}");
+    }
+    // A value that is not a number is not JSON of the documented shape.
+    let response = post_samples(
+        &running,
+        &json!([{"source": source, "series": "cpu", "value": "high"}]),
+    )
+    .await;
+    assert_eq!(response.status(), 422);
+
+    assert!(
+        !sources(&running).await.contains(&source),
+        "nothing of a rejected batch is stored"
+    );
+    let events: Vec<Value> = reqwest::get(support::events_url(&running, room.as_str()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(events.is_empty());
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_batches_are_refused() {
+    let running = start().await;
+    let source = unique_source("big");
+    let sample = json!({"source": source, "series": "cpu", "value": 1});
+    let too_many = Value::Array(vec![sample; app::metrics::MAX_BATCH_SAMPLES + 1]);
+    let response = post_samples(&running, &too_many).await;
+    assert_eq!(response.status(), 400);
+
+    let padding = "x".repeat(MAX_BATCH_BYTES);
+    let too_big =
+        json!([{"source": source, "series": "cpu", "value": 1, "labels": {"pad": padding}}]);
+    let response = post_samples(&running, &too_big).await;
+    assert_eq!(response.status(), 413);
+    assert!(!sources(&running).await.contains(&source));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn range_queries_downsample_to_min_max_avg_per_bucket() {
+    let running = start().await;
+    let source = unique_source("range");
+    // One sample a second for an hour, value = second, starting on a whole hour so that the
+    // minute-wide buckets line up with the data.
+    let start_at = (Utc::now() - Duration::hours(2))
+        .duration_trunc(Duration::hours(1))
+        .unwrap();
+    let batch: Vec<Value> = (0..3600)
+        .map(|i| {
+            json!({"source": source, "series": "s", "value": i,
+                   "ts": start_at + Duration::seconds(i)})
+        })
+        .collect();
+    assert_eq!(
+        post_samples(&running, &Value::Array(batch)).await.status(),
+        200
+    );
+
+    let buckets = range(
+        &running,
+        &source,
+        "s",
+        start_at,
+        start_at + Duration::hours(1),
+        60,
+    )
+    .await;
+    assert_eq!(buckets.len(), 60);
+    for (k, bucket) in buckets.iter().enumerate() {
+        let first = 60.0 * k as f64;
+        assert_eq!(bucket.t, start_at + Duration::minutes(k as i64));
+        assert_eq!(
+            (bucket.min, bucket.max, bucket.count),
+            (first, first + 59.0, 60)
+        );
+        assert_eq!(bucket.avg, first + 29.5);
+    }
+    // A narrower window only sees its own samples.
+    let tail = range(
+        &running,
+        &source,
+        "s",
+        start_at + Duration::minutes(59),
+        start_at + Duration::hours(3),
+        1,
+    )
+    .await;
+    assert_eq!(tail.iter().map(|b| b.count).sum::<i64>(), 60);
+    assert_eq!(tail.iter().map(|b| b.min).fold(f64::MAX, f64::min), 3540.0);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn prometheus_text_is_stored_as_samples_of_the_named_source() {
+    let running = start().await;
+    let source = unique_source("prom");
+    let url = format!("http://{}/api/metrics/prometheus", running.addr);
+    let text =
+        "# TYPE up gauge\nup{job=\"node\"} 1\nload1 0.75\nrpc_seconds{quantile=\"0.5\"} NaN\n";
+    let response = reqwest::Client::new()
+        .post(&url)
+        .query(&[("source", &source)])
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stored: Stored = response.json().await.unwrap();
+    assert_eq!((stored.samples, stored.skipped), (2, 1));
+    let now = Utc::now();
+    let load = range(
+        &running,
+        &source,
+        "load1",
+        now - Duration::minutes(1),
+        now + Duration::seconds(1),
+        1,
+    )
+    .await;
+    assert_eq!(load[0].max, 0.75);
+
+    let response = reqwest::Client::new()
+        .post(&url)
+        .query(&[("source", &source)])
+        .body("ok 1\nbroken{ 2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().starts_with("line 2:"),
+        "{body}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_published_over_the_socket_are_stored_as_samples() {
+    let running = start().await;
+    let source = unique_source("socket");
+    let room = source_room(&source).unwrap();
+    let mut client = Client::connect(&running).await;
+    client
+        .send(&ClientFrame::Publish {
+            room: room.clone(),
+            kind: EventKind::Metric,
+            data: json!({"series": "temp", "value": 21.5}),
+            reference: None,
+        })
+        .await;
+    assert!(matches!(client.next().await, ServerFrame::Published { .. }));
+    let now = Utc::now();
+    let temp = range(
+        &running,
+        &source,
+        "temp",
+        now - Duration::minutes(1),
+        now + Duration::seconds(1),
+        1,
+    )
+    .await;
+    assert_eq!((temp[0].avg, temp[0].count), (21.5, 1));
+    running.stop().await.unwrap();
+}
