@@ -1,3 +1,9 @@
+-- Events are written once and read whole, never queried inside: `json` keeps the text as sent,
+-- which costs a fraction of `jsonb`'s parse for the 5,000-sample batches metrics arrive in.
+-- lz4 compresses such a batch about as well as the default pglz at a fraction of the CPU.
+ALTER TABLE events ALTER COLUMN data TYPE json USING data::json;
+ALTER TABLE events ALTER COLUMN data SET COMPRESSION lz4;
+
 -- Each metric series is named once here; its samples refer to it by id.
 CREATE TABLE series (
     id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -79,7 +79,9 @@ macro_rules! bad_request_from {
 }
 bad_request_from!(
     axum::extract::rejection::JsonRejection,
-    axum::extract::rejection::QueryRejection
+    axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::BytesRejection,
+    axum::extract::rejection::StringRejection
 );
 
 impl IntoResponse for Error {

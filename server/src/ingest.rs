@@ -2,15 +2,16 @@
 //! the hub in commit order, so every room's live stream is in seq order.
 
 use app::{
-    metrics::{self, Point},
+    metrics::{self, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName},
 };
+use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     error::{Error, Result},
     hub::Hub,
-    store::Store,
+    store::{Pending, Store},
 };
 
 /// Most publish requests committed in one transaction.
@@ -20,7 +21,7 @@ const QUEUE: usize = 8192;
 
 /// Events committed together or not at all.
 struct Request {
-    events: Vec<(RoomName, NewEvent)>,
+    events: Vec<Pending>,
     stored: oneshot::Sender<Result<Vec<Event>>>,
 }
 
@@ -50,27 +51,25 @@ impl Ingest {
         event: NewEvent,
     ) -> Result<impl Future<Output = Result<Event>> + use<>> {
         event.validate()?;
-        let stored = self.queue(vec![(room, event)]).await?;
+        // A metric published to a source's room is a sample of that source like any other.
+        let points = match room_source(&room) {
+            Some(_) if event.kind == EventKind::Metric => {
+                metrics::event_points(&event.data, Utc::now())
+            }
+            _ => Vec::new(),
+        };
+        let stored = self.queue(vec![Pending::new(room, event, points)]).await?;
         Ok(async move { Ok(stored.await?.remove(0)) })
     }
 
-    /// Commits one `metric` event per source room, all in one transaction, and fans them out.
-    /// The samples were validated as a batch, which may exceed the size of a publisher's event.
-    pub async fn publish_samples(&self, rooms: Vec<(RoomName, Vec<Point>)>) -> Result<Vec<Event>> {
-        let events = rooms
-            .into_iter()
-            .map(|(room, points)| {
-                let data = metrics::event_data(&points);
-                let kind = EventKind::Metric;
-                (room, NewEvent { kind, data })
-            })
-            .collect();
+    /// Commits `events` in one transaction and fans them out; they are not validated here.
+    pub async fn commit(&self, events: Vec<Pending>) -> Result<Vec<Event>> {
         self.queue(events).await?.await
     }
 
     async fn queue(
         &self,
-        events: Vec<(RoomName, NewEvent)>,
+        events: Vec<Pending>,
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
         let (stored, receipt) = oneshot::channel();
         self.queue

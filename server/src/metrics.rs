@@ -1,24 +1,32 @@
 //! The metrics HTTP API: ingest (JSON and Prometheus text) and range queries.
 
-use app::metrics::{
-    self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, check_point, source_room,
+use app::{
+    metrics::{
+        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, check_point,
+        source_room,
+    },
+    protocol::RoomName,
 };
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{
         DefaultBodyLimit, Path, Query, State,
-        rejection::{JsonRejection, QueryRejection},
+        rejection::{BytesRejection, QueryRejection, StringRejection},
     },
+    http::StatusCode,
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
 
 use crate::{
     AppState,
     error::{Error, Result},
     prometheus,
     samples::SeriesInfo,
+    store::Pending,
 };
 
 /// Most buckets one range query returns: more than any chart is wide.
@@ -53,12 +61,24 @@ pub struct StoredEvent {
 /// Stores a batch of samples, all or nothing, and pushes each source's share to its room.
 async fn ingest(
     State(state): State<AppState>,
-    body: Result<Json<Vec<Sample>>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Stored>> {
-    let Json(samples) = body?;
-    let count = samples.len();
-    let rooms = metrics::group_batch(samples, Utc::now())?;
-    store(&state, rooms, count, 0).await
+    let body = body?;
+    let (events, samples) = off_runtime(move || {
+        let samples: Vec<Sample> = serde_json::from_slice(&body).map_err(|e| {
+            let status = match e.classify() {
+                Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let message = format!("the body is not a JSON array of samples: {e}");
+            Error::BadRequest { status, message }
+        })?;
+        let count = samples.len();
+        let rooms = metrics::group_batch(samples, Utc::now())?;
+        Ok((pending(rooms), count))
+    })
+    .await?;
+    store(&state, events, samples, 0).await
 }
 
 #[derive(Deserialize)]
@@ -70,35 +90,59 @@ struct PrometheusSource {
 async fn ingest_prometheus(
     State(state): State<AppState>,
     query: Result<Query<PrometheusSource>, QueryRejection>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> Result<Json<Stored>> {
     let Query(PrometheusSource { source }) = query?;
+    let body = body?;
     let room = source_room(&source).map_err(bad_request)?;
-    let now = Utc::now();
-    let parsed = prometheus::parse(&body, now).map_err(|e| bad_request(e.to_string()))?;
-    if parsed.points.len() > metrics::MAX_BATCH_SAMPLES {
-        return Err(bad_request(format!(
-            "a payload holds at most {} samples",
-            metrics::MAX_BATCH_SAMPLES
-        )));
-    }
-    for (index, point) in parsed.points.iter().enumerate() {
-        check_point(point, now).map_err(|reason| InvalidSample { index, reason })?;
-    }
-    let count = parsed.points.len();
-    store(&state, vec![(room, parsed.points)], count, parsed.skipped).await
+    let (events, samples, skipped) = off_runtime(move || {
+        let now = Utc::now();
+        let parsed = prometheus::parse(&body, now).map_err(|e| bad_request(e.to_string()))?;
+        if parsed.points.len() > metrics::MAX_BATCH_SAMPLES {
+            return Err(bad_request(format!(
+                "a payload holds at most {} samples",
+                metrics::MAX_BATCH_SAMPLES
+            )));
+        }
+        for (index, point) in parsed.points.iter().enumerate() {
+            check_point(point, now).map_err(|reason| InvalidSample { index, reason })?;
+        }
+        let count = parsed.points.len();
+        Ok((pending(vec![(room, parsed.points)]), count, parsed.skipped))
+    })
+    .await?;
+    store(&state, events, samples, skipped).await
+}
+
+/// Parsing and checking a batch takes milliseconds of CPU: it runs on the blocking pool so the
+/// runtime's workers, the single writer among them, stay responsive.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Error::Unavailable)?
+}
+
+/// One event per source room; rooms without samples (an empty batch) make none.
+fn pending(rooms: Vec<(RoomName, Vec<Point>)>) -> Vec<Pending> {
+    rooms
+        .into_iter()
+        .filter(|(_, points)| !points.is_empty())
+        .map(|(room, points)| Pending::samples(room, points))
+        .collect()
 }
 
 async fn store(
     state: &AppState,
-    rooms: Vec<(app::protocol::RoomName, Vec<Point>)>,
+    events: Vec<Pending>,
     samples: usize,
     skipped: usize,
 ) -> Result<Json<Stored>> {
-    let events = if rooms.is_empty() {
+    let events = if events.is_empty() {
         Vec::new()
     } else {
-        state.ingest.publish_samples(rooms).await?
+        state.ingest.commit(events).await?
     };
     Ok(Json(Stored {
         samples,
@@ -115,7 +159,7 @@ async fn store(
 
 fn bad_request(message: String) -> Error {
     Error::BadRequest {
-        status: axum::http::StatusCode::BAD_REQUEST,
+        status: StatusCode::BAD_REQUEST,
         message,
     }
 }

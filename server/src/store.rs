@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use app::history::History;
 use app::{
-    metrics::{event_points, room_source},
+    metrics::{self, Point, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
@@ -24,6 +24,38 @@ use crate::{
 pub struct Store {
     pub(crate) pool: PgPool,
     series: SeriesIds,
+}
+
+/// An event on its way into the log, with the samples it carries when its room is a source's.
+pub struct Pending {
+    room: RoomName,
+    event: NewEvent,
+    /// `event.data` as stored, serialised by the publisher's task rather than the single writer.
+    text: String,
+    points: Vec<Point>,
+}
+
+impl Pending {
+    /// One `metric` event carrying `points` of `room`'s source. They were validated as a batch,
+    /// which may exceed the size of a publisher's event.
+    pub fn samples(room: RoomName, points: Vec<Point>) -> Self {
+        let data = metrics::event_data(&points);
+        let event = NewEvent {
+            kind: EventKind::Metric,
+            data,
+        };
+        Self::new(room, event, points)
+    }
+
+    pub fn new(room: RoomName, event: NewEvent, points: Vec<Point>) -> Self {
+        let text = event.data.to_string();
+        Self {
+            room,
+            event,
+            text,
+            points,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -68,10 +100,10 @@ impl Store {
     /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
     /// and returns the events as stored, in the same order. The samples of `metric` events in a
     /// source's room are committed with them, so history and the live stream never disagree.
-    pub async fn append(&self, batch: Vec<(RoomName, NewEvent)>) -> Result<Vec<Event>> {
+    pub async fn append(&self, batch: Vec<Pending>) -> Result<Vec<Event>> {
         let mut counts: HashMap<&str, i64> = HashMap::new();
-        for (room, _) in &batch {
-            *counts.entry(room.as_str()).or_default() += 1;
+        for pending in &batch {
+            *counts.entry(pending.room.as_str()).or_default() += 1;
         }
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
 
@@ -94,46 +126,46 @@ impl Store {
             .map(|(name, head, _)| (name.as_str(), head - counts[name.as_str()] + 1))
             .collect();
 
-        let stored: Vec<Event> = batch
-            .into_iter()
-            .map(|(room, event)| {
-                let next = next
-                    .get_mut(room.as_str())
-                    .expect("every room of the batch got a head");
-                let seq = *next;
-                *next += 1;
-                Event {
-                    room,
-                    seq,
-                    ts,
-                    kind: event.kind,
-                    data: event.data,
-                }
-            })
-            .collect();
+        let mut texts = Vec::with_capacity(batch.len());
+        let mut samples: Vec<(String, Vec<Point>)> = Vec::new();
+        let mut stored = Vec::with_capacity(batch.len());
+        for pending in batch {
+            let next = next
+                .get_mut(pending.room.as_str())
+                .expect("every room of the batch got a head");
+            if let Some(source) = room_source(&pending.room).filter(|_| !pending.points.is_empty())
+            {
+                samples.push((source.to_owned(), pending.points));
+            }
+            texts.push(pending.text);
+            stored.push(Event {
+                room: pending.room,
+                seq: *next,
+                ts,
+                kind: pending.event.kind,
+                data: pending.event.data,
+            });
+            *next += 1;
+        }
         sqlx::query(
             "INSERT INTO events (room, seq, ts, kind, data)
-             SELECT r, s, $3, k, d FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::jsonb[]) AS u (r, s, k, d)",
+             SELECT r, s, $3, k, d::json
+             FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[]) AS u (r, s, k, d)",
         )
         .bind(stored.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
         .bind(stored.iter().map(|e| e.seq).collect::<Vec<_>>())
         .bind(ts)
         .bind(stored.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(stored.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
+        .bind(&texts)
         .execute(&mut *tx)
         .await?;
-        let samples: Vec<(&str, Vec<_>)> = stored
-            .iter()
-            .filter(|e| e.kind == EventKind::Metric)
-            .filter_map(|e| Some((room_source(&e.room)?, event_points(&e.data, e.ts))))
-            .collect();
-        let prepared = match samples.is_empty() {
+        let created = match samples.is_empty() {
             true => None,
             false => Some(self.series.insert(&mut tx, &samples).await?),
         };
         tx.commit().await?;
-        if let Some(prepared) = prepared {
-            self.series.committed(prepared);
+        if let Some(created) = created {
+            self.series.committed(created);
         }
         Ok(stored)
     }
