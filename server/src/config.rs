@@ -46,6 +46,10 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
     pub shutdown_grace_secs: f64,
 
+    /// Collect this host's metrics (and the server's own) every second as source `host:<name>`.
+    #[arg(long, env = "WATCHROOM_HOST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub host_metrics: bool,
+
     /// Directory holding the built site (`pkg/` with the wasm, js and css).
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,

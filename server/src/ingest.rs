@@ -5,6 +5,11 @@ use app::{
     metrics::{self, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName},
 };
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,13 +33,25 @@ struct Request {
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Request>,
+    /// Events committed since the start.
+    committed: Arc<AtomicU64>,
 }
 
 impl Ingest {
     pub fn spawn(store: Store, hub: Hub) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(write(requests, store, hub));
-        Self { queue }
+        let committed = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write(requests, store, hub, committed.clone()));
+        Self { queue, committed }
+    }
+
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Publish requests waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// Validates, commits and fans out `event`; returns it as stored once committed.
@@ -80,7 +97,12 @@ impl Ingest {
     }
 }
 
-async fn write(mut requests: mpsc::Receiver<Request>, store: Store, hub: Hub) {
+async fn write(
+    mut requests: mpsc::Receiver<Request>,
+    store: Store,
+    hub: Hub,
+    committed: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut sizes = Vec::with_capacity(batch.len());
@@ -93,6 +115,7 @@ async fn write(mut requests: mpsc::Receiver<Request>, store: Store, hub: Hub) {
         }
         match store.append(events).await {
             Ok(stored) => {
+                committed.fetch_add(stored.len() as u64, Ordering::Relaxed);
                 let mut stored = stored.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let events: Vec<Event> = stored.by_ref().take(size).collect();

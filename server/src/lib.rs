@@ -1,6 +1,7 @@
 //! The Watchroom server: pages, API and live fan-out over one axum router.
 
 pub mod api;
+pub mod collector;
 pub mod config;
 pub mod embedded_postgres;
 pub mod error;
@@ -95,6 +96,14 @@ pub async fn start(config: &Config) -> Result<Running> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
     };
+    if config.host_metrics {
+        let own = collector::Own {
+            hub: state.hub.clone(),
+            ingest: state.ingest.clone(),
+            connections: state.connections.clone(),
+        };
+        collector::spawn(own, shutdown.clone());
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let hub = state.hub.clone();

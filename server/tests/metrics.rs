@@ -9,7 +9,7 @@ use app::{
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 use server::{Running, metrics::Stored};
-use support::{Client, start, unique_room};
+use support::{Client, start, start_with, unique_room};
 
 fn unique_source(label: &str) -> String {
     unique_room(label).as_str().to_owned()
@@ -321,5 +321,50 @@ async fn metrics_published_over_the_socket_are_stored_as_samples() {
     )
     .await;
     assert_eq!((temp[0].avg, temp[0].count), (21.5, 1));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_host_collector_pushes_sane_figures_every_second() {
+    let running = start_with(|config| config.host_metrics = true).await;
+    let room = source_room(&server::collector::host_source()).unwrap();
+    let mut watcher = Client::connect(&running).await;
+    watcher.subscribe(&room, None).await;
+    let ServerFrame::Event(event) = watcher.next().await else {
+        panic!("expected host metrics");
+    };
+    let points = event_points(&event.data, event.ts);
+    let value = |series: &str| {
+        points
+            .iter()
+            .find(|p| p.series == series)
+            .unwrap_or_else(|| panic!("{series} collected"))
+            .value
+    };
+    for series in ["cpu.total", "cpu.core0"] {
+        assert!(
+            (0.0..=100.0).contains(&value(series)),
+            "{series} = {}",
+            value(series)
+        );
+    }
+    assert!(value("mem.total") > 0.0);
+    assert!(value("mem.used") <= value("mem.total"));
+    assert!(value("mem.available") <= value("mem.total"));
+    assert!(value("swap.used") <= value("swap.total"));
+    for series in ["load.1", "net.rx", "net.tx", "disk.read", "disk.write"] {
+        assert!(value(series) >= 0.0, "{series} = {}", value(series));
+    }
+    assert!(
+        points
+            .iter()
+            .filter(|p| p.series == "fs.used_pct")
+            .all(|p| (0.0..=100.0).contains(&p.value))
+    );
+    assert!(
+        value("watchroom.connections") >= 1.0,
+        "this test's own socket counts"
+    );
+    assert!(value("watchroom.rooms") >= 1.0);
     running.stop().await.unwrap();
 }

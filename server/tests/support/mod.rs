@@ -22,9 +22,16 @@ pub const DEFAULT_TEST_DATABASE: &str = "postgres://postgres@127.0.0.1:5432/watc
 /// Upper bound for waiting on the server; only a broken server ever reaches it.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The server's defaults, on a free port, against the test database.
+/// The server's defaults, on a free port, against the test database, without the host
+/// collector's stream (its own test turns it on).
 pub fn config() -> Config {
-    let mut config = Config::parse_from(["server", "--listen", "127.0.0.1:0"]);
+    let mut config = Config::parse_from([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--host-metrics",
+        "false",
+    ]);
     config
         .database_url
         .get_or_insert_with(|| DEFAULT_TEST_DATABASE.into());
