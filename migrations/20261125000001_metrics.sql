@@ -23,3 +23,10 @@ CREATE TABLE samples (
 
 -- Range queries read one series over a span of time; INCLUDE lets them read the index alone.
 CREATE INDEX samples_series_ts ON samples (series, ts) INCLUDE (value);
+
+-- Saved dashboards: a name and its panels, read and written whole.
+CREATE TABLE dashboards (
+    name text PRIMARY KEY,
+    panels jsonb NOT NULL DEFAULT '[]',
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

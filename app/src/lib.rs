@@ -1,5 +1,7 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
+pub mod dashboards;
+pub mod format;
 #[cfg(feature = "ssr")]
 pub mod history;
 pub mod live;
@@ -10,15 +12,16 @@ pub mod protocol;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    SsrMode, StaticSegment,
+    SsrMode,
     components::{Route, Router, Routes},
+    path,
 };
 
 /// The HTML document around the app; the server renders it for every page.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang="en" data-theme="dark">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
@@ -46,13 +49,54 @@ pub fn App() -> impl IntoView {
             <header class="topbar">
                 <a class="brand" href="/">"Watchroom"</a>
                 <live::ConnectionBadge/>
+                <ThemeToggle/>
             </header>
             <main>
+                // Async: the first response already holds the recent past, charts included.
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
-                    // Async: the first response already holds the room's recent events.
-                    <Route path=StaticSegment("") view=pages::Dashboard ssr=SsrMode::Async/>
+                    <Route path=path!("") view=pages::Overview ssr=SsrMode::Async/>
+                    <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
+                    <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// Dark by default, as a room of screens wants; the choice is kept in the browser.
+#[component]
+fn ThemeToggle() -> impl IntoView {
+    let light = RwSignal::new(false);
+    #[cfg(feature = "hydrate")]
+    {
+        let storage = || web_sys::window().and_then(|w| w.local_storage().ok().flatten());
+        let root = || {
+            web_sys::window()
+                .and_then(|w| w.document())
+                .and_then(|d| d.document_element())
+        };
+        Effect::new(move |first: Option<()>| {
+            if first.is_none() {
+                let saved = storage().and_then(|s| s.get_item("theme").ok().flatten());
+                light.set(saved.as_deref() == Some("light"));
+            }
+            let theme = if light.get() { "light" } else { "dark" };
+            if let Some(root) = root() {
+                let _ = root.set_attribute("data-theme", theme);
+            }
+            if let Some(storage) = storage() {
+                let _ = storage.set_item("theme", theme);
+            }
+        });
+    }
+    view! {
+        <button
+            class="theme-toggle"
+            type="button"
+            aria-pressed=move || light.get().to_string()
+            on:click=move |_| light.update(|l| *l = !*l)
+        >
+            {move || if light.get() { "Dark theme" } else { "Light theme" }}
+        </button>
     }
 }

@@ -67,6 +67,15 @@ impl Error {
     }
 }
 
+/// For pages, which show only what a client may see: logs the error in full and hands over its
+/// public message.
+pub fn for_page(what: &'static str) -> impl FnOnce(Error) -> String {
+    move |e| {
+        tracing::error!(error = %e, "{what} failed");
+        e.public_message()
+    }
+}
+
 /// Axum's own extractor rejections become errors of ours, so every 4xx has the same JSON shape.
 macro_rules! bad_request_from {
     ($($rejection:ty),*) => {$(

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod collector;
 pub mod config;
+pub mod dashboards;
 pub mod embedded_postgres;
 pub mod error;
 pub mod hub;
@@ -16,7 +17,7 @@ pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use app::{App, history::SharedHistory, shell};
+use app::{App, dashboards::SharedDashboards, history::SharedHistory, shell};
 use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -68,7 +69,12 @@ pub async fn start(config: &Config) -> Result<Running> {
             (pg.url(), Some(pg))
         }
     };
-    let store = match Store::connect(url.parse::<PgConnectOptions>()?).await {
+    let ready = async {
+        let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
+        store.seed_dashboards(&collector::host_source()).await?;
+        Ok::<_, Error>(store)
+    };
+    let store = match ready.await {
         Ok(store) => store,
         Err(e) => {
             if let Some(pg) = embedded {
@@ -134,7 +140,8 @@ pub async fn start(config: &Config) -> Result<Running> {
 }
 
 fn router(state: AppState, store: Store) -> Router {
-    let history = SharedHistory(Arc::new(store));
+    let history = SharedHistory(Arc::new(store.clone()));
+    let dashboards = SharedDashboards(Arc::new(store));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
     Router::new()
@@ -144,7 +151,10 @@ fn router(state: AppState, store: Store) -> Router {
         .leptos_routes_with_context(
             &state,
             routes,
-            move || provide_context(history.clone()),
+            move || {
+                provide_context(history.clone());
+                provide_context(dashboards.clone());
+            },
             move || shell(leptos.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))

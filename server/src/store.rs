@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use app::history::History;
 use app::{
-    metrics::{self, Point, room_source},
+    metrics::{self, Bucket, Labels, Point, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use sqlx::{
 };
 
 use crate::{
-    error::{Error, Result},
+    error::{Result, for_page},
     samples::SeriesIds,
 };
 
@@ -213,10 +213,44 @@ impl History for Store {
     ) -> BoxFuture<'static, Result<RoomSnapshot, String>> {
         let store = self.clone();
         Box::pin(async move {
-            store.snapshot(&room, limit).await.map_err(|e: Error| {
-                tracing::error!(error = %e, %room, "loading room snapshot failed");
-                e.public_message()
-            })
+            store
+                .snapshot(&room, limit)
+                .await
+                .map_err(for_page("loading a room snapshot"))
+        })
+    }
+
+    fn range(
+        &self,
+        source: String,
+        series: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        buckets: u32,
+    ) -> BoxFuture<'static, Result<Vec<Bucket>, String>> {
+        let store = self.clone();
+        let width = (to - from).as_seconds_f64() / f64::from(buckets.max(1));
+        Box::pin(async move {
+            store
+                .range(&source, &series, &Labels::new(), from, to, width)
+                .await
+                .map_err(for_page("reading a metric range"))
+        })
+    }
+
+    fn sources(&self) -> BoxFuture<'static, Result<Vec<(String, Vec<String>)>, String>> {
+        let store = self.clone();
+        Box::pin(async move {
+            let mut sources = Vec::new();
+            for source in store.sources().await.map_err(for_page("listing sources"))? {
+                let series = store
+                    .series(&source)
+                    .await
+                    .map_err(for_page("listing series"))?;
+                let plain = series.into_iter().filter(|s| s.labels.is_empty());
+                sources.push((source, plain.map(|s| s.name).collect()));
+            }
+            Ok(sources)
         })
     }
 }

@@ -1,11 +1,10 @@
+//! `/rooms/{room}`: one room's latest events, live.
+
 use leptos::prelude::*;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::use_params_map;
 
 use crate::live::{LiveClient, RoomView};
 use crate::protocol::{Event, EventKind, RoomSnapshot};
-
-/// Room shown when the address names none.
-const DEFAULT_ROOM: &str = "demo";
 
 #[server]
 pub async fn load_room(room: String) -> Result<RoomSnapshot, ServerFnError> {
@@ -20,16 +19,10 @@ pub async fn load_room(room: String) -> Result<RoomSnapshot, ServerFnError> {
         .map_err(ServerFnError::new)
 }
 
-/// The first dashboard: one room's latest events, live.
 #[component]
-pub fn Dashboard() -> impl IntoView {
-    let query = use_query_map();
-    let room = move || {
-        query
-            .read()
-            .get("room")
-            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
-    };
+pub fn RoomPage() -> impl IntoView {
+    let params = use_params_map();
+    let room = move || params.read().get("room").unwrap_or_default();
     let snapshot = Resource::new(room, load_room);
 
     view! {
@@ -91,11 +84,13 @@ fn summarise(event: &Event) -> String {
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
     };
     match event.kind {
-        EventKind::Metric => format!(
-            "{} = {}",
-            field("series").unwrap_or_default(),
-            field("value").unwrap_or_default()
-        ),
+        EventKind::Metric => {
+            let points = crate::metrics::event_points(&event.data, event.ts);
+            match points.as_slice() {
+                [one] => format!("{} = {}", one.series, one.value),
+                many => format!("{} samples", many.len()),
+            }
+        }
         EventKind::Notice | EventKind::Alert => field("text").unwrap_or_default(),
         EventKind::Presence => event.data.to_string(),
     }

@@ -1,5 +1,6 @@
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test } from "@playwright/test";
 import { Server } from "./server";
+import { uniqueRoom, watchForErrors } from "./support";
 
 let server: Server;
 
@@ -11,10 +12,6 @@ test.afterAll(async () => {
   await server?.stop();
 });
 
-function uniqueRoom(label: string): string {
-  return `e2e.${label}.${Date.now()}.${Math.floor(Math.random() * 1e6)}`;
-}
-
 async function postNotice(room: string, text: string): Promise<number> {
   const response = await fetch(`${server.url}/api/rooms/${room}/events`, {
     method: "POST",
@@ -25,34 +22,19 @@ async function postNotice(room: string, text: string): Promise<number> {
   return (await response.json()).seq;
 }
 
-/**
- * Collects uncaught page errors and console errors; the test fails if any appear. `expected`
- * names console errors a test provokes on purpose (the browser logs each refused connection).
- */
-function watchForErrors(page: Page, expected?: RegExp): string[] {
-  const errors: string[] = [];
-  page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error" && !expected?.test(message.text())) {
-      errors.push(`console: ${message.text()}`);
-    }
-  });
-  return errors;
-}
-
 test("server-rendered page hydrates, goes live and shows pushed events without a reload", async ({ page }) => {
   const errors = watchForErrors(page);
   const room = uniqueRoom("live");
   expect(await postNotice(room, "stored before the page loaded")).toBe(1);
 
   // The first response already carries the page's content: no script has run yet.
-  const html = await (await fetch(`${server.url}/?room=${room}`)).text();
+  const html = await (await fetch(`${server.url}/rooms/${room}`)).text();
   expect(html).toContain("Latest events in");
   expect(html).toContain(room);
   expect(html).toContain("stored before the page loaded");
   expect(html).toContain(">connecting<");
 
-  await page.goto(`${server.url}/?room=${room}`);
+  await page.goto(`${server.url}/rooms/${room}`);
   const badge = page.getByTestId("connection");
   await expect(badge).toHaveText("live");
   await expect(page.getByTestId("watchers")).toHaveText("1 watching");
@@ -77,7 +59,7 @@ test("after the server is killed and restarted the page reconnects and shows eve
   const errors = watchForErrors(page, SERVER_GONE);
   const room = uniqueRoom("restart");
   await postNotice(room, "before the outage");
-  await page.goto(`${server.url}/?room=${room}`);
+  await page.goto(`${server.url}/rooms/${room}`);
   const badge = page.getByTestId("connection");
   await expect(badge).toHaveText("live");
 
@@ -103,7 +85,7 @@ test("after the server is killed and restarted the page reconnects and shows eve
 test("a server that falls silent is noticed and the page goes live again once it answers", async ({ page }) => {
   const errors = watchForErrors(page, SERVER_GONE);
   const room = uniqueRoom("silent");
-  await page.goto(`${server.url}/?room=${room}`);
+  await page.goto(`${server.url}/rooms/${room}`);
   const badge = page.getByTestId("connection");
   await expect(badge).toHaveText("live");
 

@@ -1,0 +1,353 @@
+//! Panels drawn as SVG: the server renders the recent past into the first HTML, and pushes move
+//! the same elements along in the browser.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    dashboards::{Thresholds, Unit},
+    format,
+};
+
+/// Chart drawing area, in SVG user units; the element scales it to the panel's width.
+const WIDTH: f64 = 600.0;
+const HEIGHT: f64 = 160.0;
+
+/// One series' points: (milliseconds since the epoch, value), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesData {
+    pub name: String,
+    pub points: Vec<(i64, f64)>,
+}
+
+impl SeriesData {
+    /// Appends a pushed point and forgets what scrolled out of `window_ms`.
+    pub fn push(&mut self, t: i64, value: f64, window_ms: i64) {
+        // Pushes arrive in seq order; a sample stamped before the newest one shown is history.
+        if self.points.last().is_some_and(|(last, _)| *last > t) {
+            return;
+        }
+        self.points.push((t, value));
+        let oldest = t - window_ms;
+        let stale = self.points.partition_point(|(t, _)| *t < oldest);
+        self.points.drain(..stale);
+    }
+
+    pub fn last(&self) -> Option<f64> {
+        self.points.last().map(|(_, v)| *v)
+    }
+}
+
+/// How a value stands against its thresholds, as a CSS class.
+pub fn level(value: f64, thresholds: Option<Thresholds>) -> &'static str {
+    match thresholds {
+        Some(t) if value >= t.critical => "critical",
+        Some(t) if value >= t.warn => "warn",
+        _ => "ok",
+    }
+}
+
+/// The vertical extent a chart shows: percentages always 0–100, other values from 0 (or their
+/// minimum, when negative) to a little above their maximum.
+fn extent(series: &[SeriesData], unit: Unit) -> (f64, f64) {
+    if unit == Unit::Percent {
+        return (0.0, 100.0);
+    }
+    let values = series.iter().flat_map(|s| s.points.iter().map(|(_, v)| *v));
+    let (min, max) = values.fold((0.0f64, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if max <= min {
+        (min, min + 1.0)
+    } else {
+        (min, max + (max - min) * 0.1)
+    }
+}
+
+/// The SVG path of `points` in a `width`×`height` box covering `[end - window, end]` and the
+/// values `[lo, hi]`.
+pub fn path(
+    points: &[(i64, f64)],
+    end: i64,
+    window: i64,
+    (lo, hi): (f64, f64),
+    width: f64,
+    height: f64,
+) -> String {
+    let start = end - window;
+    let mut d = String::with_capacity(points.len() * 16);
+    for (i, (t, v)) in points.iter().enumerate() {
+        let x = (t - start) as f64 / window as f64 * width;
+        let y = height - (v - lo) / (hi - lo) * height;
+        d.push_str(if i == 0 { "M" } else { " L" });
+        d.push_str(&format!("{x:.1} {y:.1}"));
+    }
+    d
+}
+
+/// The newest time among `series`, or `fallback` when there is no point yet.
+fn newest(series: &[SeriesData], fallback: i64) -> i64 {
+    series
+        .iter()
+        .filter_map(|s| s.points.last().map(|(t, _)| *t))
+        .max()
+        .unwrap_or(fallback)
+}
+
+/// A time-series line chart of one or more series.
+#[component]
+pub fn LineChart(
+    series: RwSignal<Vec<SeriesData>>,
+    window_ms: i64,
+    /// The chart's right edge before any point exists.
+    now_ms: i64,
+    unit: Unit,
+    thresholds: Option<Thresholds>,
+) -> impl IntoView {
+    let hover = RwSignal::new(None::<f64>);
+    let geometry = move || {
+        series.with(|all| {
+            let end = newest(all, now_ms);
+            (end, extent(all, unit))
+        })
+    };
+    let lines = move || {
+        let (end, range) = geometry();
+        series.with(|all| {
+            all.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let d = path(&s.points, end, window_ms, range, WIDTH, HEIGHT);
+                    view! { <path class=format!("line line-{i}") d=d data-series=s.name.clone()/> }
+                })
+                .collect_view()
+        })
+    };
+    let threshold_lines = move || {
+        let (_, (lo, hi)) = geometry();
+        thresholds.map(|t| {
+            let y = |v: f64| HEIGHT - (v - lo) / (hi - lo) * HEIGHT;
+            view! {
+                <line class="threshold warn" x1="0" x2=WIDTH y1=y(t.warn) y2=y(t.warn)/>
+                <line class="threshold critical" x1="0" x2=WIDTH y1=y(t.critical) y2=y(t.critical)/>
+            }
+        })
+    };
+    let top_label = move || format::value(geometry().1.1, unit);
+    let legend = move || {
+        series.with(|all| {
+            all.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let current = s
+                        .last()
+                        .map(|v| format::value(v, unit))
+                        .unwrap_or("–".into());
+                    view! {
+                        <li class=format!("legend-{i}")>
+                            <span class="swatch"></span>
+                            {s.name.clone()} " " <strong>{current}</strong>
+                        </li>
+                    }
+                })
+                .collect_view()
+        })
+    };
+    // Hover: the values nearest the pointer's time, read off in the panel's caption.
+    let readout = move || {
+        let fraction = hover.get()?;
+        let (end, _) = geometry();
+        let t = end - window_ms + (fraction * window_ms as f64) as i64;
+        let time = chrono::DateTime::from_timestamp_millis(t)?
+            .format("%H:%M:%S UTC")
+            .to_string();
+        let values = series.with(|all| {
+            all.iter()
+                .filter_map(|s| {
+                    let nearest = s.points.iter().min_by_key(|(pt, _)| (pt - t).abs())?;
+                    Some(format!("{} {}", s.name, format::value(nearest.1, unit)))
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+        });
+        Some(format!("{time} — {values}"))
+    };
+    let cursor = move || {
+        hover.get().map(|f| {
+            let x = f * WIDTH;
+            view! { <line class="cursor" x1=x x2=x y1="0" y2=HEIGHT/> }
+        })
+    };
+    let on_move = move |ev: leptos::ev::MouseEvent| {
+        #[cfg(feature = "hydrate")]
+        {
+            use wasm_bindgen::JsCast;
+            if let Some(svg) = ev
+                .current_target()
+                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            {
+                let rect = svg.get_bounding_client_rect();
+                let fraction = (f64::from(ev.client_x()) - rect.left()) / rect.width();
+                hover.set(Some(fraction.clamp(0.0, 1.0)));
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
+
+    view! {
+        <div class="chart">
+            <span class="axis-top">{top_label}</span>
+            <svg
+                viewBox=format!("0 0 {WIDTH} {HEIGHT}")
+                preserveAspectRatio="none"
+                role="img"
+                aria-label="line chart"
+                on:mousemove=on_move
+                on:mouseleave=move |_| hover.set(None)
+            >
+                {threshold_lines}
+                {lines}
+                {cursor}
+            </svg>
+            <p class="readout" aria-live="off">{readout}</p>
+            <ul class="legend">{legend}</ul>
+        </div>
+    }
+}
+
+/// The newest value, big, with its change over the window.
+#[component]
+pub fn Stat(
+    series: RwSignal<Vec<SeriesData>>,
+    unit: Unit,
+    thresholds: Option<Thresholds>,
+) -> impl IntoView {
+    let values = move || {
+        series.with(|all| {
+            let points = &all.first()?.points;
+            Some((points.first()?.1, points.last()?.1))
+        })
+    };
+    let current = move || values().map_or("–".into(), |(_, last)| format::value(last, unit));
+    let class = move || {
+        let state = values().map_or("ok", |(_, last)| level(last, thresholds));
+        format!("stat {state}")
+    };
+    let trend = move || {
+        values().map(|(first, last)| {
+            let (arrow, word) = if last > first {
+                ("▲", "up")
+            } else if last < first {
+                ("▼", "down")
+            } else {
+                ("▶", "steady")
+            };
+            view! { <span class=format!("trend {word}") title=format!("{word} from {}", format::value(first, unit))>{arrow}</span> }
+        })
+    };
+    view! {
+        <p class=class>
+            <span class="value" data-testid="stat-value">{current}</span>
+            {trend}
+        </p>
+    }
+}
+
+/// The newest value on a half-circle dial coloured by its thresholds.
+#[component]
+pub fn Gauge(
+    series: RwSignal<Vec<SeriesData>>,
+    unit: Unit,
+    thresholds: Option<Thresholds>,
+) -> impl IntoView {
+    let last = move || series.with(|all| all.first().and_then(SeriesData::last));
+    // Percentages fill to 100; other values to a quarter past the critical threshold.
+    let full = match (unit, thresholds) {
+        (Unit::Percent, _) => 100.0,
+        (_, Some(t)) => t.critical * 1.25,
+        _ => 1.0,
+    };
+    let arc = move || {
+        let fraction = last().map_or(0.0, |v| (v / full).clamp(0.0, 1.0));
+        // A half circle of radius 80 centred at (100, 100), drawn from the left.
+        let angle = std::f64::consts::PI * (1.0 - fraction);
+        let (x, y) = (100.0 + 80.0 * angle.cos(), 100.0 - 80.0 * angle.sin());
+        format!("M20 100 A80 80 0 0 1 {x:.2} {y:.2}")
+    };
+    let class = move || {
+        format!(
+            "gauge-fill {}",
+            last().map_or("ok", |v| level(v, thresholds))
+        )
+    };
+    let text = move || last().map_or("–".into(), |v| format::value(v, unit));
+    view! {
+        <svg class="gauge" viewBox="0 0 200 120" role="img" aria-label="gauge">
+            <path class="gauge-track" d="M20 100 A80 80 0 0 1 180 100"/>
+            <path class=class d=arc/>
+            <text x="100" y="95" text-anchor="middle" class="gauge-value" data-testid="gauge-value">{text}</text>
+        </svg>
+    }
+}
+
+/// A small line of the recent past, for lists.
+#[component]
+pub fn Sparkline(series: RwSignal<SeriesData>, window_ms: i64, now_ms: i64) -> impl IntoView {
+    let d = move || {
+        series.with(|s| {
+            let all = std::slice::from_ref(s);
+            let end = newest(all, now_ms);
+            path(
+                &s.points,
+                end,
+                window_ms,
+                extent(all, Unit::None),
+                120.0,
+                28.0,
+            )
+        })
+    };
+    view! {
+        <svg class="sparkline" viewBox="0 0 120 28" preserveAspectRatio="none" aria-hidden="true">
+            <path d=d/>
+        </svg>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_span_the_window_and_the_extent() {
+        let d = path(
+            &[(0, 0.0), (50, 5.0), (100, 10.0)],
+            100,
+            100,
+            (0.0, 10.0),
+            200.0,
+            20.0,
+        );
+        assert_eq!(d, "M0.0 20.0 L100.0 10.0 L200.0 0.0");
+    }
+
+    #[test]
+    fn pushed_points_scroll_old_ones_out_and_skip_older_stamps() {
+        let mut s = SeriesData::default();
+        for t in [0, 10, 20, 15, 30] {
+            s.push(t, t as f64, 15);
+        }
+        assert_eq!(s.points, vec![(20, 20.0), (30, 30.0)]);
+    }
+
+    #[test]
+    fn levels_follow_thresholds() {
+        let t = Some(Thresholds {
+            warn: 70.0,
+            critical: 90.0,
+        });
+        assert_eq!(level(50.0, t), "ok");
+        assert_eq!(level(70.0, t), "warn");
+        assert_eq!(level(95.0, t), "critical");
+        assert_eq!(level(95.0, None), "ok");
+    }
+}

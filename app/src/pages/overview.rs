@@ -1,0 +1,174 @@
+//! `/`: every source with a sparkline and the current value of each series, and the dashboards.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    board::CreateDashboard,
+    chart::{SeriesData, Sparkline},
+    follow,
+};
+use crate::{format, protocol::RoomName};
+
+/// The window each sparkline shows.
+const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceCard {
+    pub source: String,
+    pub room: RoomName,
+    pub head: i64,
+    pub series: Vec<SeriesData>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OverviewData {
+    pub sources: Vec<SourceCard>,
+    pub dashboards: Vec<String>,
+    pub now_ms: i64,
+}
+
+#[server]
+pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
+    use crate::{dashboards::SharedDashboards, history::SharedHistory, metrics::source_room};
+    use futures::future::try_join_all;
+
+    /// Series listed per source: enough to recognise it, few enough to read.
+    const SERIES_SHOWN: usize = 16;
+
+    let history = expect_context::<SharedHistory>().0;
+    let dashboards = expect_context::<SharedDashboards>().0;
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
+    let sources = history.sources().await.map_err(ServerFnError::new)?;
+    let cards = try_join_all(sources.into_iter().map(|(source, series)| {
+        let history = history.clone();
+        async move {
+            let room = source_room(&source).map_err(ServerFnError::new)?;
+            let head = history
+                .snapshot(room.clone(), 0)
+                .await
+                .map_err(ServerFnError::new)?
+                .head;
+            let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|name| {
+                let buckets = history.range(source.clone(), name.clone(), from, to, 60);
+                async move {
+                    let points = buckets.await.map_err(ServerFnError::new)?;
+                    let points = points
+                        .iter()
+                        .map(|b| (b.t.timestamp_millis(), b.avg))
+                        .collect();
+                    Ok::<_, ServerFnError>(SeriesData { name, points })
+                }
+            }))
+            .await?;
+            Ok::<_, ServerFnError>(SourceCard {
+                source,
+                room,
+                head,
+                series,
+            })
+        }
+    }))
+    .await?;
+    Ok(OverviewData {
+        sources: cards,
+        dashboards: dashboards.list().await.map_err(ServerFnError::new)?,
+        now_ms: to.timestamp_millis(),
+    })
+}
+
+#[component]
+pub fn Overview() -> impl IntoView {
+    let data = Resource::new(|| (), |_| load_overview());
+    view! {
+        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(data) => view! { <OverviewBody data/> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn OverviewBody(data: OverviewData) -> impl IntoView {
+    let now_ms = data.now_ms;
+    let dashboards = data.dashboards;
+    let sources = data.sources;
+    let create = ServerAction::<CreateDashboard>::new();
+    view! {
+        <section class="dashboards" aria-labelledby="dashboards-title">
+            <h1 id="dashboards-title">"Dashboards"</h1>
+            <ul class="dashboard-list">
+                {dashboards
+                    .into_iter()
+                    .map(|name| view! { <li><A href=format!("/d/{name}")>{name.clone()}</A></li> })
+                    .collect_view()}
+            </ul>
+            <ActionForm action=create attr:class="new-dashboard">
+                <label>
+                    "New dashboard "
+                    <input name="name" required pattern="[a-z0-9-]{1,40}" placeholder="ops-board"/>
+                </label>
+                <button type="submit">"Create"</button>
+            </ActionForm>
+        </section>
+        <section aria-labelledby="sources-title">
+            <h1 id="sources-title">"Sources"</h1>
+            <Show when={
+                let empty = sources.is_empty();
+                move || empty
+            }>
+                <p class="empty">"No metrics yet. POST samples to /api/metrics to see them here."</p>
+            </Show>
+            <div class="cards">
+                {sources.into_iter().map(|card| view! { <SourceView card now_ms/> }).collect_view()}
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn SourceView(card: SourceCard, now_ms: i64) -> impl IntoView {
+    let rows: Vec<(String, RwSignal<SeriesData>)> = card
+        .series
+        .into_iter()
+        .map(|s| (s.name.clone(), RwSignal::new(s)))
+        .collect();
+    let live = rows.clone();
+    follow(card.room.clone(), card.head, move |point| {
+        if !point.labels.is_empty() {
+            return;
+        }
+        if let Some((_, series)) = live.iter().find(|(name, _)| *name == point.series) {
+            series.update(|s| s.push(point.ts.timestamp_millis(), point.value, SPARK_WINDOW_MS));
+        }
+    });
+    view! {
+        <article class="card" data-source=card.source.clone()>
+            <h2>{card.source.clone()}</h2>
+            <table class="series-table">
+                <tbody>
+                    {rows
+                        .into_iter()
+                        .map(|(name, series)| {
+                            let unit = format::guess_unit(&name);
+                            let current = move || series.with(|s| s.last().map_or("–".into(), |v| format::value(v, unit)));
+                            view! {
+                                <tr>
+                                    <th scope="row">{name}</th>
+                                    <td><Sparkline series window_ms=SPARK_WINDOW_MS now_ms/></td>
+                                    <td class="current">{current}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </article>
+    }
+}

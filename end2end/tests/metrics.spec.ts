@@ -1,0 +1,97 @@
+import { expect, test } from "@playwright/test";
+import { Server } from "./server";
+import { watchForErrors } from "./support";
+
+let server: Server;
+
+test.beforeAll(async () => {
+  server = await Server.start();
+});
+
+test.afterAll(async () => {
+  await server?.stop();
+});
+
+/** The built-in collector's source, once it has stored a CPU reading. */
+async function hostSource(): Promise<string> {
+  let source: string | undefined;
+  await expect
+    .poll(async () => {
+      const sources: string[] = await (await fetch(`${server.url}/api/metrics/sources`)).json();
+      source = sources.find((s) => s.startsWith("host:"));
+      if (!source) return 0;
+      const from = new Date(Date.now() - 60_000).toISOString();
+      const query = new URLSearchParams({ source, series: "cpu.total", from, buckets: "10" });
+      const buckets: unknown[] = await (await fetch(`${server.url}/api/metrics/range?${query}`)).json();
+      return buckets.length;
+    })
+    .toBeGreaterThan(0);
+  return source!;
+}
+
+test("the Host dashboard arrives with its charts drawn and pushes extend them", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await hostSource();
+
+  // No script has run on the raw response: the chart's line is already drawn from history.
+  const html = await (await fetch(`${server.url}/d/host`)).text();
+  expect(html).toMatch(/<path[^>]*class="line line-0"[^>]*d="M[0-9.]+ [0-9.]+/);
+
+  await page.goto(`${server.url}/d/host`);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  const cpu = page.locator('.panel-line path[data-series="cpu.total"]');
+  const points = async () => ((await cpu.getAttribute("d")) ?? "").split("L").length;
+  const before = await points();
+  // The collector pushes every second; two more points prove the chart follows them.
+  await expect.poll(points).toBeGreaterThanOrEqual(before + 2);
+  await expect(page.getByTestId("gauge-value")).toHaveText(/^\d+\.\d%$/);
+
+  // The time range selector reloads history at the new span.
+  await page.getByRole("link", { name: "1h" }).click();
+  await expect(page).toHaveURL(/range=1h/);
+  await expect(page.getByRole("link", { name: "1h" })).toHaveAttribute("aria-current", "page");
+  await expect(cpu).toHaveAttribute("d", /^M/);
+
+  expect(errors).toEqual([]);
+});
+
+test("a dashboard made in the page persists, and its panel follows samples POSTed for a new source", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+  const name = `e2e-${suffix}`;
+  const source = `e2e-agent-${suffix}`;
+
+  await page.goto(server.url);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  await page.getByLabel("New dashboard").fill(name);
+  await page.getByRole("button", { name: "Create" }).click();
+  await expect(page).toHaveURL(`${server.url}/d/${name}`);
+  await expect(page.getByRole("heading", { name })).toBeVisible();
+
+  await page.getByText("Edit dashboard").click();
+  await page.getByLabel("Title").fill("Queue depth");
+  await page.getByLabel("Type").selectOption("stat");
+  await page.getByLabel("Source").fill(source);
+  await page.getByLabel("Series (comma-separated)").fill("depth");
+  await page.getByRole("button", { name: "Add panel" }).click();
+  const panel = page.getByTestId("panel").filter({ hasText: "Queue depth" });
+  await expect(panel).toBeVisible();
+
+  await page.reload();
+  await expect(panel).toBeVisible();
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  await expect(panel.getByTestId("stat-value")).toHaveText("–");
+
+  for (const value of [7, 42]) {
+    const response = await fetch(`${server.url}/api/metrics`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify([{ source, series: "depth", value }]),
+    });
+    expect(response.status).toBe(200);
+  }
+  await expect(panel.getByTestId("stat-value")).toHaveText("42");
+  await expect(panel.locator(".trend")).toHaveClass(/up/);
+
+  expect(errors).toEqual([]);
+});
