@@ -29,8 +29,11 @@ pub trait History: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>>;
 
     /// Every source with its label-less series, by name.
-    fn sources(&self) -> BoxFuture<'static, Result<Vec<(String, Vec<String>)>, String>>;
+    fn sources(&self) -> BoxFuture<'static, Result<Sources, String>>;
 }
+
+/// Source names, each with the names of its label-less series.
+pub type Sources = Vec<(String, Vec<String>)>;
 
 #[derive(Clone)]
 pub struct SharedHistory(pub Arc<dyn History>);

@@ -33,22 +33,17 @@ pub fn parse(text: &str, now: DateTime<Utc>) -> Result<Parsed, ParseError> {
             line: index + 1,
             reason,
         };
-        let (series, labels, value, ts) = parse_line(line).map_err(fail)?;
-        if !value.is_finite() {
+        let point = parse_line(line, now).map_err(fail)?;
+        if point.value.is_finite() {
+            parsed.points.push(point);
+        } else {
             parsed.skipped += 1;
-            continue;
         }
-        parsed.points.push(Point {
-            series,
-            value,
-            ts: ts.unwrap_or(now),
-            labels,
-        });
     }
     Ok(parsed)
 }
 
-fn parse_line(line: &str) -> Result<(String, Labels, f64, Option<DateTime<Utc>>), String> {
+fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Point, String> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
@@ -65,22 +60,25 @@ fn parse_line(line: &str) -> Result<(String, Labels, f64, Option<DateTime<Utc>>)
     let value = fields.next().ok_or("expected a value after the name")?;
     let value = parse_value(value)?;
     let ts = match fields.next() {
-        None => None,
+        None => now,
         Some(ms) => {
             let ms: i64 = ms
                 .parse()
                 .map_err(|_| format!("timestamp {ms:?} must be integer milliseconds"))?;
-            Some(
-                Utc.timestamp_millis_opt(ms)
-                    .single()
-                    .ok_or_else(|| format!("timestamp {ms} is out of range"))?,
-            )
+            Utc.timestamp_millis_opt(ms)
+                .single()
+                .ok_or_else(|| format!("timestamp {ms} is out of range"))?
         }
     };
     if let Some(extra) = fields.next() {
         return Err(format!("unexpected {extra:?} after the timestamp"));
     }
-    Ok((name.to_owned(), labels, value, ts))
+    Ok(Point {
+        series: name.to_owned(),
+        value,
+        ts,
+        labels,
+    })
 }
 
 /// Reads `name="value",...}` into `labels` and returns what follows the closing brace.

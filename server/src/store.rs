@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use app::history::History;
+use app::history::{History, Sources};
 use app::{
     metrics::{self, Bucket, Labels, Point, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
@@ -238,7 +238,7 @@ impl History for Store {
         })
     }
 
-    fn sources(&self) -> BoxFuture<'static, Result<Vec<(String, Vec<String>)>, String>> {
+    fn sources(&self) -> BoxFuture<'static, Result<Sources, String>> {
         let store = self.clone();
         Box::pin(async move {
             let mut sources = Vec::new();

@@ -142,10 +142,10 @@ async fn connect(client: LiveClient, heartbeat: &mut Duration) -> bool {
         if heard {
             silence = sleep(*heartbeat * 2).fuse();
         }
-        if let Some(frame) = outgoing {
-            if to_server.send(encode(&frame)).await.is_err() {
-                break;
-            }
+        if let Some(frame) = outgoing
+            && to_server.send(encode(&frame)).await.is_err()
+        {
+            break;
         }
     }
     client.detach();

@@ -131,19 +131,20 @@ pub async fn delete_dashboard(name: String) -> Result<(), ServerFnError> {
     Ok(())
 }
 
-/// Adds a panel; `series` is comma-separated, empty thresholds mean none.
+/// The add-panel form's fields, as typed: `series` is comma-separated, empty thresholds mean none.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PanelForm {
+    pub title: String,
+    pub kind: String,
+    pub source: String,
+    pub series: String,
+    pub unit: String,
+    pub warn: String,
+    pub critical: String,
+}
+
 #[server]
-#[allow(clippy::too_many_arguments)]
-pub async fn add_panel(
-    dashboard: String,
-    title: String,
-    kind: String,
-    source: String,
-    series: String,
-    unit: String,
-    warn: String,
-    critical: String,
-) -> Result<(), ServerFnError> {
+pub async fn add_panel(dashboard: String, panel: PanelForm) -> Result<(), ServerFnError> {
     use crate::dashboards::{MAX_PANELS, SharedDashboards, Thresholds};
 
     let number = |field: &str, text: &str| {
@@ -151,7 +152,7 @@ pub async fn add_panel(
             .parse::<f64>()
             .map_err(|_| ServerFnError::new(format!("{field} must be a number")))
     };
-    let thresholds = match (warn.trim(), critical.trim()) {
+    let thresholds = match (panel.warn.trim(), panel.critical.trim()) {
         ("", "") => None,
         (w, c) => Some(Thresholds {
             warn: number("warn", w)?,
@@ -159,16 +160,18 @@ pub async fn add_panel(
         }),
     };
     let panel = Panel {
-        title: title.trim().to_owned(),
-        kind: PanelKind::parse(&kind).ok_or_else(|| ServerFnError::new("unknown panel type"))?,
-        source: source.trim().to_owned(),
-        series: series
+        title: panel.title.trim().to_owned(),
+        kind: PanelKind::parse(&panel.kind)
+            .ok_or_else(|| ServerFnError::new("unknown panel type"))?,
+        source: panel.source.trim().to_owned(),
+        series: panel
+            .series
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-        unit: Unit::parse(&unit).ok_or_else(|| ServerFnError::new("unknown unit"))?,
+        unit: Unit::parse(&panel.unit).ok_or_else(|| ServerFnError::new("unknown unit"))?,
         thresholds,
     };
     panel.check().map_err(ServerFnError::new)?;
@@ -204,6 +207,8 @@ pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), ServerF
     leptos_axum::redirect(&format!("/d/{dashboard}"));
     Ok(())
 }
+
+type PanelSignal = RwSignal<Vec<SeriesData>>;
 
 /// The edits a dashboard page makes; the page reloads its data after each.
 #[derive(Clone, Copy)]
@@ -281,7 +286,8 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
         let Some(source) = crate::metrics::room_source(&room).map(str::to_owned) else {
             continue;
         };
-        let targets: HashMap<String, Vec<(RwSignal<Vec<SeriesData>>, usize)>> = panels
+        // Per series name: each panel showing it, and where among the panel's series.
+        let targets: HashMap<String, Vec<(PanelSignal, usize)>> = panels
             .iter()
             .filter(|(p, _)| p.source == source)
             .fold(HashMap::new(), |mut map, (panel, signal)| {
@@ -382,23 +388,23 @@ fn AddPanelForm(dashboard: String, add: ServerAction<AddPanel>) -> impl IntoView
         <ActionForm action=add attr:class="add-panel">
             <h2>"Add a panel"</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
-            <label>"Title" <input name="title" required maxlength="80"/></label>
+            <label>"Title" <input name="panel[title]" required maxlength="80"/></label>
             <label>
                 "Type "
-                <select name="kind">
+                <select name="panel[kind]">
                     {PanelKind::ALL.map(|k| view! { <option value=k.as_str()>{k.as_str()}</option> }).collect_view()}
                 </select>
             </label>
-            <label>"Source" <input name="source" required placeholder="host:web-1"/></label>
-            <label>"Series (comma-separated)" <input name="series" required placeholder="cpu.total"/></label>
+            <label>"Source" <input name="panel[source]" required placeholder="host:web-1"/></label>
+            <label>"Series (comma-separated)" <input name="panel[series]" required placeholder="cpu.total"/></label>
             <label>
                 "Unit "
-                <select name="unit">
+                <select name="panel[unit]">
                     {Unit::ALL.map(|u| view! { <option value=u.as_str()>{u.as_str()}</option> }).collect_view()}
                 </select>
             </label>
-            <label>"Warn at" <input name="warn" inputmode="decimal"/></label>
-            <label>"Critical at" <input name="critical" inputmode="decimal"/></label>
+            <label>"Warn at" <input name="panel[warn]" inputmode="decimal"/></label>
+            <label>"Critical at" <input name="panel[critical]" inputmode="decimal"/></label>
             <button type="submit">"Add panel"</button>
             <p class="error" role="alert">{error}</p>
         </ActionForm>
