@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     chart::{Gauge, LineChart, SeriesData, Stat},
-    follow,
+    follow, loaded,
 };
 use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
@@ -65,14 +65,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
             let buckets = history.range(panel.source.clone(), name.clone(), from, to, BUCKETS);
             async move {
                 let buckets = buckets.await.map_err(ServerFnError::new)?;
-                let points = buckets
-                    .iter()
-                    .map(|b| (b.t.timestamp_millis(), b.avg))
-                    .collect();
-                Ok::<_, ServerFnError>(SeriesData {
-                    name: name.clone(),
-                    points,
-                })
+                Ok::<_, ServerFnError>(SeriesData::from_buckets(name.clone(), &buckets))
             }
         }))
     }))
@@ -243,17 +236,10 @@ pub fn Board() -> impl IntoView {
         },
         |(name, range, ..)| load_board(name, range),
     );
-    view! {
-        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(Some(data)) => view! { <BoardBody data range=range() edits/> }.into_any(),
-                    Ok(None) => view! { <Missing name=name()/> }.into_any(),
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, move |data| match data {
+        Some(data) => view! { <BoardBody data range=range() edits/> }.into_any(),
+        None => view! { <Missing name=name()/> }.into_any(),
+    })
 }
 
 #[component]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
+    metrics::Bucket,
 };
 
 /// Chart drawing area, in SVG user units; the element scales it to the panel's width.
@@ -21,6 +22,15 @@ pub struct SeriesData {
 }
 
 impl SeriesData {
+    /// A series drawn from a range query: each bucket's average at its start.
+    pub fn from_buckets(name: String, buckets: &[Bucket]) -> Self {
+        let points = buckets
+            .iter()
+            .map(|b| (b.t.timestamp_millis(), b.avg))
+            .collect();
+        Self { name, points }
+    }
+
     /// Appends a pushed point and forgets what scrolled out of `window_ms`.
     pub fn push(&mut self, t: i64, value: f64, window_ms: i64) {
         // Pushes arrive in seq order; a sample stamped before the newest one shown is history.

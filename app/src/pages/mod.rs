@@ -10,6 +10,7 @@ pub use overview::Overview;
 pub use room::RoomPage;
 
 use leptos::prelude::*;
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     live::LiveClient,
@@ -40,4 +41,26 @@ fn follow(room: RoomName, head: i64, on_point: impl Fn(&Point) + 'static) {
             }
         });
     });
+}
+
+/// Renders `body` with a page's data once the server function behind `data` answered, or its
+/// error; "Loading…" until then (only ever seen on navigation: the server waits for the data).
+fn loaded<T, V>(
+    data: Resource<Result<T, ServerFnError>>,
+    body: impl Fn(T) -> V + Copy + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(data) => body(data).into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
 }

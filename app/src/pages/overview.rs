@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     board::CreateDashboard,
     chart::{SeriesData, Sparkline},
-    follow,
+    follow, loaded,
 };
 use crate::{format, protocol::RoomName};
 
@@ -54,12 +54,8 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
             let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|name| {
                 let buckets = history.range(source.clone(), name.clone(), from, to, 60);
                 async move {
-                    let points = buckets.await.map_err(ServerFnError::new)?;
-                    let points = points
-                        .iter()
-                        .map(|b| (b.t.timestamp_millis(), b.avg))
-                        .collect();
-                    Ok::<_, ServerFnError>(SeriesData { name, points })
+                    let buckets = buckets.await.map_err(ServerFnError::new)?;
+                    Ok::<_, ServerFnError>(SeriesData::from_buckets(name, &buckets))
                 }
             }))
             .await?;
@@ -82,16 +78,7 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
 #[component]
 pub fn Overview() -> impl IntoView {
     let data = Resource::new(|| (), |_| load_overview());
-    view! {
-        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(data) => view! { <OverviewBody data/> }.into_any(),
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |data| view! { <OverviewBody data/> })
 }
 
 #[component]

@@ -1,6 +1,8 @@
 //! `/rooms/{room}`: one room's latest events, live.
 
 use leptos::prelude::*;
+
+use super::loaded;
 use leptos_router::hooks::use_params_map;
 
 use crate::live::{LiveClient, RoomView};
@@ -25,16 +27,7 @@ pub fn RoomPage() -> impl IntoView {
     let room = move || params.read().get("room").unwrap_or_default();
     let snapshot = Resource::new(room, load_room);
 
-    view! {
-        <Suspense fallback=|| view! { <p class="empty">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <RoomFeed snapshot/> }.into_any(),
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(snapshot, |snapshot| view! { <RoomFeed snapshot/> })
 }
 
 #[component]
