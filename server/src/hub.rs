@@ -68,13 +68,14 @@ impl Hub {
         }
     }
 
-    /// Pushes a committed event to the room's members, if it has any.
-    pub fn publish(&self, event: Event) {
+    /// Pushes a committed event to the room's members, if it has any (a bulk of samples nobody
+    /// watches is not even encoded).
+    pub fn publish(&self, event: &Event) {
         let Some(tx) = self.rooms().get(&event.room).map(|room| room.tx.clone()) else {
             return;
         };
         let seq = event.seq;
-        let frame = encode(&ServerFrame::Event(event));
+        let frame = encode(&ServerFrame::Event(event.clone()));
         // An error only means every member left since the lookup.
         let _ = tx.send(Delivery::Event { seq, frame });
     }

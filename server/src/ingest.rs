@@ -1,15 +1,15 @@
 //! The single writer: validated events queue here, are committed in batches, and are handed to
 //! the hub in commit order, so every room's live stream is in seq order.
 
-use app::{
-    metrics::{self, room_source},
-    protocol::{Event, EventKind, NewEvent, RoomName},
-};
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
 
+use app::{
+    metrics::{self, room_source},
+    protocol::{Event, EventKind, NewEvent, RoomName},
+};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,7 +120,7 @@ async fn write(
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let events: Vec<Event> = stored.by_ref().take(size).collect();
                     for event in &events {
-                        hub.publish(event.clone());
+                        hub.publish(event);
                     }
                     // The publisher may have gone; the events are stored and pushed regardless.
                     let _ = reply.send(Ok(events));
