@@ -1,4 +1,6 @@
 //! The wasm entry point: hydrates the server-rendered page.
+// The pages' view types nest deeply; laying them out in the release build needs the room.
+#![recursion_limit = "256"]
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

@@ -260,7 +260,7 @@ fn Missing(name: String) -> impl IntoView {
 fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
     let name = data.dashboard.name.clone();
     // One signal per panel, fed by one subscription per source room.
-    let panels: Vec<(Panel, RwSignal<Vec<SeriesData>>)> = data
+    let panels: Vec<(Panel, PanelSignal)> = data
         .dashboard
         .panels
         .into_iter()
