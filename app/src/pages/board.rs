@@ -4,10 +4,7 @@
 use std::collections::HashMap;
 
 use leptos::prelude::*;
-use leptos_router::{
-    components::A,
-    hooks::{use_params_map, use_query_map},
-};
+use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -302,8 +299,9 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
                 {RANGES
                     .iter()
                     .map(|(r, _)| {
+                        // A plain link: the router's <A> marks every link to this path current.
                         let current = (*r == range).then_some("page");
-                        view! { <A href=format!("?range={r}") attr:aria-current=current>{*r}</A> }
+                        view! { <a href=format!("?range={r}") aria-current=current>{*r}</a> }
                     })
                     .collect_view()}
             </nav>

@@ -99,7 +99,7 @@ fn OverviewBody(data: OverviewData) -> impl IntoView {
             <ActionForm action=create attr:class="new-dashboard">
                 <label>
                     "New dashboard "
-                    <input name="name" required pattern="[a-z0-9-]{1,40}" placeholder="ops-board"/>
+                    <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>
                 </label>
                 <button type="submit">"Create"</button>
             </ActionForm>
