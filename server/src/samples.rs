@@ -15,17 +15,37 @@ use crate::{error::Result, store::Store};
 
 type SeriesKey = (String, String, Labels);
 
+/// Series ids by source, name and labels, looked up by reference: a known series costs no
+/// allocation on the writer's path.
+#[derive(Default)]
+struct Known(HashMap<String, HashMap<String, HashMap<Labels, i32>>>);
+
+impl Known {
+    fn get(&self, source: &str, point: &Point) -> Option<i32> {
+        let by_name = self.0.get(source)?;
+        by_name
+            .get(point.series.as_str())?
+            .get(&point.labels)
+            .copied()
+    }
+
+    fn insert(&mut self, (source, name, labels): SeriesKey, id: i32) {
+        let by_name = self.0.entry(source).or_default();
+        by_name.entry(name).or_default().insert(labels, id);
+    }
+}
+
 /// Series ids already in the database, so a steady stream of known series costs no lookup.
 #[derive(Clone, Default)]
 pub struct SeriesIds {
-    known: Arc<Mutex<HashMap<SeriesKey, i32>>>,
+    known: Arc<Mutex<Known>>,
 }
 
 /// Series created by an uncommitted transaction: known only once it commits.
 pub struct Created(Vec<(SeriesKey, i32)>);
 
 impl SeriesIds {
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, i32>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         // Only whole inserts happen under this lock, so a poisoned map is intact.
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -37,39 +57,34 @@ impl SeriesIds {
         tx: &mut PgConnection,
         sources: &[(String, Vec<Point>)],
     ) -> Result<Created> {
-        let key = |source: &str, point: &Point| {
-            (
-                source.to_owned(),
-                point.series.clone(),
-                point.labels.clone(),
-            )
-        };
         let missing: Vec<SeriesKey> = {
             let known = self.known();
             let mut missing = HashSet::new();
             for (source, points) in sources {
-                for point in points.iter() {
-                    let key = key(source, point);
-                    if !known.contains_key(&key) {
-                        missing.insert(key);
-                    }
+                for point in points.iter().filter(|p| known.get(source, p).is_none()) {
+                    missing.insert((source.clone(), point.series.clone(), point.labels.clone()));
                 }
             }
             missing.into_iter().collect()
         };
         let created = if missing.is_empty() {
-            HashMap::new()
+            Vec::new()
         } else {
             create_series(tx, &missing).await?
         };
+        let mut fresh = Known::default();
+        for (key, id) in &created {
+            fresh.insert(key.clone(), *id);
+        }
 
         let mut copy = BytesMut::from(&COPY_HEADER[..]);
         {
             let known = self.known();
             for (source, points) in sources {
                 for point in points.iter() {
-                    let key = key(source, point);
-                    let id = known.get(&key).or_else(|| created.get(&key)).copied();
+                    let id = known
+                        .get(source, point)
+                        .or_else(|| fresh.get(source, point));
                     let id = id.expect("every series was known or has just been created");
                     copy_row(&mut copy, id, point);
                 }
@@ -81,12 +96,15 @@ impl SeriesIds {
             .await?;
         sink.send(copy.freeze()).await?;
         sink.finish().await?;
-        Ok(Created(created.into_iter().collect()))
+        Ok(Created(created))
     }
 
     /// Remembers the series the committed transaction created; a rolled-back one forgets them.
     pub fn committed(&self, created: Created) {
-        self.known().extend(created.0);
+        let mut known = self.known();
+        for (key, id) in created.0 {
+            known.insert(key, id);
+        }
     }
 }
 
@@ -111,7 +129,7 @@ fn copy_row(buf: &mut BytesMut, series: i32, point: &Point) {
 async fn create_series(
     tx: &mut PgConnection,
     missing: &[SeriesKey],
-) -> Result<HashMap<SeriesKey, i32>> {
+) -> Result<Vec<(SeriesKey, i32)>> {
     let rows: Vec<(i32, String, String, Json<Labels>)> = sqlx::query_as(
         "INSERT INTO series (source, name, labels)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
