@@ -78,30 +78,30 @@ pg_bin() {
 }
 
 # Tests need a Postgres on TCP where `postgres` may connect without a password. Use the machine's
-# when it answers so on 5432; otherwise run a private one for the tests.
+# when it answers so on 5432; otherwise run a private one for the tests. $1 names the database
+# (default watchroom_test), created if missing.
 ensure_test_database() {
   if [ -n "${DATABASE_URL:-}" ]; then return; fi
-  local system=(-w -h 127.0.0.1 -p 5432 -U postgres -d postgres)
-  if "$(pg_bin psql)" "${system[@]}" -tAc "SELECT 1" >/dev/null 2>&1; then
-    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/watchroom_test"
-    "$(pg_bin psql)" "${system[@]}" -tAc \
-      "SELECT 1 FROM pg_database WHERE datname = 'watchroom_test'" | grep -q 1 ||
-      "$(pg_bin psql)" "${system[@]}" -qc "CREATE DATABASE watchroom_test"
-    return
+  local name="${1:-watchroom_test}" host=127.0.0.1 port=5432
+  if ! "$(pg_bin psql)" -w -h $host -p $port -U postgres -d postgres -tAc "SELECT 1" >/dev/null 2>&1; then
+    # Under /tmp: as root the cluster runs as `postgres`, which must be able to reach its directory.
+    local dir="${TMPDIR:-/tmp}/watchroom-test-postgres-$(id -u)" run=()
+    port=55432
+    if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      say "no passwordless Postgres on 127.0.0.1:5432; creating a private one for the tests"
+      "${run[@]}" "$(pg_bin initdb)" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
+    fi
+    if ! "$(pg_bin pg_isready)" -q -h $host -p $port; then
+      say "starting the private test Postgres on 127.0.0.1:$port"
+      "${run[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -l "$dir/log" -w \
+        -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1" start >/dev/null
+    fi
   fi
-  # Under /tmp: as root the cluster runs as `postgres`, which must be able to reach its directory.
-  local dir="${TMPDIR:-/tmp}/watchroom-test-postgres-$(id -u)" port=55432 run=()
-  if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
-  mkdir -p "$dir"
-  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
-  if [ ! -f "$dir/data/PG_VERSION" ]; then
-    say "no passwordless Postgres on 127.0.0.1:5432; creating a private one for the tests"
-    "${run[@]}" "$(pg_bin initdb)" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
-  fi
-  if ! "$(pg_bin pg_isready)" -q -h 127.0.0.1 -p "$port"; then
-    say "starting the private test Postgres on 127.0.0.1:$port"
-    "${run[@]}" "$(pg_bin pg_ctl)" -D "$dir/data" -l "$dir/log" -w \
-      -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1" start >/dev/null
-  fi
-  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  local psql=("$(pg_bin psql)" -w -h $host -p $port -U postgres -d postgres)
+  "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
+    "${psql[@]}" -qc "CREATE DATABASE $name"
+  export DATABASE_URL="postgres://postgres@$host:$port/$name"
 }

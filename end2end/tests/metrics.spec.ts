@@ -95,3 +95,20 @@ test("a dashboard made in the page persists, and its panel follows samples POSTe
 
   expect(errors).toEqual([]);
 });
+
+test("the page is dark by default and a light theme, once chosen, survives a reload", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await page.goto(server.url);
+  const root = page.locator("html");
+  await expect(root).toHaveAttribute("data-theme", "dark");
+  await expect(page.getByTestId("connection")).toHaveText("live");
+
+  const toggle = page.getByRole("button", { name: "Light theme" });
+  await toggle.click();
+  await expect(root).toHaveAttribute("data-theme", "light");
+  await expect(page.getByRole("button", { name: "Dark theme" })).toHaveAttribute("aria-pressed", "true");
+
+  await page.reload();
+  await expect(root).toHaveAttribute("data-theme", "light");
+  expect(errors).toEqual([]);
+});
