@@ -195,6 +195,30 @@ pub struct Bucket {
     pub count: i64,
 }
 
+/// The answer to an accepted ingest request: what the batch became, one event per source room.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub samples: usize,
+    /// Prometheus NaN/±Inf samples left out.
+    #[serde(default)]
+    pub skipped: usize,
+    pub events: Vec<StoredEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub room: RoomName,
+    pub seq: i64,
+}
+
+/// A series as listed for a source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,8 @@ test("the Host dashboard arrives with its charts drawn and pushes extend them", 
 });
 
 test("a dashboard made in the page persists, and its panel follows samples POSTed for a new source", async ({ page }) => {
-  const errors = watchForErrors(page);
+  // The refused panel below is answered 400, which the browser logs.
+  const errors = watchForErrors(page, /the server responded with a status of 400/);
   const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
   const name = `e2e-${suffix}`;
   const source = `e2e-agent-${suffix}`;
@@ -69,6 +70,15 @@ test("a dashboard made in the page persists, and its panel follows samples POSTe
   await expect(page.getByRole("heading", { name })).toBeVisible();
 
   await page.getByText("Edit dashboard").click();
+  // A refused panel says why and adds nothing.
+  await page.getByLabel("Title").fill("Two at once");
+  await page.getByLabel("Type").selectOption("gauge");
+  await page.getByLabel("Source").fill(source);
+  await page.getByLabel("Series (comma-separated)").fill("depth, lag");
+  await page.getByRole("button", { name: "Add panel" }).click();
+  await expect(page.getByRole("alert")).toContainText("a gauge panel shows one series");
+  await expect(page.getByTestId("panel")).toHaveCount(0);
+
   await page.getByLabel("Title").fill("Queue depth");
   await page.getByLabel("Type").selectOption("stat");
   await page.getByLabel("Source").fill(source);

@@ -4,10 +4,7 @@ use app::dashboards::{Dashboard, DashboardStore, Panel};
 use futures::future::BoxFuture;
 use sqlx::types::Json;
 
-use crate::{
-    error::{Result, for_page as public},
-    store::Store,
-};
+use crate::{error::Result, store::Store};
 
 impl Store {
     pub async fn dashboard_names(&self) -> Result<Vec<String>> {
@@ -66,42 +63,26 @@ impl Store {
 
 impl DashboardStore for Store {
     fn list(&self) -> BoxFuture<'static, Result<Vec<String>, String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .dashboard_names()
-                .await
-                .map_err(public("listing dashboards"))
+        self.serve_page("listing dashboards", |store| async move {
+            store.dashboard_names().await
         })
     }
 
     fn get(&self, name: String) -> BoxFuture<'static, Result<Option<Dashboard>, String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .dashboard(&name)
-                .await
-                .map_err(public("reading a dashboard"))
+        self.serve_page("reading a dashboard", |store| async move {
+            store.dashboard(&name).await
         })
     }
 
     fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .save_dashboard(&dashboard)
-                .await
-                .map_err(public("saving a dashboard"))
+        self.serve_page("saving a dashboard", |store| async move {
+            store.save_dashboard(&dashboard).await
         })
     }
 
     fn delete(&self, name: String) -> BoxFuture<'static, Result<(), String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .delete_dashboard(&name)
-                .await
-                .map_err(public("deleting a dashboard"))
+        self.serve_page("deleting a dashboard", |store| async move {
+            store.delete_dashboard(&name).await
         })
     }
 }

@@ -2,8 +2,8 @@
 
 use app::{
     metrics::{
-        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, check_point,
-        source_room,
+        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, SeriesInfo, Stored,
+        StoredEvent, check_point, source_room,
     },
     protocol::RoomName,
 };
@@ -18,14 +18,13 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::error::Category;
 
 use crate::{
     AppState,
     error::{Error, Result},
     prometheus,
-    samples::SeriesInfo,
     store::Pending,
 };
 
@@ -40,22 +39,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/metrics/sources/{source}/series", get(list_series))
         .route("/api/metrics/range", get(range))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
-}
-
-/// What an accepted batch became: one event per source room.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Stored {
-    pub samples: usize,
-    /// Prometheus NaN/±Inf samples left out.
-    #[serde(default)]
-    pub skipped: usize,
-    pub events: Vec<StoredEvent>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub room: String,
-    pub seq: i64,
 }
 
 /// Stores a batch of samples, all or nothing, and pushes each source's share to its room.
@@ -150,7 +133,7 @@ async fn store(
         events: events
             .into_iter()
             .map(|e| StoredEvent {
-                room: e.room.as_str().to_owned(),
+                room: e.room,
                 seq: e.seq,
             })
             .collect(),

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use app::metrics::{Bucket, Labels, Point};
+use app::metrics::{Bucket, Labels, Point, SeriesInfo};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
@@ -155,14 +155,6 @@ async fn create_series(
         .into_iter()
         .map(|(id, source, name, labels)| ((source, name, labels.0), id))
         .collect())
-}
-
-/// A series as listed for a source.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SeriesInfo {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
-    pub labels: Labels,
 }
 
 impl Store {

@@ -205,18 +205,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Runs `query` for a page: the page gets only the public message of a failure, the log
+    /// gets all of it.
+    pub(crate) fn serve_page<T, F>(
+        &self,
+        what: &'static str,
+        query: impl FnOnce(Store) -> F,
+    ) -> BoxFuture<'static, Result<T, String>>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let query = query(self.clone());
+        Box::pin(async move { query.await.map_err(for_page(what)) })
+    }
+}
+
 impl History for Store {
     fn snapshot(
         &self,
         room: RoomName,
         limit: i64,
     ) -> BoxFuture<'static, Result<RoomSnapshot, String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .snapshot(&room, limit)
-                .await
-                .map_err(for_page("loading a room snapshot"))
+        self.serve_page("loading a room snapshot", |store| async move {
+            store.snapshot(&room, limit).await
         })
     }
 
@@ -228,25 +240,19 @@ impl History for Store {
         to: DateTime<Utc>,
         buckets: u32,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>> {
-        let store = self.clone();
         let width = (to - from).as_seconds_f64() / f64::from(buckets.max(1));
-        Box::pin(async move {
+        self.serve_page("reading a metric range", |store| async move {
             store
                 .range(&source, &series, &Labels::new(), from, to, width)
                 .await
-                .map_err(for_page("reading a metric range"))
         })
     }
 
     fn sources(&self) -> BoxFuture<'static, Result<Sources, String>> {
-        let store = self.clone();
-        Box::pin(async move {
+        self.serve_page("listing sources", |store| async move {
             let mut sources = Vec::new();
-            for source in store.sources().await.map_err(for_page("listing sources"))? {
-                let series = store
-                    .series(&source)
-                    .await
-                    .map_err(for_page("listing series"))?;
+            for source in store.sources().await? {
+                let series = store.series(&source).await?;
                 let plain = series.into_iter().filter(|s| s.labels.is_empty());
                 sources.push((source, plain.map(|s| s.name).collect()));
             }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use app::protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame};
+use app::{
+    metrics,
+    protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame},
+};
 use axum::{
     extract::{
         State, WebSocketUpgrade,
@@ -390,18 +393,25 @@ fn publish_refused(
     }
 }
 
-/// Drops each metric that a later metric of the same series in `events` supersedes.
+/// Drops each metric event that a later one in `events` supersedes: one carrying samples of the
+/// same series (a source's every-second batch is superseded by the next).
 fn conflate_metrics(events: Vec<Event>) -> Vec<Event> {
     let series = |event: &Event| {
-        (event.kind == EventKind::Metric)
-            .then(|| event.data.get("series").cloned())
-            .flatten()
+        (event.kind == EventKind::Metric).then(|| {
+            let mut names: Vec<String> = metrics::event_points(&event.data, event.ts)
+                .into_iter()
+                .map(|p| p.series)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        })
     };
     let mut seen = std::collections::HashSet::new();
     let mut kept: Vec<Event> = events
         .into_iter()
         .rev()
-        .filter(|event| series(event).is_none_or(|s| seen.insert(s.to_string())))
+        .filter(|event| series(event).is_none_or(|s| seen.insert(s)))
         .collect();
     kept.reverse();
     kept
@@ -424,14 +434,24 @@ mod tests {
 
     #[test]
     fn conflation_keeps_the_newest_sample_per_series_and_every_other_event() {
+        let batch = |series: &[&str]| {
+            let samples: Vec<Value> = series
+                .iter()
+                .map(|s| json!({"series": s, "value": 1, "ts": chrono::Utc::now()}))
+                .collect();
+            json!({ "samples": samples })
+        };
         let events = vec![
             event(1, EventKind::Metric, json!({"series": "cpu", "value": 1})),
             event(2, EventKind::Alert, json!({"text": "hot"})),
             event(3, EventKind::Metric, json!({"series": "mem", "value": 5})),
             event(4, EventKind::Metric, json!({"series": "cpu", "value": 2})),
             event(5, EventKind::Notice, json!({"text": "note"})),
+            event(6, EventKind::Metric, batch(&["load", "disk"])),
+            event(7, EventKind::Metric, batch(&["net"])),
+            event(8, EventKind::Metric, batch(&["disk", "load"])),
         ];
         let seqs: Vec<i64> = conflate_metrics(events).iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, vec![2, 3, 4, 5]);
+        assert_eq!(seqs, vec![2, 3, 4, 5, 7, 8]);
     }
 }

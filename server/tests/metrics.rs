@@ -3,12 +3,12 @@
 mod support;
 
 use app::{
-    metrics::{Bucket, MAX_BATCH_BYTES, event_points, source_room},
+    metrics::{Bucket, MAX_BATCH_BYTES, Stored, event_points, source_room},
     protocol::{ClientFrame, EventKind, ServerFrame},
 };
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
-use server::{Running, metrics::Stored};
+use server::Running;
 use support::{Client, start, start_with, unique_room};
 
 fn unique_source(label: &str) -> String {
@@ -95,7 +95,7 @@ async fn posted_samples_are_stored_queryable_and_pushed_to_the_source_room() {
     let stored: Stored = response.json().await.unwrap();
     assert_eq!(stored.samples, 3);
     assert_eq!(stored.events.len(), 1, "one event per source room");
-    assert_eq!(stored.events[0].room, room.as_str());
+    assert_eq!(stored.events[0].room, room);
 
     let ServerFrame::Event(event) = watcher.next().await else {
         panic!("expected the batch pushed live");
@@ -351,5 +351,73 @@ async fn the_host_collector_pushes_sane_figures_every_second() {
         "this test's own socket counts"
     );
     assert!(value("watchroom.rooms") >= 1.0);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn range_queries_with_bad_parameters_get_a_json_error() {
+    let running = start().await;
+    let url = format!("http://{}/api/metrics/range", running.addr);
+    let now = Utc::now().to_rfc3339();
+    let earlier = (Utc::now() - Duration::hours(1)).to_rfc3339();
+    for (query, reason) in [
+        (vec![("source", "a"), ("series", "s")], "from"),
+        (
+            vec![("source", "a"), ("series", "s"), ("from", "yesterday")],
+            "from",
+        ),
+        (
+            vec![
+                ("source", "a"),
+                ("series", "s"),
+                ("from", &now),
+                ("to", &earlier),
+            ],
+            "before",
+        ),
+        (
+            vec![
+                ("source", "a"),
+                ("series", "s"),
+                ("from", &earlier),
+                ("labels", "[1]"),
+            ],
+            "labels",
+        ),
+        (
+            vec![
+                ("source", "a"),
+                ("series", "s"),
+                ("from", &earlier),
+                ("buckets", "-1"),
+            ],
+            "buckets",
+        ),
+    ] {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_frame", "{query:?}");
+        assert!(
+            body["message"].as_str().unwrap().contains(reason),
+            "{query:?}: {body}"
+        );
+    }
+    // A series nobody sent is simply empty.
+    let unknown = range(
+        &running,
+        "nobody",
+        "nothing",
+        Utc::now() - Duration::hours(1),
+        Utc::now(),
+        10,
+    )
+    .await;
+    assert!(unknown.is_empty());
     running.stop().await.unwrap();
 }

@@ -26,6 +26,15 @@ pub const RANGES: [(&str, i64); 5] = [
 ];
 const DEFAULT_RANGE: &str = "15m";
 
+/// A request its sender can fix: answered 400, not as a failure of the server.
+#[cfg(feature = "ssr")]
+fn refused(message: impl std::fmt::Display) -> ServerFnError {
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(http::StatusCode::BAD_REQUEST);
+    }
+    ServerFnError::new(message)
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoardData {
     pub dashboard: Dashboard,
@@ -49,7 +58,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
         .iter()
         .find(|(name, _)| *name == range)
         .map(|(_, secs)| *secs)
-        .ok_or_else(|| ServerFnError::new(format!("unknown range {range:?}")))?;
+        .ok_or_else(|| refused(format!("unknown range {range:?}")))?;
     let history = expect_context::<SharedHistory>().0;
     let store = expect_context::<SharedDashboards>().0;
     let Some(dashboard) = store.get(name).await.map_err(ServerFnError::new)? else {
@@ -95,7 +104,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
 pub async fn create_dashboard(name: String) -> Result<(), ServerFnError> {
     use crate::dashboards::{SharedDashboards, check_name};
 
-    check_name(&name).map_err(ServerFnError::new)?;
+    check_name(&name).map_err(refused)?;
     let store = expect_context::<SharedDashboards>().0;
     if store
         .get(name.clone())
@@ -140,7 +149,7 @@ pub async fn add_panel(dashboard: String, panel: PanelForm) -> Result<(), Server
     let number = |field: &str, text: &str| {
         text.trim()
             .parse::<f64>()
-            .map_err(|_| ServerFnError::new(format!("{field} must be a number")))
+            .map_err(|_| refused(format!("{field} must be a number")))
     };
     let thresholds = match (panel.warn.trim(), panel.critical.trim()) {
         ("", "") => None,
@@ -151,8 +160,7 @@ pub async fn add_panel(dashboard: String, panel: PanelForm) -> Result<(), Server
     };
     let panel = Panel {
         title: panel.title.trim().to_owned(),
-        kind: PanelKind::parse(&panel.kind)
-            .ok_or_else(|| ServerFnError::new("unknown panel type"))?,
+        kind: PanelKind::parse(&panel.kind).ok_or_else(|| refused("unknown panel type"))?,
         source: panel.source.trim().to_owned(),
         series: panel
             .series
@@ -161,18 +169,18 @@ pub async fn add_panel(dashboard: String, panel: PanelForm) -> Result<(), Server
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
-        unit: Unit::parse(&panel.unit).ok_or_else(|| ServerFnError::new("unknown unit"))?,
+        unit: Unit::parse(&panel.unit).ok_or_else(|| refused("unknown unit"))?,
         thresholds,
     };
-    panel.check().map_err(ServerFnError::new)?;
+    panel.check().map_err(refused)?;
     let store = expect_context::<SharedDashboards>().0;
     let mut board = store
         .get(dashboard.clone())
         .await
         .map_err(ServerFnError::new)?
-        .ok_or_else(|| ServerFnError::new("no such dashboard"))?;
+        .ok_or_else(|| refused("no such dashboard"))?;
     if board.panels.len() >= MAX_PANELS {
-        return Err(ServerFnError::new(format!(
+        return Err(refused(format!(
             "a dashboard holds at most {MAX_PANELS} panels"
         )));
     }
@@ -189,7 +197,7 @@ pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), ServerF
         .get(dashboard.clone())
         .await
         .map_err(ServerFnError::new)?
-        .ok_or_else(|| ServerFnError::new("no such dashboard"))?;
+        .ok_or_else(|| refused("no such dashboard"))?;
     if index < board.panels.len() {
         board.panels.remove(index);
         store.save(board).await.map_err(ServerFnError::new)?;
@@ -315,7 +323,8 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
                 })
                 .collect_view()}
         </div>
-        <details class="edit">
+        // Kept open while the last panel added was refused, so its reason stays in sight.
+        <details class="edit" open=move || edits.add.value().with(|last| matches!(last, Some(Err(_))))>
             <summary>"Edit dashboard"</summary>
             <AddPanelForm dashboard=name.clone() add=edits.add/>
             <ActionForm action=delete attr:class="danger">

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
-    metrics::Bucket,
 };
 
 /// Chart drawing area, in SVG user units; the element scales it to the panel's width.
@@ -23,7 +22,8 @@ pub struct SeriesData {
 
 impl SeriesData {
     /// A series drawn from a range query: each bucket's average at its start.
-    pub fn from_buckets(name: String, buckets: &[Bucket]) -> Self {
+    #[cfg(feature = "ssr")]
+    pub fn from_buckets(name: String, buckets: &[crate::metrics::Bucket]) -> Self {
         let points = buckets
             .iter()
             .map(|b| (b.t.timestamp_millis(), b.avg))
