@@ -76,6 +76,7 @@ pub struct Panel {
     pub title: String,
     pub kind: PanelKind,
     pub source: String,
+    /// Each written as `metrics::Series` writes it: `name` or `name{key="value",...}`.
     pub series: Vec<String>,
     #[serde(default)]
     pub unit: Unit,
@@ -113,6 +114,9 @@ impl Panel {
         crate::metrics::source_room(&self.source)?;
         if self.series.is_empty() || self.series.len() > 8 {
             return Err("a panel shows 1–8 series".into());
+        }
+        for series in &self.series {
+            series.parse::<crate::metrics::Series>()?;
         }
         if self.kind != PanelKind::Line && self.series.len() > 1 {
             return Err(format!("a {} panel shows one series", self.kind.as_str()));
@@ -153,6 +157,16 @@ impl Dashboard {
                     None,
                 ),
                 panel("Load", PanelKind::Stat, &["load.1"], Unit::None, None),
+                panel(
+                    "Root filesystem",
+                    PanelKind::Gauge,
+                    &[r#"fs.used_pct{mount="/"}"#],
+                    Unit::Percent,
+                    Some(Thresholds {
+                        warn: 80.0,
+                        critical: 95.0,
+                    }),
+                ),
                 panel(
                     "CPU use",
                     PanelKind::Line,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::{
-    metrics::Bucket,
+    metrics::{Bucket, Series},
     protocol::{RoomName, RoomSnapshot},
 };
 
@@ -18,22 +18,22 @@ pub trait History: Send + Sync + 'static {
         limit: i64,
     ) -> BoxFuture<'static, Result<RoomSnapshot, String>>;
 
-    /// One label-less series of `source` over `[from, to)` in `buckets` buckets.
+    /// One series of `source` over `[from, to)` in `buckets` buckets.
     fn range(
         &self,
         source: String,
-        series: String,
+        series: Series,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         buckets: u32,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>>;
 
-    /// Every source with its label-less series, by name.
+    /// Every source with its series.
     fn sources(&self) -> BoxFuture<'static, Result<Sources, String>>;
 }
 
-/// Source names, each with the names of its label-less series.
-pub type Sources = Vec<(String, Vec<String>)>;
+/// Source names, each with its series.
+pub type Sources = Vec<(String, Vec<Series>)>;
 
 #[derive(Clone)]
 pub struct SharedHistory(pub Arc<dyn History>);

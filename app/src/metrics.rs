@@ -75,6 +75,10 @@ pub fn room_source(room: &RoomName) -> Option<&str> {
     room.as_str().strip_prefix(ROOM_PREFIX)
 }
 
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
 /// Series and label names: a letter or `_`, then letters, digits, `_`, `.`, `:` or `-`.
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -82,7 +86,7 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
         && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+            .all(name_char);
     if ok {
         Ok(())
     } else {
@@ -211,12 +215,138 @@ pub struct StoredEvent {
     pub seq: i64,
 }
 
-/// A series as listed for a source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SeriesInfo {
+/// A series of a source: its name and labels. Written as Prometheus writes it, `name` or
+/// `name{key="value",...}`, wherever a person names one (panels, the overview).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Series {
     pub name: String,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+}
+
+impl Series {
+    pub fn is(&self, point: &Point) -> bool {
+        self.name == point.series && self.labels == point.labels
+    }
+}
+
+impl std::fmt::Display for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if self.labels.is_empty() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, (key, value)) in self.labels.iter().enumerate() {
+            let value = value
+                .replace('\\', r"\\")
+                .replace('"', r#"\""#)
+                .replace('\n', r"\n");
+            let comma = if i > 0 { "," } else { "" };
+            write!(f, r#"{comma}{key}="{value}""#)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl std::str::FromStr for Series {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (series, rest) = Series::read(text)?;
+        match rest.trim() {
+            "" => Ok(series),
+            extra => Err(format!("unexpected {extra:?} after series {series}")),
+        }
+    }
+}
+
+impl Series {
+    /// Reads a comma-separated list of series, as a person types it.
+    pub fn parse_list(mut text: &str) -> Result<Vec<Series>, String> {
+        let mut list = Vec::new();
+        while !text.trim().is_empty() {
+            let (series, rest) = Series::read(text)?;
+            list.push(series);
+            let rest = rest.trim_start();
+            text = match rest.strip_prefix(',') {
+                Some(next) => next,
+                None if rest.is_empty() => rest,
+                None => return Err(format!("expected ',' after series {}", list[list.len() - 1])),
+            };
+        }
+        Ok(list)
+    }
+
+    /// Reads one series from the start of `text` and returns what follows it.
+    fn read(text: &str) -> Result<(Series, &str), String> {
+        let text = text.trim_start();
+        let end = text
+            .find(|c| !name_char(c))
+            .unwrap_or(text.len());
+        let name = &text[..end];
+        check_name("series", name)?;
+        let mut rest = text[end..].trim_start();
+        let mut labels = Labels::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            rest = parse_labels(inner, &mut labels)?;
+            for key in labels.keys() {
+                check_name("label", key)?;
+            }
+        }
+        let name = name.to_owned();
+        Ok((Series { name, labels }, rest))
+    }
+}
+
+/// Reads a Prometheus label set after its opening brace, `name="value",...}`, into `labels`
+/// and returns what follows the closing brace.
+pub fn parse_labels<'a>(mut rest: &'a str, labels: &mut Labels) -> Result<&'a str, String> {
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok(after);
+        }
+        // Label names as this project allows them, a superset of Prometheus's.
+        let name_end = rest
+            .find(|c| !name_char(c))
+            .ok_or("unterminated label set")?;
+        let name = &rest[..name_end];
+        if name.is_empty() {
+            return Err("expected a label name".into());
+        }
+        rest = rest[name_end..]
+            .trim_start()
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected '=' after label {name}"))?
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or_else(|| format!("label {name}'s value must be quoted"))?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err(format!("label {name}'s value is not closed")),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    _ => return Err(format!("bad escape in label {name}'s value")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_owned(), value).is_some() {
+            return Err(format!("label {name} appears twice"));
+        }
+        rest = rest[end + 1..].trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return Err("expected ',' or '}' after a label".into());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -321,5 +451,39 @@ mod tests {
         assert_eq!(single.len(), 1);
         assert_eq!((single[0].value, single[0].ts), (2.0, now));
         assert!(event_points(&json!({"text": "not a metric"}), now).is_empty());
+    }
+
+    #[test]
+    fn a_series_reads_back_what_it_writes() {
+        let plain: Series = "cpu.total".parse().unwrap();
+        assert_eq!((plain.name.as_str(), plain.labels.len()), ("cpu.total", 0));
+        assert_eq!(plain.to_string(), "cpu.total");
+        let odd = Series {
+            name: "fs.used_pct".into(),
+            labels: Labels::from([
+                ("mount".into(), "/mnt/a \"b\", c}".into()),
+                ("dev.id".into(), "x\\y\nz".into()),
+            ]),
+        };
+        let text = odd.to_string();
+        assert_eq!(text.parse::<Series>(), Ok(odd.clone()));
+        assert_eq!(Series::parse_list(&format!("{text}, cpu.total ,")), Ok(vec![odd, plain]));
+        assert_eq!(Series::parse_list(" "), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_badly_written_series_says_why() {
+        for (text, reason) in [
+            ("9cpu", "series"),
+            ("cpu{mount=/}", "quoted"),
+            ("cpu{mount=\"/\"", "',' or '}'"),
+            ("cpu{mount=\"/\"} extra", "unexpected"),
+            ("cpu mem", "unexpected"),
+        ] {
+            let error = text.parse::<Series>().unwrap_err();
+            assert!(error.contains(reason), "{text:?}: {error}");
+        }
+        let error = Series::parse_list("cpu mem").unwrap_err();
+        assert!(error.contains("expected ','"), "{error}");
     }
 }

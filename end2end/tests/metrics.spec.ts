@@ -12,6 +12,15 @@ test.afterAll(async () => {
   await server?.stop();
 });
 
+async function postSamples(samples: object[]) {
+  const response = await fetch(`${server.url}/api/metrics`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(samples),
+  });
+  expect(response.status).toBe(200);
+}
+
 /** The built-in collector's source, once it has stored a CPU reading. */
 async function hostSource(): Promise<string> {
   let source: string | undefined;
@@ -44,7 +53,8 @@ test("the Host dashboard arrives with its charts drawn and pushes extend them", 
   const before = await points();
   // The collector pushes every second; two more points prove the chart follows them.
   await expect.poll(points).toBeGreaterThanOrEqual(before + 2);
-  await expect(page.getByTestId("gauge-value")).toHaveText(/^\d+\.\d%$/);
+  const gauge = page.getByTestId("panel").filter({ has: page.getByRole("heading", { name: "CPU", exact: true }) });
+  await expect(gauge.getByTestId("gauge-value")).toHaveText(/^\d+\.\d%$/);
 
   // The time range selector reloads history at the new span.
   await page.getByRole("link", { name: "1h" }).click();
@@ -55,7 +65,7 @@ test("the Host dashboard arrives with its charts drawn and pushes extend them", 
   expect(errors).toEqual([]);
 });
 
-test("a dashboard made in the page persists, and its panel follows samples POSTed for a new source", async ({ page }) => {
+test("a dashboard made in the page persists, its panel follows samples POSTed for a new source and can be changed in place", async ({ page }) => {
   // The refused panel below is answered 400, which the browser logs.
   const errors = watchForErrors(page, /the server responded with a status of 400/);
   const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
@@ -92,16 +102,40 @@ test("a dashboard made in the page persists, and its panel follows samples POSTe
   await expect(page.getByTestId("connection")).toHaveText("live");
   await expect(panel.getByTestId("stat-value")).toHaveText("–");
 
-  for (const value of [7, 42]) {
-    const response = await fetch(`${server.url}/api/metrics`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify([{ source, series: "depth", value }]),
-    });
-    expect(response.status).toBe(200);
-  }
+  for (const value of [7, 42]) await postSamples([{ source, series: "depth", value }]);
   await expect(panel.getByTestId("stat-value")).toHaveText("42");
   await expect(panel.locator(".trend")).toHaveClass(/up/);
+
+  // Changed in place: a refused change says why beside that panel's form, keeps what was typed
+  // and changes nothing.
+  await panel.getByText("Edit", { exact: true }).click();
+  const form = panel.locator("form");
+  await form.getByLabel("Type").selectOption("gauge");
+  await form.getByLabel("Series (comma-separated)").fill("depth, lag");
+  await form.getByRole("button", { name: "Save panel" }).click();
+  await expect(panel.getByRole("alert")).toContainText("a gauge panel shows one series");
+  await expect(form.getByLabel("Series (comma-separated)")).toHaveValue("depth, lag");
+  await expect(panel.getByTestId("stat-value")).toHaveText("42");
+
+  // Now bound to a labelled series, written as Prometheus writes it.
+  await form.getByLabel("Title").fill("High queue");
+  await form.getByLabel("Series (comma-separated)").fill('depth{queue="high"}');
+  await form.getByLabel("Warn at").fill("10");
+  await form.getByLabel("Critical at").fill("40");
+  await form.getByRole("button", { name: "Save panel" }).click();
+  const gauge = page.getByTestId("panel").filter({ hasText: "High queue" });
+  await expect(gauge.getByTestId("gauge-value")).toHaveText("–");
+  await expect(page.getByTestId("panel")).toHaveCount(1);
+  // One event, labelled sample first: had the label been ignored, the gauge would end on 5.
+  await postSamples([
+    { source, series: "depth", labels: { queue: "high" }, value: 90 },
+    { source, series: "depth", value: 5 },
+  ]);
+  await expect(gauge.getByTestId("gauge-value")).toHaveText("90");
+  await expect(gauge.locator(".gauge-fill")).toHaveClass(/critical/);
+  await page.reload();
+  await expect(gauge.getByTestId("gauge-value")).toHaveText("90");
+  await expect(gauge.locator(".gauge-fill")).toHaveClass(/critical/);
 
   expect(errors).toEqual([]);
 });

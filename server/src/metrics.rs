@@ -2,7 +2,7 @@
 
 use app::{
     metrics::{
-        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, SeriesInfo, Stored,
+        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, Series, Stored,
         StoredEvent, check_point, source_room,
     },
     protocol::RoomName,
@@ -154,7 +154,7 @@ async fn list_sources(State(state): State<AppState>) -> Result<Json<Vec<String>>
 async fn list_series(
     State(state): State<AppState>,
     Path(source): Path<String>,
-) -> Result<Json<Vec<SeriesInfo>>> {
+) -> Result<Json<Vec<Series>>> {
     Ok(Json(state.store.series(&source).await?))
 }
 

@@ -2,7 +2,7 @@
 //! exporters' output can be forwarded as samples. Comments (`# HELP`, `# TYPE`) carry nothing a
 //! sample needs and are skipped.
 
-use app::metrics::{Labels, Point};
+use app::metrics::{Labels, Point, parse_labels};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// The samples of a payload, in order; NaN and ±Inf values (which exporters emit, e.g. for empty
@@ -79,54 +79,6 @@ fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Point, String> {
         ts,
         labels,
     })
-}
-
-/// Reads `name="value",...}` into `labels` and returns what follows the closing brace.
-fn parse_labels<'a>(mut rest: &'a str, labels: &mut Labels) -> Result<&'a str, String> {
-    loop {
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix('}') {
-            return Ok(after);
-        }
-        let name_end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .ok_or("unterminated label set")?;
-        let name = &rest[..name_end];
-        if name.is_empty() {
-            return Err("expected a label name".into());
-        }
-        rest = rest[name_end..]
-            .trim_start()
-            .strip_prefix('=')
-            .ok_or_else(|| format!("expected '=' after label {name}"))?
-            .trim_start()
-            .strip_prefix('"')
-            .ok_or_else(|| format!("label {name}'s value must be quoted"))?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err(format!("label {name}'s value is not closed")),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    Some((_, 'n')) => value.push('\n'),
-                    _ => return Err(format!("bad escape in label {name}'s value")),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(name.to_owned(), value).is_some() {
-            return Err(format!("label {name} appears twice"));
-        }
-        rest = rest[end + 1..].trim_start();
-        if let Some(after) = rest.strip_prefix(',') {
-            rest = after;
-        } else if !rest.starts_with('}') {
-            return Err("expected ',' or '}' after a label".into());
-        }
-    }
 }
 
 fn parse_value(value: &str) -> Result<f64, String> {

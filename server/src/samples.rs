@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use app::metrics::{Bucket, Labels, Point, SeriesInfo};
+use app::metrics::{Bucket, Labels, Point, Series};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
@@ -168,7 +168,7 @@ impl Store {
     }
 
     /// The series of `source`, by name.
-    pub async fn series(&self, source: &str) -> Result<Vec<SeriesInfo>> {
+    pub async fn series(&self, source: &str) -> Result<Vec<Series>> {
         let rows: Vec<(String, Json<Labels>)> = sqlx::query_as(
             "SELECT name, labels FROM series WHERE source = $1 ORDER BY name, labels",
         )
@@ -177,7 +177,7 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, labels)| SeriesInfo {
+            .map(|(name, labels)| Series {
                 name,
                 labels: labels.0,
             })

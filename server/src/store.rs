@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Duration};
 
 use app::history::{History, Sources};
 use app::{
-    metrics::{self, Bucket, Labels, Point, room_source},
+    metrics::{self, Bucket, Point, Series, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
@@ -235,7 +235,7 @@ impl History for Store {
     fn range(
         &self,
         source: String,
-        series: String,
+        series: Series,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         buckets: u32,
@@ -243,7 +243,7 @@ impl History for Store {
         let width = (to - from).as_seconds_f64() / f64::from(buckets.max(1));
         self.serve_page("reading a metric range", |store| async move {
             store
-                .range(&source, &series, &Labels::new(), from, to, width)
+                .range(&source, &series.name, &series.labels, from, to, width)
                 .await
         })
     }
@@ -253,8 +253,7 @@ impl History for Store {
             let mut sources = Vec::new();
             for source in store.sources().await? {
                 let series = store.series(&source).await?;
-                let plain = series.into_iter().filter(|s| s.labels.is_empty());
-                sources.push((source, plain.map(|s| s.name).collect()));
+                sources.push((source, series));
             }
             Ok(sources)
         })

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
+    metrics::Series,
     protocol::RoomName,
 };
 
@@ -67,11 +68,15 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::seconds(secs);
     let panels = try_join_all(dashboard.panels.iter().map(|panel| {
-        try_join_all(panel.series.iter().map(|name| {
-            let buckets = history.range(panel.source.clone(), name.clone(), from, to, BUCKETS);
+        try_join_all(panel.series.iter().map(|text| {
+            let history = history.clone();
             async move {
-                let buckets = buckets.await.map_err(ServerFnError::new)?;
-                Ok::<_, ServerFnError>(SeriesData::from_buckets(name.clone(), &buckets))
+                let series = text.parse().map_err(ServerFnError::new)?;
+                let buckets = history
+                    .range(panel.source.clone(), series, from, to, BUCKETS)
+                    .await
+                    .map_err(ServerFnError::new)?;
+                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), &buckets))
             }
         }))
     }))
@@ -130,8 +135,9 @@ pub async fn delete_dashboard(name: String) -> Result<(), ServerFnError> {
     Ok(())
 }
 
-/// The add-panel form's fields, as typed: `series` is comma-separated, empty thresholds mean none.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A panel form's fields, as typed: `series` is a comma-separated list (`metrics::Series`),
+/// empty thresholds mean none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PanelForm {
     pub title: String,
     pub kind: String,
@@ -142,49 +148,83 @@ pub struct PanelForm {
     pub critical: String,
 }
 
-#[server]
-pub async fn add_panel(dashboard: String, panel: PanelForm) -> Result<(), ServerFnError> {
-    use crate::dashboards::{MAX_PANELS, SharedDashboards, Thresholds};
+#[cfg(any(feature = "ssr", test))]
+impl PanelForm {
+    /// The panel these fields describe, or what is wrong with them.
+    pub fn panel(&self) -> Result<Panel, String> {
+        let number = |field: &str, text: &str| {
+            text.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{field} must be a number"))
+        };
+        let thresholds = match (self.warn.trim(), self.critical.trim()) {
+            ("", "") => None,
+            (w, c) => Some(crate::dashboards::Thresholds {
+                warn: number("warn", w)?,
+                critical: number("critical", c)?,
+            }),
+        };
+        let panel = Panel {
+            title: self.title.trim().to_owned(),
+            kind: PanelKind::parse(&self.kind).ok_or("unknown panel type")?,
+            source: self.source.trim().to_owned(),
+            series: Series::parse_list(&self.series)?
+                .iter()
+                .map(Series::to_string)
+                .collect(),
+            unit: Unit::parse(&self.unit).ok_or("unknown unit")?,
+            thresholds,
+        };
+        panel.check()?;
+        Ok(panel)
+    }
+}
 
-    let number = |field: &str, text: &str| {
-        text.trim()
-            .parse::<f64>()
-            .map_err(|_| refused(format!("{field} must be a number")))
-    };
-    let thresholds = match (panel.warn.trim(), panel.critical.trim()) {
-        ("", "") => None,
-        (w, c) => Some(Thresholds {
-            warn: number("warn", w)?,
-            critical: number("critical", c)?,
-        }),
-    };
-    let panel = Panel {
-        title: panel.title.trim().to_owned(),
-        kind: PanelKind::parse(&panel.kind).ok_or_else(|| refused("unknown panel type"))?,
-        source: panel.source.trim().to_owned(),
-        series: panel
-            .series
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        unit: Unit::parse(&panel.unit).ok_or_else(|| refused("unknown unit"))?,
-        thresholds,
-    };
-    panel.check().map_err(refused)?;
+impl From<&Panel> for PanelForm {
+    fn from(panel: &Panel) -> Self {
+        let (warn, critical) = panel.thresholds.map_or_else(Default::default, |t| {
+            (t.warn.to_string(), t.critical.to_string())
+        });
+        Self {
+            title: panel.title.clone(),
+            kind: panel.kind.as_str().to_owned(),
+            source: panel.source.clone(),
+            series: panel.series.join(", "),
+            unit: panel.unit.as_str().to_owned(),
+            warn,
+            critical,
+        }
+    }
+}
+
+/// Replaces the panel at `index`, or adds one at the end when there is no index.
+#[server]
+pub async fn save_panel(
+    dashboard: String,
+    index: Option<usize>,
+    panel: PanelForm,
+) -> Result<(), ServerFnError> {
+    use crate::dashboards::{MAX_PANELS, SharedDashboards};
+
+    let panel = panel.panel().map_err(refused)?;
     let store = expect_context::<SharedDashboards>().0;
     let mut board = store
         .get(dashboard.clone())
         .await
         .map_err(ServerFnError::new)?
         .ok_or_else(|| refused("no such dashboard"))?;
-    if board.panels.len() >= MAX_PANELS {
-        return Err(refused(format!(
-            "a dashboard holds at most {MAX_PANELS} panels"
-        )));
+    match index {
+        Some(i) => *board
+            .panels
+            .get_mut(i)
+            .ok_or_else(|| refused("no such panel"))? = panel,
+        None if board.panels.len() >= MAX_PANELS => {
+            return Err(refused(format!(
+                "a dashboard holds at most {MAX_PANELS} panels"
+            )));
+        }
+        None => board.panels.push(panel),
     }
-    board.panels.push(panel);
     store.save(board).await.map_err(ServerFnError::new)?;
     leptos_axum::redirect(&format!("/d/{dashboard}"));
     Ok(())
@@ -208,11 +248,53 @@ pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), ServerF
 
 type PanelSignal = RwSignal<Vec<SeriesData>>;
 
-/// The edits a dashboard page makes; the page reloads its data after each.
+/// The edits a dashboard page makes. The page reloads its data after each one that is taken; a
+/// refused one leaves the form as typed, with the reason beside it.
 #[derive(Clone, Copy)]
 struct Edits {
-    add: ServerAction<AddPanel>,
+    save: ServerAction<SavePanel>,
     remove: ServerAction<DeletePanel>,
+    /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
+    saving: RwSignal<Option<Option<usize>>>,
+    /// How many edits have been taken.
+    taken: RwSignal<u32>,
+}
+
+impl Edits {
+    fn new() -> Self {
+        let edits = Self {
+            save: ServerAction::new(),
+            remove: ServerAction::new(),
+            saving: RwSignal::new(None),
+            taken: RwSignal::new(0),
+        };
+        Effect::new(move || {
+            if let Some(input) = edits.save.input().get() {
+                edits.saving.set(Some(input.index));
+            }
+        });
+        Effect::new(move || {
+            let saved = edits.save.version().get() > 0
+                && edits.save.value().with_untracked(|v| matches!(v, Some(Ok(()))));
+            if saved {
+                edits.taken.update(|n| *n += 1);
+            }
+        });
+        Effect::new(move || {
+            if edits.remove.version().get() > 0 {
+                edits.taken.update(|n| *n += 1);
+            }
+        });
+        edits
+    }
+
+    /// Why the latest save from the form for `index` was refused, if it was.
+    fn refusal(self, index: Option<usize>) -> Option<String> {
+        if self.saving.get() != Some(index) {
+            return None;
+        }
+        self.save.value().get()?.err().map(|e| e.to_string())
+    }
 }
 
 #[component]
@@ -226,20 +308,10 @@ pub fn Board() -> impl IntoView {
             .get("range")
             .unwrap_or_else(|| DEFAULT_RANGE.to_owned())
     };
-    let edits = Edits {
-        add: ServerAction::new(),
-        remove: ServerAction::new(),
-    };
+    let edits = Edits::new();
     let data = Resource::new(
-        move || {
-            (
-                name(),
-                range(),
-                edits.add.version().get(),
-                edits.remove.version().get(),
-            )
-        },
-        |(name, range, ..)| load_board(name, range),
+        move || (name(), range(), edits.taken.get()),
+        |(name, range, _)| load_board(name, range),
     );
     loaded(data, move |data| match data {
         Some(data) => view! { <BoardBody data range=range() edits/> }.into_any(),
@@ -277,21 +349,20 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
         let Some(source) = crate::metrics::room_source(&room).map(str::to_owned) else {
             continue;
         };
-        // Per series name: each panel showing it, and where among the panel's series.
-        let targets: HashMap<String, Vec<(PanelSignal, usize)>> = panels
-            .iter()
-            .filter(|(p, _)| p.source == source)
-            .fold(HashMap::new(), |mut map, (panel, signal)| {
-                for (i, series) in panel.series.iter().enumerate() {
-                    map.entry(series.clone()).or_default().push((*signal, i));
+        // Per series name: each panel showing a series of that name, and where among the
+        // panel's series it is.
+        let mut targets: HashMap<String, Vec<(Series, PanelSignal, usize)>> = HashMap::new();
+        for (panel, signal) in panels.iter().filter(|(p, _)| p.source == source) {
+            for (i, text) in panel.series.iter().enumerate() {
+                if let Ok(series) = text.parse::<Series>() {
+                    let name = series.name.clone();
+                    targets.entry(name).or_default().push((series, *signal, i));
                 }
-                map
-            });
-        follow(room, head, move |point| {
-            if !point.labels.is_empty() {
-                return;
             }
-            for (signal, i) in targets.get(&point.series).into_iter().flatten() {
+        }
+        follow(room, head, move |point| {
+            let shown = targets.get(&point.series).into_iter().flatten();
+            for (_, signal, i) in shown.filter(|(series, ..)| series.is(point)) {
                 signal.update(|series| {
                     series[*i].push(point.ts.timestamp_millis(), point.value, window_ms)
                 });
@@ -319,14 +390,14 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
                 .into_iter()
                 .enumerate()
                 .map(|(index, (panel, series))| {
-                    view! { <PanelView dashboard=name.clone() index panel series window_ms now_ms remove=edits.remove/> }
+                    view! { <PanelView dashboard=name.clone() index panel series window_ms now_ms edits/> }
                 })
                 .collect_view()}
         </div>
         // Kept open while the last panel added was refused, so its reason stays in sight.
-        <details class="edit" open=move || edits.add.value().with(|last| matches!(last, Some(Err(_))))>
+        <details class="edit" open=move || edits.refusal(None).is_some()>
             <summary>"Edit dashboard"</summary>
-            <AddPanelForm dashboard=name.clone() add=edits.add/>
+            <PanelEditor dashboard=name.clone() index=None panel=PanelForm::default() edits/>
             <ActionForm action=delete attr:class="danger">
                 <input type="hidden" name="name" value=name.clone()/>
                 <button type="submit">"Delete this dashboard"</button>
@@ -343,7 +414,7 @@ fn PanelView(
     series: RwSignal<Vec<SeriesData>>,
     window_ms: i64,
     now_ms: i64,
-    remove: ServerAction<DeletePanel>,
+    edits: Edits,
 ) -> impl IntoView {
     let (unit, thresholds) = (panel.unit, panel.thresholds);
     let body = match panel.kind {
@@ -353,53 +424,94 @@ fn PanelView(
         PanelKind::Stat => view! { <Stat series unit thresholds/> }.into_any(),
         PanelKind::Gauge => view! { <Gauge series unit thresholds/> }.into_any(),
     };
+    let form = PanelForm::from(&panel);
+    let (delete_label, edit_label) = (
+        format!("Delete panel {}", panel.title),
+        format!("Edit panel {}", panel.title),
+    );
+    let delete_from = dashboard.clone();
     view! {
         <article class=format!("panel panel-{}", panel.kind.as_str()) data-testid="panel">
             <header class="panel-head">
-                <h2>{panel.title.clone()}</h2>
-                <span class="source">{panel.source.clone()}</span>
-                <ActionForm action=remove attr:class="panel-delete">
-                    <input type="hidden" name="dashboard" value=dashboard/>
+                <h2>{panel.title}</h2>
+                <span class="source">{panel.source}</span>
+                <ActionForm action=edits.remove attr:class="panel-delete">
+                    <input type="hidden" name="dashboard" value=delete_from/>
                     <input type="hidden" name="index" value=index/>
-                    <button type="submit" aria-label=format!("Delete panel {}", panel.title)>"×"</button>
+                    <button type="submit" aria-label=delete_label>"×"</button>
                 </ActionForm>
             </header>
             {body}
+            <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
+                <summary aria-label=edit_label>"Edit"</summary>
+                <PanelEditor dashboard index=Some(index) panel=form edits/>
+            </details>
         </article>
     }
 }
 
+/// The form that adds a panel (no `index`) or changes the one at `index`, filled with `panel`.
 #[component]
-fn AddPanelForm(dashboard: String, add: ServerAction<AddPanel>) -> impl IntoView {
-    let error = move || {
-        add.value()
-            .get()
-            .and_then(Result::err)
-            .map(|e| e.to_string())
+fn PanelEditor(
+    dashboard: String,
+    index: Option<usize>,
+    panel: PanelForm,
+    edits: Edits,
+) -> impl IntoView {
+    let options = |all: &[&'static str], chosen: &str| {
+        all.iter()
+            .map(|v| view! { <option value=*v selected=*v == chosen>{*v}</option> })
+            .collect_view()
     };
+    let kinds = options(&PanelKind::ALL.map(PanelKind::as_str), &panel.kind);
+    let units = options(&Unit::ALL.map(Unit::as_str), &panel.unit);
     view! {
-        <ActionForm action=add attr:class="add-panel">
-            <h2>"Add a panel"</h2>
+        <ActionForm action=edits.save attr:class="panel-form">
+            <h2>{if index.is_some() { "Change this panel" } else { "Add a panel" }}</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
-            <label>"Title" <input name="panel[title]" required maxlength="80"/></label>
+            {index.map(|i| view! { <input type="hidden" name="index" value=i/> })}
+            <label>"Title" <input name="panel[title]" required maxlength="80" value=panel.title/></label>
+            <label>"Type " <select name="panel[kind]">{kinds}</select></label>
+            <label>"Source" <input name="panel[source]" required placeholder="host:web-1" value=panel.source/></label>
             <label>
-                "Type "
-                <select name="panel[kind]">
-                    {PanelKind::ALL.map(|k| view! { <option value=k.as_str()>{k.as_str()}</option> }).collect_view()}
-                </select>
+                "Series (comma-separated)"
+                <input name="panel[series]" required placeholder="cpu.total" value=panel.series/>
             </label>
-            <label>"Source" <input name="panel[source]" required placeholder="host:web-1"/></label>
-            <label>"Series (comma-separated)" <input name="panel[series]" required placeholder="cpu.total"/></label>
-            <label>
-                "Unit "
-                <select name="panel[unit]">
-                    {Unit::ALL.map(|u| view! { <option value=u.as_str()>{u.as_str()}</option> }).collect_view()}
-                </select>
-            </label>
-            <label>"Warn at" <input name="panel[warn]" inputmode="decimal"/></label>
-            <label>"Critical at" <input name="panel[critical]" inputmode="decimal"/></label>
-            <button type="submit">"Add panel"</button>
-            <p class="error" role="alert">{error}</p>
+            <label>"Unit " <select name="panel[unit]">{units}</select></label>
+            <label>"Warn at" <input name="panel[warn]" inputmode="decimal" value=panel.warn/></label>
+            <label>"Critical at" <input name="panel[critical]" inputmode="decimal" value=panel.critical/></label>
+            <button type="submit">{if index.is_some() { "Save panel" } else { "Add panel" }}</button>
+            <p class="error" role="alert">{move || edits.refusal(index)}</p>
         </ActionForm>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panel_form_filled_from_a_panel_gives_that_panel_back() {
+        for panel in Dashboard::host("host:vm").panels {
+            assert_eq!(PanelForm::from(&panel).panel(), Ok(panel));
+        }
+    }
+
+    #[test]
+    fn a_panel_form_names_what_is_wrong() {
+        let form = PanelForm::from(&Dashboard::host("host:vm").panels[0]);
+        let with = |change: fn(&mut PanelForm)| {
+            let mut form = form.clone();
+            change(&mut form);
+            form.panel().unwrap_err()
+        };
+        assert_eq!(with(|f| f.warn = "lots".into()), "warn must be a number");
+        assert_eq!(with(|f| f.critical.clear()), "critical must be a number");
+        assert_eq!(with(|f| f.kind = "pie".into()), "unknown panel type");
+        assert_eq!(with(|f| f.unit = "furlongs".into()), "unknown unit");
+        assert_eq!(with(|f| f.series = " ".into()), "a panel shows 1–8 series");
+        let mut bare = form.clone();
+        (bare.warn, bare.critical) = (String::new(), String::new());
+        assert_eq!(bare.panel().unwrap().thresholds, None);
     }
 }

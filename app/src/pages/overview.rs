@@ -9,7 +9,7 @@ use super::{
     chart::{SeriesData, Sparkline},
     follow, loaded,
 };
-use crate::{format, protocol::RoomName};
+use crate::{format, metrics::Series, protocol::RoomName};
 
 /// The window each sparkline shows.
 const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -19,7 +19,7 @@ pub struct SourceCard {
     pub source: String,
     pub room: RoomName,
     pub head: i64,
-    pub series: Vec<SeriesData>,
+    pub series: Vec<(Series, SeriesData)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,11 +51,12 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
                 .await
                 .map_err(ServerFnError::new)?
                 .head;
-            let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|name| {
-                let buckets = history.range(source.clone(), name.clone(), from, to, 60);
+            let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|series| {
+                let buckets = history.range(source.clone(), series.clone(), from, to, 60);
                 async move {
                     let buckets = buckets.await.map_err(ServerFnError::new)?;
-                    Ok::<_, ServerFnError>(SeriesData::from_buckets(name, &buckets))
+                    let data = SeriesData::from_buckets(series.to_string(), &buckets);
+                    Ok::<_, ServerFnError>((series, data))
                 }
             }))
             .await?;
@@ -121,18 +122,15 @@ fn OverviewBody(data: OverviewData) -> impl IntoView {
 
 #[component]
 fn SourceView(card: SourceCard, now_ms: i64) -> impl IntoView {
-    let rows: Vec<(String, RwSignal<SeriesData>)> = card
+    let rows: Vec<(Series, RwSignal<SeriesData>)> = card
         .series
         .into_iter()
-        .map(|s| (s.name.clone(), RwSignal::new(s)))
+        .map(|(series, data)| (series, RwSignal::new(data)))
         .collect();
     let live = rows.clone();
     follow(card.room.clone(), card.head, move |point| {
-        if !point.labels.is_empty() {
-            return;
-        }
-        if let Some((_, series)) = live.iter().find(|(name, _)| *name == point.series) {
-            series.update(|s| s.push(point.ts.timestamp_millis(), point.value, SPARK_WINDOW_MS));
+        if let Some((_, data)) = live.iter().find(|(series, _)| series.is(point)) {
+            data.update(|s| s.push(point.ts.timestamp_millis(), point.value, SPARK_WINDOW_MS));
         }
     });
     view! {
@@ -142,13 +140,13 @@ fn SourceView(card: SourceCard, now_ms: i64) -> impl IntoView {
                 <tbody>
                     {rows
                         .into_iter()
-                        .map(|(name, series)| {
-                            let unit = format::guess_unit(&name);
-                            let current = move || series.with(|s| s.last().map_or("–".into(), |v| format::value(v, unit)));
+                        .map(|(series, data)| {
+                            let unit = format::guess_unit(&series.name);
+                            let current = move || data.with(|s| s.last().map_or("–".into(), |v| format::value(v, unit)));
                             view! {
                                 <tr>
-                                    <th scope="row">{name}</th>
-                                    <td><Sparkline series window_ms=SPARK_WINDOW_MS now_ms/></td>
+                                    <th scope="row">{series.to_string()}</th>
+                                    <td><Sparkline series=data window_ms=SPARK_WINDOW_MS now_ms/></td>
                                     <td class="current">{current}</td>
                                 </tr>
                             }
