@@ -76,7 +76,8 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
                     .range(panel.source.clone(), series, from, to, BUCKETS)
                     .await
                     .map_err(ServerFnError::new)?;
-                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), &buckets))
+                let step_ms = secs * 1000 / i64::from(BUCKETS);
+                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
             }
         }))
     }))

@@ -13,38 +13,66 @@ use crate::{
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 160.0;
 
-/// One series' points: (milliseconds since the epoch, value), oldest first.
+/// One series as a chart holds it: buckets of `step_ms`, as history was read, that pushes extend.
+/// Pushes fold into the bucket of their time, so a panel left open for a day holds about as many
+/// points as its first paint did, not one per sample.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeriesData {
     pub name: String,
+    /// Bucket width in milliseconds, buckets aligned to multiples of it since the epoch (as the
+    /// range query aligns them); 1 keeps every sample.
+    pub step_ms: i64,
+    /// (bucket start in milliseconds since the epoch, average), oldest first.
     pub points: Vec<(i64, f64)>,
+    /// Samples averaged into the newest bucket.
+    pub newest_count: i64,
+    /// The newest sample (time, value); the newest bucket's average before any push.
+    pub newest: Option<(i64, f64)>,
 }
 
 impl SeriesData {
     /// A series drawn from a range query: each bucket's average at its start.
     #[cfg(feature = "ssr")]
-    pub fn from_buckets(name: String, buckets: &[crate::metrics::Bucket]) -> Self {
-        let points = buckets
+    pub fn from_buckets(name: String, step_ms: i64, buckets: &[crate::metrics::Bucket]) -> Self {
+        let points: Vec<(i64, f64)> = buckets
             .iter()
             .map(|b| (b.t.timestamp_millis(), b.avg))
             .collect();
-        Self { name, points }
+        Self {
+            name,
+            step_ms,
+            newest: points.last().copied(),
+            newest_count: buckets.last().map_or(0, |b| b.count),
+            points,
+        }
     }
 
-    /// Appends a pushed point and forgets what scrolled out of `window_ms`.
+    /// Takes in a pushed sample and forgets what scrolled out of `window_ms`.
     pub fn push(&mut self, t: i64, value: f64, window_ms: i64) {
         // Pushes arrive in seq order; a sample stamped before the newest one shown is history.
-        if self.points.last().is_some_and(|(last, _)| *last > t) {
+        if self.newest.is_some_and(|(newest, _)| newest > t) {
             return;
         }
-        self.points.push((t, value));
-        let oldest = t - window_ms;
+        self.newest = Some((t, value));
+        let start = t - t.rem_euclid(self.step_ms.max(1));
+        match self.points.last_mut() {
+            Some((last, avg)) if *last == start => {
+                self.newest_count += 1;
+                *avg += (value - *avg) / self.newest_count as f64;
+            }
+            _ => {
+                self.points.push((start, value));
+                self.newest_count = 1;
+            }
+        }
+        let oldest = start - window_ms;
         let stale = self.points.partition_point(|(t, _)| *t < oldest);
         self.points.drain(..stale);
     }
 
+    /// The newest value, as stat, gauge and legend show it.
     pub fn last(&self) -> Option<f64> {
-        self.points.last().map(|(_, v)| *v)
+        self.newest.map(|(_, v)| v)
     }
 }
 
@@ -233,8 +261,8 @@ pub fn Stat(
 ) -> impl IntoView {
     let values = move || {
         series.with(|all| {
-            let points = &all.first()?.points;
-            Some((points.first()?.1, points.last()?.1))
+            let series = all.first()?;
+            Some((series.points.first()?.1, series.last()?))
         })
     };
     let current = move || values().map_or("–".into(), |(_, last)| format::value(last, unit));
@@ -347,6 +375,31 @@ mod tests {
             s.push(t, t as f64, 15);
         }
         assert_eq!(s.points, vec![(20, 20.0), (30, 30.0)]);
+        assert_eq!(s.last(), Some(30.0));
+    }
+
+    #[test]
+    fn pushes_fold_into_the_bucket_of_their_time() {
+        // As drawn from history: two buckets of 10 ms, the newest averaging 2 samples.
+        let mut s = SeriesData {
+            step_ms: 10,
+            points: vec![(0, 1.0), (10, 4.0)],
+            newest_count: 2,
+            newest: Some((10, 4.0)),
+            ..SeriesData::default()
+        };
+        s.push(17, 7.0, 1000);
+        assert_eq!(s.points, vec![(0, 1.0), (10, 5.0)]);
+        assert_eq!(s.last(), Some(7.0), "the newest sample, not its bucket's average");
+        s.push(23, 2.0, 1000);
+        s.push(29, 4.0, 1000);
+        assert_eq!(s.points, vec![(0, 1.0), (10, 5.0), (20, 3.0)]);
+        s.push(25, 100.0, 1000);
+        assert_eq!(s.last(), Some(4.0), "older than the newest sample: ignored");
+        for t in (30..10_000).step_by(3) {
+            s.push(t, 1.0, 1000);
+        }
+        assert_eq!(s.points.len(), 101, "a window of 1000 ms holds 100 buckets, and the edge");
     }
 
     #[test]

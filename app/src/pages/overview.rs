@@ -36,6 +36,8 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
 
     /// Series listed per source: enough to recognise it, few enough to read.
     const SERIES_SHOWN: usize = 16;
+    /// Points per sparkline.
+    const BUCKETS: u32 = 60;
 
     let history = expect_context::<SharedHistory>().0;
     let dashboards = expect_context::<SharedDashboards>().0;
@@ -52,10 +54,11 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
                 .map_err(ServerFnError::new)?
                 .head;
             let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|series| {
-                let buckets = history.range(source.clone(), series.clone(), from, to, 60);
+                let buckets = history.range(source.clone(), series.clone(), from, to, BUCKETS);
                 async move {
                     let buckets = buckets.await.map_err(ServerFnError::new)?;
-                    let data = SeriesData::from_buckets(series.to_string(), &buckets);
+                    let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
+                    let data = SeriesData::from_buckets(series.to_string(), step_ms, &buckets);
                     Ok::<_, ServerFnError>((series, data))
                 }
             }))
