@@ -101,7 +101,8 @@ fn extent(series: &[SeriesData], unit: Unit) -> (f64, f64) {
 }
 
 /// The SVG path of `points` in a `width`×`height` box covering `[end - window, end]` and the
-/// values `[lo, hi]`.
+/// values `[lo, hi]`. A silence much longer than the series' usual spacing (a source or the
+/// server down) breaks the line rather than bridging it with a slope that never happened.
 pub fn path(
     points: &[(i64, f64)],
     end: i64,
@@ -111,14 +112,34 @@ pub fn path(
     height: f64,
 ) -> String {
     let start = end - window;
+    let max_gap = usual_spacing(points) * GAP_FACTOR;
     let mut d = String::with_capacity(points.len() * 16);
-    for (i, (t, v)) in points.iter().enumerate() {
+    let mut previous: Option<i64> = None;
+    for (t, v) in points {
         let x = (t - start) as f64 / window as f64 * width;
         let y = height - (v - lo) / (hi - lo) * height;
-        d.push_str(if i == 0 { "M" } else { " L" });
+        d.push_str(match previous {
+            None => "M",
+            Some(p) if t - p > max_gap => " M",
+            Some(_) => " L",
+        });
         d.push_str(&format!("{x:.1} {y:.1}"));
+        previous = Some(*t);
     }
     d
+}
+
+/// How many times its usual spacing a pause between two points must last to break the line.
+const GAP_FACTOR: i64 = 5;
+
+/// The median time between consecutive points: the spacing the series is sent at.
+fn usual_spacing(points: &[(i64, f64)]) -> i64 {
+    let mut steps: Vec<i64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    if steps.is_empty() {
+        return i64::MAX / GAP_FACTOR;
+    }
+    let middle = steps.len() / 2;
+    *steps.select_nth_unstable(middle).1
 }
 
 /// The newest time among `series`, or `fallback` when there is no point yet.
@@ -366,6 +387,18 @@ mod tests {
             20.0,
         );
         assert_eq!(d, "M0.0 20.0 L100.0 10.0 L200.0 0.0");
+    }
+
+    #[test]
+    fn a_silence_far_longer_than_the_usual_spacing_breaks_the_line() {
+        let mut points: Vec<(i64, f64)> = (0..10).map(|t| (t, 1.0)).collect();
+        points.extend((60..65).map(|t| (t, 1.0)));
+        let d = path(&points, 100, 100, (0.0, 2.0), 100.0, 10.0);
+        assert_eq!(d.matches('M').count(), 2, "{d}");
+        assert!(d.contains("L9.0 5.0 M60.0 5.0"), "{d}");
+        // A series sent once a minute is not broken by its own rhythm.
+        let sparse: Vec<(i64, f64)> = (0..5).map(|i| (i * 60, 1.0)).collect();
+        assert_eq!(path(&sparse, 300, 300, (0.0, 2.0), 100.0, 10.0).matches('M').count(), 1);
     }
 
     #[test]
