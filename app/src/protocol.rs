@@ -255,6 +255,9 @@ pub enum ErrorCode {
     InvalidEvent,
     /// A metric sample broke a rule; the message names the first bad one by index.
     InvalidSample,
+    /// A metrics source already has as many series as allowed; the message names the series
+    /// that would have been one more. Samples of its existing series are still taken.
+    TooManySeries,
     /// The client fell behind and must resubscribe with the `since` the frame names.
     Lagged,
     /// Publishing faster than the connection's allowance; wait and retry.

@@ -1,5 +1,5 @@
 use app::{
-    metrics::InvalidSample,
+    metrics::{InvalidSample, Series},
     protocol::{ErrorCode, InvalidEvent, InvalidRoom},
 };
 use axum::{
@@ -23,6 +23,14 @@ pub enum Error {
     InvalidSample(#[from] InvalidSample),
     #[error("{message}")]
     BadRequest { status: StatusCode, message: String },
+    #[error(
+        "source {source_name} has {limit} series, the most one source may have; {series} would be one more"
+    )]
+    TooManySeries {
+        source_name: String,
+        series: Series,
+        limit: usize,
+    },
     #[error("the event store is unavailable")]
     Unavailable,
     #[error("database: {0}")]
@@ -45,6 +53,7 @@ impl Error {
             Self::InvalidEvent(_) => ErrorCode::InvalidEvent,
             Self::InvalidSample(_) => ErrorCode::InvalidSample,
             Self::BadRequest { .. } => ErrorCode::BadFrame,
+            Self::TooManySeries { .. } => ErrorCode::TooManySeries,
             _ => ErrorCode::Unavailable,
         }
     }
@@ -60,7 +69,9 @@ impl Error {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
-            Self::InvalidRoom(_) | Self::InvalidSample(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRoom(_) | Self::InvalidSample(_) | Self::TooManySeries { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -33,16 +33,24 @@ struct Request {
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Request>,
+    store: Store,
+    /// Series one metrics source may have.
+    max_series: usize,
     /// Events committed since the start.
     committed: Arc<AtomicU64>,
 }
 
 impl Ingest {
-    pub fn spawn(store: Store, hub: Hub) -> Self {
+    pub fn spawn(store: Store, hub: Hub, max_series: usize) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let committed = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write(requests, store, hub, committed.clone()));
-        Self { queue, committed }
+        tokio::spawn(write(requests, store.clone(), hub, committed.clone()));
+        Self {
+            queue,
+            store,
+            max_series,
+            committed,
+        }
     }
 
     pub fn committed(&self) -> u64 {
@@ -88,6 +96,8 @@ impl Ingest {
         &self,
         events: Vec<Pending>,
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
+        // Here, not in the writer: a refused request must not fail the others committed with it.
+        self.store.admit(&events, self.max_series).await?;
         let (stored, receipt) = oneshot::channel();
         self.queue
             .send(Request { events, stored })

@@ -96,7 +96,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     let state = AppState {
         leptos,
         store: store.clone(),
-        ingest: Ingest::spawn(store.clone(), hub.clone()),
+        ingest: Ingest::spawn(store.clone(), hub.clone(), config.max_series_per_source),
         hub,
         config: Arc::new(config.clone()),
         shutdown: shutdown.clone(),

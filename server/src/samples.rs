@@ -6,23 +6,30 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use app::metrics::{Bucket, Labels, Point, Series};
+use app::metrics::{Bucket, Labels, Point, Series, room_source};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
 
-use crate::{error::Result, store::Store};
+use crate::{
+    error::{Error, Result},
+    store::{Pending, Store},
+};
 
 type SeriesKey = (String, String, Labels);
 
 /// Series ids by source, name and labels, looked up by reference: a known series costs no
 /// allocation on the writer's path.
 #[derive(Default)]
-struct Known(HashMap<String, HashMap<String, HashMap<Labels, i32>>>);
+struct Known {
+    ids: HashMap<String, HashMap<String, HashMap<Labels, i32>>>,
+    /// Sources whose every stored series is in `ids`, so their count is known.
+    complete: HashSet<String>,
+}
 
 impl Known {
     fn get(&self, source: &str, point: &Point) -> Option<i32> {
-        let by_name = self.0.get(source)?;
+        let by_name = self.ids.get(source)?;
         by_name
             .get(point.series.as_str())?
             .get(&point.labels)
@@ -30,8 +37,14 @@ impl Known {
     }
 
     fn insert(&mut self, (source, name, labels): SeriesKey, id: i32) {
-        let by_name = self.0.entry(source).or_default();
+        let by_name = self.ids.entry(source).or_default();
         by_name.entry(name).or_default().insert(labels, id);
+    }
+
+    fn count(&self, source: &str) -> usize {
+        self.ids
+            .get(source)
+            .map_or(0, |by_name| by_name.values().map(HashMap::len).sum())
     }
 }
 
@@ -48,6 +61,49 @@ impl SeriesIds {
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         // Only whole inserts happen under this lock, so a poisoned map is intact.
         self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses `points` of `source` when they would take it past `limit` series, naming the
+    /// first series too many. Requests are admitted concurrently, so a burst of them can pass
+    /// the limit by what they add together; it holds from then on.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        source: &str,
+        points: &[Point],
+        limit: usize,
+    ) -> Result<()> {
+        if !self.known().complete.contains(source) {
+            let stored: Vec<(i32, String, Json<Labels>)> =
+                sqlx::query_as("SELECT id, name, labels FROM series WHERE source = $1")
+                    .bind(source)
+                    .fetch_all(&store.pool)
+                    .await?;
+            let mut known = self.known();
+            for (id, name, labels) in stored {
+                known.insert((source.to_owned(), name, labels.0), id);
+            }
+            known.complete.insert(source.to_owned());
+        }
+        let known = self.known();
+        let mut room = limit.saturating_sub(known.count(source));
+        let mut new = HashSet::new();
+        for point in points.iter().filter(|p| known.get(source, p).is_none()) {
+            if new.insert((point.series.as_str(), &point.labels)) {
+                if room == 0 {
+                    return Err(Error::TooManySeries {
+                        source_name: source.to_owned(),
+                        series: Series {
+                            name: point.series.clone(),
+                            labels: point.labels.clone(),
+                        },
+                        limit,
+                    });
+                }
+                room -= 1;
+            }
+        }
+        Ok(())
     }
 
     /// Inserts `points` of each source inside the caller's transaction, creating series first
@@ -158,6 +214,20 @@ async fn create_series(
 }
 
 impl Store {
+    /// Refuses a request whose samples would take a source past `limit` series.
+    pub async fn admit(&self, batch: &[Pending], limit: usize) -> Result<()> {
+        for pending in batch {
+            if let Some(source) = room_source(&pending.room)
+                && !pending.points.is_empty()
+            {
+                self.series
+                    .admit(self, source, &pending.points, limit)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every source that has sent a sample, by name.
     pub async fn sources(&self) -> Result<Vec<String>> {
         Ok(

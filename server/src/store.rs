@@ -23,16 +23,16 @@ use crate::{
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: PgPool,
-    series: SeriesIds,
+    pub(crate) series: SeriesIds,
 }
 
 /// An event on its way into the log, with the samples it carries when its room is a source's.
 pub struct Pending {
-    room: RoomName,
+    pub(crate) room: RoomName,
     event: NewEvent,
     /// `event.data` as stored, serialised by the publisher's task rather than the single writer.
     text: String,
-    points: Vec<Point>,
+    pub(crate) points: Vec<Point>,
 }
 
 impl Pending {

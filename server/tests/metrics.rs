@@ -4,7 +4,7 @@ mod support;
 
 use app::{
     metrics::{Bucket, MAX_BATCH_BYTES, Stored, event_points, source_room},
-    protocol::{ClientFrame, EventKind, ServerFrame},
+    protocol::{ClientFrame, ErrorCode, EventKind, ServerFrame},
 };
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
@@ -419,5 +419,52 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
     )
     .await;
     assert!(unknown.is_empty());
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_source_at_its_series_limit_takes_samples_of_its_series_but_no_new_one() {
+    let limited = |c: &mut server::Config| c.max_series_per_source = 3;
+    let running = start_with(limited).await;
+    let source = unique_source("limit");
+    let sample = |series: &str, labels: Value| {
+        json!({"source": source, "series": series, "value": 1, "labels": labels})
+    };
+    let three = json!([
+        sample("a", json!({})),
+        sample("a", json!({"core": "0"})),
+        sample("b", json!({})),
+    ]);
+    assert_eq!(post_samples(&running, &three).await.status(), 200);
+
+    // One sample of a fourth series refuses the whole batch, known series included.
+    let refused = json!([sample("b", json!({})), sample("a", json!({"core": "1"}))]);
+    let response = post_samples(&running, &refused).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_series");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(r#"a{core="1"} would be one more"#), "{message}");
+    assert_eq!(last_minute(&running, &source, "b").await.count, 1);
+    assert_eq!(post_samples(&running, &three).await.status(), 200);
+    running.stop().await.unwrap();
+
+    // A restarted server counts what is stored, and the socket is held to the same limit.
+    let running = start_with(limited).await;
+    let mut client = Client::connect(&running).await;
+    client
+        .send(&ClientFrame::Publish {
+            room: source_room(&source).unwrap(),
+            kind: EventKind::Metric,
+            data: json!({"series": "c", "value": 1}),
+            reference: None,
+        })
+        .await;
+    match client.next().await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::TooManySeries),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(post_samples(&running, &three).await.status(), 200);
+    assert_eq!(last_minute(&running, &source, "b").await.count, 3);
     running.stop().await.unwrap();
 }
