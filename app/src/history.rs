@@ -28,8 +28,14 @@ pub trait History: Send + Sync + 'static {
         buckets: u32,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>>;
 
-    /// Every source with its series.
-    fn sources(&self) -> BoxFuture<'static, Result<Sources, String>>;
+    /// The first `limit` sources (by name) whose name contains `filter`, each with its first
+    /// `series` series, and how many sources matched.
+    fn sources(
+        &self,
+        filter: String,
+        limit: usize,
+        series: usize,
+    ) -> BoxFuture<'static, Result<(usize, Sources), String>>;
 }
 
 /// Source names, each with its series.

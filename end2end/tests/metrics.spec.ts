@@ -156,3 +156,29 @@ test("the page is dark by default and a light theme, once chosen, survives a rel
   await expect(root).toHaveAttribute("data-theme", "light");
   expect(errors).toEqual([]);
 });
+
+test("the overview shows the sources whose name contains the filter, at most 48 of them", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const prefix = `fleet-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+  const names = Array.from({ length: 49 }, (_, i) => `${prefix}-${String(i).padStart(2, "0")}`);
+  await postSamples(names.map((source) => ({ source, series: "up", value: 1 })));
+
+  await page.goto(server.url);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  await page.getByLabel("Filter sources").fill(`${prefix}-07`);
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page).toHaveURL(new RegExp(`\\?q=${prefix}-07$`));
+  await expect(page.locator("[data-source]")).toHaveCount(1);
+  await expect(page.locator(`[data-source="${prefix}-07"]`)).toContainText("up");
+
+  // More matches than a page follows live: the first 48 by name, and a word about the rest.
+  await page.goto(`${server.url}/?q=${prefix}`);
+  await expect(page.locator("[data-source]")).toHaveCount(48);
+  await expect(page.getByTestId("sources-shown")).toHaveText("Showing 48 of 49 sources; filter to find the others.");
+  await expect(page.locator(`[data-source="${names[48]}"]`)).toHaveCount(0);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+
+  await page.goto(`${server.url}/?q=${prefix}-none`);
+  await expect(page.getByText("No source name contains")).toBeVisible();
+  expect(errors).toEqual([]);
+});

@@ -6,7 +6,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use app::metrics::{Bucket, Labels, Point, Series, room_source};
+use app::{
+    history::Sources,
+    metrics::{Bucket, Labels, Point, Series, room_source},
+};
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, types::Json};
@@ -235,6 +238,45 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// The first `limit` sources (by name) whose name contains `filter`, each with its first
+    /// `series` series, and how many sources matched: two queries, however many sources there are.
+    pub async fn source_page(
+        &self,
+        filter: &str,
+        limit: usize,
+        series: usize,
+    ) -> Result<(usize, Sources)> {
+        let matched: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT source FROM series WHERE strpos(source, $1) > 0 ORDER BY source",
+        )
+        .bind(filter)
+        .fetch_all(&self.pool)
+        .await?;
+        let shown = &matched[..matched.len().min(limit)];
+        let rows: Vec<(String, String, Json<Labels>)> = sqlx::query_as(
+            "SELECT source, name, labels FROM (
+                 SELECT source, name, labels,
+                        row_number() OVER (PARTITION BY source ORDER BY name, labels) AS n
+                 FROM series WHERE source = ANY($1)
+             ) s
+             WHERE n <= $2 ORDER BY source, name, labels",
+        )
+        .bind(shown)
+        .bind(i64::try_from(series).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut page: HashMap<String, Vec<Series>> = HashMap::new();
+        for (source, name, labels) in rows {
+            let labels = labels.0;
+            page.entry(source).or_default().push(Series { name, labels });
+        }
+        let page = shown
+            .iter()
+            .map(|source| (source.clone(), page.remove(source).unwrap_or_default()))
+            .collect();
+        Ok((matched.len(), page))
     }
 
     /// The series of `source`, by name.

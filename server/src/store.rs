@@ -248,14 +248,14 @@ impl History for Store {
         })
     }
 
-    fn sources(&self) -> BoxFuture<'static, Result<Sources, String>> {
-        self.serve_page("listing sources", |store| async move {
-            let mut sources = Vec::new();
-            for source in store.sources().await? {
-                let series = store.series(&source).await?;
-                sources.push((source, series));
-            }
-            Ok(sources)
+    fn sources(
+        &self,
+        filter: String,
+        limit: usize,
+        series: usize,
+    ) -> BoxFuture<'static, Result<(usize, Sources), String>> {
+        self.serve_page("listing sources", move |store| async move {
+            store.source_page(&filter, limit, series).await
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `/`: every source with a sparkline and the current value of each series, and the dashboards.
 
 use leptos::prelude::*;
-use leptos_router::components::A;
+use leptos_router::{components::A, hooks::use_query_map};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -24,16 +24,22 @@ pub struct SourceCard {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OverviewData {
+    /// The first sources (by name) whose name contains the filter.
     pub sources: Vec<SourceCard>,
+    /// How many sources the filter matched.
+    pub matched: usize,
     pub dashboards: Vec<String>,
     pub now_ms: i64,
 }
 
 #[server]
-pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
+pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError> {
     use crate::{dashboards::SharedDashboards, history::SharedHistory, metrics::source_room};
     use futures::future::try_join_all;
 
+    /// Sources shown at once: each is followed live through its own room, and a connection may
+    /// watch 64 rooms by default.
+    const SOURCES_SHOWN: usize = 48;
     /// Series listed per source: enough to recognise it, few enough to read.
     const SERIES_SHOWN: usize = 16;
     /// Points per sparkline.
@@ -43,7 +49,10 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
     let dashboards = expect_context::<SharedDashboards>().0;
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
-    let sources = history.sources().await.map_err(ServerFnError::new)?;
+    let (matched, sources) = history
+        .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
+        .await
+        .map_err(ServerFnError::new)?;
     let cards = try_join_all(sources.into_iter().map(|(source, series)| {
         let history = history.clone();
         async move {
@@ -53,7 +62,7 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
                 .await
                 .map_err(ServerFnError::new)?
                 .head;
-            let series = try_join_all(series.into_iter().take(SERIES_SHOWN).map(|series| {
+            let series = try_join_all(series.into_iter().map(|series| {
                 let buckets = history.range(source.clone(), series.clone(), from, to, BUCKETS);
                 async move {
                     let buckets = buckets.await.map_err(ServerFnError::new)?;
@@ -74,6 +83,7 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
     .await?;
     Ok(OverviewData {
         sources: cards,
+        matched,
         dashboards: dashboards.list().await.map_err(ServerFnError::new)?,
         now_ms: to.timestamp_millis(),
     })
@@ -81,15 +91,19 @@ pub async fn load_overview() -> Result<OverviewData, ServerFnError> {
 
 #[component]
 pub fn Overview() -> impl IntoView {
-    let data = Resource::new(|| (), |_| load_overview());
-    loaded(data, |data| view! { <OverviewBody data/> })
+    let query = use_query_map();
+    let filter = move || query.read().get("q").unwrap_or_default();
+    let data = Resource::new(filter, load_overview);
+    loaded(data, move |data| view! { <OverviewBody data filter=filter()/> })
 }
 
 #[component]
-fn OverviewBody(data: OverviewData) -> impl IntoView {
+fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let now_ms = data.now_ms;
     let dashboards = data.dashboards;
     let sources = data.sources;
+    let shown = sources.len();
+    let matched = data.matched;
     let create = ServerAction::<CreateDashboard>::new();
     view! {
         <section class="dashboards" aria-labelledby="dashboards-title">
@@ -109,13 +123,31 @@ fn OverviewBody(data: OverviewData) -> impl IntoView {
             </ActionForm>
         </section>
         <section aria-labelledby="sources-title">
-            <h1 id="sources-title">"Sources"</h1>
-            <Show when={
-                let empty = sources.is_empty();
-                move || empty
-            }>
-                <p class="empty">"No metrics yet. POST samples to /api/metrics to see them here."</p>
-            </Show>
+            <header class="sources-head">
+                <h1 id="sources-title">"Sources"</h1>
+                // A plain GET form: the filter is part of the address, with or without script.
+                <form method="get" action="/" role="search">
+                    <label>
+                        "Filter sources "
+                        <input type="search" name="q" value=filter.clone() placeholder="web-"/>
+                    </label>
+                    <button type="submit">"Filter"</button>
+                </form>
+            </header>
+            {match (matched, filter.is_empty()) {
+                (0, true) => Some(view! {
+                    <p class="empty">"No metrics yet. POST samples to /api/metrics to see them here."</p>
+                }.into_any()),
+                (0, false) => Some(view! {
+                    <p class="empty">"No source name contains " <code>{filter.clone()}</code> "."</p>
+                }.into_any()),
+                (m, _) if m > shown => Some(view! {
+                    <p class="empty" data-testid="sources-shown">
+                        {format!("Showing {shown} of {m} sources; filter to find the others.")}
+                    </p>
+                }.into_any()),
+                _ => None,
+            }}
             <div class="cards">
                 {sources.into_iter().map(|card| view! { <SourceView card now_ms/> }).collect_view()}
             </div>
