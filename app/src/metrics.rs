@@ -84,9 +84,7 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(name_char);
+        && name.chars().all(name_char);
     if ok {
         Ok(())
     } else {
@@ -224,12 +222,6 @@ pub struct Series {
     pub labels: Labels,
 }
 
-impl Series {
-    pub fn is(&self, point: &Point) -> bool {
-        self.name == point.series && self.labels == point.labels
-    }
-}
-
 impl std::fmt::Display for Series {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)?;
@@ -262,18 +254,23 @@ impl std::str::FromStr for Series {
 }
 
 impl Series {
+    /// Whether `point` is a sample of this series.
+    pub fn is(&self, point: &Point) -> bool {
+        self.name == point.series && self.labels == point.labels
+    }
+
     /// Reads a comma-separated list of series, as a person types it.
     pub fn parse_list(mut text: &str) -> Result<Vec<Series>, String> {
         let mut list = Vec::new();
         while !text.trim().is_empty() {
             let (series, rest) = Series::read(text)?;
-            list.push(series);
             let rest = rest.trim_start();
             text = match rest.strip_prefix(',') {
                 Some(next) => next,
                 None if rest.is_empty() => rest,
-                None => return Err(format!("expected ',' after series {}", list[list.len() - 1])),
+                None => return Err(format!("expected ',' after series {series}")),
             };
+            list.push(series);
         }
         Ok(list)
     }
@@ -281,9 +278,7 @@ impl Series {
     /// Reads one series from the start of `text` and returns what follows it.
     fn read(text: &str) -> Result<(Series, &str), String> {
         let text = text.trim_start();
-        let end = text
-            .find(|c| !name_char(c))
-            .unwrap_or(text.len());
+        let end = text.find(|c| !name_char(c)).unwrap_or(text.len());
         let name = &text[..end];
         check_name("series", name)?;
         let mut rest = text[end..].trim_start();
@@ -467,7 +462,10 @@ mod tests {
         };
         let text = odd.to_string();
         assert_eq!(text.parse::<Series>(), Ok(odd.clone()));
-        assert_eq!(Series::parse_list(&format!("{text}, cpu.total ,")), Ok(vec![odd, plain]));
+        assert_eq!(
+            Series::parse_list(&format!("{text}, cpu.total ,")),
+            Ok(vec![odd, plain])
+        );
         assert_eq!(Series::parse_list(" "), Ok(vec![]));
     }
 

@@ -48,7 +48,11 @@ pub struct Config {
 
     /// Distinct series (name and labels) one metrics source may have; samples that would add
     /// more are refused, so a label carrying e.g. a request id cannot grow storage without bound.
-    #[arg(long, env = "WATCHROOM_MAX_SERIES_PER_SOURCE", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "WATCHROOM_MAX_SERIES_PER_SOURCE",
+        default_value_t = 10_000
+    )]
     pub max_series_per_source: usize,
 
     /// Collect this host's metrics (and the server's own) every second as source `host:<name>`.

@@ -12,7 +12,7 @@ use app::{
 };
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 
 use crate::{
     error::{Error, Result},
@@ -71,7 +71,7 @@ impl SeriesIds {
     /// the limit by what they add together; it holds from then on.
     pub async fn admit(
         &self,
-        store: &Store,
+        pool: &PgPool,
         source: &str,
         points: &[Point],
         limit: usize,
@@ -80,7 +80,7 @@ impl SeriesIds {
             let stored: Vec<(i32, String, Json<Labels>)> =
                 sqlx::query_as("SELECT id, name, labels FROM series WHERE source = $1")
                     .bind(source)
-                    .fetch_all(&store.pool)
+                    .fetch_all(pool)
                     .await?;
             let mut known = self.known();
             for (id, name, labels) in stored {
@@ -224,7 +224,7 @@ impl Store {
                 && !pending.points.is_empty()
             {
                 self.series
-                    .admit(self, source, &pending.points, limit)
+                    .admit(&self.pool, source, &pending.points, limit)
                     .await?;
             }
         }
@@ -270,7 +270,9 @@ impl Store {
         let mut page: HashMap<String, Vec<Series>> = HashMap::new();
         for (source, name, labels) in rows {
             let labels = labels.0;
-            page.entry(source).or_default().push(Series { name, labels });
+            page.entry(source)
+                .or_default()
+                .push(Series { name, labels });
         }
         let page = shown
             .iter()

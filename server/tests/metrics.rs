@@ -427,9 +427,7 @@ async fn a_source_at_its_series_limit_takes_samples_of_its_series_but_no_new_one
     let limited = |c: &mut server::Config| c.max_series_per_source = 3;
     let running = start_with(limited).await;
     let source = unique_source("limit");
-    let sample = |series: &str, labels: Value| {
-        json!({"source": source, "series": series, "value": 1, "labels": labels})
-    };
+    let sample = |series: &str, labels: Value| json!({"source": source, "series": series, "value": 1, "labels": labels});
     let three = json!([
         sample("a", json!({})),
         sample("a", json!({"core": "0"})),
@@ -444,7 +442,10 @@ async fn a_source_at_its_series_limit_takes_samples_of_its_series_but_no_new_one
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "too_many_series");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains(r#"a{core="1"} would be one more"#), "{message}");
+    assert!(
+        message.contains(r#"a{core="1"} would be one more"#),
+        "{message}"
+    );
     assert_eq!(last_minute(&running, &source, "b").await.count, 1);
     assert_eq!(post_samples(&running, &three).await.status(), 200);
     running.stop().await.unwrap();

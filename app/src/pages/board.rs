@@ -67,6 +67,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
     };
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::seconds(secs);
+    let step_ms = secs * 1000 / i64::from(BUCKETS);
     let panels = try_join_all(dashboard.panels.iter().map(|panel| {
         try_join_all(panel.series.iter().map(|text| {
             let history = history.clone();
@@ -76,7 +77,6 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
                     .range(panel.source.clone(), series, from, to, BUCKETS)
                     .await
                     .map_err(ServerFnError::new)?;
-                let step_ms = secs * 1000 / i64::from(BUCKETS);
                 Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
             }
         }))
@@ -215,10 +215,12 @@ pub async fn save_panel(
         .map_err(ServerFnError::new)?
         .ok_or_else(|| refused("no such dashboard"))?;
     match index {
-        Some(i) => *board
-            .panels
-            .get_mut(i)
-            .ok_or_else(|| refused("no such panel"))? = panel,
+        Some(i) => {
+            *board
+                .panels
+                .get_mut(i)
+                .ok_or_else(|| refused("no such panel"))? = panel
+        }
         None if board.panels.len() >= MAX_PANELS => {
             return Err(refused(format!(
                 "a dashboard holds at most {MAX_PANELS} panels"
@@ -249,15 +251,15 @@ pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), ServerF
 
 type PanelSignal = RwSignal<Vec<SeriesData>>;
 
-/// The edits a dashboard page makes. The page reloads its data after each one that is taken; a
-/// refused one leaves the form as typed, with the reason beside it.
+/// The edits a dashboard page makes. The page reloads its data after each removal and each save
+/// the server took; a refused save leaves its form as typed, with the reason beside it.
 #[derive(Clone, Copy)]
 struct Edits {
     save: ServerAction<SavePanel>,
     remove: ServerAction<DeletePanel>,
     /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
     saving: RwSignal<Option<Option<usize>>>,
-    /// How many edits have been taken.
+    /// Counts the edits that change what the page shows.
     taken: RwSignal<u32>,
 }
 
@@ -276,7 +278,10 @@ impl Edits {
         });
         Effect::new(move || {
             let saved = edits.save.version().get() > 0
-                && edits.save.value().with_untracked(|v| matches!(v, Some(Ok(()))));
+                && edits
+                    .save
+                    .value()
+                    .with_untracked(|v| matches!(v, Some(Ok(()))));
             if saved {
                 edits.taken.update(|n| *n += 1);
             }

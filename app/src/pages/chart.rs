@@ -398,7 +398,12 @@ mod tests {
         assert!(d.contains("L9.0 5.0 M60.0 5.0"), "{d}");
         // A series sent once a minute is not broken by its own rhythm.
         let sparse: Vec<(i64, f64)> = (0..5).map(|i| (i * 60, 1.0)).collect();
-        assert_eq!(path(&sparse, 300, 300, (0.0, 2.0), 100.0, 10.0).matches('M').count(), 1);
+        assert_eq!(
+            path(&sparse, 300, 300, (0.0, 2.0), 100.0, 10.0)
+                .matches('M')
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -423,7 +428,11 @@ mod tests {
         };
         s.push(17, 7.0, 1000);
         assert_eq!(s.points, vec![(0, 1.0), (10, 5.0)]);
-        assert_eq!(s.last(), Some(7.0), "the newest sample, not its bucket's average");
+        assert_eq!(
+            s.last(),
+            Some(7.0),
+            "the newest sample, not its bucket's average"
+        );
         s.push(23, 2.0, 1000);
         s.push(29, 4.0, 1000);
         assert_eq!(s.points, vec![(0, 1.0), (10, 5.0), (20, 3.0)]);
@@ -432,7 +441,11 @@ mod tests {
         for t in (30..10_000).step_by(3) {
             s.push(t, 1.0, 1000);
         }
-        assert_eq!(s.points.len(), 101, "a window of 1000 ms holds 100 buckets, and the edge");
+        assert_eq!(
+            s.points.len(),
+            101,
+            "a window of 1000 ms holds 100 buckets, and the edge"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `/`: every source with a sparkline and the current value of each series, and the dashboards.
+//! `/`: the sources (filtered by name), each series with a sparkline and its current value, and
+//! the dashboards.
 
 use leptos::prelude::*;
 use leptos_router::{components::A, hooks::use_query_map};
@@ -49,6 +50,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError
     let dashboards = expect_context::<SharedDashboards>().0;
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
+    let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
     let (matched, sources) = history
         .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
         .await
@@ -66,7 +68,6 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError
                 let buckets = history.range(source.clone(), series.clone(), from, to, BUCKETS);
                 async move {
                     let buckets = buckets.await.map_err(ServerFnError::new)?;
-                    let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
                     let data = SeriesData::from_buckets(series.to_string(), step_ms, &buckets);
                     Ok::<_, ServerFnError>((series, data))
                 }
@@ -94,7 +95,10 @@ pub fn Overview() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.read().get("q").unwrap_or_default();
     let data = Resource::new(filter, load_overview);
-    loaded(data, move |data| view! { <OverviewBody data filter=filter()/> })
+    loaded(
+        data,
+        move |data| view! { <OverviewBody data filter=filter()/> },
+    )
 }
 
 #[component]
