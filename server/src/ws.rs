@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use app::{
-    metrics,
+    metrics::{self, Series},
     protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame},
 };
 use axum::{
@@ -394,17 +394,20 @@ fn publish_refused(
 }
 
 /// Drops each metric event that a later one in `events` supersedes: one carrying samples of the
-/// same series (a source's every-second batch is superseded by the next).
+/// same series, labels included (a source's every-second batch is superseded by the next).
 fn conflate_metrics(events: Vec<Event>) -> Vec<Event> {
     let series = |event: &Event| {
         (event.kind == EventKind::Metric).then(|| {
-            let mut names: Vec<String> = metrics::event_points(&event.data, event.ts)
+            let mut series: Vec<Series> = metrics::event_points(&event.data, event.ts)
                 .into_iter()
-                .map(|p| p.series)
+                .map(|p| Series {
+                    name: p.series,
+                    labels: p.labels,
+                })
                 .collect();
-            names.sort_unstable();
-            names.dedup();
-            names
+            series.sort_unstable();
+            series.dedup();
+            series
         })
     };
     let mut seen = std::collections::HashSet::new();
@@ -450,8 +453,19 @@ mod tests {
             event(6, EventKind::Metric, batch(&["load", "disk"])),
             event(7, EventKind::Metric, batch(&["net"])),
             event(8, EventKind::Metric, batch(&["disk", "load"])),
+            // One series name, two series: neither supersedes the other.
+            event(
+                9,
+                EventKind::Metric,
+                json!({"series": "fs", "value": 1, "labels": {"mount": "/"}}),
+            ),
+            event(
+                10,
+                EventKind::Metric,
+                json!({"series": "fs", "value": 1, "labels": {"mount": "/boot"}}),
+            ),
         ];
         let seqs: Vec<i64> = conflate_metrics(events).iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, vec![2, 3, 4, 5, 7, 8]);
+        assert_eq!(seqs, vec![2, 3, 4, 5, 7, 8, 9, 10]);
     }
 }
