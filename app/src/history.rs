@@ -18,14 +18,15 @@ pub trait History: Send + Sync + 'static {
         limit: i64,
     ) -> BoxFuture<'static, Result<RoomSnapshot, String>>;
 
-    /// One series of `source` over `[from, to)` in `buckets` buckets.
+    /// One series of `source` over `[from, to)` in buckets `step_ms` wide, aligned to multiples
+    /// of that width since the epoch (so pushes can fold into the same buckets).
     fn range(
         &self,
         source: String,
         series: Series,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        buckets: u32,
+        step_ms: i64,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>>;
 
     /// The first `limit` sources (by name) whose name contains `filter`, each with its first

@@ -111,6 +111,10 @@ pub fn check_point(point: &Point, now: DateTime<Utc>) -> Result<(), String> {
                 "label {key} is longer than {MAX_LABEL_VALUE_LEN} bytes"
             ));
         }
+        // Labels are stored as jsonb, which cannot hold NUL.
+        if value.contains('\0') {
+            return Err(format!("label {key} contains a NUL character"));
+        }
     }
     if point.ts < now - max_age() || point.ts > now + max_skew() {
         return Err(format!(
@@ -136,6 +140,8 @@ pub fn group_batch(
         });
     }
     let mut rooms: Vec<(RoomName, Vec<Point>)> = Vec::new();
+    // Where each room is in `rooms`: a batch may name thousands of sources.
+    let mut at: std::collections::HashMap<RoomName, usize> = std::collections::HashMap::new();
     for (index, sample) in samples.into_iter().enumerate() {
         let fail = |reason| InvalidSample { index, reason };
         let room = source_room(&sample.source).map_err(fail)?;
@@ -146,9 +152,12 @@ pub fn group_batch(
             labels: sample.labels,
         };
         check_point(&point, now).map_err(fail)?;
-        match rooms.iter_mut().find(|(r, _)| *r == room) {
-            Some((_, points)) => points.push(point),
-            None => rooms.push((room, vec![point])),
+        match at.get(&room) {
+            Some(&i) => rooms[i].1.push(point),
+            None => {
+                at.insert(room.clone(), rooms.len());
+                rooms.push((room, vec![point]));
+            }
         }
     }
     Ok(rooms)
@@ -159,32 +168,39 @@ pub fn event_data(points: &[Point]) -> Value {
     serde_json::json!({ "samples": points })
 }
 
-/// The samples a `metric` event carries: either a batch (`{"samples": [...]}`) or a single
-/// sample (`{"series", "value", "ts"?, "labels"?}`) stamped `default_ts` when it has no `ts`.
-pub fn event_points(data: &Value, default_ts: DateTime<Utc>) -> Vec<Point> {
+/// One sample as a `metric` event written by a client carries it.
+#[derive(Deserialize)]
+struct OneSample {
+    series: String,
+    value: f64,
+    ts: Option<DateTime<Utc>>,
+    #[serde(default)]
+    labels: Labels,
+}
+
+/// The samples a `metric` event carries, or why its data is not one: either a batch
+/// (`{"samples": [...]}`) or a single sample (`{"series", "value", "ts"?, "labels"?}`) stamped
+/// `default_ts` when it has no `ts`.
+pub fn read_points(data: &Value, default_ts: DateTime<Utc>) -> Result<Vec<Point>, String> {
     if let Some(samples) = data.get("samples") {
-        return serde_json::from_value(samples.clone()).unwrap_or_default();
+        return Vec::<Point>::deserialize(samples).map_err(|e| format!("data.samples: {e}"));
     }
-    let (Some(series), Some(value)) = (
-        data.get("series").and_then(Value::as_str),
-        data.get("value").and_then(Value::as_f64),
-    ) else {
-        return Vec::new();
-    };
-    let ts = data
-        .get("ts")
-        .and_then(|ts| serde_json::from_value(ts.clone()).ok())
-        .unwrap_or(default_ts);
-    let labels = data
-        .get("labels")
-        .and_then(|l| serde_json::from_value(l.clone()).ok())
-        .unwrap_or_default();
-    vec![Point {
-        series: series.to_owned(),
-        value,
-        ts,
-        labels,
-    }]
+    let one = OneSample::deserialize(data).map_err(|e| {
+        format!(
+            "data must be one sample {{series, value, ts?, labels?}} or {{samples: [...]}}: {e}"
+        )
+    })?;
+    Ok(vec![Point {
+        series: one.series,
+        value: one.value,
+        ts: one.ts.unwrap_or(default_ts),
+        labels: one.labels,
+    }])
+}
+
+/// The samples of a stored `metric` event (checked when it was published); none for other data.
+pub fn event_points(data: &Value, default_ts: DateTime<Utc>) -> Vec<Point> {
+    read_points(data, default_ts).unwrap_or_default()
 }
 
 /// One bucket of a downsampled range: the samples with `t <= ts < t + width`.
@@ -421,6 +437,13 @@ mod tests {
                 },
                 "longer",
             ),
+            (
+                Sample {
+                    labels: Labels::from([("k".into(), "a\0b".into())]),
+                    ..sample("a", "cpu", 1.0)
+                },
+                "NUL",
+            ),
         ];
         for (bad, reason) in cases {
             let batch = vec![sample("a", "ok", 1.0), bad.clone(), sample("a", "ok", 2.0)];
@@ -446,6 +469,24 @@ mod tests {
         assert_eq!(single.len(), 1);
         assert_eq!((single[0].value, single[0].ts), (2.0, now));
         assert!(event_points(&json!({"text": "not a metric"}), now).is_empty());
+        for (bad, field) in [
+            (
+                json!({"series": "cpu", "value": 1, "ts": "yesterday"}),
+                "input contains invalid characters",
+            ),
+            (
+                json!({"series": "cpu", "value": 1, "labels": {"core": 0}}),
+                "expected a string",
+            ),
+            (json!({"series": "cpu", "value": "high"}), "expected f64"),
+            (
+                json!({"samples": [{"series": "cpu", "value": 1}]}),
+                "missing field `ts`",
+            ),
+        ] {
+            let error = read_points(&bad, now).unwrap_err();
+            assert!(error.contains(field), "{bad}: {error}");
+        }
     }
 
     #[test]

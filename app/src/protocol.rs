@@ -152,12 +152,11 @@ impl NewEvent {
         match self.kind {
             EventKind::Metric => {
                 let now = Utc::now();
-                let points = crate::metrics::event_points(&self.data, now);
-                if points.is_empty() {
-                    return fail(
-                        "data must be one sample {series, value, ts?, labels?} or {samples: [...]}",
-                    );
-                }
+                let points = match crate::metrics::read_points(&self.data, now) {
+                    Ok(points) if !points.is_empty() => points,
+                    Ok(_) => return fail("data.samples must not be empty"),
+                    Err(reason) => return fail(&reason),
+                };
                 for point in &points {
                     if let Err(reason) = crate::metrics::check_point(point, now) {
                         return fail(&reason);

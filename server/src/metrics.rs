@@ -188,6 +188,11 @@ async fn range(
     }
     let buckets = query.buckets.unwrap_or(600).clamp(1, MAX_BUCKETS);
     let width = (to - query.from).as_seconds_f64() / f64::from(buckets);
+    if width < 0.001 {
+        return Err(bad_request(format!(
+            "buckets must be at least 1 ms wide: ask for fewer than {buckets} over this range"
+        )));
+    }
     let range = state
         .store
         .range(&query.source, &query.series, &labels, query.from, to, width)

@@ -238,9 +238,9 @@ impl History for Store {
         series: Series,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        buckets: u32,
+        step_ms: i64,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, String>> {
-        let width = (to - from).as_seconds_f64() / f64::from(buckets.max(1));
+        let width = step_ms.max(1) as f64 / 1000.0;
         self.serve_page("reading a metric range", |store| async move {
             store
                 .range(&source, &series.name, &series.labels, from, to, width)

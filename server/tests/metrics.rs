@@ -3,7 +3,7 @@
 mod support;
 
 use app::{
-    metrics::{Bucket, MAX_BATCH_BYTES, Stored, event_points, source_room},
+    metrics::{Bucket, MAX_BATCH_BYTES, MAX_BATCH_SAMPLES, Stored, event_points, source_room},
     protocol::{ClientFrame, ErrorCode, EventKind, ServerFrame},
 };
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -273,18 +273,37 @@ async fn prometheus_text_is_stored_as_samples_of_the_named_source() {
     assert_eq!((stored.samples, stored.skipped), (2, 1));
     assert_eq!(last_minute(&running, &source, "load1").await.max, 0.75);
 
-    let response = reqwest::Client::new()
-        .post(&url)
-        .query(&[("source", &source)])
-        .body("ok 1\nbroken{ 2\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
+    // Each refusal says why and stores nothing of the payload.
+    let too_many: String = (0..=MAX_BATCH_SAMPLES)
+        .map(|i| format!("m{i} 1\n"))
+        .collect();
+    for (to, text, reason) in [
+        (source.as_str(), "ok 1\nbroken{ 2\n".to_owned(), "line 2:"),
+        ("no such source!", "ok 1\n".to_owned(), "source"),
+        (source.as_str(), too_many, "at most 10000 samples"),
+        (
+            source.as_str(),
+            "ok 1\nold 1 1000\n".to_owned(),
+            "outside the accepted window",
+        ),
+    ] {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .query(&[("source", to)])
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{reason}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{reason}: {body}");
+    }
+    let from = Utc::now() - Duration::minutes(1);
     assert!(
-        body["message"].as_str().unwrap().starts_with("line 2:"),
-        "{body}"
+        range(&running, &source, "ok", from, Utc::now(), 1)
+            .await
+            .is_empty()
     );
     running.stop().await.unwrap();
 }
@@ -360,6 +379,7 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
     let url = format!("http://{}/api/metrics/range", running.addr);
     let now = Utc::now().to_rfc3339();
     let earlier = (Utc::now() - Duration::hours(1)).to_rfc3339();
+    let just_before = (Utc::now() - Duration::milliseconds(5)).to_rfc3339();
     for (query, reason) in [
         (vec![("source", "a"), ("series", "s")], "from"),
         (
@@ -392,6 +412,16 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
                 ("buckets", "-1"),
             ],
             "buckets",
+        ),
+        (
+            vec![
+                ("source", "a"),
+                ("series", "s"),
+                ("from", &just_before),
+                ("to", &now),
+                ("buckets", "600"),
+            ],
+            "1 ms wide",
         ),
     ] {
         let response = reqwest::Client::new()

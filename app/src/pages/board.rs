@@ -65,23 +65,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
     let Some(dashboard) = store.get(name).await.map_err(ServerFnError::new)? else {
         return Ok(None);
     };
-    let to = chrono::Utc::now();
-    let from = to - chrono::Duration::seconds(secs);
-    let step_ms = secs * 1000 / i64::from(BUCKETS);
-    let panels = try_join_all(dashboard.panels.iter().map(|panel| {
-        try_join_all(panel.series.iter().map(|text| {
-            let history = history.clone();
-            async move {
-                let series = text.parse().map_err(ServerFnError::new)?;
-                let buckets = history
-                    .range(panel.source.clone(), series, from, to, BUCKETS)
-                    .await
-                    .map_err(ServerFnError::new)?;
-                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
-            }
-        }))
-    }))
-    .await?;
+    // Heads before history: a sample committed in between is then pushed, not lost.
     let mut rooms: Vec<RoomName> = dashboard
         .panels
         .iter()
@@ -97,6 +81,23 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
             }
         }))
         .await?;
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::seconds(secs);
+    let step_ms = secs * 1000 / i64::from(BUCKETS);
+    let panels = try_join_all(dashboard.panels.iter().map(|panel| {
+        try_join_all(panel.series.iter().map(|text| {
+            let history = history.clone();
+            async move {
+                let series = text.parse().map_err(ServerFnError::new)?;
+                let buckets = history
+                    .range(panel.source.clone(), series, from, to, step_ms)
+                    .await
+                    .map_err(ServerFnError::new)?;
+                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
+            }
+        }))
+    }))
+    .await?;
     Ok(Some(BoardData {
         dashboard,
         window_ms: secs * 1000,

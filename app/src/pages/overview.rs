@@ -65,7 +65,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError
                 .map_err(ServerFnError::new)?
                 .head;
             let series = try_join_all(series.into_iter().map(|series| {
-                let buckets = history.range(source.clone(), series.clone(), from, to, BUCKETS);
+                let buckets = history.range(source.clone(), series.clone(), from, to, step_ms);
                 async move {
                     let buckets = buckets.await.map_err(ServerFnError::new)?;
                     let data = SeriesData::from_buckets(series.to_string(), step_ms, &buckets);
