@@ -21,6 +21,9 @@ use crate::{
 
 /// Most publish requests committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Samples after which a transaction takes no more requests: without it, a backlog of metric
+/// batches (10,000 samples each) would make one transaction of millions of rows.
+const MAX_BATCH_SAMPLES: usize = 50_000;
 /// Publishes waiting for the writer before publishers themselves wait.
 const QUEUE: usize = 8192;
 
@@ -28,6 +31,12 @@ const QUEUE: usize = 8192;
 struct Request {
     events: Vec<Pending>,
     stored: oneshot::Sender<Result<Vec<Event>>>,
+}
+
+impl Request {
+    fn samples(&self) -> usize {
+        self.events.iter().map(|e| e.points.len()).sum()
+    }
 }
 
 #[derive(Clone)]
@@ -114,7 +123,14 @@ async fn write(
     committed: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(first) = requests.recv().await {
+        let mut samples = first.samples();
+        batch.push(first);
+        while batch.len() < MAX_BATCH && samples < MAX_BATCH_SAMPLES {
+            let Ok(next) = requests.try_recv() else { break };
+            samples += next.samples();
+            batch.push(next);
+        }
         let mut sizes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut events = Vec::new();

@@ -22,7 +22,10 @@ use crate::{
 
 #[derive(Clone)]
 pub struct Store {
+    /// Everything but the writer: pages and API reads can queue here by the hundred.
     pub(crate) pool: PgPool,
+    /// The single writer's own connection, so a burst of reads never delays a commit.
+    writer: PgPool,
     pub(crate) series: SeriesIds,
 }
 
@@ -85,14 +88,17 @@ impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(options: PgConnectOptions) -> Result<Self> {
         // While the database is away, requests fail after a few seconds instead of hanging.
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("../migrations").run(&pool).await?;
+        let pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options.clone())
+        };
+        let (reads, writer) = (pool(16), pool(1));
+        sqlx::migrate!("../migrations").run(&reads).await?;
         Ok(Self {
-            pool,
+            pool: reads,
+            writer,
             series: SeriesIds::default(),
         })
     }
@@ -107,7 +113,7 @@ impl Store {
         }
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // Bumping each head takes the room's row lock until commit: seqs are gapless and a
         // rolled-back batch gives its seqs back.
         let heads: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
