@@ -79,7 +79,8 @@ pg_bin() {
 
 # Tests need a Postgres on TCP where `postgres` may connect without a password. Use the machine's
 # when it answers so on 5432; otherwise run a private one for the tests. $1 names the database
-# (default watchroom_test), created if missing.
+# (default watchroom_test), created if missing; with `empty` as $2 it is dropped first, so every
+# run starts as a fresh machine does.
 ensure_test_database() {
   if [ -n "${DATABASE_URL:-}" ]; then return; fi
   local name="${1:-watchroom_test}" host=127.0.0.1 port=5432
@@ -101,6 +102,9 @@ ensure_test_database() {
     fi
   fi
   local psql=("$(pg_bin psql)" -w -h $host -p $port -U postgres -d postgres)
+  if [ "${2:-}" = empty ]; then
+    "${psql[@]}" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)"
+  fi
   "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
     "${psql[@]}" -qc "CREATE DATABASE $name"
   export DATABASE_URL="postgres://postgres@$host:$port/$name"

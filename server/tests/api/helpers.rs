@@ -1,5 +1,5 @@
 //! Starts real servers against a real Postgres and talks to them as clients do.
-#![allow(dead_code)] // each test crate uses its own part of this module
+
 
 use std::{
     sync::atomic::{AtomicU32, Ordering},
@@ -208,5 +208,42 @@ impl Client {
             ServerFrame::Event(event) if &event.room == room => event.seq,
             other => panic!("expected an event of {room}, got {other:?}"),
         }
+    }
+}
+
+/// A database of its own, empty until a server migrates it; dropped by [`EmptyDatabase::drop`].
+pub struct EmptyDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    pub url: String,
+}
+
+impl EmptyDatabase {
+    pub async fn create(label: &str) -> Self {
+        use sqlx::postgres::PgConnectOptions;
+
+        let base = config().database_url.expect("tests have a database");
+        let options: PgConnectOptions = base.parse().expect("a valid DATABASE_URL");
+        let admin = sqlx::PgPool::connect_with(options.clone())
+            .await
+            .expect("the test database answers");
+        let name = unique_room(label).as_str().replace(['.', '-'], "_");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("may create databases");
+        let url = match base.rsplit_once('/') {
+            Some((server, rest)) => match rest.split_once('?') {
+                Some((_, params)) => format!("{server}/{name}?{params}"),
+                None => format!("{server}/{name}"),
+            },
+            None => panic!("DATABASE_URL {base} names no database"),
+        };
+        Self { admin, name, url }
+    }
+
+    pub async fn drop(self) {
+        let drop = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        sqlx::query(&drop).execute(&self.admin).await.unwrap();
     }
 }

@@ -1,6 +1,5 @@
 //! Metric ingest and range queries against a real server and Postgres.
 
-mod support;
 
 use app::{
     metrics::{Bucket, MAX_BATCH_BYTES, MAX_BATCH_SAMPLES, Stored, event_points, source_room},
@@ -9,7 +8,7 @@ use app::{
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 use server::Running;
-use support::{Client, start, start_with, unique_room};
+use crate::helpers::{Client, start, start_with, unique_room};
 
 fn unique_source(label: &str) -> String {
     unique_room(label).as_str().to_owned()
@@ -172,7 +171,7 @@ async fn a_bad_sample_rejects_the_whole_batch_naming_its_index() {
         !sources(&running).await.contains(&source),
         "nothing of a rejected batch is stored"
     );
-    let events: Vec<Value> = reqwest::get(support::events_url(&running, room.as_str()))
+    let events: Vec<Value> = reqwest::get(crate::helpers::events_url(&running, room.as_str()))
         .await
         .unwrap()
         .json()

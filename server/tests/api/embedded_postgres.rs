@@ -1,24 +1,24 @@
 //! The server's own Postgres: what it stored outlives a restart of either, and a database that
 //! goes away fails requests clearly without losing or skipping anything.
 
-mod support;
 
 use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::embedded_postgres::EmbeddedPostgres;
-use support::{Client, post_notice, stored, unique_room};
+use crate::helpers::{Client, post_notice, stored, unique_room};
 
-/// Under the system temp dir: as root the cluster runs as `postgres`, which must reach it.
+/// Under the system temp dir: as root the cluster runs as `postgres`, which must reach it. The
+/// space and quote prove paths reach `pg_ctl` and the database URL escaped.
 fn scratch_dir() -> PathBuf {
-    std::env::temp_dir().join(unique_room("watchroom-pg").as_str())
+    std::env::temp_dir().join(format!("{} it's", unique_room("pg").as_str()))
 }
 
 #[tokio::test]
 async fn events_survive_a_restart_on_the_private_cluster() {
     let data_dir = scratch_dir();
-    let mut config = support::config();
+    let mut config = crate::helpers::config();
     config.database_url = None;
     config.data_dir = data_dir.clone();
     let room = unique_room("durable");
@@ -46,7 +46,7 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
     let data_dir = scratch_dir();
     let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
     let url = pg.url();
-    let server = support::start_with(|config| config.database_url = Some(url)).await;
+    let server = crate::helpers::start_with(|config| config.database_url = Some(url)).await;
     let room = unique_room("db-restart");
     let mut watcher = Client::connect(&server).await;
     watcher.subscribe(&room, None).await;
@@ -55,7 +55,7 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
 
     pg.stop().await.unwrap();
     let response = reqwest::Client::new()
-        .post(support::events_url(&server, room.as_str()))
+        .post(crate::helpers::events_url(&server, room.as_str()))
         .json(&json!({"kind": "alert", "data": {"text": "lost?"}}))
         .send()
         .await

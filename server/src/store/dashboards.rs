@@ -1,10 +1,10 @@
 //! Saved dashboards in Postgres, and the Host dashboard a fresh install starts with.
 
-use app::dashboards::{Dashboard, DashboardStore, Panel};
-use futures::future::BoxFuture;
+use app::dashboards::{Dashboard, Panel};
 use sqlx::types::Json;
 
-use crate::{error::Result, store::Store};
+use super::Store;
+use crate::error::{Result, RunError};
 
 impl Store {
     pub async fn dashboard_names(&self) -> Result<Vec<String>> {
@@ -47,42 +47,18 @@ impl Store {
         Ok(())
     }
 
-    /// Saves the Host dashboard for `host_source` when no dashboard exists yet.
-    pub async fn seed_dashboards(&self, host_source: &str) -> Result<()> {
+    /// Saves the Host dashboard for `host_source` when no dashboard exists yet. Nodes starting
+    /// together on an empty database all try: the conflict clause lets every one of them succeed.
+    pub async fn seed_dashboards(&self, host_source: &str) -> Result<(), RunError> {
         sqlx::query(
             "INSERT INTO dashboards (name, panels)
-             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM dashboards)",
+             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM dashboards)
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(app::dashboards::HOST)
         .bind(Json(&Dashboard::host(host_source).panels))
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-}
-
-impl DashboardStore for Store {
-    fn list(&self) -> BoxFuture<'static, Result<Vec<String>, String>> {
-        self.serve_page("listing dashboards", |store| async move {
-            store.dashboard_names().await
-        })
-    }
-
-    fn get(&self, name: String) -> BoxFuture<'static, Result<Option<Dashboard>, String>> {
-        self.serve_page("reading a dashboard", |store| async move {
-            store.dashboard(&name).await
-        })
-    }
-
-    fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), String>> {
-        self.serve_page("saving a dashboard", |store| async move {
-            store.save_dashboard(&dashboard).await
-        })
-    }
-
-    fn delete(&self, name: String) -> BoxFuture<'static, Result<(), String>> {
-        self.serve_page("deleting a dashboard", |store| async move {
-            store.delete_dashboard(&name).await
-        })
     }
 }

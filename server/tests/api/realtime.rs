@@ -1,11 +1,10 @@
 //! The realtime core under stress: resume, restarts, limits, presence and slow readers.
 
-mod support;
 
 use app::protocol::{ClientFrame, ErrorCode, EventKind, RoomName, ServerFrame};
 use futures::future::join_all;
 use serde_json::json;
-use support::{Client, post_notice, start, stored, unique_room};
+use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
@@ -160,7 +159,7 @@ async fn oversized_frames_close_the_socket_with_1009_and_the_server_carries_on()
 
 #[tokio::test]
 async fn watching_more_rooms_than_allowed_is_refused() {
-    let server = support::start_with(|config| config.max_rooms_per_connection = 2).await;
+    let server = crate::helpers::start_with(|config| config.max_rooms_per_connection = 2).await;
     let mut client = Client::connect(&server).await;
     client.subscribe(&unique_room("one"), None).await;
     client.subscribe(&unique_room("two"), None).await;
@@ -186,7 +185,7 @@ async fn watching_more_rooms_than_allowed_is_refused() {
 #[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
     let server =
-        support::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0))
+        crate::helpers::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0))
             .await;
     let room = unique_room("rate");
     let mut client = Client::connect(&server).await;
@@ -245,7 +244,7 @@ async fn watchers_are_told_how_many_watch_their_room() {
 #[tokio::test]
 async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
     let server =
-        support::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6))
+        crate::helpers::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6))
             .await;
     let room = unique_room("slow");
     let mut paused = Client::connect(&server).await;

@@ -1,11 +1,10 @@
 //! The live path end to end: HTTP publish → Postgres → hub → WebSocket subscribers.
 
-mod support;
 
 use app::protocol::{ErrorCode, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Client, post_notice, start, stored, unique_room};
+use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -106,7 +105,7 @@ async fn malformed_json_is_refused_with_a_clear_message_and_stores_nothing() {
     let server = start().await;
     let room = unique_room("malformed");
     let response = reqwest::Client::new()
-        .post(support::events_url(&server, room.as_str()))
+        .post(crate::helpers::events_url(&server, room.as_str()))
         .header("content-type", "application/json")
         .body(r#"{"kind": "notice", "data": "#)
         .send()
@@ -126,7 +125,7 @@ async fn invalid_room_names_are_refused_and_store_nothing() {
     let client = reqwest::Client::new();
     for bad in ["has%20space", "-dash-first", &"x".repeat(65)] {
         let response = client
-            .post(support::events_url(&server, bad))
+            .post(crate::helpers::events_url(&server, bad))
             .json(&json!({"kind": "notice", "data": {"text": "x"}}))
             .send()
             .await
@@ -157,7 +156,7 @@ async fn events_that_break_their_kinds_rules_are_refused_and_store_nothing() {
         json!({"kind": "shout", "data": {"text": "x"}}),
     ] {
         let response = client
-            .post(support::events_url(&server, room.as_str()))
+            .post(crate::helpers::events_url(&server, room.as_str()))
             .json(&body)
             .send()
             .await
@@ -197,7 +196,7 @@ async fn unreadable_frames_get_an_error_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn silent_client_is_dropped_after_two_heartbeats_and_its_room_freed() {
-    let server = support::start_with(|config| config.heartbeat_secs = 0.2).await;
+    let server = crate::helpers::start_with(|config| config.heartbeat = std::time::Duration::from_millis(200)).await;
     let room = unique_room("silent");
     let mut client = Client::connect(&server).await;
     client.subscribe(&room, None).await;
@@ -226,10 +225,10 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
     post_notice(&server, &room, "kept").await;
     for (url, code) in [
         (
-            format!("{}?since=soon", support::events_url(&server, room.as_str())),
+            format!("{}?since=soon", crate::helpers::events_url(&server, room.as_str())),
             "bad_frame",
         ),
-        (support::events_url(&server, "no%20spaces"), "invalid_room"),
+        (crate::helpers::events_url(&server, "no%20spaces"), "invalid_room"),
     ] {
         let response = reqwest::get(&url).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
@@ -239,7 +238,7 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
     }
     let page = format!(
         "{}?since=0&limit=5000",
-        support::events_url(&server, room.as_str())
+        crate::helpers::events_url(&server, room.as_str())
     );
     let events: Vec<Value> = reqwest::get(page).await.unwrap().json().await.unwrap();
     assert_eq!(

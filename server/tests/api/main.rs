@@ -1,0 +1,9 @@
+//! The server's integration tests: one binary, a module per topic, each test with its own server
+//! (and rooms) from `helpers`.
+
+mod embedded_postgres;
+mod helpers;
+mod live_path;
+mod metrics;
+mod realtime;
+mod startup;
