@@ -43,7 +43,7 @@ export class Server {
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
         RUST_LOG: "warn",
         // Short heartbeats, so that a silent server is noticed within seconds.
-        WATCHROOM_HEARTBEAT_SECS: "1",
+        WATCHROOM_HEARTBEAT: "1s",
       },
       stdio: ["ignore", "inherit", "inherit"],
     });

@@ -3,6 +3,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 
 /// Watchroom: a live monitoring dashboard.
+///
+/// Every value is checked when it is read: a start with a value the server cannot run with
+/// (a zero heartbeat, a negative rate) fails at once, naming the flag.
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
 pub struct Config {
@@ -14,44 +17,48 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Where the private Postgres cluster lives when no `database_url` is given.
-    #[arg(long, env = "WATCHROOM_DATA_DIR", default_value = ".watchroom")]
+    /// Where the private Postgres cluster lives when no `database_url` is given; a relative
+    /// path is taken from the directory the server starts in.
+    #[arg(long, env = "WATCHROOM_DATA_DIR", default_value = ".watchroom", value_parser = absolute_path)]
     pub data_dir: PathBuf,
 
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info,sqlx=warn")]
     pub log: String,
 
-    /// Seconds between heartbeats on each socket; a peer silent for two is dropped.
-    #[arg(long, env = "WATCHROOM_HEARTBEAT_SECS", default_value_t = 15.0)]
-    pub heartbeat_secs: f64,
+    /// Time between heartbeats on each socket (`15s`, `500ms`; a bare number is seconds); a
+    /// peer silent for two is dropped.
+    #[arg(long, env = "WATCHROOM_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
+    pub heartbeat: Duration,
 
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
-    #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
 
     /// Rooms one connection may watch at once.
-    #[arg(long, env = "WATCHROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
+    #[arg(long, env = "WATCHROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 64, value_parser = at_least_one)]
     pub max_rooms_per_connection: usize,
 
     /// Sustained publishes per second one connection may make.
-    #[arg(long, env = "WATCHROOM_PUBLISH_RATE", default_value_t = 200.0)]
+    #[arg(long, env = "WATCHROOM_PUBLISH_RATE", default_value_t = 200.0, value_parser = positive_number)]
     pub publish_rate: f64,
 
-    /// Publishes one connection may make in a burst above the sustained rate.
-    #[arg(long, env = "WATCHROOM_PUBLISH_BURST", default_value_t = 400.0)]
+    /// Publishes one connection may make in a burst above the sustained rate (at least 1).
+    #[arg(long, env = "WATCHROOM_PUBLISH_BURST", default_value_t = 400.0, value_parser = burst)]
     pub publish_burst: f64,
 
-    /// Seconds a shutdown waits for sockets to drain before exiting anyway.
-    #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
-    pub shutdown_grace_secs: f64,
+    /// How long a shutdown waits for sockets to drain before exiting anyway (`10s`; `0` exits
+    /// at once).
+    #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
 
     /// Distinct series (name and labels) one metrics source may have; samples that would add
     /// more are refused, so a label carrying e.g. a request id cannot grow storage without bound.
     #[arg(
         long,
         env = "WATCHROOM_MAX_SERIES_PER_SOURCE",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = at_least_one
     )]
     pub max_series_per_source: usize,
 
@@ -64,12 +71,131 @@ pub struct Config {
     pub site_root: PathBuf,
 }
 
-impl Config {
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_secs_f64(self.heartbeat_secs)
+/// Reads a duration as operators write one: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
+/// or a bare number of seconds. Fractions are allowed (`1.5s`); negative values are not.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: write a duration as e.g. 500ms, 15s, 5m, 2h or 30d"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 15s, 5m, 2h or 30d"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".into()),
+        positive => Ok(positive),
+    }
+}
+
+fn positive_number(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{text:?} is not a number greater than zero")),
+    }
+}
+
+fn burst(text: &str) -> Result<f64, String> {
+    match positive_number(text)? {
+        n if n >= 1.0 => Ok(n),
+        _ => Err("must be at least 1, or no publish could ever pass".into()),
+    }
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+/// Resolved once, at start: the cluster's tools run from elsewhere, and a log naming the full
+/// path shows at once which cluster a start is using.
+fn absolute_path(text: &str) -> Result<PathBuf, String> {
+    std::path::absolute(text).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Config::try_parse_from([&["server"], args].concat()).map_err(|e| e.to_string())
     }
 
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs_f64(self.shutdown_grace_secs)
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        for (text, expect) in [
+            ("15", Duration::from_secs(15)),
+            ("15s", Duration::from_secs(15)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("5m", Duration::from_secs(300)),
+            ("2h", Duration::from_secs(7200)),
+            ("30d", Duration::from_secs(30 * 86_400)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(duration(text), Ok(expect), "{text}");
+        }
+        for bad in ["", "-1s", "fast", "10 parsecs", "1e400"] {
+            assert!(duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn defaults_start_a_server() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert!(config.data_dir.is_absolute());
+        assert!(config.data_dir.ends_with(".watchroom"));
+    }
+
+    #[test]
+    fn each_value_a_server_cannot_run_with_is_refused_naming_its_flag() {
+        for (flag, value) in [
+            ("--heartbeat", "0"),
+            ("--heartbeat", "-5s"),
+            ("--heartbeat", "soon"),
+            ("--shutdown-grace", "-1"),
+            ("--publish-rate", "0"),
+            ("--publish-rate", "-3"),
+            ("--publish-rate", "NaN"),
+            ("--publish-burst", "0.5"),
+            ("--max-frame-bytes", "0"),
+            ("--max-rooms-per-connection", "0"),
+            ("--max-series-per-source", "-1"),
+        ] {
+            // `--flag=value`: a value may begin with '-'.
+            let error = parse(&[&format!("{flag}={value}")]).expect_err(&format!("{flag} {value}"));
+            assert!(error.contains(flag), "{flag} {value}: {error}");
+        }
+        assert_eq!(
+            parse(&["--shutdown-grace", "0"]).unwrap().shutdown_grace,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_made_absolute_from_the_start_directory() {
+        let config = parse(&["--data-dir", "state/pg"]).unwrap();
+        let expect = std::env::current_dir().unwrap().join("state/pg");
+        assert_eq!(config.data_dir, expect);
     }
 }

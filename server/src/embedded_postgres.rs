@@ -8,7 +8,9 @@ use std::{
     process::Command,
 };
 
-use crate::error::{Error, Result};
+use crate::error::RunError;
+
+type Result<T, E = RunError> = std::result::Result<T, E>;
 
 const SUPERUSER: &str = "watchroom";
 /// Postgres refuses to run as root; as root we run it as this system user.
@@ -37,7 +39,7 @@ impl EmbeddedPostgres {
         let starting = pg.clone();
         tokio::task::spawn_blocking(move || starting.start_blocking())
             .await
-            .map_err(|e| Error::EmbeddedPostgres(e.to_string()))??;
+            .map_err(|e| RunError::EmbeddedPostgres(e.to_string()))??;
         Ok(pg)
     }
 
@@ -45,7 +47,7 @@ impl EmbeddedPostgres {
     pub fn url(&self) -> String {
         format!(
             "postgres://{SUPERUSER}@localhost:{PORT}/postgres?host={}",
-            self.socket_dir.display()
+            percent_encoded(&self.socket_dir.to_string_lossy())
         )
     }
 
@@ -58,7 +60,7 @@ impl EmbeddedPostgres {
             )
         })
         .await
-        .map_err(|e| Error::EmbeddedPostgres(e.to_string()))?
+        .map_err(|e| RunError::EmbeddedPostgres(e.to_string()))?
     }
 
     fn start_blocking(&self) -> Result<()> {
@@ -86,7 +88,7 @@ impl EmbeddedPostgres {
                 ])
                 .status()?;
             if !reachable.success() {
-                return Err(Error::EmbeddedPostgres(format!(
+                return Err(RunError::EmbeddedPostgres(format!(
                     "the {SERVICE_USER} user cannot reach {}; set WATCHROOM_DATA_DIR to a directory it can",
                     self.data.display()
                 )));
@@ -104,7 +106,11 @@ impl EmbeddedPostgres {
             tracing::info!(dir = %self.data.display(), "adopting running private postgres cluster");
             return Ok(());
         }
-        let options = format!("-k '{}' -h '' -p {PORT}", path_str(&self.socket_dir)?);
+        // pg_ctl hands these to a shell.
+        let options = format!(
+            "-k {} -h '' -p {PORT}",
+            shell_quoted(path_str(&self.socket_dir)?)
+        );
         let log = self.data.join("server.log");
         tracing::info!(dir = %self.data.display(), "starting private postgres cluster");
         // pg_ctl discards a postmaster.pid left by a crash when its process is gone.
@@ -142,11 +148,11 @@ fn check(command: &mut Command, tool: &str) -> Result<()> {
     let output = command
         .current_dir("/")
         .output()
-        .map_err(|e| Error::EmbeddedPostgres(format!("could not run {tool}: {e}")))?;
+        .map_err(|e| RunError::EmbeddedPostgres(format!("could not run {tool}: {e}")))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(Error::EmbeddedPostgres(format!(
+        Err(RunError::EmbeddedPostgres(format!(
             "{tool} failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
@@ -154,9 +160,26 @@ fn check(command: &mut Command, tool: &str) -> Result<()> {
     }
 }
 
+/// `text` as one shell word, whatever it holds.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// `text` as a URL query value: everything but unreserved characters and `/` escaped.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
-        .ok_or_else(|| Error::EmbeddedPostgres(format!("path is not UTF-8: {}", path.display())))
+        .ok_or_else(|| RunError::EmbeddedPostgres(format!("path is not UTF-8: {}", path.display())))
 }
 
 /// The newest installed server's binaries: Debian keeps them out of PATH, under
@@ -181,7 +204,7 @@ fn find_bin_dir() -> Result<PathBuf> {
         .flat_map(std::env::split_paths)
         .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
         .ok_or_else(|| {
-            Error::EmbeddedPostgres(
+            RunError::EmbeddedPostgres(
                 "no PostgreSQL server binaries (initdb, pg_ctl) found; install them or set DATABASE_URL".into(),
             )
         })
