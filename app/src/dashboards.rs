@@ -1,6 +1,11 @@
 //! Saved dashboards: named sets of panels, each bound to a source's room and some of its series.
 
+#[cfg(feature = "ssr")]
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ssr")]
+use crate::error::AppError;
 
 /// Longest dashboard name, in bytes.
 pub const MAX_NAME_LEN: usize = 40;
@@ -203,15 +208,11 @@ impl Dashboard {
 /// Where dashboards are kept; the server provides it as context to server functions.
 #[cfg(feature = "ssr")]
 pub trait DashboardStore: Send + Sync + 'static {
-    fn list(&self) -> futures::future::BoxFuture<'static, Result<Vec<String>, String>>;
-    fn get(
-        &self,
-        name: String,
-    ) -> futures::future::BoxFuture<'static, Result<Option<Dashboard>, String>>;
+    fn list(&self) -> BoxFuture<'static, Result<Vec<String>, AppError>>;
+    fn get(&self, name: String) -> BoxFuture<'static, Result<Option<Dashboard>, AppError>>;
     /// Creates or replaces.
-    fn save(&self, dashboard: Dashboard)
-    -> futures::future::BoxFuture<'static, Result<(), String>>;
-    fn delete(&self, name: String) -> futures::future::BoxFuture<'static, Result<(), String>>;
+    fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>>;
+    fn delete(&self, name: String) -> BoxFuture<'static, Result<(), AppError>>;
 }
 
 #[cfg(feature = "ssr")]

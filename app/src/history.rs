@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::{
+    error::AppError,
     metrics::{Bucket, Series},
     protocol::{RoomName, RoomSnapshot},
 };
@@ -16,7 +17,7 @@ pub trait History: Send + Sync + 'static {
         &self,
         room: RoomName,
         limit: i64,
-    ) -> BoxFuture<'static, Result<RoomSnapshot, String>>;
+    ) -> BoxFuture<'static, Result<RoomSnapshot, AppError>>;
 
     /// One series of `source` over `[from, to)` in buckets `step_ms` wide, aligned to multiples
     /// of that width since the epoch (so pushes can fold into the same buckets).
@@ -27,7 +28,7 @@ pub trait History: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_ms: i64,
-    ) -> BoxFuture<'static, Result<Vec<Bucket>, String>>;
+    ) -> BoxFuture<'static, Result<Vec<Bucket>, AppError>>;
 
     /// The first `limit` sources (by name) whose name contains `filter`, each with its first
     /// `series` series, and how many sources matched.
@@ -36,7 +37,7 @@ pub trait History: Send + Sync + 'static {
         filter: String,
         limit: usize,
         series: usize,
-    ) -> BoxFuture<'static, Result<(usize, Sources), String>>;
+    ) -> BoxFuture<'static, Result<(usize, Sources), AppError>>;
 }
 
 /// Source names, each with its series.

@@ -1,6 +1,7 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
 pub mod dashboards;
+pub mod error;
 pub mod format;
 #[cfg(feature = "ssr")]
 pub mod history;

@@ -95,16 +95,12 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one sample's series, value, labels and time; `now` anchors the accepted window.
-pub fn check_point(point: &Point, now: DateTime<Utc>) -> Result<(), String> {
-    check_name("series", &point.series)?;
-    if !point.value.is_finite() {
-        return Err(format!("value {} must be a finite number", point.value));
-    }
-    if point.labels.len() > MAX_LABELS {
+/// Checks a label set: how many, their names, their values' length and content.
+pub fn check_labels(labels: &Labels) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
         return Err(format!("at most {MAX_LABELS} labels"));
     }
-    for (key, value) in &point.labels {
+    for (key, value) in labels {
         check_name("label", key)?;
         if value.len() > MAX_LABEL_VALUE_LEN {
             return Err(format!(
@@ -116,6 +112,16 @@ pub fn check_point(point: &Point, now: DateTime<Utc>) -> Result<(), String> {
             return Err(format!("label {key} contains a NUL character"));
         }
     }
+    Ok(())
+}
+
+/// Checks one sample's series, value, labels and time; `now` anchors the accepted window.
+pub fn check_point(point: &Point, now: DateTime<Utc>) -> Result<(), String> {
+    check_name("series", &point.series)?;
+    if !point.value.is_finite() {
+        return Err(format!("value {} must be a finite number", point.value));
+    }
+    check_labels(&point.labels)?;
     if point.ts < now - max_age() || point.ts > now + max_skew() {
         return Err(format!(
             "ts {} is outside the accepted window ({} days back, {} minutes ahead)",
@@ -270,6 +276,12 @@ impl std::str::FromStr for Series {
 }
 
 impl Series {
+    /// Checks the name and labels by the rules samples follow.
+    pub fn check(&self) -> Result<(), String> {
+        check_name("series", &self.name)?;
+        check_labels(&self.labels)
+    }
+
     /// Whether `point` is a sample of this series.
     pub fn is(&self, point: &Point) -> bool {
         self.name == point.series && self.labels == point.labels
@@ -295,18 +307,16 @@ impl Series {
     fn read(text: &str) -> Result<(Series, &str), String> {
         let text = text.trim_start();
         let end = text.find(|c| !name_char(c)).unwrap_or(text.len());
-        let name = &text[..end];
-        check_name("series", name)?;
+        let name = text[..end].to_owned();
+        check_name("series", &name)?;
         let mut rest = text[end..].trim_start();
         let mut labels = Labels::new();
         if let Some(inner) = rest.strip_prefix('{') {
             rest = parse_labels(inner, &mut labels)?;
-            for key in labels.keys() {
-                check_name("label", key)?;
-            }
         }
-        let name = name.to_owned();
-        Ok((Series { name, labels }, rest))
+        let series = Series { name, labels };
+        series.check()?;
+        Ok((series, rest))
     }
 }
 

@@ -11,6 +11,9 @@ use serde_json::Value;
 pub const MAX_ROOM_LEN: usize = 64;
 /// Largest accepted `data` object of one event, serialised, in bytes.
 pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
+/// Largest request body publishing one event over HTTP: its data, with as much again for the
+/// envelope and whatever whitespace the sender's JSON has.
+pub const MAX_EVENT_BODY_BYTES: usize = 2 * MAX_EVENT_DATA_BYTES;
 
 /// A validated room name: 1–64 ASCII letters, digits, `-`, `_`, `.`, `:`, starting with a letter or
 /// digit. Deserialising an invalid name fails, so no unchecked name travels past the edge.

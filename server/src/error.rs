@@ -1,4 +1,8 @@
+//! The server's two error types: [`Error`], what a request can fail with, and [`RunError`],
+//! what keeps the server from starting or stopping cleanly.
+
 use app::{
+    error::AppError,
     metrics::{InvalidSample, Series},
     protocol::{ErrorCode, InvalidEvent, InvalidRoom},
 };
@@ -11,8 +15,9 @@ use serde_json::json;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Every failure the server reports. Client mistakes become 4xx with a message saying what to fix;
-/// everything else is logged in full and reported as unavailable.
+/// Every way a request can fail. Client mistakes become 4xx with a message saying what to fix;
+/// the server's own failures are logged in full and reported as unavailable. Status and code
+/// are decided per variant with no catch-all, so a new variant must be placed on purpose.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -21,6 +26,8 @@ pub enum Error {
     InvalidEvent(#[from] InvalidEvent),
     #[error(transparent)]
     InvalidSample(#[from] InvalidSample),
+    /// A request of the wrong shape; `status` tells 400 (unreadable), 413 (too large),
+    /// 415 (wrong content type) and 422 (readable but wrong) apart.
     #[error("{message}")]
     BadRequest { status: StatusCode, message: String },
     #[error(
@@ -31,22 +38,22 @@ pub enum Error {
         series: Series,
         limit: usize,
     },
+    /// The single writer is gone (the server is stopping).
     #[error("the event store is unavailable")]
     Unavailable,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("embedded postgres: {0}")]
-    EmbeddedPostgres(String),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    /// Something the server needs to run could not be set up or shut down.
-    #[error("{0}")]
-    Lifecycle(String),
 }
 
 impl Error {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidRoom(_) => ErrorCode::InvalidRoom,
@@ -54,36 +61,43 @@ impl Error {
             Self::InvalidSample(_) => ErrorCode::InvalidSample,
             Self::BadRequest { .. } => ErrorCode::BadFrame,
             Self::TooManySeries { .. } => ErrorCode::TooManySeries,
-            _ => ErrorCode::Unavailable,
+            Self::Unavailable | Self::Database(_) => ErrorCode::Unavailable,
         }
     }
 
-    /// The message a client sees: the full text for its own mistakes, nothing internal otherwise.
-    pub fn public_message(&self) -> String {
-        match self.code() {
-            ErrorCode::Unavailable => "the server could not complete the request; try again".into(),
-            _ => self.to_string(),
-        }
-    }
-
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
             Self::InvalidRoom(_) | Self::InvalidSample(_) | Self::TooManySeries { .. } => {
                 StatusCode::BAD_REQUEST
             }
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the server, not the client, failed: only these are logged as errors.
+    pub fn is_servers(&self) -> bool {
+        self.status().is_server_error()
+    }
+
+    /// The message a client sees: the full text for its own mistakes, nothing internal otherwise.
+    pub fn public_message(&self) -> String {
+        if self.is_servers() {
+            "the server could not complete the request; try again".into()
+        } else {
+            self.to_string()
         }
     }
 }
 
-/// For pages, which show only what a client may see: logs the error in full and hands over its
-/// public message.
-pub fn for_page(what: &'static str) -> impl FnOnce(Error) -> String {
-    move |e| {
-        tracing::error!(error = %e, "{what} failed");
-        e.public_message()
+impl From<Error> for AppError {
+    fn from(error: Error) -> Self {
+        if error.is_servers() {
+            Self::Unavailable
+        } else {
+            Self::Invalid(error.to_string())
+        }
     }
 }
 
@@ -100,16 +114,64 @@ macro_rules! bad_request_from {
 bad_request_from!(
     axum::extract::rejection::JsonRejection,
     axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::PathRejection,
     axum::extract::rejection::BytesRejection,
     axum::extract::rejection::StringRejection
 );
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if self.code() == ErrorCode::Unavailable {
+        if self.is_servers() {
             tracing::error!(error = %self, "request failed");
         }
         let body = json!({ "error": self.code(), "message": self.public_message() });
         (self.status(), Json(body)).into_response()
+    }
+}
+
+/// What keeps the server from starting, or from stopping cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("embedded postgres: {0}")]
+    EmbeddedPostgres(String),
+    #[error("leptos configuration: {0}")]
+    Leptos(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_mistakes_are_4xx_with_their_reason_and_server_failures_503_without() {
+        let mistakes = [
+            Error::InvalidRoom(app::protocol::RoomName::parse("a b").unwrap_err()),
+            Error::bad_request("labels must be a JSON object of strings"),
+            Error::TooManySeries {
+                source_name: "web".into(),
+                series: "cpu".parse().unwrap(),
+                limit: 1,
+            },
+        ];
+        for mistake in mistakes {
+            assert!(mistake.status().is_client_error(), "{mistake}");
+            let reason = mistake.to_string();
+            assert_eq!(mistake.public_message(), reason);
+            assert_eq!(AppError::from(mistake), AppError::Invalid(reason));
+        }
+        for failure in [Error::Unavailable, Error::Database(sqlx::Error::PoolTimedOut)] {
+            assert_eq!(failure.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(failure.code(), ErrorCode::Unavailable);
+            assert!(!failure.public_message().contains("pool"), "{failure}");
+            assert_eq!(AppError::from(failure), AppError::Unavailable);
+        }
     }
 }

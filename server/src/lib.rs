@@ -3,15 +3,13 @@
 pub mod api;
 pub mod collector;
 pub mod config;
-pub mod dashboards;
 pub mod embedded_postgres;
 pub mod error;
 pub mod hub;
 pub mod ingest;
-pub mod metrics;
+pub mod pages;
 pub mod prometheus;
 pub mod rate;
-pub mod samples;
 pub mod store;
 pub mod ws;
 
@@ -28,9 +26,10 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 use embedded_postgres::EmbeddedPostgres;
-pub use error::{Error, Result};
+pub use error::{Error, Result, RunError};
 use hub::Hub;
 use ingest::Ingest;
+use pages::Pages;
 use store::Store;
 
 /// How often rooms whose membership changed are told their watcher count.
@@ -61,7 +60,7 @@ pub struct Running {
 }
 
 /// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
-pub async fn start(config: &Config) -> Result<Running> {
+pub async fn start(config: &Config) -> Result<Running, RunError> {
     let (url, embedded) = match &config.database_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -72,7 +71,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     let ready = async {
         let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
         store.seed_dashboards(&collector::host_source()).await?;
-        Ok::<_, Error>(store)
+        Ok::<_, RunError>(store)
     };
     let store = match ready.await {
         Ok(store) => store,
@@ -85,7 +84,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     };
 
     let mut leptos = get_configuration(None)
-        .map_err(|e| Error::Lifecycle(format!("leptos configuration: {e}")))?
+        .map_err(|e| RunError::Leptos(e.to_string()))?
         .leptos_options;
     leptos.site_addr = config.listen;
     leptos.site_root = config.site_root.to_string_lossy().into();
@@ -133,20 +132,20 @@ pub async fn start(config: &Config) -> Result<Running> {
         hub,
         shutdown,
         connections,
-        grace: config.shutdown_grace(),
+        grace: config.shutdown_grace,
         task,
         embedded,
     })
 }
 
 fn router(state: AppState, store: Store) -> Router {
-    let history = SharedHistory(Arc::new(store.clone()));
-    let dashboards = SharedDashboards(Arc::new(store));
+    let pages = Pages::new(store);
+    let history = SharedHistory(Arc::new(pages.clone()));
+    let dashboards = SharedDashboards(Arc::new(pages));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
     Router::new()
         .merge(api::router())
-        .merge(metrics::router())
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,
@@ -165,19 +164,17 @@ fn router(state: AppState, store: Store) -> Router {
 impl Running {
     /// Stops accepting, closes sockets with 1012, waits for requests in flight and sockets to
     /// drain (at most the grace period), then stops the private Postgres if this server started it.
-    pub async fn stop(self) -> Result<()> {
+    pub async fn stop(self) -> Result<(), RunError> {
         self.shutdown.cancel();
         self.connections.close();
         let drained = async {
-            let served = self
-                .task
-                .await
-                .map_err(|e| Error::Lifecycle(format!("the server task failed: {e}")));
+            let served = self.task.await;
             self.connections.wait().await;
             served
         };
         let served = match tokio::time::timeout(self.grace, drained).await {
-            Ok(served) => served?,
+            Ok(Ok(served)) => served.map_err(RunError::from),
+            Ok(Err(task)) => Err(RunError::from(task)),
             Err(_) => {
                 tracing::warn!(
                     "connections still open after the shutdown grace period; exiting anyway"
@@ -185,9 +182,10 @@ impl Running {
                 Ok(())
             }
         };
+        // Whatever became of the server, the private cluster is stopped.
         if let Some(pg) = self.embedded {
             pg.stop().await?;
         }
-        Ok(served?)
+        served
     }
 }

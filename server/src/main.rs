@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
 }
 
 /// Runs until SIGINT or SIGTERM, then drains.
-async fn serve(config: &Config) -> server::Result<()> {
+async fn serve(config: &Config) -> Result<(), server::RunError> {
     let running = server::start(config).await?;
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {

@@ -76,7 +76,7 @@ struct Connection {
 }
 
 async fn serve(socket: WebSocket, state: AppState) {
-    let heartbeat_every = state.config.heartbeat();
+    let heartbeat_every = state.config.heartbeat;
     let shutdown = state.shutdown.clone();
     let mut conn = Connection {
         publishes: TokenBucket::new(state.config.publish_rate, state.config.publish_burst),

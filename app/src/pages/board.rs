@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
+    error::AppError,
     metrics::Series,
     protocol::RoomName,
 };
@@ -27,15 +28,6 @@ pub const RANGES: [(&str, i64); 5] = [
 ];
 const DEFAULT_RANGE: &str = "15m";
 
-/// A request its sender can fix: answered 400, not as a failure of the server.
-#[cfg(feature = "ssr")]
-fn refused(message: impl std::fmt::Display) -> ServerFnError {
-    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-        response.set_status(http::StatusCode::BAD_REQUEST);
-    }
-    ServerFnError::new(message)
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoardData {
     pub dashboard: Dashboard,
@@ -48,93 +40,105 @@ pub struct BoardData {
 }
 
 #[server]
-pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>, ServerFnError> {
-    use crate::{dashboards::SharedDashboards, history::SharedHistory, metrics::source_room};
+pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>, AppError> {
+    use crate::{
+        dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
+    };
     use futures::future::try_join_all;
 
     /// Buckets per line: about one per horizontal pixel of a panel.
     const BUCKETS: u32 = 600;
 
-    let secs = RANGES
-        .iter()
-        .find(|(name, _)| *name == range)
-        .map(|(_, secs)| *secs)
-        .ok_or_else(|| refused(format!("unknown range {range:?}")))?;
-    let history = expect_context::<SharedHistory>().0;
-    let store = expect_context::<SharedDashboards>().0;
-    let Some(dashboard) = store.get(name).await.map_err(ServerFnError::new)? else {
-        return Ok(None);
-    };
-    // Heads before history: a sample committed in between is then pushed, not lost.
-    let mut rooms: Vec<RoomName> = dashboard
-        .panels
-        .iter()
-        .filter_map(|p| source_room(&p.source).ok())
-        .collect();
-    rooms.sort();
-    rooms.dedup();
-    let heads =
-        try_join_all(rooms.into_iter().map(|room| {
+    answer(async move {
+        let secs = RANGES
+            .iter()
+            .find(|(name, _)| *name == range)
+            .map(|(_, secs)| *secs)
+            .ok_or_else(|| AppError::Invalid(format!("unknown range {range:?}")))?;
+        let history = expect_context::<SharedHistory>().0;
+        let store = expect_context::<SharedDashboards>().0;
+        // A name no dashboard can have names none: it is not worth a query.
+        if crate::dashboards::check_name(&name).is_err() {
+            return Ok(None);
+        }
+        let Some(dashboard) = store.get(name).await? else {
+            return Ok(None);
+        };
+        // Heads before history: a sample committed in between is then pushed, not lost.
+        let mut rooms: Vec<RoomName> = dashboard
+            .panels
+            .iter()
+            .filter_map(|p| source_room(&p.source).ok())
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        let heads = try_join_all(rooms.into_iter().map(|room| {
             let snapshot = history.snapshot(room.clone(), 0);
-            async move {
-                Ok::<_, ServerFnError>((room, snapshot.await.map_err(ServerFnError::new)?.head))
-            }
+            async move { Ok::<_, AppError>((room, snapshot.await?.head)) }
         }))
         .await?;
-    let to = chrono::Utc::now();
-    let from = to - chrono::Duration::seconds(secs);
-    let step_ms = secs * 1000 / i64::from(BUCKETS);
-    let panels = try_join_all(dashboard.panels.iter().map(|panel| {
-        try_join_all(panel.series.iter().map(|text| {
-            let history = history.clone();
-            async move {
-                let series = text.parse().map_err(ServerFnError::new)?;
-                let buckets = history
-                    .range(panel.source.clone(), series, from, to, step_ms)
-                    .await
-                    .map_err(ServerFnError::new)?;
-                Ok::<_, ServerFnError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
-            }
+        let to = chrono::Utc::now();
+        let from = to - chrono::Duration::seconds(secs);
+        let step_ms = secs * 1000 / i64::from(BUCKETS);
+        let panels = try_join_all(dashboard.panels.iter().map(|panel| {
+            try_join_all(panel.series.iter().map(|text| {
+                let history = history.clone();
+                async move {
+                    let series = text.parse().map_err(AppError::Invalid)?;
+                    let buckets = history
+                        .range(panel.source.clone(), series, from, to, step_ms)
+                        .await?;
+                    Ok::<_, AppError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
+                }
+            }))
         }))
-    }))
-    .await?;
-    Ok(Some(BoardData {
-        dashboard,
-        window_ms: secs * 1000,
-        now_ms: to.timestamp_millis(),
-        heads,
-        panels,
-    }))
+        .await?;
+        Ok(Some(BoardData {
+            dashboard,
+            window_ms: secs * 1000,
+            now_ms: to.timestamp_millis(),
+            heads,
+            panels,
+        }))
+    })
+    .await
 }
 
 #[server]
-pub async fn create_dashboard(name: String) -> Result<(), ServerFnError> {
-    use crate::dashboards::{SharedDashboards, check_name};
+pub async fn create_dashboard(name: String) -> Result<(), AppError> {
+    use crate::{
+        dashboards::{SharedDashboards, check_name},
+        error::answer,
+    };
 
-    check_name(&name).map_err(refused)?;
-    let store = expect_context::<SharedDashboards>().0;
-    if store
-        .get(name.clone())
-        .await
-        .map_err(ServerFnError::new)?
-        .is_none()
-    {
-        let dashboard = Dashboard {
-            name: name.clone(),
-            panels: Vec::new(),
-        };
-        store.save(dashboard).await.map_err(ServerFnError::new)?;
-    }
-    leptos_axum::redirect(&format!("/d/{name}"));
-    Ok(())
+    answer(async move {
+        check_name(&name).map_err(AppError::Invalid)?;
+        let store = expect_context::<SharedDashboards>().0;
+        if store.get(name.clone()).await?.is_none() {
+            let dashboard = Dashboard {
+                name: name.clone(),
+                panels: Vec::new(),
+            };
+            store.save(dashboard).await?;
+        }
+        leptos_axum::redirect(&format!("/d/{name}"));
+        Ok(())
+    })
+    .await
 }
 
 #[server]
-pub async fn delete_dashboard(name: String) -> Result<(), ServerFnError> {
-    let store = expect_context::<crate::dashboards::SharedDashboards>().0;
-    store.delete(name).await.map_err(ServerFnError::new)?;
-    leptos_axum::redirect("/");
-    Ok(())
+pub async fn delete_dashboard(name: String) -> Result<(), AppError> {
+    use crate::error::answer;
+
+    answer(async move {
+        crate::dashboards::check_name(&name).map_err(AppError::Invalid)?;
+        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+        store.delete(name).await?;
+        leptos_axum::redirect("/");
+        Ok(())
+    })
+    .await
 }
 
 /// A panel form's fields, as typed: `series` is a comma-separated list (`metrics::Series`),
@@ -205,49 +209,60 @@ pub async fn save_panel(
     dashboard: String,
     index: Option<usize>,
     panel: PanelForm,
-) -> Result<(), ServerFnError> {
-    use crate::dashboards::{MAX_PANELS, SharedDashboards};
+) -> Result<(), AppError> {
+    use crate::{
+        dashboards::{MAX_PANELS, SharedDashboards},
+        error::answer,
+    };
 
-    let panel = panel.panel().map_err(refused)?;
-    let store = expect_context::<SharedDashboards>().0;
-    let mut board = store
-        .get(dashboard.clone())
-        .await
-        .map_err(ServerFnError::new)?
-        .ok_or_else(|| refused("no such dashboard"))?;
-    match index {
-        Some(i) => {
-            *board
-                .panels
-                .get_mut(i)
-                .ok_or_else(|| refused("no such panel"))? = panel
+    answer(async move {
+        crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
+        let panel = panel.panel().map_err(AppError::Invalid)?;
+        let store = expect_context::<SharedDashboards>().0;
+        let mut board = store
+            .get(dashboard.clone())
+            .await?
+            .ok_or_else(|| AppError::NotFound("dashboard".into()))?;
+        match index {
+            Some(i) => {
+                *board
+                    .panels
+                    .get_mut(i)
+                    .ok_or_else(|| AppError::NotFound("panel".into()))? = panel
+            }
+            None if board.panels.len() >= MAX_PANELS => {
+                return Err(AppError::Invalid(format!(
+                    "a dashboard holds at most {MAX_PANELS} panels"
+                )));
+            }
+            None => board.panels.push(panel),
         }
-        None if board.panels.len() >= MAX_PANELS => {
-            return Err(refused(format!(
-                "a dashboard holds at most {MAX_PANELS} panels"
-            )));
-        }
-        None => board.panels.push(panel),
-    }
-    store.save(board).await.map_err(ServerFnError::new)?;
-    leptos_axum::redirect(&format!("/d/{dashboard}"));
-    Ok(())
+        store.save(board).await?;
+        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        Ok(())
+    })
+    .await
 }
 
 #[server]
-pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), ServerFnError> {
-    let store = expect_context::<crate::dashboards::SharedDashboards>().0;
-    let mut board = store
-        .get(dashboard.clone())
-        .await
-        .map_err(ServerFnError::new)?
-        .ok_or_else(|| refused("no such dashboard"))?;
-    if index < board.panels.len() {
-        board.panels.remove(index);
-        store.save(board).await.map_err(ServerFnError::new)?;
-    }
-    leptos_axum::redirect(&format!("/d/{dashboard}"));
-    Ok(())
+pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), AppError> {
+    use crate::error::answer;
+
+    answer(async move {
+        crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
+        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+        let mut board = store
+            .get(dashboard.clone())
+            .await?
+            .ok_or_else(|| AppError::NotFound("dashboard".into()))?;
+        if index < board.panels.len() {
+            board.panels.remove(index);
+            store.save(board).await?;
+        }
+        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        Ok(())
+    })
+    .await
 }
 
 type PanelSignal = RwSignal<Vec<SeriesData>>;

@@ -13,6 +13,7 @@ use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
+    error::AppError,
     live::LiveClient,
     metrics::{Point, event_points},
     protocol::{EventKind, RoomName, RoomSnapshot},
@@ -46,7 +47,7 @@ fn follow(room: RoomName, head: i64, on_point: impl Fn(&Point) + 'static) {
 /// Renders `body` with a page's data once the server function behind `data` answered, or its
 /// error; "Loading…" until then (only ever seen on navigation: the server waits for the data).
 fn loaded<T, V>(
-    data: Resource<Result<T, ServerFnError>>,
+    data: Resource<Result<T, AppError>>,
     body: impl Fn(T) -> V + Copy + Send + Sync + 'static,
 ) -> impl IntoView
 where

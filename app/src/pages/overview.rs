@@ -10,7 +10,7 @@ use super::{
     chart::{SeriesData, Sparkline},
     follow, loaded,
 };
-use crate::{format, metrics::Series, protocol::RoomName};
+use crate::{error::AppError, format, metrics::Series, protocol::RoomName};
 
 /// The window each sparkline shows.
 const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -34,8 +34,10 @@ pub struct OverviewData {
 }
 
 #[server]
-pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError> {
-    use crate::{dashboards::SharedDashboards, history::SharedHistory, metrics::source_room};
+pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
+    use crate::{
+        dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
+    };
     use futures::future::try_join_all;
 
     /// Sources shown at once: each is followed live through its own room, and a connection may
@@ -46,48 +48,46 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, ServerFnError
     /// Points per sparkline.
     const BUCKETS: u32 = 60;
 
-    let history = expect_context::<SharedHistory>().0;
-    let dashboards = expect_context::<SharedDashboards>().0;
-    let to = chrono::Utc::now();
-    let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
-    let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
-    let (matched, sources) = history
-        .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
-        .await
-        .map_err(ServerFnError::new)?;
-    let cards = try_join_all(sources.into_iter().map(|(source, series)| {
-        let history = history.clone();
-        async move {
-            let room = source_room(&source).map_err(ServerFnError::new)?;
-            let head = history
-                .snapshot(room.clone(), 0)
-                .await
-                .map_err(ServerFnError::new)?
-                .head;
-            let series = try_join_all(series.into_iter().map(|series| {
-                let buckets = history.range(source.clone(), series.clone(), from, to, step_ms);
-                async move {
-                    let buckets = buckets.await.map_err(ServerFnError::new)?;
-                    let data = SeriesData::from_buckets(series.to_string(), step_ms, &buckets);
-                    Ok::<_, ServerFnError>((series, data))
-                }
-            }))
+    answer(async move {
+        let history = expect_context::<SharedHistory>().0;
+        let dashboards = expect_context::<SharedDashboards>().0;
+        let to = chrono::Utc::now();
+        let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
+        let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
+        let (matched, sources) = history
+            .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
             .await?;
-            Ok::<_, ServerFnError>(SourceCard {
-                source,
-                room,
-                head,
-                series,
-            })
-        }
-    }))
-    .await?;
-    Ok(OverviewData {
-        sources: cards,
-        matched,
-        dashboards: dashboards.list().await.map_err(ServerFnError::new)?,
-        now_ms: to.timestamp_millis(),
+        let cards = try_join_all(sources.into_iter().map(|(source, series)| {
+            let history = history.clone();
+            async move {
+                let room = source_room(&source).map_err(AppError::Invalid)?;
+                let head = history.snapshot(room.clone(), 0).await?.head;
+                let series = try_join_all(series.into_iter().map(|series| {
+                    let buckets = history.range(source.clone(), series.clone(), from, to, step_ms);
+                    async move {
+                        let data =
+                            SeriesData::from_buckets(series.to_string(), step_ms, &buckets.await?);
+                        Ok::<_, AppError>((series, data))
+                    }
+                }))
+                .await?;
+                Ok::<_, AppError>(SourceCard {
+                    source,
+                    room,
+                    head,
+                    series,
+                })
+            }
+        }))
+        .await?;
+        Ok(OverviewData {
+            sources: cards,
+            matched,
+            dashboards: dashboards.list().await?,
+            now_ms: to.timestamp_millis(),
+        })
     })
+    .await
 }
 
 #[component]

@@ -5,20 +5,20 @@ use leptos::prelude::*;
 use super::loaded;
 use leptos_router::hooks::use_params_map;
 
+use crate::error::AppError;
 use crate::live::{LiveClient, RoomView};
 use crate::protocol::{Event, EventKind, RoomSnapshot};
 
 #[server]
-pub async fn load_room(room: String) -> Result<RoomSnapshot, ServerFnError> {
-    use crate::{live::EVENTS_SHOWN, protocol::RoomName};
+pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
+    use crate::{error::answer, history::SharedHistory, live::EVENTS_SHOWN, protocol::RoomName};
 
-    let room = RoomName::parse(room).map_err(|e| ServerFnError::new(e.to_string()))?;
-    let history = expect_context::<crate::history::SharedHistory>();
-    history
-        .0
-        .snapshot(room, EVENTS_SHOWN as i64)
-        .await
-        .map_err(ServerFnError::new)
+    answer(async move {
+        let room = RoomName::parse(room)?;
+        let history = expect_context::<SharedHistory>().0;
+        history.snapshot(room, EVENTS_SHOWN as i64).await
+    })
+    .await
 }
 
 #[component]

@@ -1,4 +1,4 @@
-//! The metrics HTTP API: ingest (JSON and Prometheus text) and range queries.
+//! Metrics over HTTP: ingest (JSON and Prometheus text), sources, series and range queries.
 
 use app::{
     metrics::{
@@ -12,7 +12,7 @@ use axum::{
     body::Bytes,
     extract::{
         DefaultBodyLimit, Path, Query, State,
-        rejection::{BytesRejection, QueryRejection, StringRejection},
+        rejection::{BytesRejection, PathRejection, QueryRejection, StringRejection},
     },
     http::StatusCode,
     routing::{get, post},
@@ -77,12 +77,13 @@ async fn ingest_prometheus(
 ) -> Result<Json<Stored>> {
     let Query(PrometheusSource { source }) = query?;
     let body = body?;
-    let room = source_room(&source).map_err(bad_request)?;
+    let room = source_room(&source).map_err(Error::bad_request)?;
     let (events, samples, skipped) = off_runtime(move || {
         let now = Utc::now();
-        let parsed = prometheus::parse(&body, now).map_err(|e| bad_request(e.to_string()))?;
+        let parsed =
+            prometheus::parse(&body, now).map_err(|e| Error::bad_request(e.to_string()))?;
         if parsed.points.len() > metrics::MAX_BATCH_SAMPLES {
-            return Err(bad_request(format!(
+            return Err(Error::bad_request(format!(
                 "a payload holds at most {} samples",
                 metrics::MAX_BATCH_SAMPLES
             )));
@@ -140,21 +141,16 @@ async fn store(
     }))
 }
 
-fn bad_request(message: String) -> Error {
-    Error::BadRequest {
-        status: StatusCode::BAD_REQUEST,
-        message,
-    }
-}
-
 async fn list_sources(State(state): State<AppState>) -> Result<Json<Vec<String>>> {
     Ok(Json(state.store.sources().await?))
 }
 
 async fn list_series(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    source: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<Series>>> {
+    let Path(source) = source?;
+    source_room(&source).map_err(Error::bad_request)?;
     Ok(Json(state.store.series(&source).await?))
 }
 
@@ -177,25 +173,32 @@ async fn range(
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Bucket>>> {
     let Query(query) = query?;
+    source_room(&query.source).map_err(Error::bad_request)?;
     let labels: Labels = match &query.labels {
-        Some(labels) => serde_json::from_str(labels)
-            .map_err(|e| bad_request(format!("labels must be a JSON object of strings: {e}")))?,
+        Some(labels) => serde_json::from_str(labels).map_err(|e| {
+            Error::bad_request(format!("labels must be a JSON object of strings: {e}"))
+        })?,
         None => Labels::new(),
     };
+    let series = Series {
+        name: query.series,
+        labels,
+    };
+    series.check().map_err(Error::bad_request)?;
     let to = query.to.unwrap_or_else(Utc::now);
     if query.from >= to {
-        return Err(bad_request("from must be before to".into()));
+        return Err(Error::bad_request("from must be before to"));
     }
     let buckets = query.buckets.unwrap_or(600).clamp(1, MAX_BUCKETS);
     let width = (to - query.from).as_seconds_f64() / f64::from(buckets);
     if width < 0.001 {
-        return Err(bad_request(format!(
+        return Err(Error::bad_request(format!(
             "buckets must be at least 1 ms wide: ask for fewer than {buckets} over this range"
         )));
     }
     let range = state
         .store
-        .range(&query.source, &query.series, &labels, query.from, to, width)
+        .range(&query.source, &series, query.from, to, width)
         .await?;
     Ok(Json(range))
 }

@@ -1,10 +1,10 @@
-//! The HTTP API for agents and scripts.
+//! Rooms over HTTP: publish an event, read a room's stored events.
 
-use app::protocol::{Event, NewEvent, RoomName};
+use app::protocol::{Event, MAX_EVENT_BODY_BYTES, NewEvent, RoomName};
 use axum::{
     Json, Router,
     extract::{
-        Path, Query, State,
+        DefaultBodyLimit, Path, Query, State,
         rejection::{JsonRejection, QueryRejection},
     },
     http::StatusCode,
@@ -13,13 +13,17 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{AppState, error::Result};
+use axum::handler::Handler;
 
 /// Most events one history request returns.
 const MAX_PAGE: i64 = 1000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/rooms/{room}/events", get(list_events).post(publish))
+        .route(
+            "/api/rooms/{room}/events",
+            get(list_events).post(publish.layer(DefaultBodyLimit::max(MAX_EVENT_BODY_BYTES))),
+        )
         .route("/healthz", get(|| async { "ok" }))
 }
 

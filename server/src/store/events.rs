@@ -1,33 +1,16 @@
-//! The durable event log in Postgres: the truth that live delivery only hurries along.
+//! The durable event log: rooms, their heads and their events, each with a gapless per-room seq.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use app::history::{History, Sources};
 use app::{
-    metrics::{self, Bucket, Point, Series, room_source},
+    metrics::{self, Point, room_source},
     protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-    types::Json,
-};
+use sqlx::types::Json;
 
-use crate::{
-    error::{Result, for_page},
-    samples::SeriesIds,
-};
-
-#[derive(Clone)]
-pub struct Store {
-    /// Everything but the writer: pages and API reads can queue here by the hundred.
-    pub(crate) pool: PgPool,
-    /// The single writer's own connection, so a burst of reads never delays a commit.
-    writer: PgPool,
-    pub(crate) series: SeriesIds,
-}
+use super::Store;
+use crate::error::Result;
 
 /// An event on its way into the log, with the samples it carries when its room is a source's.
 pub struct Pending {
@@ -85,24 +68,6 @@ impl Row {
 }
 
 impl Store {
-    /// Connects and brings the schema up to date.
-    pub async fn connect(options: PgConnectOptions) -> Result<Self> {
-        // While the database is away, requests fail after a few seconds instead of hanging.
-        let pool = |connections| {
-            PgPoolOptions::new()
-                .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy_with(options.clone())
-        };
-        let (reads, writer) = (pool(16), pool(1));
-        sqlx::migrate!("../migrations").run(&reads).await?;
-        Ok(Self {
-            pool: reads,
-            writer,
-            series: SeriesIds::default(),
-        })
-    }
-
     /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
     /// and returns the events as stored, in the same order. The samples of `metric` events in a
     /// source's room are committed with them, so history and the live stream never disagree.
@@ -211,57 +176,3 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Runs `query` for a page: the page gets only the public message of a failure, the log
-    /// gets all of it.
-    pub(crate) fn serve_page<T, F>(
-        &self,
-        what: &'static str,
-        query: impl FnOnce(Store) -> F,
-    ) -> BoxFuture<'static, Result<T, String>>
-    where
-        F: Future<Output = Result<T>> + Send + 'static,
-    {
-        let query = query(self.clone());
-        Box::pin(async move { query.await.map_err(for_page(what)) })
-    }
-}
-
-impl History for Store {
-    fn snapshot(
-        &self,
-        room: RoomName,
-        limit: i64,
-    ) -> BoxFuture<'static, Result<RoomSnapshot, String>> {
-        self.serve_page("loading a room snapshot", |store| async move {
-            store.snapshot(&room, limit).await
-        })
-    }
-
-    fn range(
-        &self,
-        source: String,
-        series: Series,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        step_ms: i64,
-    ) -> BoxFuture<'static, Result<Vec<Bucket>, String>> {
-        let width = step_ms.max(1) as f64 / 1000.0;
-        self.serve_page("reading a metric range", |store| async move {
-            store
-                .range(&source, &series.name, &series.labels, from, to, width)
-                .await
-        })
-    }
-
-    fn sources(
-        &self,
-        filter: String,
-        limit: usize,
-        series: usize,
-    ) -> BoxFuture<'static, Result<(usize, Sources), String>> {
-        self.serve_page("listing sources", move |store| async move {
-            store.source_page(&filter, limit, series).await
-        })
-    }
-}

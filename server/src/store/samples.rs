@@ -14,10 +14,8 @@ use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, types::Json};
 
-use crate::{
-    error::{Error, Result},
-    store::{Pending, Store},
-};
+use super::{Pending, Store};
+use crate::error::{Error, Result};
 
 type SeriesKey = (String, String, Labels);
 
@@ -248,6 +246,10 @@ impl Store {
         limit: usize,
         series: usize,
     ) -> Result<(usize, Sources)> {
+        // No name holds a NUL (and Postgres text cannot): such a filter matches nothing.
+        if filter.contains('\0') {
+            return Ok((0, Sources::new()));
+        }
         let matched: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT source FROM series WHERE strpos(source, $1) > 0 ORDER BY source",
         )
@@ -304,8 +306,7 @@ impl Store {
     pub async fn range(
         &self,
         source: &str,
-        series: &str,
-        labels: &Labels,
+        series: &Series,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         width_secs: f64,
@@ -325,8 +326,8 @@ impl Store {
              GROUP BY t ORDER BY t",
         )
         .bind(source)
-        .bind(series)
-        .bind(Json(labels))
+        .bind(&series.name)
+        .bind(Json(&series.labels))
         .bind(from)
         .bind(to)
         .bind(width_secs)

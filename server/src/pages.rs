@@ -1,0 +1,108 @@
+//! What the pages read, served from the store: the app's `History` and `DashboardStore` seams.
+//! A page gets only the public face of a failure; the log gets all of it.
+
+use app::{
+    dashboards::{Dashboard, DashboardStore},
+    error::AppError,
+    history::{History, Sources},
+    metrics::{Bucket, Series},
+    protocol::{RoomName, RoomSnapshot},
+};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use crate::{error::Error, store::Store};
+
+#[derive(Clone)]
+pub struct Pages {
+    store: Store,
+}
+
+impl Pages {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Runs `query` on the store for a page, `what` naming it in the log.
+    fn serve<T, F>(
+        &self,
+        what: &'static str,
+        query: impl FnOnce(Store) -> F,
+    ) -> BoxFuture<'static, Result<T, AppError>>
+    where
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let query = query(self.store.clone());
+        Box::pin(async move {
+            query.await.map_err(|error| {
+                if error.is_servers() {
+                    tracing::error!(%error, "{what} failed");
+                }
+                AppError::from(error)
+            })
+        })
+    }
+}
+
+impl History for Pages {
+    fn snapshot(
+        &self,
+        room: RoomName,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<RoomSnapshot, AppError>> {
+        self.serve("loading a room snapshot", |store| async move {
+            store.snapshot(&room, limit).await
+        })
+    }
+
+    fn range(
+        &self,
+        source: String,
+        series: Series,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_ms: i64,
+    ) -> BoxFuture<'static, Result<Vec<Bucket>, AppError>> {
+        let width = step_ms.max(1) as f64 / 1000.0;
+        self.serve("reading a metric range", |store| async move {
+            store.range(&source, &series, from, to, width).await
+        })
+    }
+
+    fn sources(
+        &self,
+        filter: String,
+        limit: usize,
+        series: usize,
+    ) -> BoxFuture<'static, Result<(usize, Sources), AppError>> {
+        self.serve("listing sources", move |store| async move {
+            store.source_page(&filter, limit, series).await
+        })
+    }
+}
+
+impl DashboardStore for Pages {
+    fn list(&self) -> BoxFuture<'static, Result<Vec<String>, AppError>> {
+        self.serve("listing dashboards", |store| async move {
+            store.dashboard_names().await
+        })
+    }
+
+    fn get(&self, name: String) -> BoxFuture<'static, Result<Option<Dashboard>, AppError>> {
+        self.serve("reading a dashboard", |store| async move {
+            store.dashboard(&name).await
+        })
+    }
+
+    fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>> {
+        self.serve("saving a dashboard", |store| async move {
+            store.save_dashboard(&dashboard).await
+        })
+    }
+
+    fn delete(&self, name: String) -> BoxFuture<'static, Result<(), AppError>> {
+        self.serve("deleting a dashboard", |store| async move {
+            store.delete_dashboard(&name).await
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! Persistence, in one place: the event log, metric samples and dashboards in Postgres. The log
+//! is the truth that live delivery only hurries along.
+
+mod dashboards;
+mod events;
+mod samples;
+
+use std::time::Duration;
+
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub use events::Pending;
+use samples::SeriesIds;
+
+use crate::error::RunError;
+
+#[derive(Clone)]
+pub struct Store {
+    /// Everything but the writer: pages and API reads can queue here by the hundred.
+    pool: PgPool,
+    /// The single writer's own connection, so a burst of reads never delays a commit.
+    writer: PgPool,
+    series: SeriesIds,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date (nodes starting together migrate one at a
+    /// time: sqlx holds an advisory lock while it migrates).
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, RunError> {
+        // While the database is away, requests fail after a few seconds instead of hanging.
+        let pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options.clone())
+        };
+        let (reads, writer) = (pool(16), pool(1));
+        sqlx::migrate!("../migrations").run(&reads).await?;
+        Ok(Self {
+            pool: reads,
+            writer,
+            series: SeriesIds::default(),
+        })
+    }
+}
