@@ -5,7 +5,7 @@ mod chart;
 mod overview;
 mod room;
 
-pub use board::Board;
+pub use board::{Board, CreateDashboard, DeletePanel};
 pub use overview::Overview;
 pub use room::RoomPage;
 

@@ -248,3 +248,31 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_event_body_larger_than_an_event_may_be_is_refused_with_413() {
+    let server = start().await;
+    let room = unique_room("body-limit");
+    let padding = " ".repeat(app::protocol::MAX_EVENT_BODY_BYTES);
+    let body = format!(r#"{{"kind": "notice", "data": {{"text": "padded"}}}}{padding}"#);
+    let response = reqwest::Client::new()
+        .post(crate::helpers::events_url(&server, room.as_str()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(stored(&server, &room).await.is_empty());
+    // Within the limit, whitespace and all, it is taken.
+    let spaced = format!(r#"{{"kind": "notice", "data": {{"text": "fits"}}}}{}"#, " ".repeat(1000));
+    let response = reqwest::Client::new()
+        .post(crate::helpers::events_url(&server, room.as_str()))
+        .header("content-type", "application/json")
+        .body(spaced)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    server.stop().await.unwrap();
+}

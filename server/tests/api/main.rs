@@ -5,5 +5,6 @@ mod embedded_postgres;
 mod helpers;
 mod live_path;
 mod metrics;
+mod pages;
 mod realtime;
 mod startup;

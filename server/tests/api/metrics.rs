@@ -408,6 +408,23 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
                 ("source", "a"),
                 ("series", "s"),
                 ("from", &earlier),
+                ("labels", r#"{"mount": "a\u0000b"}"#),
+            ],
+            "NUL",
+        ),
+        (
+            vec![("source", "a\0b"), ("series", "s"), ("from", &earlier)],
+            "source",
+        ),
+        (
+            vec![("source", "a"), ("series", "9lives"), ("from", &earlier)],
+            "series",
+        ),
+        (
+            vec![
+                ("source", "a"),
+                ("series", "s"),
+                ("from", &earlier),
                 ("buckets", "-1"),
             ],
             "buckets",
@@ -437,6 +454,9 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
             "{query:?}: {body}"
         );
     }
+    let nul_source = format!("http://{}/api/metrics/sources/a%00b/series", running.addr);
+    let response = reqwest::get(nul_source).await.unwrap();
+    assert_eq!(response.status(), 400, "a source no room can have");
     // A series nobody sent is simply empty.
     let unknown = range(
         &running,
