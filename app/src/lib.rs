@@ -9,6 +9,7 @@ pub mod live;
 pub mod metrics;
 pub mod pages;
 pub mod protocol;
+pub mod room;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::RoomName;
+use crate::room::RoomName;
 
 /// Samples one ingest request may carry.
 pub const MAX_BATCH_SAMPLES: usize = 10_000;

@@ -1,79 +1,18 @@
 //! Wire types shared by the server and the browser client. `docs/protocol.md` describes the same
 //! frames for people; change both together.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Longest accepted room name, in bytes (names are ASCII).
-pub const MAX_ROOM_LEN: usize = 64;
+pub use crate::room::{InvalidRoom, MAX_ROOM_LEN, RoomName};
+use crate::metrics::{self, Point};
+
 /// Largest accepted `data` object of one event, serialised, in bytes.
 pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
 /// Largest request body publishing one event over HTTP: its data, with as much again for the
 /// envelope and whatever whitespace the sender's JSON has.
 pub const MAX_EVENT_BODY_BYTES: usize = 2 * MAX_EVENT_DATA_BYTES;
-
-/// A validated room name: 1–64 ASCII letters, digits, `-`, `_`, `.`, `:`, starting with a letter or
-/// digit. Deserialising an invalid name fails, so no unchecked name travels past the edge.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RoomName(String);
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid room name {name:?}: {reason}")]
-pub struct InvalidRoom {
-    pub name: String,
-    pub reason: &'static str,
-}
-
-impl RoomName {
-    pub fn parse(name: impl Into<String>) -> Result<Self, InvalidRoom> {
-        let name = name.into();
-        let reason = if name.is_empty() {
-            Some("must not be empty")
-        } else if name.len() > MAX_ROOM_LEN {
-            Some("must be at most 64 characters")
-        } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            Some("must start with a letter or digit")
-        } else if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        {
-            Some("may contain only letters, digits, '-', '_', '.' and ':'")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(InvalidRoom { name, reason }),
-            None => Ok(Self(name)),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for RoomName {
-    type Error = InvalidRoom;
-    fn try_from(name: String) -> Result<Self, InvalidRoom> {
-        Self::parse(name)
-    }
-}
-
-impl From<RoomName> for String {
-    fn from(room: RoomName) -> String {
-        room.0
-    }
-}
-
-impl fmt::Display for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// The closed set of event kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,19 +25,16 @@ pub enum EventKind {
     Notice,
     /// `data`: `{"text": non-empty string, ...}`
     Alert,
-    /// Written by the server only, when watchers join or leave.
-    Presence,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [Self::Metric, Self::Notice, Self::Alert, Self::Presence];
+    pub const ALL: [EventKind; 3] = [Self::Metric, Self::Notice, Self::Alert];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Metric => "metric",
             Self::Notice => "notice",
             Self::Alert => "alert",
-            Self::Presence => "presence",
         }
     }
 
@@ -132,9 +68,18 @@ pub struct InvalidEvent {
     pub reason: String,
 }
 
+/// An event's data as its kind reads it: parsed once, when the event is validated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    /// The samples a `metric` event carries.
+    Samples(Vec<Point>),
+    /// The text of a `notice` or an `alert`.
+    Text(String),
+}
+
 impl NewEvent {
-    /// Checks `data` against the rules of its kind (see [`EventKind`]).
-    pub fn validate(&self) -> Result<(), InvalidEvent> {
+    /// Checks `data` against the rules of its kind (see [`EventKind`]) and returns what it holds.
+    pub fn validate(&self) -> Result<Payload, InvalidEvent> {
         let fail = |reason: &str| {
             Err(InvalidEvent {
                 kind: self.kind.as_str(),
@@ -147,33 +92,32 @@ impl NewEvent {
         if serde_json::to_vec(&self.data).map_or(true, |v| v.len() > MAX_EVENT_DATA_BYTES) {
             return fail("data must serialise to at most 16384 bytes");
         }
-        let text = |key: &str| {
-            data.get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.trim().is_empty())
-        };
         match self.kind {
             EventKind::Metric => {
                 let now = Utc::now();
-                let points = match crate::metrics::read_points(&self.data, now) {
+                let points = match metrics::read_points(&self.data, now) {
                     Ok(points) if !points.is_empty() => points,
                     Ok(_) => return fail("data.samples must not be empty"),
                     Err(reason) => return fail(&reason),
                 };
                 for point in &points {
-                    if let Err(reason) = crate::metrics::check_point(point, now) {
+                    if let Err(reason) = metrics::check_point(point, now) {
                         return fail(&reason);
                     }
                 }
+                Ok(Payload::Samples(points))
             }
             EventKind::Notice | EventKind::Alert => {
-                if text("text").is_none() {
-                    return fail("data.text must be a non-empty string");
+                match data
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.trim().is_empty())
+                {
+                    Some(text) => Ok(Payload::Text(text.to_owned())),
+                    None => fail("data.text must be a non-empty string"),
                 }
             }
-            EventKind::Presence => return fail("presence events are written by the server only"),
         }
-        Ok(())
     }
 }
 
@@ -286,30 +230,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn room_names_follow_length_and_charset_rules() {
-        for ok in [
-            "demo",
-            "host:web-1",
-            "team.payments_eu",
-            "A1",
-            &"x".repeat(64),
-        ] {
-            assert!(RoomName::parse(ok).is_ok(), "{ok} should be valid");
-        }
-        for bad in [
-            "",
-            "-lead",
-            ":x",
-            "has space",
-            "ünï",
-            "a/b",
-            &"x".repeat(65),
-        ] {
-            assert!(RoomName::parse(bad).is_err(), "{bad:?} should be invalid");
-        }
-    }
-
-    #[test]
     fn frames_use_the_documented_json_shapes() {
         let sub: ClientFrame =
             serde_json::from_str(r#"{"type":"subscribe","room":"demo","since":4}"#).unwrap();
@@ -362,7 +282,7 @@ mod tests {
             (EventKind::Metric, json!({"series": "cpu", "value": "high"})),
             (EventKind::Metric, json!({"value": 1})),
             (EventKind::Notice, json!("text")),
-            (EventKind::Presence, json!({"watchers": 1})),
+            (EventKind::Alert, json!({"text": 1})),
             (
                 EventKind::Notice,
                 json!({"text": "x".repeat(MAX_EVENT_DATA_BYTES)}),

@@ -7,10 +7,9 @@ use std::sync::{
 };
 
 use app::{
-    metrics::{self, room_source},
-    protocol::{Event, EventKind, NewEvent, RoomName},
+    metrics::room_source,
+    protocol::{Event, NewEvent, Payload, RoomName},
 };
-use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -84,12 +83,9 @@ impl Ingest {
         room: RoomName,
         event: NewEvent,
     ) -> Result<impl Future<Output = Result<Event>> + use<>> {
-        event.validate()?;
         // A metric published to a source's room is a sample of that source like any other.
-        let points = match room_source(&room) {
-            Some(_) if event.kind == EventKind::Metric => {
-                metrics::event_points(&event.data, Utc::now())
-            }
+        let points = match (event.validate()?, room_source(&room)) {
+            (Payload::Samples(points), Some(_)) => points,
             _ => Vec::new(),
         };
         let stored = self.queue(vec![Pending::new(room, event, points)]).await?;

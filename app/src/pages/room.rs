@@ -85,6 +85,5 @@ fn summarise(event: &Event) -> String {
             }
         }
         EventKind::Notice | EventKind::Alert => field("text").unwrap_or_default(),
-        EventKind::Presence => event.data.to_string(),
     }
 }
