@@ -14,6 +14,13 @@ pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
 /// envelope and whatever whitespace the sender's JSON has.
 pub const MAX_EVENT_BODY_BYTES: usize = 2 * MAX_EVENT_DATA_BYTES;
 
+/// One life of a room's log. Seqs count within an epoch: if the log starts over (its database was
+/// reset, or restored from an older backup), the room gets a new epoch, and a client holding
+/// seqs of the old one starts over instead of waiting for seqs that will never come.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(pub String);
+
 /// The closed set of event kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,11 +132,15 @@ impl NewEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    /// Join a room; with `since`, first receive every stored event with `seq > since`.
+    /// Join a room; with `since`, first receive every stored event with `seq > since`. With
+    /// `epoch` too (the one `since` counts in), a room whose log started over since is sent
+    /// `reset` and then its new log from the start.
     Subscribe {
         room: RoomName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<Epoch>,
     },
     Unsubscribe {
         room: RoomName,
@@ -156,10 +167,18 @@ pub enum ServerFrame {
         heartbeat_ms: u64,
     },
     Event(Event),
-    /// The room's newest `seq` when the subscription (and any replay) took effect.
+    /// The room's newest `seq` when the subscription (and any replay) took effect, and the
+    /// epoch it counts in.
     Subscribed {
         room: RoomName,
         head: i64,
+        epoch: Epoch,
+    },
+    /// The room's log is `epoch` now, counted from seq 1: drop what is held of the room; its
+    /// events follow from the start.
+    Reset {
+        room: RoomName,
+        epoch: Epoch,
     },
     Unsubscribed {
         room: RoomName,
@@ -220,6 +239,9 @@ pub struct RoomSnapshot {
     pub room: RoomName,
     /// Newest `seq` in the room (0 when empty); the client resumes from here.
     pub head: i64,
+    /// The epoch `head` counts in; none while the room has no log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
     /// The newest events, oldest first.
     pub events: Vec<Event>,
 }
@@ -237,8 +259,22 @@ mod tests {
             sub,
             ClientFrame::Subscribe {
                 room: RoomName::parse("demo").unwrap(),
-                since: Some(4)
+                since: Some(4),
+                epoch: None,
             }
+        );
+        let resume: ClientFrame = serde_json::from_str(
+            r#"{"type":"subscribe","room":"demo","since":4,"epoch":"9f2c41d07ab35e68"}"#,
+        )
+        .unwrap();
+        assert!(matches!(resume, ClientFrame::Subscribe { epoch: Some(Epoch(e)), .. } if e == "9f2c41d07ab35e68"));
+        let reset = ServerFrame::Reset {
+            room: RoomName::parse("demo").unwrap(),
+            epoch: Epoch("9f2c41d07ab35e68".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&reset).unwrap(),
+            json!({"type":"reset","room":"demo","epoch":"9f2c41d07ab35e68"})
         );
         let event = ServerFrame::Event(Event {
             room: RoomName::parse("demo").unwrap(),

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{Event, RoomName, ServerFrame};
+use app::protocol::{Epoch, Event, RoomName, ServerFrame};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -23,12 +23,17 @@ pub enum Delivery {
     Event { seq: i64, frame: Utf8Bytes },
     /// A watcher count: state, not history, so it is never replayed.
     Presence { frame: Utf8Bytes },
+    /// The epoch of the events that follow; sent when it differs from the one before (and once
+    /// after the room is made here), so a member can tell that the room's log started over.
+    Epoch(Epoch),
 }
 
 struct Room {
     tx: broadcast::Sender<Delivery>,
     /// Members joined or left since the last presence frame.
     presence_due: bool,
+    /// The epoch of the last event pushed.
+    epoch: Option<Epoch>,
 }
 
 #[derive(Clone, Default)]
@@ -50,6 +55,7 @@ impl Hub {
         let room = rooms.entry(room.clone()).or_insert_with(|| Room {
             tx: broadcast::channel(ROOM_BUFFER).0,
             presence_due: false,
+            epoch: None,
         });
         room.presence_due = true;
         room.tx.subscribe()
@@ -68,11 +74,19 @@ impl Hub {
         }
     }
 
-    /// Pushes a committed event to the room's members, if it has any (a bulk of samples nobody
-    /// watches is not even encoded).
-    pub fn publish(&self, event: &Event) {
-        let Some(tx) = self.rooms().get(&event.room).map(|room| room.tx.clone()) else {
-            return;
+    /// Pushes a committed event of `epoch` to the room's members, if it has any (a bulk of
+    /// samples nobody watches is not even encoded).
+    pub fn publish(&self, event: &Event, epoch: &Epoch) {
+        let tx = {
+            let mut rooms = self.rooms();
+            let Some(room) = rooms.get_mut(&event.room) else {
+                return;
+            };
+            if room.epoch.as_ref() != Some(epoch) {
+                room.epoch = Some(epoch.clone());
+                let _ = room.tx.send(Delivery::Epoch(epoch.clone()));
+            }
+            room.tx.clone()
         };
         let seq = event.seq;
         let frame = encode(&ServerFrame::Event(event.clone()));

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     error::{Error, Result},
     hub::Hub,
-    store::{Pending, Store},
+    store::{Appended, Pending, Store},
 };
 
 /// Most publish requests committed in one transaction.
@@ -136,13 +136,13 @@ async fn write(
             events.extend(request.events);
         }
         match store.append(events).await {
-            Ok(stored) => {
-                committed.fetch_add(stored.len() as u64, Ordering::Relaxed);
-                let mut stored = stored.into_iter();
+            Ok(Appended { events, epochs }) => {
+                committed.fetch_add(events.len() as u64, Ordering::Relaxed);
+                let mut stored = events.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let events: Vec<Event> = stored.by_ref().take(size).collect();
                     for event in &events {
-                        hub.publish(event);
+                        hub.publish(event, &epochs[event.room.as_str()]);
                     }
                     // The publisher may have gone; the events are stored and pushed regardless.
                     let _ = reply.send(Ok(events));

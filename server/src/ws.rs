@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use app::{
     metrics::{self, Series},
-    protocol::{ClientFrame, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame},
+    protocol::{ClientFrame, Epoch, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame},
 };
 use axum::{
     extract::{
@@ -52,6 +52,12 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
         })
 }
 
+/// The newest seq a client has of a room, and the epoch it counts in.
+struct Position {
+    seq: i64,
+    epoch: Epoch,
+}
+
 /// Why a connection ended, when it did not simply go away.
 enum Closing {
     PeerGone,
@@ -68,8 +74,9 @@ struct Connection {
     /// would cost on every push.
     socket: WebSocket,
     rooms: StreamMap<RoomName, BroadcastStream<Delivery>>,
-    /// Newest seq sent per room: anything at or below it is an overlap and is skipped.
-    sent: HashMap<RoomName, i64>,
+    /// Where each room stands for this client: anything at or below `seq` is an overlap and
+    /// is skipped.
+    sent: HashMap<RoomName, Position>,
     publishes: TokenBucket,
     /// Replies to publishes, in the order they were made.
     acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
@@ -168,7 +175,7 @@ impl Connection {
 
     async fn handle(&mut self, frame: ClientFrame) -> Step {
         match frame {
-            ClientFrame::Subscribe { room, since } => {
+            ClientFrame::Subscribe { room, since, epoch } => {
                 if !self.rooms.contains_key(&room)
                     && self.rooms.len() >= self.state.config.max_rooms_per_connection
                 {
@@ -180,8 +187,11 @@ impl Connection {
                         .refuse(ErrorCode::TooManyRooms, message, Some(room))
                         .await;
                 }
-                match self.subscribe(room.clone(), since).await {
-                    Ok(head) => self.send(&ServerFrame::Subscribed { room, head }).await,
+                match self.subscribe(room.clone(), since, epoch).await {
+                    Ok((head, epoch)) => {
+                        self.send(&ServerFrame::Subscribed { room, head, epoch })
+                            .await
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "subscribe failed");
                         self.unsubscribe(&room);
@@ -239,24 +249,50 @@ impl Connection {
     }
 
     /// Joins the hub before reading the store, so every event is either replayed or pushed live
-    /// (overlaps are dropped by seq). Returns the newest seq sent or skipped.
-    async fn subscribe(&mut self, room: RoomName, since: Option<i64>) -> Result<i64, Error> {
+    /// (overlaps are dropped by seq). A client resuming in an epoch the room no longer has is
+    /// sent `reset` and the new log from the start. Returns the newest seq sent or skipped, and
+    /// the room's epoch.
+    async fn subscribe(
+        &mut self,
+        room: RoomName,
+        since: Option<i64>,
+        theirs: Option<Epoch>,
+    ) -> Result<(i64, Epoch), Error> {
         self.unsubscribe(&room);
         let live = self.state.hub.join(&room);
         self.rooms.insert(room.clone(), BroadcastStream::new(live));
-        let from = match since {
-            Some(since) => since.max(0),
-            None => self.state.store.head(&room).await?,
+        let (head, epoch) = self.state.store.open(&room).await?;
+        let seq = match (since, theirs) {
+            (Some(_), Some(theirs)) if theirs != epoch => {
+                self.announce_reset(&room, epoch.clone()).await;
+                0
+            }
+            (Some(since), _) => since.max(0),
+            (None, _) => head,
         };
-        self.sent.insert(room.clone(), from);
-        self.replay(&room, false).await
+        let position = Position {
+            seq,
+            epoch: epoch.clone(),
+        };
+        self.sent.insert(room.clone(), position);
+        Ok((self.replay(&room, false).await?, epoch))
+    }
+
+    /// Queues a `reset` frame: the client drops what it holds of `room`. Written with the
+    /// replay that follows it; a peer already gone is noticed there.
+    async fn announce_reset(&mut self, room: &RoomName, epoch: Epoch) {
+        let reset = ServerFrame::Reset {
+            room: room.clone(),
+            epoch,
+        };
+        let _ = self.socket.feed(Message::Text(encode(&reset))).await;
     }
 
     /// Sends every stored event after the newest one sent, until the store has no more. With
     /// `conflate`, a metric followed in the same page by a newer sample of its series is skipped:
     /// a reader that fell behind needs the latest values, not every one.
     async fn replay(&mut self, room: &RoomName, conflate: bool) -> Result<i64, Error> {
-        let mut last = self.sent.get(room).copied().unwrap_or(0);
+        let mut last = self.sent.get(room).map_or(0, |position| position.seq);
         loop {
             let page = self.state.store.since(room, last, REPLAY_PAGE).await?;
             let full = page.len() as i64 == REPLAY_PAGE;
@@ -276,7 +312,9 @@ impl Connection {
             if self.socket.flush().await.is_err() {
                 return Ok(last);
             }
-            self.sent.insert(room.clone(), last);
+            if let Some(position) = self.sent.get_mut(room) {
+                position.seq = last;
+            }
             if !full {
                 return Ok(last);
             }
@@ -310,15 +348,29 @@ impl Connection {
                 Ok(Delivery::Event { seq, frame }) => {
                     // Absent only after an unsubscribe raced this delivery: then nothing is due.
                     self.sent.get_mut(&room).and_then(|sent| {
-                        (seq > *sent).then(|| {
-                            *sent = seq;
+                        (seq > sent.seq).then(|| {
+                            sent.seq = seq;
                             frame
                         })
                     })
                 }
                 Ok(Delivery::Presence { frame }) => Some(frame),
+                Ok(Delivery::Epoch(epoch)) => {
+                    let started_over = self
+                        .sent
+                        .get(&room)
+                        .is_some_and(|sent| sent.epoch != epoch);
+                    if started_over {
+                        tracing::debug!(%room, "room's log started over; sending it anew");
+                        self.announce_reset(&room, epoch.clone()).await;
+                        self.sent.insert(room.clone(), Position { seq: 0, epoch });
+                        self.resync(room, false).await?;
+                    }
+                    None
+                }
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    self.catch_up(room, missed).await?;
+                    tracing::debug!(%room, missed, "slow subscriber catching up from the store");
+                    self.resync(room, true).await?;
                     None
                 }
             };
@@ -336,11 +388,11 @@ impl Connection {
         self.socket.flush().await.map_err(|_| Closing::PeerGone)
     }
 
-    /// This socket fell a whole room buffer behind: read what it missed from the store.
-    async fn catch_up(&mut self, room: RoomName, missed: u64) -> Step {
-        tracing::debug!(%room, missed, "slow subscriber catching up from the store");
-        if let Err(e) = self.replay(&room, true).await {
-            let since = self.sent.get(&room).copied();
+    /// Sends what this socket has not had of `room` from the store: it fell a whole room
+    /// buffer behind (then metrics are conflated), or the room's log started over.
+    async fn resync(&mut self, room: RoomName, conflate: bool) -> Step {
+        if let Err(e) = self.replay(&room, conflate).await {
+            let since = self.sent.get(&room).map(|position| position.seq);
             self.unsubscribe(&room);
             let message = format!(
                 "fell behind and could not catch up ({}); resubscribe with since",

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
 
-use crate::protocol::{ClientFrame, Event, RoomName, RoomSnapshot};
+use crate::protocol::{ClientFrame, Epoch, Event, RoomName, RoomSnapshot};
 
 /// Events a page keeps and shows per room.
 pub const EVENTS_SHOWN: usize = 50;
@@ -31,13 +31,25 @@ impl ConnState {
     }
 }
 
-/// A room the page shows: its newest events and the last `seq` applied, from which a new
-/// connection resumes.
-#[derive(Clone, Copy)]
+/// A room the page shows: its newest events and the last `seq` applied (with the epoch it
+/// counts in), from which a new connection resumes.
+#[derive(Clone)]
 struct Feed {
     events: RwSignal<Vec<Event>>,
     watchers: RwSignal<Option<usize>>,
+    resets: RwSignal<u32>,
     last_seq: i64,
+    epoch: Option<Epoch>,
+}
+
+impl Feed {
+    fn resume(&self, room: &RoomName) -> ClientFrame {
+        ClientFrame::Subscribe {
+            room: room.clone(),
+            since: Some(self.last_seq),
+            epoch: self.epoch.clone(),
+        }
+    }
 }
 
 /// What a component shows of a room it joined.
@@ -46,6 +58,8 @@ pub struct RoomView {
     pub events: ReadSignal<Vec<Event>>,
     /// Connections watching the room, once the server has said.
     pub watchers: ReadSignal<Option<usize>>,
+    /// Counts the times the room's log started over: seqs begin again at 1 after each.
+    pub resets: ReadSignal<u32>,
 }
 
 /// Handle to the page's live connection, provided as context by [`crate::App`].
@@ -85,20 +99,21 @@ impl LiveClient {
         let feed = Feed {
             events: RwSignal::new(snapshot.events),
             watchers: RwSignal::new(None),
+            resets: RwSignal::new(0),
             last_seq: snapshot.head,
+            epoch: snapshot.epoch,
         };
+        let view = RoomView {
+            events: feed.events.read_only(),
+            watchers: feed.watchers.read_only(),
+            resets: feed.resets.read_only(),
+        };
+        self.send(feed.resume(&room));
         self.feeds.update_value(|feeds| {
             feeds.insert(room.clone(), feed);
         });
-        self.send(ClientFrame::Subscribe {
-            room: room.clone(),
-            since: Some(feed.last_seq),
-        });
         on_cleanup(move || self.leave(room));
-        RoomView {
-            events: feed.events.read_only(),
-            watchers: feed.watchers.read_only(),
-        }
+        view
     }
 
     fn leave(self, room: RoomName) {
@@ -129,10 +144,7 @@ impl LiveClient {
         self.feeds.with_value(|feeds| {
             feeds
                 .iter()
-                .map(|(room, feed)| ClientFrame::Subscribe {
-                    room: room.clone(),
-                    since: Some(feed.last_seq),
-                })
+                .map(|(room, feed)| feed.resume(room))
                 .collect()
         })
     }
@@ -165,6 +177,26 @@ impl LiveClient {
                 });
                 None
             }
+            // The room's log started over: what this page holds of it belongs to the old one.
+            ServerFrame::Reset { room, epoch } => {
+                self.feeds.update_value(|feeds| {
+                    if let Some(feed) = feeds.get_mut(&room) {
+                        feed.last_seq = 0;
+                        feed.epoch = Some(epoch);
+                        feed.events.set(Vec::new());
+                        feed.resets.update(|n| *n += 1);
+                    }
+                });
+                None
+            }
+            ServerFrame::Subscribed { room, epoch, .. } => {
+                self.feeds.update_value(|feeds| {
+                    if let Some(feed) = feeds.get_mut(&room) {
+                        feed.epoch = Some(epoch);
+                    }
+                });
+                None
+            }
             ServerFrame::Presence { room, watchers } => {
                 self.feeds.with_value(|feeds| {
                     feeds
@@ -180,13 +212,8 @@ impl LiveClient {
                 room: Some(room),
                 ..
             } => {
-                let since = self
-                    .feeds
-                    .with_value(|feeds| feeds.get(&room).map(|feed| feed.last_seq))?;
-                Some(ClientFrame::Subscribe {
-                    room,
-                    since: Some(since),
-                })
+                self.feeds
+                    .with_value(|feeds| feeds.get(&room).map(|feed| feed.resume(&room)))
             }
             ServerFrame::Error {
                 code,
@@ -198,7 +225,6 @@ impl LiveClient {
                 None
             }
             ServerFrame::Hello { .. }
-            | ServerFrame::Subscribed { .. }
             | ServerFrame::Unsubscribed { .. }
             | ServerFrame::Published { .. }
             | ServerFrame::Pong => None,
@@ -229,15 +255,28 @@ mod tests {
         }
     }
 
+    fn epoch(name: &str) -> Option<Epoch> {
+        Some(Epoch(name.into()))
+    }
+
     fn joined(head: i64) -> (LiveClient, RoomView) {
         let client = LiveClient::new();
         let events = (1..=head).map(event).collect();
         let view = client.join(RoomSnapshot {
             room: room(),
             head,
+            epoch: epoch("first"),
             events,
         });
         (client, view)
+    }
+
+    fn resume(since: i64, epoch: Option<Epoch>) -> ClientFrame {
+        ClientFrame::Subscribe {
+            room: room(),
+            since: Some(since),
+            epoch,
+        }
     }
 
     fn seqs(view: RoomView) -> Vec<i64> {
@@ -250,13 +289,46 @@ mod tests {
             let (client, _) = joined(3);
             client.apply(ServerFrame::Event(event(4)));
             let (outbox, _pending) = mpsc::unbounded();
-            assert_eq!(
-                client.attach(outbox),
-                vec![ClientFrame::Subscribe {
-                    room: room(),
-                    since: Some(4)
-                }]
-            );
+            assert_eq!(client.attach(outbox), vec![resume(4, epoch("first"))]);
+        });
+    }
+
+    #[test]
+    fn a_reset_room_drops_the_old_log_and_resumes_in_the_new_epoch() {
+        Owner::new().with(|| {
+            let (client, view) = joined(3);
+            client.apply(ServerFrame::Reset {
+                room: room(),
+                epoch: Epoch("second".into()),
+            });
+            assert_eq!(seqs(view), Vec::<i64>::new());
+            assert_eq!(view.resets.get_untracked(), 1);
+            // Seqs of the new log are shown though they are below the old head.
+            client.apply(ServerFrame::Event(event(1)));
+            client.apply(ServerFrame::Event(event(2)));
+            assert_eq!(seqs(view), vec![1, 2]);
+            let (outbox, _pending) = mpsc::unbounded();
+            assert_eq!(client.attach(outbox), vec![resume(2, epoch("second"))]);
+        });
+    }
+
+    #[test]
+    fn the_epoch_a_subscription_reports_is_the_one_resumed_in() {
+        Owner::new().with(|| {
+            let client = LiveClient::new();
+            client.join(RoomSnapshot {
+                room: room(),
+                head: 0,
+                epoch: None,
+                events: vec![],
+            });
+            client.apply(ServerFrame::Subscribed {
+                room: room(),
+                head: 0,
+                epoch: Epoch("fresh".into()),
+            });
+            let (outbox, _pending) = mpsc::unbounded();
+            assert_eq!(client.attach(outbox), vec![resume(0, epoch("fresh"))]);
         });
     }
 
@@ -296,13 +368,7 @@ mod tests {
                 since: Some(7),
                 reference: None,
             };
-            assert_eq!(
-                client.apply(lagged),
-                Some(ClientFrame::Subscribe {
-                    room: room(),
-                    since: Some(7)
-                })
-            );
+            assert_eq!(client.apply(lagged), Some(resume(7, epoch("first"))));
             assert_eq!(client.apply(ServerFrame::Ping), Some(ClientFrame::Pong));
         });
     }
@@ -323,13 +389,15 @@ mod tests {
             client.join(RoomSnapshot {
                 room: other.clone(),
                 head: 9,
+                epoch: None,
                 events: vec![],
             });
             assert_eq!(
                 pending.try_recv().ok(),
                 Some(ClientFrame::Subscribe {
                     room: other,
-                    since: Some(9)
+                    since: Some(9),
+                    epoch: None,
                 })
             );
         });

@@ -15,7 +15,7 @@ use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
     error::AppError,
     metrics::Series,
-    protocol::RoomName,
+    protocol::{RoomName, RoomSnapshot},
 };
 
 /// The time ranges a dashboard offers, as they appear in `?range=`.
@@ -33,8 +33,8 @@ pub struct BoardData {
     pub dashboard: Dashboard,
     pub window_ms: i64,
     pub now_ms: i64,
-    /// Each source room the panels show, with its head when the page was drawn.
-    pub heads: Vec<(RoomName, i64)>,
+    /// Each source room the panels show, with its head (and epoch) when the page was drawn.
+    pub heads: Vec<RoomSnapshot>,
     /// Per panel, per series: the range's buckets as (time, average).
     pub panels: Vec<Vec<SeriesData>>,
 }
@@ -72,11 +72,7 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
             .collect();
         rooms.sort();
         rooms.dedup();
-        let heads = try_join_all(rooms.into_iter().map(|room| {
-            let snapshot = history.snapshot(room.clone(), 0);
-            async move { Ok::<_, AppError>((room, snapshot.await?.head)) }
-        }))
-        .await?;
+        let heads = try_join_all(rooms.into_iter().map(|room| history.snapshot(room, 0))).await?;
         let to = chrono::Utc::now();
         let from = to - chrono::Duration::seconds(secs);
         let step_ms = secs * 1000 / i64::from(BUCKETS);
@@ -367,8 +363,8 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
         .map(|(panel, series)| (panel, RwSignal::new(series)))
         .collect();
     let window_ms = data.window_ms;
-    for (room, head) in data.heads {
-        let Some(source) = crate::metrics::room_source(&room).map(str::to_owned) else {
+    for head in data.heads {
+        let Some(source) = crate::metrics::room_source(&head.room).map(str::to_owned) else {
             continue;
         };
         // Per series name: each panel showing a series of that name, and where among the
@@ -382,7 +378,7 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
                 }
             }
         }
-        follow(room, head, move |point| {
+        follow(head, move |point| {
             let shown = targets.get(&point.series).into_iter().flatten();
             for (_, signal, i) in shown.filter(|(series, ..)| series.is(point)) {
                 signal.update(|series| {

@@ -16,30 +16,39 @@ use crate::{
     error::AppError,
     live::LiveClient,
     metrics::{Point, event_points},
-    protocol::{EventKind, RoomName, RoomSnapshot},
+    protocol::{EventKind, RoomSnapshot},
 };
 
-/// Joins `room` from `head` on and hands every sample pushed after it to `on_point`, once each,
-/// in order. Only the browser receives pushes; on the server this renders nothing live.
-fn follow(room: RoomName, head: i64, on_point: impl Fn(&Point) + 'static) {
-    let events = LiveClient::expect()
-        .join(RoomSnapshot {
-            room,
-            head,
-            events: Vec::new(),
-        })
-        .events;
-    let seen = StoredValue::new(head);
+/// Joins the snapshot's room from its head on and hands every sample pushed after it to
+/// `on_point`, once each, in order (from seq 1 again if the room's log starts over). Only the
+/// browser receives pushes; on the server this renders nothing live.
+fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
+    let head = from.head;
+    let view = LiveClient::expect().join(RoomSnapshot {
+        events: Vec::new(),
+        ..from
+    });
+    // The newest seq handed on, and in which life of the room's log.
+    let seen = StoredValue::new((0, head));
     Effect::new(move |_| {
-        events.with(|events| {
-            for event in events.iter().filter(|e| e.seq > seen.get_value()) {
-                seen.set_value(event.seq);
+        let resets = view.resets.get();
+        view.events.with(|events| {
+            let (counted_in, mut last) = seen.get_value();
+            if counted_in != resets {
+                last = 0;
+            }
+            for event in events {
+                if event.seq <= last {
+                    continue;
+                }
+                last = event.seq;
                 if event.kind == EventKind::Metric {
                     event_points(&event.data, event.ts)
                         .iter()
                         .for_each(&on_point);
                 }
             }
+            seen.set_value((resets, last));
         });
     });
 }

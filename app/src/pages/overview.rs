@@ -10,7 +10,7 @@ use super::{
     chart::{SeriesData, Sparkline},
     follow, loaded,
 };
-use crate::{error::AppError, format, metrics::Series, protocol::RoomName};
+use crate::{error::AppError, format, metrics::Series, protocol::RoomSnapshot};
 
 /// The window each sparkline shows.
 const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -18,8 +18,8 @@ const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceCard {
     pub source: String,
-    pub room: RoomName,
-    pub head: i64,
+    /// The source's room as the page was drawn (its head and epoch): pushes follow on from it.
+    pub room: RoomSnapshot,
     pub series: Vec<(Series, SeriesData)>,
 }
 
@@ -61,7 +61,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
             let history = history.clone();
             async move {
                 let room = source_room(&source).map_err(AppError::Invalid)?;
-                let head = history.snapshot(room.clone(), 0).await?.head;
+                let room = history.snapshot(room, 0).await?;
                 let series = try_join_all(series.into_iter().map(|series| {
                     let buckets = history.range(source.clone(), series.clone(), from, to, step_ms);
                     async move {
@@ -74,7 +74,6 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
                 Ok::<_, AppError>(SourceCard {
                     source,
                     room,
-                    head,
                     series,
                 })
             }
@@ -167,7 +166,7 @@ fn SourceView(card: SourceCard, now_ms: i64) -> impl IntoView {
         .map(|(series, data)| (series, RwSignal::new(data)))
         .collect();
     let live = rows.clone();
-    follow(card.room.clone(), card.head, move |point| {
+    follow(card.room, move |point| {
         if let Some((_, data)) = live.iter().find(|(series, _)| series.is(point)) {
             data.update(|s| s.push(point.ts.timestamp_millis(), point.value, SPARK_WINDOW_MS));
         }

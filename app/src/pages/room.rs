@@ -33,7 +33,9 @@ pub fn RoomPage() -> impl IntoView {
 #[component]
 fn RoomFeed(snapshot: RoomSnapshot) -> impl IntoView {
     let room = snapshot.room.to_string();
-    let RoomView { events, watchers } = LiveClient::expect().join(snapshot);
+    let RoomView {
+        events, watchers, ..
+    } = LiveClient::expect().join(snapshot);
     let watching = move || watchers.get().map(|n| format!("{n} watching"));
     view! {
         <section class="panel" aria-labelledby="feed-title">

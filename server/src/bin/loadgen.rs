@@ -171,6 +171,7 @@ async fn subscriber(
     let subscribe = serde_json::to_string(&ClientFrame::Subscribe {
         room: room.clone(),
         since: None,
+        epoch: None,
     })
     .unwrap();
     socket

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use app::{
     metrics::{self, Point, room_source},
-    protocol::{Event, EventKind, NewEvent, RoomName, RoomSnapshot},
+    protocol::{Epoch, Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -44,6 +44,20 @@ impl Pending {
     }
 }
 
+/// What a committed batch became: its events in batch order, and the epoch of each room.
+pub struct Appended {
+    pub events: Vec<Event>,
+    pub epochs: HashMap<String, Epoch>,
+}
+
+/// Where a room's log stands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    pub seq: i64,
+    /// None while the room has no log.
+    pub epoch: Option<Epoch>,
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
@@ -69,9 +83,9 @@ impl Row {
 
 impl Store {
     /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
-    /// and returns the events as stored, in the same order. The samples of `metric` events in a
+    /// and returns the events as stored, in the same order, with their rooms' epochs. The samples of `metric` events in a
     /// source's room are committed with them, so history and the live stream never disagree.
-    pub async fn append(&self, batch: Vec<Pending>) -> Result<Vec<Event>> {
+    pub async fn append(&self, batch: Vec<Pending>) -> Result<Appended> {
         let mut counts: HashMap<&str, i64> = HashMap::new();
         for pending in &batch {
             *counts.entry(pending.room.as_str()).or_default() += 1;
@@ -81,20 +95,20 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         // Bumping each head takes the room's row lock until commit: seqs are gapless and a
         // rolled-back batch gives its seqs back.
-        let heads: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+        let heads: Vec<(String, i64, String, DateTime<Utc>)> = sqlx::query_as(
             "INSERT INTO rooms (name, head) SELECT * FROM UNNEST($1::text[], $2::bigint[])
              ON CONFLICT (name) DO UPDATE SET head = rooms.head + EXCLUDED.head
-             RETURNING name, head, now()",
+             RETURNING name, head, epoch, now()",
         )
         .bind(&rooms)
         .bind(&added)
         .fetch_all(&mut *tx)
         .await?;
-        let ts = heads.first().map(|(_, _, ts)| *ts).unwrap_or_else(Utc::now);
+        let ts = heads.first().map(|(.., ts)| *ts).unwrap_or_else(Utc::now);
         // The first seq of each room in this batch.
         let mut next: HashMap<&str, i64> = heads
             .iter()
-            .map(|(name, head, _)| (name.as_str(), head - counts[name.as_str()] + 1))
+            .map(|(name, head, ..)| (name.as_str(), head - counts[name.as_str()] + 1))
             .collect();
 
         let mut texts = Vec::with_capacity(batch.len());
@@ -138,7 +152,14 @@ impl Store {
         if let Some(created) = created {
             self.series.committed(created);
         }
-        Ok(stored)
+        let epochs = heads
+            .into_iter()
+            .map(|(name, _, epoch, _)| (name, Epoch(epoch)))
+            .collect();
+        Ok(Appended {
+            events: stored,
+            epochs,
+        })
     }
 
     /// Up to `limit` events with `seq > after`, oldest first.
@@ -155,24 +176,52 @@ impl Store {
         rows.into_iter().map(|row| row.into_event(room)).collect()
     }
 
-    /// The room's newest seq; 0 for a room that never had an event.
-    pub async fn head(&self, room: &RoomName) -> Result<i64> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM rooms WHERE name = $1")
-            .bind(room.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(head.unwrap_or(0))
+    /// The room's newest seq and its epoch; 0 and none for a room that never had an event.
+    pub async fn head(&self, room: &RoomName) -> Result<Head> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT head, epoch FROM rooms WHERE name = $1")
+                .bind(room.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or(
+            Head {
+                seq: 0,
+                epoch: None,
+            },
+            |(seq, epoch)| Head {
+                seq,
+                epoch: Some(Epoch(epoch)),
+            },
+        ))
+    }
+
+    /// The room's newest seq and its epoch, making the room (empty, with a new epoch) if it has
+    /// no log yet: a subscriber always knows which life of the log its seqs count in.
+    pub async fn open(&self, room: &RoomName) -> Result<(i64, Epoch)> {
+        // The outer SELECT does not see the CTE's row: exactly one of the two answers.
+        let (head, epoch): (i64, String) = sqlx::query_as(
+            "WITH made AS (
+                 INSERT INTO rooms (name, head) VALUES ($1, 0)
+                 ON CONFLICT (name) DO NOTHING RETURNING head, epoch
+             )
+             SELECT head, epoch FROM made
+             UNION ALL SELECT head, epoch FROM rooms WHERE name = $1",
+        )
+        .bind(room.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((head, Epoch(epoch)))
     }
 
     /// The newest `limit` events (oldest first) and the head they lead up to.
     pub async fn snapshot(&self, room: &RoomName, limit: i64) -> Result<RoomSnapshot> {
         let head = self.head(room).await?;
-        let events = self.since(room, (head - limit).max(0), limit).await?;
+        let events = self.since(room, (head.seq - limit).max(0), limit).await?;
         Ok(RoomSnapshot {
             room: room.clone(),
-            head,
+            head: head.seq,
+            epoch: head.epoch,
             events,
         })
     }
 }
-

@@ -12,7 +12,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use events::Pending;
+pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
 
 use crate::error::RunError;

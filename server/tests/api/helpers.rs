@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use app::protocol::{ClientFrame, Event, RoomName, ServerFrame};
+use app::protocol::{ClientFrame, Epoch, Event, RoomName, ServerFrame};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -116,15 +116,31 @@ impl Client {
         room: &RoomName,
         since: Option<i64>,
     ) -> (Vec<ServerFrame>, i64) {
+        let (before, head, _) = self.subscribe_in(room, since, None).await;
+        (before, head)
+    }
+
+    /// As [`Client::subscribe`], resuming in `epoch`; also returns the epoch reported.
+    pub async fn subscribe_in(
+        &mut self,
+        room: &RoomName,
+        since: Option<i64>,
+        epoch: Option<Epoch>,
+    ) -> (Vec<ServerFrame>, i64, Epoch) {
         self.send(&ClientFrame::Subscribe {
             room: room.clone(),
             since,
+            epoch,
         })
         .await;
         let mut before = Vec::new();
         loop {
             match self.next().await {
-                ServerFrame::Subscribed { room: r, head } if &r == room => return (before, head),
+                ServerFrame::Subscribed {
+                    room: r,
+                    head,
+                    epoch,
+                } if &r == room => return (before, head, epoch),
                 frame => before.push(frame),
             }
         }

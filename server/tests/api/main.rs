@@ -2,6 +2,7 @@
 //! (and rooms) from `helpers`.
 
 mod embedded_postgres;
+mod epochs;
 mod helpers;
 mod live_path;
 mod metrics;

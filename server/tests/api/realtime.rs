@@ -63,6 +63,7 @@ async fn replay_racing_concurrent_publishes_has_no_gap_and_no_duplicate() {
         .send(&ClientFrame::Subscribe {
             room: room.clone(),
             since: Some(0),
+            epoch: None,
         })
         .await;
     let events = client.events_until(&room, 900).await;
@@ -168,6 +169,7 @@ async fn watching_more_rooms_than_allowed_is_refused() {
         .send(&ClientFrame::Subscribe {
             room: third.clone(),
             since: None,
+            epoch: None,
         })
         .await;
     match client.next().await {
