@@ -108,4 +108,7 @@ ensure_test_database() {
   "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
     "${psql[@]}" -qc "CREATE DATABASE $name"
   export DATABASE_URL="postgres://postgres@$host:$port/$name"
+  # The browser tests make scratch databases beside it.
+  PSQL="$(pg_bin psql)"
+  export PSQL
 }

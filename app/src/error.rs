@@ -58,9 +58,7 @@ impl AppError {
 /// Runs a server function's work and, when it fails, answers with the error's status rather
 /// than server_fn's blanket 500 (a page rendered around the failure gets it too).
 #[cfg(feature = "ssr")]
-pub async fn answer<T>(
-    work: impl Future<Output = Result<T, AppError>>,
-) -> Result<T, AppError> {
+pub async fn answer<T>(work: impl Future<Output = Result<T, AppError>>) -> Result<T, AppError> {
     let response = leptos::prelude::use_context::<leptos_axum::ResponseOptions>();
     let result = work.await;
     if let (Err(error), Some(response)) = (&result, response) {

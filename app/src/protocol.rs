@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::room::{InvalidRoom, MAX_ROOM_LEN, RoomName};
 use crate::metrics::{self, Point};
+pub use crate::room::{InvalidRoom, MAX_ROOM_LEN, RoomName};
 
 /// Largest accepted `data` object of one event, serialised, in bytes.
 pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
@@ -267,7 +267,9 @@ mod tests {
             r#"{"type":"subscribe","room":"demo","since":4,"epoch":"9f2c41d07ab35e68"}"#,
         )
         .unwrap();
-        assert!(matches!(resume, ClientFrame::Subscribe { epoch: Some(Epoch(e)), .. } if e == "9f2c41d07ab35e68"));
+        assert!(
+            matches!(resume, ClientFrame::Subscribe { epoch: Some(Epoch(e)), .. } if e == "9f2c41d07ab35e68")
+        );
         let reset = ServerFrame::Reset {
             room: RoomName::parse("demo").unwrap(),
             epoch: Epoch("9f2c41d07ab35e68".into()),

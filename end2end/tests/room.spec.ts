@@ -1,6 +1,6 @@
 import { expect, test } from "@playwright/test";
 import { Server } from "./server";
-import { uniqueRoom, watchForErrors } from "./support";
+import { ScratchDatabase, uniqueRoom, watchForErrors } from "./support";
 
 let server: Server;
 
@@ -12,8 +12,8 @@ test.afterAll(async () => {
   await server?.stop();
 });
 
-async function postNotice(room: string, text: string): Promise<number> {
-  const response = await fetch(`${server.url}/api/rooms/${room}/events`, {
+async function postNotice(room: string, text: string, to: Server = server): Promise<number> {
+  const response = await fetch(`${to.url}/api/rooms/${room}/events`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ kind: "notice", data: { text } }),
@@ -104,4 +104,35 @@ test("a server that falls silent is noticed and the page goes live again once it
   expect(await postNotice(room, "after the silence")).toBe(1);
   await expect(page.getByTestId("feed").locator('[data-seq="1"]')).toContainText("after the silence");
   expect(errors).toEqual([]);
+});
+
+test("a page open while its room's log starts over (database reset, server restarted) shows the new events", async ({ page }) => {
+  const errors = watchForErrors(page, SERVER_GONE);
+  const database = new ScratchDatabase(`e2e_reset_${process.pid}`);
+  const own = await Server.start({ DATABASE_URL: database.url });
+  try {
+    const room = uniqueRoom("reset");
+    for (const text of ["first", "second", "third"]) await postNotice(room, text, own);
+    await page.goto(`${own.url}/rooms/${room}`);
+    const badge = page.getByTestId("connection");
+    await expect(badge).toHaveText("live");
+    const feed = page.getByTestId("feed");
+    await expect(feed.locator("li")).toHaveCount(3);
+
+    await own.stop();
+    database.reset();
+    await own.restart();
+    // The new log's seq 1 is below the 3 the page holds: without epochs it would be dropped.
+    expect(await postNotice(room, "after the reset", own)).toBe(1);
+    await expect(badge).toHaveText("live", { timeout: 40_000 });
+    await expect(feed.locator('[data-seq="1"]')).toContainText("after the reset");
+    await expect(feed.getByText("third")).toHaveCount(0);
+    expect(await postNotice(room, "and on", own)).toBe(2);
+    await expect(feed.locator('[data-seq="2"]')).toContainText("and on");
+    await expect(feed.locator("li")).toHaveCount(2);
+    expect(errors).toEqual([]);
+  } finally {
+    await own.stop();
+    database.drop();
+  }
 });

@@ -20,14 +20,18 @@ async function freePort(): Promise<number> {
 
 export class Server {
   private child?: ChildProcess;
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly env: Record<string, string>,
+  ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  static async start(): Promise<Server> {
-    const server = new Server(await freePort());
+  /** Starts the binary on a free port; `env` adds to or overrides its environment. */
+  static async start(env: Record<string, string> = {}): Promise<Server> {
+    const server = new Server(await freePort(), env);
     await server.restart();
     return server;
   }
@@ -44,6 +48,7 @@ export class Server {
         RUST_LOG: "warn",
         // Short heartbeats, so that a silent server is noticed within seconds.
         WATCHROOM_HEARTBEAT: "1s",
+        ...this.env,
       },
       stdio: ["ignore", "inherit", "inherit"],
     });

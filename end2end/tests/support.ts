@@ -1,5 +1,6 @@
 // Helpers the browser tests share.
 import type { Page } from "@playwright/test";
+import { execFileSync } from "node:child_process";
 
 export function uniqueRoom(label: string): string {
   return `e2e.${label}.${Date.now()}.${Math.floor(Math.random() * 1e6)}`;
@@ -18,4 +19,30 @@ export function watchForErrors(page: Page, expected?: RegExp): string[] {
     }
   });
   return errors;
+}
+
+/** A database of the test's own beside the one `DATABASE_URL` names, made empty on demand. */
+export class ScratchDatabase {
+  readonly url: string;
+
+  constructor(private readonly name: string) {
+    const admin = new URL(process.env.DATABASE_URL ?? "");
+    admin.pathname = `/${name}`;
+    this.url = admin.toString();
+    this.reset();
+  }
+
+  /** Drops and creates the database: everything stored in it is gone, as after a reset. */
+  reset(): void {
+    this.sql(`DROP DATABASE IF EXISTS ${this.name} WITH (FORCE)`);
+    this.sql(`CREATE DATABASE ${this.name}`);
+  }
+
+  drop(): void {
+    this.sql(`DROP DATABASE IF EXISTS ${this.name} WITH (FORCE)`);
+  }
+
+  private sql(statement: string): void {
+    execFileSync(process.env.PSQL ?? "psql", [process.env.DATABASE_URL ?? "", "-qc", statement], { stdio: "inherit" });
+  }
 }

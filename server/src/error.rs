@@ -167,7 +167,10 @@ mod tests {
             assert_eq!(mistake.public_message(), reason);
             assert_eq!(AppError::from(mistake), AppError::Invalid(reason));
         }
-        for failure in [Error::Unavailable, Error::Database(sqlx::Error::PoolTimedOut)] {
+        for failure in [
+            Error::Unavailable,
+            Error::Database(sqlx::Error::PoolTimedOut),
+        ] {
             assert_eq!(failure.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(failure.code(), ErrorCode::Unavailable);
             assert!(!failure.public_message().contains("pool"), "{failure}");

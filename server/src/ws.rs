@@ -356,10 +356,7 @@ impl Connection {
                 }
                 Ok(Delivery::Presence { frame }) => Some(frame),
                 Ok(Delivery::Epoch(epoch)) => {
-                    let started_over = self
-                        .sent
-                        .get(&room)
-                        .is_some_and(|sent| sent.epoch != epoch);
+                    let started_over = self.sent.get(&room).is_some_and(|sent| sent.epoch != epoch);
                     if started_over {
                         tracing::debug!(%room, "room's log started over; sending it anew");
                         self.announce_reset(&room, epoch.clone()).await;

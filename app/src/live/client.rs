@@ -141,12 +141,8 @@ impl LiveClient {
     #[cfg(any(feature = "hydrate", test))]
     pub(super) fn attach(self, outbox: UnboundedSender<ClientFrame>) -> Vec<ClientFrame> {
         self.outbox.set_value(Some(outbox));
-        self.feeds.with_value(|feeds| {
-            feeds
-                .iter()
-                .map(|(room, feed)| feed.resume(room))
-                .collect()
-        })
+        self.feeds
+            .with_value(|feeds| feeds.iter().map(|(room, feed)| feed.resume(room)).collect())
     }
 
     #[cfg(feature = "hydrate")]
@@ -211,10 +207,9 @@ impl LiveClient {
                 code: ErrorCode::Lagged,
                 room: Some(room),
                 ..
-            } => {
-                self.feeds
-                    .with_value(|feeds| feeds.get(&room).map(|feed| feed.resume(&room)))
-            }
+            } => self
+                .feeds
+                .with_value(|feeds| feeds.get(&room).map(|feed| feed.resume(&room))),
             ServerFrame::Error {
                 code,
                 message,

@@ -15,7 +15,7 @@ use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
     error::AppError,
     metrics::Series,
-    protocol::{RoomName, RoomSnapshot},
+    protocol::RoomSnapshot,
 };
 
 /// The time ranges a dashboard offers, as they appear in `?range=`.
@@ -43,6 +43,7 @@ pub struct BoardData {
 pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>, AppError> {
     use crate::{
         dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
+        protocol::RoomName,
     };
     use futures::future::try_join_all;
 

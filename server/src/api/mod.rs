@@ -8,5 +8,7 @@ use axum::Router;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(rooms::router()).merge(metrics::router())
+    Router::new()
+        .merge(rooms::router())
+        .merge(metrics::router())
 }

@@ -1,13 +1,12 @@
 //! The server's own Postgres: what it stored outlives a restart of either, and a database that
 //! goes away fails requests clearly without losing or skipping anything.
 
-
 use std::path::PathBuf;
 
+use crate::helpers::{Client, post_notice, stored, unique_room};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::embedded_postgres::EmbeddedPostgres;
-use crate::helpers::{Client, post_notice, stored, unique_room};
 
 /// Under the system temp dir: as root the cluster runs as `postgres`, which must reach it. The
 /// space and quote prove paths reach `pg_ctl` and the database URL escaped.

@@ -34,8 +34,7 @@ fn event_seqs(frames: &[ServerFrame]) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn a_client_resuming_in_an_epoch_the_room_no_longer_has_is_sent_the_new_log_from_the_start()
-{
+async fn a_client_resuming_in_an_epoch_the_room_no_longer_has_is_sent_the_new_log_from_the_start() {
     let server = start().await;
     let room = crate::helpers::unique_room("epoch-resume");
     for text in ["a", "b", "c"] {
@@ -50,7 +49,9 @@ async fn a_client_resuming_in_an_epoch_the_room_no_longer_has_is_sent_the_new_lo
     post_notice(&server, &room, "after the reset").await;
 
     let mut resuming = Client::connect(&server).await;
-    let (before, head, new) = resuming.subscribe_in(&room, Some(3), Some(old.clone())).await;
+    let (before, head, new) = resuming
+        .subscribe_in(&room, Some(3), Some(old.clone()))
+        .await;
     assert_ne!(new, old);
     assert_eq!(
         before.first(),
@@ -67,7 +68,11 @@ async fn a_client_resuming_in_an_epoch_the_room_no_longer_has_is_sent_the_new_lo
     let mut current = Client::connect(&server).await;
     let (before, head, _) = current.subscribe_in(&room, Some(0), Some(new)).await;
     assert_eq!(event_seqs(&before), vec![1]);
-    assert!(!before.iter().any(|f| matches!(f, ServerFrame::Reset { .. })));
+    assert!(
+        !before
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Reset { .. }))
+    );
     assert_eq!(head, 1);
     server.stop().await.unwrap();
 }
@@ -94,7 +99,11 @@ async fn a_subscriber_is_told_when_its_rooms_log_starts_over_and_is_sent_the_new
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data["text"], "second life");
     post_notice(&server, &room, "goes on").await;
-    assert_eq!(watcher.next_event_seq(&room).await, 2, "once each, in order");
+    assert_eq!(
+        watcher.next_event_seq(&room).await,
+        2,
+        "once each, in order"
+    );
     server.stop().await.unwrap();
 }
 

@@ -1,6 +1,5 @@
 //! Starts real servers against a real Postgres and talks to them as clients do.
 
-
 use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},

@@ -1,10 +1,9 @@
 //! The live path end to end: HTTP publish → Postgres → hub → WebSocket subscribers.
 
-
+use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use app::protocol::{ErrorCode, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -196,7 +195,10 @@ async fn unreadable_frames_get_an_error_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn silent_client_is_dropped_after_two_heartbeats_and_its_room_freed() {
-    let server = crate::helpers::start_with(|config| config.heartbeat = std::time::Duration::from_millis(200)).await;
+    let server = crate::helpers::start_with(|config| {
+        config.heartbeat = std::time::Duration::from_millis(200)
+    })
+    .await;
     let room = unique_room("silent");
     let mut client = Client::connect(&server).await;
     client.subscribe(&room, None).await;
@@ -225,10 +227,16 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
     post_notice(&server, &room, "kept").await;
     for (url, code) in [
         (
-            format!("{}?since=soon", crate::helpers::events_url(&server, room.as_str())),
+            format!(
+                "{}?since=soon",
+                crate::helpers::events_url(&server, room.as_str())
+            ),
             "bad_frame",
         ),
-        (crate::helpers::events_url(&server, "no%20spaces"), "invalid_room"),
+        (
+            crate::helpers::events_url(&server, "no%20spaces"),
+            "invalid_room",
+        ),
     ] {
         let response = reqwest::get(&url).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
@@ -265,7 +273,10 @@ async fn an_event_body_larger_than_an_event_may_be_is_refused_with_413() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(stored(&server, &room).await.is_empty());
     // Within the limit, whitespace and all, it is taken.
-    let spaced = format!(r#"{{"kind": "notice", "data": {{"text": "fits"}}}}{}"#, " ".repeat(1000));
+    let spaced = format!(
+        r#"{{"kind": "notice", "data": {{"text": "fits"}}}}{}"#,
+        " ".repeat(1000)
+    );
     let response = reqwest::Client::new()
         .post(crate::helpers::events_url(&server, room.as_str()))
         .header("content-type", "application/json")

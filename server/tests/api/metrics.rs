@@ -1,6 +1,6 @@
 //! Metric ingest and range queries against a real server and Postgres.
 
-
+use crate::helpers::{Client, start, start_with, unique_room};
 use app::{
     metrics::{Bucket, MAX_BATCH_BYTES, MAX_BATCH_SAMPLES, Stored, event_points, source_room},
     protocol::{ClientFrame, ErrorCode, EventKind, ServerFrame},
@@ -8,7 +8,6 @@ use app::{
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 use server::Running;
-use crate::helpers::{Client, start, start_with, unique_room};
 
 fn unique_source(label: &str) -> String {
     unique_room(label).as_str().to_owned()

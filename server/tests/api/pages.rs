@@ -9,11 +9,7 @@ use leptos::server_fn::{ServerFn, error::FromServerFnError};
 use crate::helpers::start;
 
 /// Calls the server function at `path` with a form body, as JSON-speaking clients do.
-async fn call(
-    running: &server::Running,
-    path: &str,
-    form: &[(&str, &str)],
-) -> (u16, AppError) {
+async fn call(running: &server::Running, path: &str, form: &[(&str, &str)]) -> (u16, AppError) {
     let response = reqwest::Client::new()
         .post(format!("http://{}{path}", running.addr))
         .header("accept", "application/json")

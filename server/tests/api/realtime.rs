@@ -1,10 +1,9 @@
 //! The realtime core under stress: resume, restarts, limits, presence and slow readers.
 
-
+use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use app::protocol::{ClientFrame, ErrorCode, EventKind, RoomName, ServerFrame};
 use futures::future::join_all;
 use serde_json::json;
-use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
@@ -186,9 +185,10 @@ async fn watching_more_rooms_than_allowed_is_refused() {
 
 #[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
-    let server =
-        crate::helpers::start_with(|config| (config.publish_rate, config.publish_burst) = (0.5, 3.0))
-            .await;
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (0.5, 3.0)
+    })
+    .await;
     let room = unique_room("rate");
     let mut client = Client::connect(&server).await;
     for i in 0..5 {
@@ -245,9 +245,10 @@ async fn watchers_are_told_how_many_watch_their_room() {
 
 #[tokio::test]
 async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
-    let server =
-        crate::helpers::start_with(|config| (config.publish_rate, config.publish_burst) = (1e6, 1e6))
-            .await;
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+    })
+    .await;
     let room = unique_room("slow");
     let mut paused = Client::connect(&server).await;
     paused.subscribe(&room, None).await;

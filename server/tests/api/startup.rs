@@ -21,7 +21,11 @@ async fn nodes_starting_together_on_an_empty_database_all_start_and_seed_it_once
         let overview = reqwest::get(format!("http://{}/d/host", node.addr))
             .await
             .unwrap();
-        assert_eq!(overview.status(), 200, "every node serves the seeded dashboard");
+        assert_eq!(
+            overview.status(),
+            200,
+            "every node serves the seeded dashboard"
+        );
     }
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM dashboards")
         .fetch_all(&pool)
@@ -65,7 +69,9 @@ async fn a_seed_racing_another_nodes_seed_succeeds_and_leaves_one_host_dashboard
     }
     racing.commit().await.unwrap();
 
-    ours.await.unwrap().expect("the seed succeeds when another node seeded first");
+    ours.await
+        .unwrap()
+        .expect("the seed succeeds when another node seeded first");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM dashboards")
         .fetch_one(&other_node)
         .await
