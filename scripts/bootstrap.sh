@@ -82,6 +82,9 @@ pg_bin() {
 # (default watchroom_test), created if missing; with `empty` as $2 it is dropped first, so every
 # run starts as a fresh machine does.
 ensure_test_database() {
+  # The browser tests make scratch databases beside the test database with it.
+  PSQL="$(pg_bin psql)"
+  export PSQL
   if [ -n "${DATABASE_URL:-}" ]; then return; fi
   local name="${1:-watchroom_test}" host=127.0.0.1 port=5432
   if ! "$(pg_bin psql)" -w -h $host -p $port -U postgres -d postgres -tAc "SELECT 1" >/dev/null 2>&1; then
@@ -108,7 +111,4 @@ ensure_test_database() {
   "${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 ||
     "${psql[@]}" -qc "CREATE DATABASE $name"
   export DATABASE_URL="postgres://postgres@$host:$port/$name"
-  # The browser tests make scratch databases beside it.
-  PSQL="$(pg_bin psql)"
-  export PSQL
 }
