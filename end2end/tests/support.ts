@@ -43,6 +43,10 @@ export class ScratchDatabase {
   }
 
   private sql(statement: string): void {
-    execFileSync(process.env.PSQL ?? "psql", [process.env.DATABASE_URL ?? "", "-qc", statement], { stdio: "inherit" });
+    execFileSync(process.env.PSQL ?? "psql", [process.env.DATABASE_URL ?? "", "-qc", statement], {
+      stdio: "inherit",
+      // Without "database … does not exist, skipping" on every first run.
+      env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" },
+    });
   }
 }
