@@ -18,6 +18,12 @@ pub enum AppError {
     /// The request names something that does not exist (`dashboard`, `panel`).
     #[error("no such {0}")]
     NotFound(String),
+    /// Nobody is logged in.
+    #[error("log in first")]
+    Unauthenticated,
+    /// The one asking may not do this; the message says what is missing.
+    #[error("{0}")]
+    Forbidden(String),
     /// The server could not complete the request (its database is away, say); the details are
     /// in its log. Trying again later may succeed.
     #[error("the server could not complete the request; try again")]
@@ -49,6 +55,8 @@ impl AppError {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Call(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

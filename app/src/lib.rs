@@ -1,5 +1,6 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
+pub mod auth;
 pub mod dashboards;
 pub mod error;
 pub mod format;
@@ -52,6 +53,7 @@ pub fn App() -> impl IntoView {
                 <a class="brand" href="/">"Watchroom"</a>
                 <live::ConnectionBadge/>
                 <ThemeToggle/>
+                <pages::AccountMenu/>
             </header>
             <main>
                 // Async: the first response already holds the recent past, charts included.

@@ -231,6 +231,10 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The server could not complete the request; retrying later may succeed.
     Unavailable,
+    /// No identity came with the request: log in, or send an API token.
+    Unauthenticated,
+    /// The identity may not do this (its role, rooms or token scopes do not allow it).
+    Forbidden,
 }
 
 /// The recent past of a room, as the page renders it before the socket is open.

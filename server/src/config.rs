@@ -1,6 +1,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use app::auth::{Pattern, Role, Scope};
+use clap::{Parser, Subcommand};
 
 /// Watchroom: a live monitoring dashboard.
 ///
@@ -69,6 +70,89 @@ pub struct Config {
     /// Directory holding the built site (`pkg/` with the wasm, js and css).
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
     pub site_root: PathBuf,
+
+    /// The address operators reach the dashboard at (`https://watch.example.com`). Browser
+    /// origins and Host headers are checked against it, and session cookies are `Secure` when it
+    /// is https. Without it, the listen address (and `localhost` on loopback) is the public one.
+    #[arg(long, env = "WATCHROOM_PUBLIC_URL", value_parser = origin)]
+    pub public_url: Option<String>,
+
+    /// Let visitors who are not logged in watch, read-only (`viewer`; off by default): for wall
+    /// screens.
+    #[arg(long, env = "WATCHROOM_ANONYMOUS", value_parser = anonymous_role)]
+    pub anonymous: Option<Role>,
+
+    /// The rooms anonymous visitors may watch, as comma-separated patterns.
+    #[arg(
+        long,
+        env = "WATCHROOM_ANONYMOUS_ROOMS",
+        default_value = "*",
+        value_delimiter = ',',
+        value_parser = |text: &str| Pattern::parse(text.trim())
+    )]
+    pub anonymous_rooms: Vec<Pattern>,
+
+    /// A session unused this long ends.
+    #[arg(long, env = "WATCHROOM_SESSION_IDLE", default_value = "7d", value_parser = positive_duration)]
+    pub session_idle: Duration,
+
+    /// A session ends this long after its login, used or not.
+    #[arg(long, env = "WATCHROOM_SESSION_MAX", default_value = "30d", value_parser = positive_duration)]
+    pub session_max: Duration,
+
+    /// Sockets one user or token may hold open at once.
+    #[arg(long, env = "WATCHROOM_MAX_SOCKETS_PER_IDENTITY", default_value_t = 100, value_parser = at_least_one)]
+    pub max_sockets_per_identity: usize,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Administration from the command line, against the configured database; without one, the
+/// server serves.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum UserCommand {
+    /// Creates a user; the password is read from standard input.
+    Create {
+        name: String,
+        #[arg(long, value_parser = |text: &str| Role::parse(text))]
+        role: Role,
+        /// Read the password from standard input (its first line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// The rooms the user may see, as comma-separated patterns.
+        #[arg(long, default_value = "*", value_delimiter = ',', value_parser = |text: &str| Pattern::parse(text.trim()))]
+        rooms: Vec<Pattern>,
+    },
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates an API token and prints it, once, on standard output.
+    Create {
+        /// Whose token it is: it may never do more than this user.
+        #[arg(long)]
+        user: String,
+        /// `read:<rooms>`, `publish:<rooms>`, `ingest:<sources>` or `admin`; repeat for more.
+        #[arg(long = "scope", required = true, value_parser = |text: &str| Scope::parse(text))]
+        scopes: Vec<Scope>,
+        /// How long the token lasts (`90s`, `30d`); forever without.
+        #[arg(long, value_parser = positive_duration)]
+        expires: Option<Duration>,
+        /// What the token is for, as lists of tokens show it.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
 }
 
 /// Reads a duration as operators write one: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
@@ -122,6 +206,30 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+/// An http(s) URL reduced to its origin, `scheme://host[:port]`, as browsers send it.
+fn origin(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| format!("{text:?} is not a URL such as https://watch.example.com"))?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@'])
+    {
+        return Err(format!(
+            "{text:?} must be an http or https URL with a host and nothing after it"
+        ));
+    }
+    Ok(format!("{scheme}://{}", rest.to_ascii_lowercase()))
+}
+
+fn anonymous_role(text: &str) -> Result<Role, String> {
+    match Role::parse(text)? {
+        Role::Viewer => Ok(Role::Viewer),
+        other => Err(format!(
+            "anonymous visitors may only watch: viewer, not {other}"
+        )),
     }
 }
 
@@ -181,6 +289,12 @@ mod tests {
             ("--max-frame-bytes", "0"),
             ("--max-rooms-per-connection", "0"),
             ("--max-series-per-source", "-1"),
+            ("--public-url", "watch.example.com"),
+            ("--public-url", "https://watch.example.com/path"),
+            ("--anonymous", "editor"),
+            ("--anonymous-rooms", "a b"),
+            ("--session-idle", "0"),
+            ("--max-sockets-per-identity", "0"),
         ] {
             // `--flag=value`: a value may begin with '-'.
             let error = parse(&[&format!("{flag}={value}")]).expect_err(&format!("{flag} {value}"));

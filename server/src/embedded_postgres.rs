@@ -3,12 +3,15 @@
 //! for a TCP port, and it survives a crash of ours: the next start adopts it.
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::Command,
 };
 
-use crate::error::RunError;
+use crate::{
+    error::RunError,
+    escape::{shell_quoted, url_encoded},
+};
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
@@ -24,6 +27,8 @@ pub struct EmbeddedPostgres {
     data: PathBuf,
     socket_dir: PathBuf,
     as_service_user: bool,
+    /// Whether this process started the cluster (rather than adopting a running one).
+    started: bool,
 }
 
 impl EmbeddedPostgres {
@@ -35,19 +40,25 @@ impl EmbeddedPostgres {
             data: dir.join("pg"),
             socket_dir: dir.join("run"),
             as_service_user: std::fs::metadata("/proc/self")?.uid() == 0,
+            started: false,
         };
         let starting = pg.clone();
-        tokio::task::spawn_blocking(move || starting.start_blocking())
+        let started = tokio::task::spawn_blocking(move || starting.start_blocking())
             .await
             .map_err(|e| RunError::EmbeddedPostgres(e.to_string()))??;
-        Ok(pg)
+        Ok(Self { started, ..pg })
+    }
+
+    /// Whether this process started the cluster; an adopted one is another's to stop.
+    pub fn started_here(&self) -> bool {
+        self.started
     }
 
     /// The cluster's address, as a `DATABASE_URL` would give it.
     pub fn url(&self) -> String {
         format!(
             "postgres://{SUPERUSER}@localhost:{PORT}/postgres?host={}",
-            percent_encoded(&self.socket_dir.to_string_lossy())
+            url_encoded(&self.socket_dir.to_string_lossy())
         )
     }
 
@@ -63,10 +74,13 @@ impl EmbeddedPostgres {
         .map_err(|e| RunError::EmbeddedPostgres(e.to_string()))?
     }
 
-    fn start_blocking(&self) -> Result<()> {
+    /// Returns whether it started the cluster (false: adopted a running one).
+    fn start_blocking(&self) -> Result<bool> {
         for dir in [&self.data, &self.socket_dir] {
             std::fs::create_dir_all(dir)?;
         }
+        // Only the cluster's owner reaches its socket: no other local account can connect.
+        std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o700))?;
         if self.as_service_user {
             let owner = format!("{SERVICE_USER}:");
             let chown = [
@@ -104,11 +118,11 @@ impl EmbeddedPostgres {
         }
         if self.run("pg_ctl", &["-D", data, "status"]).is_ok() {
             tracing::info!(dir = %self.data.display(), "adopting running private postgres cluster");
-            return Ok(());
+            return Ok(false);
         }
         // pg_ctl hands these to a shell.
         let options = format!(
-            "-k {} -h '' -p {PORT}",
+            "-k {} -h '' -p {PORT} -c unix_socket_permissions=0700",
             shell_quoted(path_str(&self.socket_dir)?)
         );
         let log = self.data.join("server.log");
@@ -128,7 +142,8 @@ impl EmbeddedPostgres {
                 "60",
                 "start",
             ],
-        )
+        )?;
+        Ok(true)
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
@@ -158,23 +173,6 @@ fn check(command: &mut Command, tool: &str) -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
-}
-
-/// `text` as one shell word, whatever it holds.
-fn shell_quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// `text` as a URL query value: everything but unreserved characters and `/` escaped.
-fn percent_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn path_str(path: &Path) -> Result<&str> {

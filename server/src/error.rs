@@ -38,6 +38,15 @@ pub enum Error {
         series: Series,
         limit: usize,
     },
+    /// No identity came with a request that needs one.
+    #[error("log in, or send an API token (Authorization: Bearer wr_…)")]
+    Unauthenticated,
+    /// The identity may not do this; the message says what it lacks.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Past a limit of the identity's or the address's; the message says which.
+    #[error("{0}")]
+    Limited(String),
     /// The single writer is gone (the server is stopping).
     #[error("the event store is unavailable")]
     Unavailable,
@@ -61,6 +70,9 @@ impl Error {
             Self::InvalidSample(_) => ErrorCode::InvalidSample,
             Self::BadRequest { .. } => ErrorCode::BadFrame,
             Self::TooManySeries { .. } => ErrorCode::TooManySeries,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::Limited(_) => ErrorCode::RateLimited,
             Self::Unavailable | Self::Database(_) => ErrorCode::Unavailable,
         }
     }
@@ -72,6 +84,9 @@ impl Error {
                 StatusCode::BAD_REQUEST
             }
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -93,10 +108,11 @@ impl Error {
 
 impl From<Error> for AppError {
     fn from(error: Error) -> Self {
-        if error.is_servers() {
-            Self::Unavailable
-        } else {
-            Self::Invalid(error.to_string())
+        match error {
+            Error::Unauthenticated => Self::Unauthenticated,
+            Error::Forbidden(why) => Self::Forbidden(why),
+            error if error.is_servers() => Self::Unavailable,
+            error => Self::Invalid(error.to_string()),
         }
     }
 }
@@ -144,6 +160,9 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("the server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A command-line action was refused (an unknown user, a bad scope).
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[cfg(test)]

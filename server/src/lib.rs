@@ -1,10 +1,13 @@
 //! The Watchroom server: pages, API and live fan-out over one axum router.
 
 pub mod api;
+pub mod auth;
+pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod embedded_postgres;
 pub mod error;
+pub mod escape;
 pub mod hub;
 pub mod ingest;
 pub mod pages;
@@ -24,6 +27,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::TraceLayer;
 
+use auth::Auth;
 pub use config::Config;
 use embedded_postgres::EmbeddedPostgres;
 pub use error::{Error, Result, RunError};
@@ -46,12 +50,14 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open WebSocket connections, so shutdown can wait for them to drain.
     pub connections: TaskTracker,
+    pub auth: Auth,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
     pub addr: SocketAddr,
     pub hub: Hub,
+    pub store: Store,
     shutdown: CancellationToken,
     connections: TaskTracker,
     grace: Duration,
@@ -59,8 +65,9 @@ pub struct Running {
     embedded: Option<EmbeddedPostgres>,
 }
 
-/// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
-pub async fn start(config: &Config) -> Result<Running, RunError> {
+/// Connects to the configured Postgres, or starts (or adopts) the private cluster, and brings
+/// the schema up to date. The private cluster, if any, comes along to be stopped.
+pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgres>), RunError> {
     let (url, embedded) = match &config.database_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -68,13 +75,28 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             (pg.url(), Some(pg))
         }
     };
+    let connected = async { Store::connect(url.parse::<PgConnectOptions>()?).await };
+    match connected.await {
+        Ok(store) => Ok((store, embedded)),
+        Err(e) => {
+            if let Some(pg) = embedded.filter(EmbeddedPostgres::started_here) {
+                let _ = pg.stop().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
+pub async fn start(config: &Config) -> Result<Running, RunError> {
+    let (store, embedded) = open_store(config).await?;
     let ready = async {
-        let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
         store.seed_dashboards(&collector::host_source()).await?;
-        Ok::<_, RunError>(store)
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok::<_, RunError>(listener)
     };
-    let store = match ready.await {
-        Ok(store) => store,
+    let listener = match ready.await {
+        Ok(ready) => ready,
         Err(e) => {
             if let Some(pg) = embedded {
                 let _ = pg.stop().await;
@@ -89,7 +111,10 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     leptos.site_addr = config.listen;
     leptos.site_root = config.site_root.to_string_lossy().into();
 
+    let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let auth = Auth::new(config, addr, store.clone());
+    auth.start(shutdown.clone()).await;
     let hub = Hub::default();
     hub.spawn_presence(PRESENCE_EVERY, shutdown.clone());
     let state = AppState {
@@ -100,6 +125,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         config: Arc::new(config.clone()),
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
+        auth,
     };
     if config.host_metrics {
         let own = collector::Own {
@@ -109,8 +135,6 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         };
         collector::spawn(own, shutdown.clone());
     }
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
     let hub = state.hub.clone();
     let connections = state.connections.clone();
     let stopping = shutdown.clone();
@@ -121,8 +145,10 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let state_store = store.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state, store))
+        let app = router(state, store).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(stopping.cancelled_owned())
             .await
     });
@@ -130,6 +156,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     Ok(Running {
         addr,
         hub,
+        store: state_store,
         shutdown,
         connections,
         grace: config.shutdown_grace,
@@ -144,8 +171,13 @@ fn router(state: AppState, store: Store) -> Router {
     let dashboards = SharedDashboards(Arc::new(pages));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
+    // Spans name the path only: a socket's `?token=` must never reach a log.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+    });
     Router::new()
         .merge(api::router())
+        .merge(auth::router())
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,
@@ -157,7 +189,11 @@ fn router(state: AppState, store: Store) -> Router {
             move || shell(leptos.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::gate,
+        ))
+        .layer(trace)
         .with_state(state)
 }
 

@@ -10,8 +10,14 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(&config.log))
+        // Standard output is for what a command makes (a new token).
+        .with_writer(std::io::stderr)
         .init();
-    match serve(&config).await {
+    let done = match &config.command {
+        Some(command) => server::cli::run(&config, command).await,
+        None => serve(&config).await,
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("watchroom: {e}");

@@ -3,15 +3,19 @@
 
 use std::collections::HashMap;
 
+use app::auth::Identity;
 use app::{
     metrics::{self, Series},
     protocol::{ClientFrame, Epoch, ErrorCode, Event, EventKind, NewEvent, RoomName, ServerFrame},
 };
 use axum::{
+    Extension,
     extract::{
         State, WebSocketUpgrade,
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code},
     },
+    http::HeaderMap,
+    response::IntoResponse,
     response::Response,
 };
 use futures::{FutureExt, SinkExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
@@ -25,9 +29,9 @@ use tokio_tungstenite::tungstenite;
 
 use crate::{
     AppState,
+    auth::{Credential, Hold},
     error::Error,
     hub::{Delivery, encode},
-    rate::TokenBucket,
 };
 
 /// Events read from the store per query while replaying.
@@ -37,7 +41,33 @@ const WRITE_BATCH: usize = 64;
 /// Publishes awaiting their commit per connection; more wait for the first to finish.
 const MAX_PENDING_PUBLISHES: usize = 256;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// Accepts a socket from an identity the gate found, from a page of this site (a browser sends
+/// its page's origin: a page elsewhere must not open a socket with the user's cookie), and
+/// within the identity's share of sockets.
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Extension(credential): Extension<Credential>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.auth.origin_allowed(&headers) {
+        let refused = Error::Forbidden("sockets open only from this site's pages".into());
+        return refused.into_response();
+    }
+    let config = &state.config;
+    let Some(hold) = state.auth.live.hold(
+        &credential,
+        config.max_sockets_per_identity,
+        config.publish_rate,
+        config.publish_burst,
+    ) else {
+        let message = format!(
+            "at most {} sockets at once per session or token",
+            config.max_sockets_per_identity
+        );
+        return Error::Limited(message).into_response();
+    };
     let max = state.config.max_frame_bytes;
     // Small buffers: most connections are idle watchers, and memory per connection is what
     // limits how many one node holds; they grow while a burst needs them. tungstenite also zeroes
@@ -48,7 +78,7 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let drain = state.connections.clone();
-            drain.track_future(serve(socket, state))
+            drain.track_future(serve(socket, state, identity, hold))
         })
 }
 
@@ -63,6 +93,7 @@ enum Closing {
     PeerGone,
     Silent,
     TooLarge,
+    Revoked,
     ShuttingDown,
 }
 
@@ -77,16 +108,21 @@ struct Connection {
     /// Where each room stands for this client: anything at or below `seq` is an overlap and
     /// is skipped.
     sent: HashMap<RoomName, Position>,
-    publishes: TokenBucket,
+    identity: Identity,
+    /// This socket's place under its credential: the publish allowance it shares with the
+    /// credential's other sockets, and the signal that the credential was revoked.
+    hold: Hold,
     /// Replies to publishes, in the order they were made.
     acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
+async fn serve(socket: WebSocket, state: AppState, identity: Identity, hold: Hold) {
     let heartbeat_every = state.config.heartbeat;
     let shutdown = state.shutdown.clone();
+    let revoked = hold.revoked.clone();
     let mut conn = Connection {
-        publishes: TokenBucket::new(state.config.publish_rate, state.config.publish_burst),
+        identity,
+        hold,
         state,
         socket,
         rooms: StreamMap::new(),
@@ -100,6 +136,8 @@ async fn serve(socket: WebSocket, state: AppState) {
     // Made once: a fresh one per turn would lock the token's waiter list on every push.
     let shutdown = shutdown.cancelled();
     tokio::pin!(shutdown);
+    let revoked = revoked.cancelled();
+    tokio::pin!(revoked);
 
     let hello = ServerFrame::Hello {
         heartbeat_ms: heartbeat_every.as_millis() as u64,
@@ -108,6 +146,7 @@ async fn serve(socket: WebSocket, state: AppState) {
     while step.is_ok() {
         step = tokio::select! {
             _ = &mut shutdown => Err(Closing::ShuttingDown),
+            _ = &mut revoked => Err(Closing::Revoked),
             incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
@@ -133,6 +172,10 @@ async fn serve(socket: WebSocket, state: AppState) {
             "no frame within two heartbeat intervals",
         )),
         Err(Closing::TooLarge) => Some((close_code::SIZE, "frame larger than the server accepts")),
+        Err(Closing::Revoked) => Some((
+            close_code::POLICY,
+            "the session or token is no longer valid; sign in again",
+        )),
         Err(Closing::ShuttingDown) => {
             Some((close_code::RESTART, "server restarting; resume with since"))
         }
@@ -187,6 +230,10 @@ impl Connection {
                         .refuse(ErrorCode::TooManyRooms, message, Some(room))
                         .await;
                 }
+                if !self.identity.may_read(room.as_str()) {
+                    let message = format!("you may not watch {room}");
+                    return self.refuse(ErrorCode::Forbidden, message, Some(room)).await;
+                }
                 match self.subscribe(room.clone(), since, epoch).await {
                     Ok((head, epoch)) => {
                         self.send(&ServerFrame::Subscribed { room, head, epoch })
@@ -217,9 +264,20 @@ impl Connection {
     /// Queues the event for the writer; its `published` reply follows once it is committed, while
     /// this connection goes on reading.
     async fn publish(&mut self, room: RoomName, event: NewEvent, reference: Option<Value>) -> Step {
-        if !self.publishes.take() {
+        if !self.identity.may_publish_event(room.as_str(), event.kind) {
+            let message = format!("you may not publish to {room}");
+            let refused = publish_refused(ErrorCode::Forbidden, message, room, reference);
+            return self.send(&refused).await;
+        }
+        let allowed = self
+            .hold
+            .publishes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if !allowed {
             let message = format!(
-                "more than {} publishes per second (bursts of {}); slow down",
+                "more than {} publishes per second (bursts of {}) from this session or token; slow down",
                 self.state.config.publish_rate, self.state.config.publish_burst
             );
             let refused = publish_refused(ErrorCode::RateLimited, message, room, reference);

@@ -28,6 +28,14 @@ pub const RANGES: [(&str, i64); 5] = [
 ];
 const DEFAULT_RANGE: &str = "15m";
 
+/// A dashboard's page: the dashboard, if there is one by that name, and whether the one asking
+/// may change it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BoardPage {
+    pub board: Option<BoardData>,
+    pub may_edit: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoardData {
     pub dashboard: Dashboard,
@@ -40,7 +48,7 @@ pub struct BoardData {
 }
 
 #[server]
-pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>, AppError> {
+pub async fn load_board(name: String, range: String) -> Result<BoardPage, AppError> {
     use crate::{
         dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
         protocol::RoomName,
@@ -56,20 +64,31 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
             .find(|(name, _)| *name == range)
             .map(|(_, secs)| *secs)
             .ok_or_else(|| AppError::Invalid(format!("unknown range {range:?}")))?;
+        let identity = crate::auth::identity()?;
         let history = expect_context::<SharedHistory>().0;
         let store = expect_context::<SharedDashboards>().0;
+        let missing = BoardPage {
+            board: None,
+            may_edit: identity.may_edit(),
+        };
         // A name no dashboard can have names none: it is not worth a query.
         if crate::dashboards::check_name(&name).is_err() {
-            return Ok(None);
+            return Ok(missing);
         }
         let Some(dashboard) = store.get(name).await? else {
-            return Ok(None);
+            return Ok(missing);
+        };
+        // Sources outside the identity's rooms do not exist for it: their panels stay empty.
+        let readable = |source: &str| {
+            source_room(source)
+                .ok()
+                .filter(|room| identity.may_read(room.as_str()))
         };
         // Heads before history: a sample committed in between is then pushed, not lost.
         let mut rooms: Vec<RoomName> = dashboard
             .panels
             .iter()
-            .filter_map(|p| source_room(&p.source).ok())
+            .filter_map(|p| readable(&p.source))
             .collect();
         rooms.sort();
         rooms.dedup();
@@ -82,23 +101,41 @@ pub async fn load_board(name: String, range: String) -> Result<Option<BoardData>
                 let history = history.clone();
                 async move {
                     let series = text.parse().map_err(AppError::Invalid)?;
-                    let buckets = history
-                        .range(panel.source.clone(), series, from, to, step_ms)
-                        .await?;
+                    let buckets = match readable(&panel.source) {
+                        Some(_) => {
+                            history
+                                .range(panel.source.clone(), series, from, to, step_ms)
+                                .await?
+                        }
+                        None => Vec::new(),
+                    };
                     Ok::<_, AppError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
                 }
             }))
         }))
         .await?;
-        Ok(Some(BoardData {
-            dashboard,
-            window_ms: secs * 1000,
-            now_ms: to.timestamp_millis(),
-            heads,
-            panels,
-        }))
+        Ok(BoardPage {
+            board: Some(BoardData {
+                dashboard,
+                window_ms: secs * 1000,
+                now_ms: to.timestamp_millis(),
+                heads,
+                panels,
+            }),
+            may_edit: identity.may_edit(),
+        })
     })
     .await
+}
+
+/// Refuses a change from an identity that may not edit dashboards.
+#[cfg(feature = "ssr")]
+fn require_edit() -> Result<(), AppError> {
+    if crate::auth::identity()?.may_edit() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("you may not change dashboards".into()))
+    }
 }
 
 #[server]
@@ -109,6 +146,7 @@ pub async fn create_dashboard(name: String) -> Result<(), AppError> {
     };
 
     answer(async move {
+        require_edit()?;
         check_name(&name).map_err(AppError::Invalid)?;
         let store = expect_context::<SharedDashboards>().0;
         if store.get(name.clone()).await?.is_none() {
@@ -129,6 +167,7 @@ pub async fn delete_dashboard(name: String) -> Result<(), AppError> {
     use crate::error::answer;
 
     answer(async move {
+        require_edit()?;
         crate::dashboards::check_name(&name).map_err(AppError::Invalid)?;
         let store = expect_context::<crate::dashboards::SharedDashboards>().0;
         store.delete(name).await?;
@@ -213,6 +252,7 @@ pub async fn save_panel(
     };
 
     answer(async move {
+        require_edit()?;
         crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
         let panel = panel.panel().map_err(AppError::Invalid)?;
         let store = expect_context::<SharedDashboards>().0;
@@ -246,6 +286,7 @@ pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), AppErro
     use crate::error::answer;
 
     answer(async move {
+        require_edit()?;
         crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
         let store = expect_context::<crate::dashboards::SharedDashboards>().0;
         let mut board = store
@@ -332,28 +373,32 @@ pub fn Board() -> impl IntoView {
         move || (name(), range(), edits.taken.get()),
         |(name, range, _)| load_board(name, range),
     );
-    loaded(data, move |data| match data {
-        Some(data) => view! { <BoardBody data range=range() edits/> }.into_any(),
-        None => view! { <Missing name=name()/> }.into_any(),
+    loaded(data, move |page: BoardPage| match page.board {
+        Some(data) => {
+            view! { <BoardBody data range=range() edits may_edit=page.may_edit/> }.into_any()
+        }
+        None => view! { <Missing name=name() may_edit=page.may_edit/> }.into_any(),
     })
 }
 
 #[component]
-fn Missing(name: String) -> impl IntoView {
+fn Missing(name: String, may_edit: bool) -> impl IntoView {
     let create = ServerAction::<CreateDashboard>::new();
     view! {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
-            <ActionForm action=create>
-                <input type="hidden" name="name" value=name/>
-                <button type="submit">"Create it"</button>
-            </ActionForm>
+            {may_edit.then(|| view! {
+                <ActionForm action=create>
+                    <input type="hidden" name="name" value=name.clone()/>
+                    <button type="submit">"Create it"</button>
+                </ActionForm>
+            })}
         </section>
     }
 }
 
 #[component]
-fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
+fn BoardBody(data: BoardData, range: String, edits: Edits, may_edit: bool) -> impl IntoView {
     let name = data.dashboard.name.clone();
     // One signal per panel, fed by one subscription per source room.
     let panels: Vec<(Panel, PanelSignal)> = data
@@ -409,19 +454,21 @@ fn BoardBody(data: BoardData, range: String, edits: Edits) -> impl IntoView {
                 .into_iter()
                 .enumerate()
                 .map(|(index, (panel, series))| {
-                    view! { <PanelView dashboard=name.clone() index panel series window_ms now_ms edits/> }
+                    view! { <PanelView dashboard=name.clone() index panel series window_ms now_ms edits may_edit/> }
                 })
                 .collect_view()}
         </div>
         // Kept open while the last panel added was refused, so its reason stays in sight.
-        <details class="edit" open=move || edits.refusal(None).is_some()>
-            <summary>"Edit dashboard"</summary>
-            <PanelEditor dashboard=name.clone() index=None panel=PanelForm::default() edits/>
-            <ActionForm action=delete attr:class="danger">
-                <input type="hidden" name="name" value=name.clone()/>
-                <button type="submit">"Delete this dashboard"</button>
-            </ActionForm>
-        </details>
+        {may_edit.then(|| view! {
+            <details class="edit" open=move || edits.refusal(None).is_some()>
+                <summary>"Edit dashboard"</summary>
+                <PanelEditor dashboard=name.clone() index=None panel=PanelForm::default() edits/>
+                <ActionForm action=delete attr:class="danger">
+                    <input type="hidden" name="name" value=name.clone()/>
+                    <button type="submit">"Delete this dashboard"</button>
+                </ActionForm>
+            </details>
+        })}
     }
 }
 
@@ -434,6 +481,7 @@ fn PanelView(
     window_ms: i64,
     now_ms: i64,
     edits: Edits,
+    may_edit: bool,
 ) -> impl IntoView {
     let (unit, thresholds) = (panel.unit, panel.thresholds);
     let body = match panel.kind {
@@ -454,17 +502,21 @@ fn PanelView(
             <header class="panel-head">
                 <h2>{panel.title}</h2>
                 <span class="source">{panel.source}</span>
-                <ActionForm action=edits.remove attr:class="panel-delete">
-                    <input type="hidden" name="dashboard" value=delete_from/>
-                    <input type="hidden" name="index" value=index/>
-                    <button type="submit" aria-label=delete_label>"×"</button>
-                </ActionForm>
+                {may_edit.then(|| view! {
+                    <ActionForm action=edits.remove attr:class="panel-delete">
+                        <input type="hidden" name="dashboard" value=delete_from.clone()/>
+                        <input type="hidden" name="index" value=index/>
+                        <button type="submit" aria-label=delete_label.clone()>"×"</button>
+                    </ActionForm>
+                })}
             </header>
             {body}
-            <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
-                <summary aria-label=edit_label>"Edit"</summary>
-                <PanelEditor dashboard index=Some(index) panel=form edits/>
-            </details>
+            {may_edit.then(|| view! {
+                <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
+                    <summary aria-label=edit_label.clone()>"Edit"</summary>
+                    <PanelEditor dashboard=dashboard.clone() index=Some(index) panel=form.clone() edits/>
+                </details>
+            })}
         </article>
     }
 }

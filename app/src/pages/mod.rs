@@ -1,10 +1,12 @@
 //! The pages, and what they share: following a room's pushes into charts.
 
+mod account;
 mod board;
 mod chart;
 mod overview;
 mod room;
 
+pub use account::AccountMenu;
 pub use board::{Board, CreateDashboard, DeletePanel};
 pub use overview::Overview;
 pub use room::RoomPage;

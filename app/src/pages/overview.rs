@@ -31,6 +31,8 @@ pub struct OverviewData {
     pub matched: usize,
     pub dashboards: Vec<String>,
     pub now_ms: i64,
+    /// Whether the one asking may create dashboards.
+    pub may_edit: bool,
 }
 
 #[server]
@@ -49,14 +51,19 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
     const BUCKETS: u32 = 60;
 
     answer(async move {
+        let identity = crate::auth::identity()?;
         let history = expect_context::<SharedHistory>().0;
         let dashboards = expect_context::<SharedDashboards>().0;
         let to = chrono::Utc::now();
         let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
         let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
-        let (matched, sources) = history
+        let (matched, mut sources) = history
             .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
             .await?;
+        // Sources outside the identity's rooms do not exist for it.
+        sources.retain(|(source, _)| {
+            source_room(source).is_ok_and(|room| identity.may_read(room.as_str()))
+        });
         let cards = try_join_all(sources.into_iter().map(|(source, series)| {
             let history = history.clone();
             async move {
@@ -84,6 +91,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
             matched,
             dashboards: dashboards.list().await?,
             now_ms: to.timestamp_millis(),
+            may_edit: identity.may_edit(),
         })
     })
     .await
@@ -108,6 +116,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let shown = sources.len();
     let matched = data.matched;
     let create = ServerAction::<CreateDashboard>::new();
+    let may_edit = data.may_edit;
     view! {
         <section class="dashboards" aria-labelledby="dashboards-title">
             <h1 id="dashboards-title">"Dashboards"</h1>
@@ -117,13 +126,15 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                     .map(|name| view! { <li><A href=format!("/d/{name}")>{name.clone()}</A></li> })
                     .collect_view()}
             </ul>
-            <ActionForm action=create attr:class="new-dashboard">
-                <label>
-                    "New dashboard "
-                    <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>
-                </label>
-                <button type="submit">"Create"</button>
-            </ActionForm>
+            {may_edit.then(|| view! {
+                <ActionForm action=create attr:class="new-dashboard">
+                    <label>
+                        "New dashboard "
+                        <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>
+                    </label>
+                    <button type="submit">"Create"</button>
+                </ActionForm>
+            })}
         </section>
         <section aria-labelledby="sources-title">
             <header class="sources-head">

@@ -15,6 +15,9 @@ pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
 
     answer(async move {
         let room = RoomName::parse(room)?;
+        if !crate::auth::identity()?.may_read(room.as_str()) {
+            return Err(AppError::Forbidden(format!("you may not watch {room}")));
+        }
         let history = expect_context::<SharedHistory>().0;
         history.snapshot(room, EVENTS_SHOWN as i64).await
     })

@@ -1,20 +1,21 @@
 //! Metrics over HTTP: ingest (JSON and Prometheus text), sources, series and range queries.
 
+use app::auth::Identity;
 use app::{
     metrics::{
         self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, Series, Stored,
-        StoredEvent, check_point, source_room,
+        StoredEvent, check_point, room_source, source_room,
     },
     protocol::RoomName,
 };
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{
         DefaultBodyLimit, Path, Query, State,
         rejection::{BytesRejection, PathRejection, QueryRejection, StringRejection},
     },
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
@@ -44,8 +45,11 @@ pub fn router() -> Router<AppState> {
 /// Stores a batch of samples, all or nothing, and pushes each source's share to its room.
 async fn ingest(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Stored>> {
+    require_content_type(&headers, &["application/json"])?;
     let body = body?;
     let (events, samples) = off_runtime(move || {
         let samples: Vec<Sample> = serde_json::from_slice(&body).map_err(|e| {
@@ -58,10 +62,41 @@ async fn ingest(
         })?;
         let count = samples.len();
         let rooms = metrics::group_batch(samples, Utc::now())?;
+        for (room, _) in &rooms {
+            may_ingest(&identity, room_source(room).unwrap_or_default())?;
+        }
         Ok((pending(rooms), count))
     })
     .await?;
     store(&state, events, samples, 0).await
+}
+
+/// Refuses samples of a source the identity may not send.
+fn may_ingest(identity: &Identity, source: &str) -> Result<()> {
+    if identity.may_ingest(source) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "you may not send samples of source {source}"
+        )))
+    }
+}
+
+/// Refuses a body not declared as one of `types`: a cross-site HTML form can only send form
+/// encodings and plain text, so ingest cannot be reached by one.
+fn require_content_type(headers: &HeaderMap, types: &[&str]) -> Result<()> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    match declared {
+        Some(declared) if types.contains(&declared.as_str()) => Ok(()),
+        _ => Err(Error::BadRequest {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("the body must be sent as {}", types.join(" or ")),
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,12 +107,16 @@ struct PrometheusSource {
 /// Stores a Prometheus text payload as samples of `?source=`.
 async fn ingest_prometheus(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    headers: HeaderMap,
     query: Result<Query<PrometheusSource>, QueryRejection>,
     body: Result<String, StringRejection>,
 ) -> Result<Json<Stored>> {
+    require_content_type(&headers, &["text/plain", "application/openmetrics-text"])?;
     let Query(PrometheusSource { source }) = query?;
     let body = body?;
     let room = source_room(&source).map_err(Error::bad_request)?;
+    may_ingest(&identity, &source)?;
     let (events, samples, skipped) = off_runtime(move || {
         let now = Utc::now();
         let parsed =
@@ -141,17 +180,36 @@ async fn store(
     }))
 }
 
-async fn list_sources(State(state): State<AppState>) -> Result<Json<Vec<String>>> {
-    Ok(Json(state.store.sources().await?))
+/// The sources whose rooms the identity may read: the others do not exist for it.
+async fn list_sources(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Json<Vec<String>>> {
+    let mut sources = state.store.sources().await?;
+    sources.retain(|source| may_read_source(&identity, source).is_ok());
+    Ok(Json(sources))
 }
 
 async fn list_series(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     source: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<Series>>> {
     let Path(source) = source?;
-    source_room(&source).map_err(Error::bad_request)?;
+    may_read_source(&identity, &source)?;
     Ok(Json(state.store.series(&source).await?))
+}
+
+/// Checks the source names a room (400 if not) and the identity may read it (403 if not).
+fn may_read_source(identity: &Identity, source: &str) -> Result<()> {
+    let room = source_room(source).map_err(Error::bad_request)?;
+    if identity.may_read(room.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "you may not read source {source}"
+        )))
+    }
 }
 
 #[derive(Deserialize)]
@@ -170,10 +228,11 @@ struct RangeQuery {
 /// One series over `[from, to)` as min/max/avg buckets `(to - from) / buckets` wide.
 async fn range(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Bucket>>> {
     let Query(query) = query?;
-    source_room(&query.source).map_err(Error::bad_request)?;
+    may_read_source(&identity, &query.source)?;
     let labels: Labels = match &query.labels {
         Some(labels) => serde_json::from_str(labels).map_err(|e| {
             Error::bad_request(format!("labels must be a JSON object of strings: {e}"))

@@ -12,7 +12,12 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{AppState, error::Result};
+use crate::{
+    AppState,
+    error::{Error, Result},
+};
+use app::auth::Identity;
+use axum::Extension;
 use axum::handler::Handler;
 
 /// Most events one history request returns.
@@ -30,11 +35,15 @@ pub fn router() -> Router<AppState> {
 /// Stores an event and pushes it to the room's watchers once committed.
 async fn publish(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Path(room): Path<String>,
     body: Result<Json<NewEvent>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Event>)> {
     let room = RoomName::parse(room)?;
     let Json(event) = body?;
+    if !identity.may_publish_event(room.as_str(), event.kind) {
+        return Err(Error::Forbidden(format!("you may not publish to {room}")));
+    }
     Ok((
         StatusCode::CREATED,
         Json(state.ingest.publish(room, event).await?),
@@ -51,10 +60,14 @@ struct Page {
 /// Stored events after `since`, oldest first, at most `limit` (default and cap 1000).
 async fn list_events(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Path(room): Path<String>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Vec<Event>>> {
     let room = RoomName::parse(room)?;
+    if !identity.may_read(room.as_str()) {
+        return Err(Error::Forbidden(format!("you may not read {room}")));
+    }
     let Query(page) = page?;
     let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     Ok(Json(state.store.since(&room, page.since, limit).await?))

@@ -1,6 +1,7 @@
 //! Persistence, in one place: the event log, metric samples and dashboards in Postgres. The log
 //! is the truth that live delivery only hurries along.
 
+mod accounts;
 mod dashboards;
 mod events;
 mod samples;
@@ -12,6 +13,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use accounts::{Account, TokenGrant};
 pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::helpers::{Client, post_notice, stored, unique_room};
+use crate::helpers::{Client, TestApp, post_notice, stored, unique_room};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::embedded_postgres::EmbeddedPostgres;
@@ -25,12 +25,14 @@ async fn events_survive_a_restart_on_the_private_cluster() {
     let first = server::start(&config)
         .await
         .expect("starts its own postgres");
+    let first = TestApp::new(first).await;
     assert_eq!(post_notice(&first, &room, "before restart").await["seq"], 1);
     first.stop().await.unwrap();
 
     let second = server::start(&config)
         .await
         .expect("restarts on the same cluster");
+    let second = TestApp::new(second).await;
     let events = stored(&second, &room).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["text"], "before restart");
@@ -53,7 +55,8 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
     assert_eq!(watcher.next_event_seq(&room).await, 1);
 
     pg.stop().await.unwrap();
-    let response = reqwest::Client::new()
+    let response = server
+        .http()
         .post(crate::helpers::events_url(&server, room.as_str()))
         .json(&json!({"kind": "alert", "data": {"text": "lost?"}}))
         .send()

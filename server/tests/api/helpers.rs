@@ -5,11 +5,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use app::auth::{Pattern, Role, Scope};
 use app::protocol::{ClientFrame, Epoch, Event, RoomName, ServerFrame};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use server::{Config, Running};
+use server::{Config, Running, store::Store};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
@@ -37,12 +38,93 @@ pub fn config() -> Config {
     config
 }
 
-pub async fn start() -> Running {
+/// A started server with an admin of its own, whose API token every helper sends.
+pub struct TestApp {
+    running: Running,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.running
+    }
+}
+
+/// Stands in for a password hash where the test signs in with a token only.
+const NO_PASSWORD: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bm9wYXNzd29yZA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+impl TestApp {
+    /// Gives `running` an admin of its own (in whatever database it uses) and a token.
+    pub async fn new(running: Running) -> Self {
+        let token = Self::token_in(&running.store, Role::Admin, &["*"], &["admin"]).await;
+        Self {
+            http: http_with(&token),
+            running,
+            token,
+        }
+    }
+
+    /// A token of a new user with `role` and `rooms`, scoped to `scopes`.
+    pub async fn token_for(&self, role: Role, rooms: &[&str], scopes: &[&str]) -> String {
+        Self::token_in(&self.store, role, rooms, scopes).await
+    }
+
+    async fn token_in(store: &Store, role: Role, rooms: &[&str], scopes: &[&str]) -> String {
+        let name = unique_room("user").as_str().replace(':', "-");
+        let rooms: Vec<Pattern> = rooms.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+        store
+            .create_user(&name, NO_PASSWORD, role, &rooms, false)
+            .await
+            .expect("user created");
+        let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+        server::auth::create_token(store, &name, "tests", &scopes, None)
+            .await
+            .expect("token created")
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// An HTTP client that sends the admin's token.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.http.get(url).send().await.unwrap()
+    }
+
+    pub async fn stop(self) -> Result<(), server::RunError> {
+        self.running.stop().await
+    }
+}
+
+/// An HTTP client sending `token` with every request.
+pub fn http_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+pub async fn start() -> TestApp {
     start_with(|_| {}).await
 }
 
 /// Starts a server with the defaults changed by `adjust`.
-pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Running {
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::new(start_bare(adjust).await).await
+}
+
+/// Starts a server without making anyone who could use it.
+pub async fn start_bare(adjust: impl FnOnce(&mut Config)) -> Running {
     let mut config = config();
     adjust(&mut config);
     server::start(&config).await.expect("server starts")
@@ -59,12 +141,13 @@ pub fn unique_room(label: &str) -> RoomName {
     RoomName::parse(format!("t.{label}.{nanos}.{n}")).unwrap()
 }
 
-pub fn events_url(running: &Running, room: &str) -> String {
+pub fn events_url(running: &TestApp, room: &str) -> String {
     format!("http://{}/api/rooms/{room}/events", running.addr)
 }
 
-pub async fn post_notice(running: &Running, room: &RoomName, text: &str) -> Value {
-    let response = reqwest::Client::new()
+pub async fn post_notice(running: &TestApp, room: &RoomName, text: &str) -> Value {
+    let response = running
+        .http()
         .post(events_url(running, room.as_str()))
         .json(&json!({"kind": "notice", "data": {"text": text}}))
         .send()
@@ -74,10 +157,10 @@ pub async fn post_notice(running: &Running, room: &RoomName, text: &str) -> Valu
     response.json().await.unwrap()
 }
 
-pub async fn stored(running: &Running, room: &RoomName) -> Vec<Value> {
-    reqwest::get(events_url(running, room.as_str()))
+pub async fn stored(running: &TestApp, room: &RoomName) -> Vec<Value> {
+    running
+        .get(events_url(running, room.as_str()))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap()
@@ -88,10 +171,14 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(running: &Running) -> Self {
-        let (socket, _) = connect_async(format!("ws://{}/ws", running.addr))
-            .await
-            .expect("socket opens");
+    pub async fn connect(running: &TestApp) -> Self {
+        Self::connect_with(running, running.token()).await
+    }
+
+    /// Opens a socket with `token` (in the query, as clients that cannot set headers do).
+    pub async fn connect_with(running: &Running, token: &str) -> Self {
+        let url = format!("ws://{}/ws?token={token}", running.addr);
+        let (socket, _) = connect_async(url).await.expect("socket opens");
         let mut client = Self { socket };
         match client.next().await {
             ServerFrame::Hello { heartbeat_ms } => assert!(heartbeat_ms > 0),

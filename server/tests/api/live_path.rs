@@ -103,7 +103,8 @@ async fn subscribe_with_since_replays_the_missing_events_then_continues_live() {
 async fn malformed_json_is_refused_with_a_clear_message_and_stores_nothing() {
     let server = start().await;
     let room = unique_room("malformed");
-    let response = reqwest::Client::new()
+    let response = server
+        .http()
         .post(crate::helpers::events_url(&server, room.as_str()))
         .header("content-type", "application/json")
         .body(r#"{"kind": "notice", "data": "#)
@@ -121,7 +122,7 @@ async fn malformed_json_is_refused_with_a_clear_message_and_stores_nothing() {
 #[tokio::test]
 async fn invalid_room_names_are_refused_and_store_nothing() {
     let server = start().await;
-    let client = reqwest::Client::new();
+    let client = server.http();
     for bad in ["has%20space", "-dash-first", &"x".repeat(65)] {
         let response = client
             .post(crate::helpers::events_url(&server, bad))
@@ -147,7 +148,7 @@ async fn invalid_room_names_are_refused_and_store_nothing() {
 async fn events_that_break_their_kinds_rules_are_refused_and_store_nothing() {
     let server = start().await;
     let room = unique_room("invalid-event");
-    let client = reqwest::Client::new();
+    let client = server.http();
     for body in [
         json!({"kind": "notice", "data": {}}),
         json!({"kind": "metric", "data": {"series": "cpu", "value": "high"}}),
@@ -238,7 +239,7 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
             "invalid_room",
         ),
     ] {
-        let response = reqwest::get(&url).await.unwrap();
+        let response = server.get(&url).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{url}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], code, "{url}");
@@ -248,7 +249,7 @@ async fn history_requests_with_bad_parameters_get_a_json_error() {
         "{}?since=0&limit=5000",
         crate::helpers::events_url(&server, room.as_str())
     );
-    let events: Vec<Value> = reqwest::get(page).await.unwrap().json().await.unwrap();
+    let events: Vec<Value> = server.get(page).await.json().await.unwrap();
     assert_eq!(
         events.len(),
         1,
@@ -263,7 +264,8 @@ async fn an_event_body_larger_than_an_event_may_be_is_refused_with_413() {
     let room = unique_room("body-limit");
     let padding = " ".repeat(app::protocol::MAX_EVENT_BODY_BYTES);
     let body = format!(r#"{{"kind": "notice", "data": {{"text": "padded"}}}}{padding}"#);
-    let response = reqwest::Client::new()
+    let response = server
+        .http()
         .post(crate::helpers::events_url(&server, room.as_str()))
         .header("content-type", "application/json")
         .body(body)
@@ -277,7 +279,8 @@ async fn an_event_body_larger_than_an_event_may_be_is_refused_with_413() {
         r#"{{"kind": "notice", "data": {{"text": "fits"}}}}{}"#,
         " ".repeat(1000)
     );
-    let response = reqwest::Client::new()
+    let response = server
+        .http()
         .post(crate::helpers::events_url(&server, room.as_str()))
         .header("content-type", "application/json")
         .body(spaced)

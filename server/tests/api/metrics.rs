@@ -1,5 +1,6 @@
 //! Metric ingest and range queries against a real server and Postgres.
 
+use crate::helpers::TestApp;
 use crate::helpers::{Client, start, start_with, unique_room};
 use app::{
     metrics::{Bucket, MAX_BATCH_BYTES, MAX_BATCH_SAMPLES, Stored, event_points, source_room},
@@ -7,14 +8,14 @@ use app::{
 };
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{Value, json};
-use server::Running;
 
 fn unique_source(label: &str) -> String {
     unique_room(label).as_str().to_owned()
 }
 
-async fn post_samples(running: &Running, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+async fn post_samples(running: &TestApp, body: &Value) -> reqwest::Response {
+    running
+        .http()
         .post(format!("http://{}/api/metrics", running.addr))
         .json(body)
         .send()
@@ -23,14 +24,15 @@ async fn post_samples(running: &Running, body: &Value) -> reqwest::Response {
 }
 
 async fn range(
-    running: &Running,
+    running: &TestApp,
     source: &str,
     series: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     buckets: u32,
 ) -> Vec<Bucket> {
-    let response = reqwest::Client::new()
+    let response = running
+        .http()
         .get(format!("http://{}/api/metrics/range", running.addr))
         .query(&[
             ("source", source),
@@ -48,7 +50,7 @@ async fn range(
 
 /// Everything stored for `series` in the last minute, merged into one bucket (buckets are
 /// aligned to the epoch, so even one a minute wide may split the minute in two).
-async fn last_minute(running: &Running, source: &str, series: &str) -> Bucket {
+async fn last_minute(running: &TestApp, source: &str, series: &str) -> Bucket {
     let now = Utc::now();
     let from = now - Duration::minutes(1);
     let buckets = range(running, source, series, from, now + Duration::seconds(1), 1).await;
@@ -62,10 +64,10 @@ async fn last_minute(running: &Running, source: &str, series: &str) -> Bucket {
     }
 }
 
-async fn sources(running: &Running) -> Vec<String> {
-    reqwest::get(format!("http://{}/api/metrics/sources", running.addr))
+async fn sources(running: &TestApp) -> Vec<String> {
+    running
+        .get(format!("http://{}/api/metrics/sources", running.addr))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap()
@@ -170,9 +172,9 @@ async fn a_bad_sample_rejects_the_whole_batch_naming_its_index() {
         !sources(&running).await.contains(&source),
         "nothing of a rejected batch is stored"
     );
-    let events: Vec<Value> = reqwest::get(crate::helpers::events_url(&running, room.as_str()))
+    let events: Vec<Value> = running
+        .get(crate::helpers::events_url(&running, room.as_str()))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -259,9 +261,11 @@ async fn prometheus_text_is_stored_as_samples_of_the_named_source() {
     let url = format!("http://{}/api/metrics/prometheus", running.addr);
     let text =
         "# TYPE up gauge\nup{job=\"node\"} 1\nload1 0.75\nrpc_seconds{quantile=\"0.5\"} NaN\n";
-    let response = reqwest::Client::new()
+    let response = running
+        .http()
         .post(&url)
         .query(&[("source", &source)])
+        .header("content-type", "text/plain; version=0.0.4")
         .body(text)
         .send()
         .await
@@ -285,9 +289,11 @@ async fn prometheus_text_is_stored_as_samples_of_the_named_source() {
             "outside the accepted window",
         ),
     ] {
-        let response = reqwest::Client::new()
+        let response = running
+            .http()
             .post(&url)
             .query(&[("source", to)])
+            .header("content-type", "text/plain")
             .body(text)
             .send()
             .await
@@ -439,12 +445,7 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
             "1 ms wide",
         ),
     ] {
-        let response = reqwest::Client::new()
-            .get(&url)
-            .query(&query)
-            .send()
-            .await
-            .unwrap();
+        let response = running.http().get(&url).query(&query).send().await.unwrap();
         assert_eq!(response.status(), 400, "{query:?}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "bad_frame", "{query:?}");
@@ -454,7 +455,7 @@ async fn range_queries_with_bad_parameters_get_a_json_error() {
         );
     }
     let nul_source = format!("http://{}/api/metrics/sources/a%00b/series", running.addr);
-    let response = reqwest::get(nul_source).await.unwrap();
+    let response = running.get(nul_source).await;
     assert_eq!(response.status(), 400, "a source no room can have");
     // A series nobody sent is simply empty.
     let unknown = range(

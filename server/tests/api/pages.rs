@@ -9,8 +9,13 @@ use leptos::server_fn::{ServerFn, error::FromServerFnError};
 use crate::helpers::start;
 
 /// Calls the server function at `path` with a form body, as JSON-speaking clients do.
-async fn call(running: &server::Running, path: &str, form: &[(&str, &str)]) -> (u16, AppError) {
-    let response = reqwest::Client::new()
+async fn call(
+    running: &crate::helpers::TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, AppError) {
+    let response = running
+        .http()
         .post(format!("http://{}{path}", running.addr))
         .header("accept", "application/json")
         .form(form)

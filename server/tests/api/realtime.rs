@@ -10,7 +10,7 @@ fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
 
-async fn post_many(server: &server::Running, room: &RoomName, n: usize) {
+async fn post_many(server: &crate::helpers::TestApp, room: &RoomName, n: usize) {
     for i in 0..n {
         post_notice(server, room, &format!("n{i}")).await;
     }
@@ -44,8 +44,8 @@ async fn replay_racing_concurrent_publishes_has_no_gap_and_no_duplicate() {
     let publishing = {
         let room = room.clone();
         let addr = server.addr;
+        let client = server.http().clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             for i in 0..300 {
                 let url = format!("http://{addr}/api/rooms/{room}/events");
                 let body = json!({"kind": "notice", "data": {"text": format!("live {i}")}});

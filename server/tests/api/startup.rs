@@ -18,14 +18,8 @@ async fn nodes_starting_together_on_an_empty_database_all_start_and_seed_it_once
     .await;
 
     for node in &nodes {
-        let overview = reqwest::get(format!("http://{}/d/host", node.addr))
-            .await
-            .unwrap();
-        assert_eq!(
-            overview.status(),
-            200,
-            "every node serves the seeded dashboard"
-        );
+        let host = node.get(format!("http://{}/d/host", node.addr)).await;
+        assert_eq!(host.status(), 200, "every node serves the seeded dashboard");
     }
     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM dashboards")
         .fetch_all(&pool)

@@ -1,0 +1,160 @@
+//! The credentials open sockets hold: at most so many sockets each, one publish allowance shared
+//! by all of them, and closed within seconds once the session or token stops being valid
+//! (revoked, expired, its user disabled), whichever process or node revoked it.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{rate::TokenBucket, store::Store};
+
+/// How a request proved who it is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// The digest of a session id.
+    Session(Vec<u8>),
+    Token(i32),
+    /// Anonymous watchers are counted per address.
+    Anonymous(IpAddr),
+}
+
+struct Held {
+    sockets: usize,
+    revoked: CancellationToken,
+    publishes: Arc<Mutex<TokenBucket>>,
+}
+
+#[derive(Clone, Default)]
+pub struct LiveCredentials {
+    held: Arc<Mutex<HashMap<Credential, Held>>>,
+}
+
+/// One socket's hold on its credential; released when dropped.
+pub struct Hold {
+    live: LiveCredentials,
+    credential: Credential,
+    /// Cancelled when the credential stops being valid.
+    pub revoked: CancellationToken,
+    /// Publishes of every socket of this credential draw on this one allowance.
+    pub publishes: Arc<Mutex<TokenBucket>>,
+}
+
+impl LiveCredentials {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Credential, Held>> {
+        // Only whole updates happen under this lock: a poisoned map is intact.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a socket's place under `credential`, unless it already holds `max` of them.
+    pub fn hold(&self, credential: &Credential, max: usize, rate: f64, burst: f64) -> Option<Hold> {
+        let mut held = self.held();
+        let entry = held.entry(credential.clone()).or_insert_with(|| Held {
+            sockets: 0,
+            revoked: CancellationToken::new(),
+            publishes: Arc::new(Mutex::new(TokenBucket::new(rate, burst))),
+        });
+        if entry.sockets >= max {
+            return None;
+        }
+        entry.sockets += 1;
+        Some(Hold {
+            live: self.clone(),
+            credential: credential.clone(),
+            revoked: entry.revoked.clone(),
+            publishes: entry.publishes.clone(),
+        })
+    }
+
+    /// Every `every`, asks the store which held sessions and tokens are still valid and closes
+    /// the sockets of the others.
+    pub fn spawn_watch(
+        &self,
+        store: Store,
+        idle: Duration,
+        every: Duration,
+        until: CancellationToken,
+    ) {
+        let live = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while until.run_until_cancelled(tick.tick()).await.is_some() {
+                let (sessions, tokens) = {
+                    let held = live.held();
+                    let mut sessions = Vec::new();
+                    let mut tokens = Vec::new();
+                    for credential in held.keys() {
+                        match credential {
+                            Credential::Session(hash) => sessions.push(hash.clone()),
+                            Credential::Token(id) => tokens.push(*id),
+                            Credential::Anonymous(_) => {}
+                        }
+                    }
+                    (sessions, tokens)
+                };
+                if sessions.is_empty() && tokens.is_empty() {
+                    continue;
+                }
+                let (sessions, tokens) = match store
+                    .still_live(&sessions, &tokens, idle.as_secs_f64())
+                    .await
+                {
+                    Ok(live) => live,
+                    // The database is away: nothing can be proven revoked; ask again next time.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checking open sockets' credentials failed");
+                        continue;
+                    }
+                };
+                for (credential, held) in live.held().iter() {
+                    let valid = match credential {
+                        Credential::Session(hash) => sessions.contains(hash),
+                        Credential::Token(id) => tokens.contains(id),
+                        Credential::Anonymous(_) => true,
+                    };
+                    if !valid {
+                        held.revoked.cancel();
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.live.held();
+        if let Some(entry) = held.get_mut(&self.credential) {
+            entry.sockets -= 1;
+            if entry.sockets == 0 {
+                held.remove(&self.credential);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_holds_at_most_its_sockets_and_frees_them_when_they_close() {
+        let live = LiveCredentials::default();
+        let token = Credential::Token(7);
+        let first = live.hold(&token, 2, 1.0, 1.0).unwrap();
+        let second = live.hold(&token, 2, 1.0, 1.0).unwrap();
+        assert!(live.hold(&token, 2, 1.0, 1.0).is_none());
+        assert!(
+            Arc::ptr_eq(&first.publishes, &second.publishes),
+            "one allowance"
+        );
+        drop(first);
+        let third = live.hold(&token, 2, 1.0, 1.0).unwrap();
+        drop((second, third));
+        assert!(live.held().is_empty());
+    }
+}

@@ -1,0 +1,56 @@
+//! Administration from the command line (`server user create`, `server token create`), run
+//! against the configured database, or the private cluster when there is none.
+
+use std::io::BufRead;
+
+use crate::{
+    Config,
+    auth::{self, Passwords},
+    config::{Command, TokenCommand, UserCommand},
+    error::RunError,
+    open_store,
+};
+
+/// Carries out `command`; what it makes for the caller (a token) goes to standard output, the
+/// rest to standard error.
+pub async fn run(config: &Config, command: &Command) -> Result<(), RunError> {
+    let (store, embedded) = open_store(config).await?;
+    let refused = |e: crate::Error| RunError::Refused(e.to_string());
+    let done = match command {
+        Command::User(UserCommand::Create {
+            name,
+            role,
+            password_stdin: _,
+            rooms,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_owned();
+            auth::create_user(
+                &store,
+                &Passwords::default(),
+                name,
+                password,
+                *role,
+                rooms,
+                false,
+            )
+            .await
+            .map_err(refused)
+            .map(|_| eprintln!("created {role} {name}"))
+        }
+        Command::Token(TokenCommand::Create {
+            user,
+            scopes,
+            expires,
+            name,
+        }) => auth::create_token(&store, user, name, scopes, *expires)
+            .await
+            .map_err(refused)
+            .map(|token| println!("{token}")),
+    };
+    if let Some(pg) = embedded.filter(|pg| pg.started_here()) {
+        pg.stop().await?;
+    }
+    done
+}

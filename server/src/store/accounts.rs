@@ -1,0 +1,268 @@
+//! Users, their browser sessions and their API tokens. Secrets are never stored: sessions and
+//! tokens are found by the SHA-256 of what the client holds, passwords by their argon2id hash.
+
+use app::auth::{Pattern, Role, Scope};
+use chrono::{DateTime, Utc};
+
+use super::Store;
+use crate::error::{Error, Result};
+
+/// A user as permissions see them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub id: i32,
+    pub name: String,
+    pub role: Role,
+    pub rooms: Vec<Pattern>,
+}
+
+type AccountRow = (i32, String, String, Vec<String>);
+/// A token's id and scopes, then its user's account row.
+type GrantRow = (i32, Vec<String>, i32, String, String, Vec<String>);
+
+fn account((id, name, role, rooms): AccountRow) -> Result<Account> {
+    let decode = |e: String| Error::Database(sqlx::Error::Decode(e.into()));
+    Ok(Account {
+        id,
+        name,
+        role: Role::parse(&role).map_err(decode)?,
+        rooms: rooms
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<_, _>>()
+            .map_err(decode)?,
+    })
+}
+
+/// A token found by its hash: its id and scopes, and whose it is.
+pub struct TokenGrant {
+    pub id: i32,
+    pub scopes: Vec<Scope>,
+    pub account: Account,
+}
+
+impl Store {
+    /// Whether anyone can log in yet; until then every page leads to `/setup`.
+    pub async fn has_users(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Creates a user; a name already taken is the caller's mistake. With `only_if_first`, the
+    /// user is created only while there is none (the setup page's first admin), atomically.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        role: Role,
+        rooms: &[Pattern],
+        only_if_first: bool,
+    ) -> Result<Option<i32>> {
+        let rooms: Vec<&str> = rooms.iter().map(Pattern::as_str).collect();
+        let mut tx = self.pool.begin().await?;
+        if only_if_first {
+            // Two setups at once: the second waits here, then finds the first's admin.
+            sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)")
+                .fetch_one(&mut *tx)
+                .await?;
+            if any {
+                return Ok(None);
+            }
+        }
+        let id: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO users (name, password_hash, role, rooms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(&rooms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Err(Error::bad_request(format!("a user named {name} exists")));
+        };
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// The account named `name` with its password hash, unless it is disabled.
+    pub async fn login_account(&self, name: &str) -> Result<Option<(Account, String)>> {
+        let row: Option<(i32, String, String, Vec<String>, String)> = sqlx::query_as(
+            "SELECT id, name, role, rooms, password_hash FROM users
+             WHERE name = $1 AND disabled_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, name, role, rooms, hash)| Ok((account((id, name, role, rooms))?, hash)))
+            .transpose()
+    }
+
+    pub async fn account(&self, name: &str) -> Result<Option<Account>> {
+        let row: Option<AccountRow> =
+            sqlx::query_as("SELECT id, name, role, rooms FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(account).transpose()
+    }
+
+    pub async fn create_session(
+        &self,
+        hash: &[u8],
+        user: i32,
+        expires_at: DateTime<Utc>,
+        address: &str,
+        agent: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (hash, user_id, expires_at, address, agent)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(user)
+        .bind(expires_at)
+        .bind(address)
+        .bind(agent)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The account a live session belongs to: neither past its absolute expiry nor idle longer
+    /// than `idle_secs`, its user not disabled. Marks it seen (at most once a minute).
+    pub async fn session_account(&self, hash: &[u8], idle_secs: f64) -> Result<Option<Account>> {
+        let row: Option<AccountRow> = sqlx::query_as(
+            "WITH live AS (
+                 SELECT s.hash, u.id, u.name, u.role, u.rooms, s.seen_at
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.hash = $1 AND s.expires_at > now()
+                   AND s.seen_at > now() - make_interval(secs => $2)
+                   AND u.disabled_at IS NULL
+             ), seen AS (
+                 UPDATE sessions SET seen_at = now()
+                 WHERE hash = (SELECT hash FROM live WHERE seen_at < now() - interval '1 minute')
+             )
+             SELECT id, name, role, rooms FROM live",
+        )
+        .bind(hash)
+        .bind(idle_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(account).transpose()
+    }
+
+    pub async fn delete_session(&self, hash: &[u8]) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_token(
+        &self,
+        hash: &[u8],
+        user: i32,
+        name: &str,
+        scopes: &[Scope],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<i32> {
+        let scopes: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+        Ok(sqlx::query_scalar(
+            "INSERT INTO tokens (hash, user_id, name, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(hash)
+        .bind(user)
+        .bind(name)
+        .bind(&scopes)
+        .bind(expires_at)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The grant of a live token: not revoked, not expired, its user not disabled. Marks it
+    /// used (at most once a minute).
+    pub async fn token_grant(&self, hash: &[u8]) -> Result<Option<TokenGrant>> {
+        let row: Option<GrantRow> = sqlx::query_as(
+            "WITH live AS (
+                 SELECT t.id AS token, t.scopes, t.used_at, u.id, u.name, u.role, u.rooms
+                 FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.hash = $1 AND t.revoked_at IS NULL
+                   AND (t.expires_at IS NULL OR t.expires_at > now())
+                   AND u.disabled_at IS NULL
+             ), used AS (
+                 UPDATE tokens SET used_at = now()
+                 WHERE id = (SELECT token FROM live
+                             WHERE used_at IS NULL OR used_at < now() - interval '1 minute')
+             )
+             SELECT token, scopes, id, name, role, rooms FROM live",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((token, scopes, id, name, role, rooms)) = row else {
+            return Ok(None);
+        };
+        let scopes = scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Database(sqlx::Error::Decode(e.into())))?;
+        Ok(Some(TokenGrant {
+            id: token,
+            scopes,
+            account: account((id, name, role, rooms))?,
+        }))
+    }
+
+    pub async fn revoke_token(&self, id: i32) -> Result<()> {
+        sqlx::query("UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn disable_user(&self, id: i32) -> Result<()> {
+        sqlx::query("UPDATE users SET disabled_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Of the sessions and tokens given, the ones still live (for closing the sockets of the
+    /// others).
+    pub async fn still_live(
+        &self,
+        sessions: &[Vec<u8>],
+        tokens: &[i32],
+        idle_secs: f64,
+    ) -> Result<(Vec<Vec<u8>>, Vec<i32>)> {
+        let live_sessions: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT s.hash FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.hash = ANY($1) AND s.expires_at > now()
+               AND s.seen_at > now() - make_interval(secs => $2) AND u.disabled_at IS NULL",
+        )
+        .bind(sessions)
+        .bind(idle_secs)
+        .fetch_all(&self.pool)
+        .await?;
+        let live_tokens: Vec<i32> = sqlx::query_scalar(
+            "SELECT t.id FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.id = ANY($1) AND t.revoked_at IS NULL
+               AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.disabled_at IS NULL",
+        )
+        .bind(tokens)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((live_sessions, live_tokens))
+    }
+}
