@@ -1,7 +1,7 @@
 //! Administration from the command line (`server user create`, `server token create`), run
 //! against the configured database, or the private cluster when there is none.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 
 use crate::{
     Config,
@@ -11,9 +11,14 @@ use crate::{
     open_store,
 };
 
-/// Carries out `command`; what it makes for the caller (a token) goes to standard output, the
-/// rest to standard error.
-pub async fn run(config: &Config, command: &Command) -> Result<(), RunError> {
+/// Carries out `command`, reading a password from `input`; what it makes for the caller (a
+/// token) goes to `output`, news of what it did to standard error.
+pub async fn run(
+    config: &Config,
+    command: &Command,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+) -> Result<(), RunError> {
     let (store, embedded) = open_store(config).await?;
     let refused = |e: crate::Error| RunError::Refused(e.to_string());
     let done = match command {
@@ -24,7 +29,7 @@ pub async fn run(config: &Config, command: &Command) -> Result<(), RunError> {
             rooms,
         }) => {
             let mut password = String::new();
-            std::io::stdin().lock().read_line(&mut password)?;
+            input.read_line(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
             auth::create_user(
                 &store,
@@ -44,10 +49,10 @@ pub async fn run(config: &Config, command: &Command) -> Result<(), RunError> {
             scopes,
             expires,
             name,
-        }) => auth::create_token(&store, user, name, scopes, *expires)
-            .await
-            .map_err(refused)
-            .map(|token| println!("{token}")),
+        }) => match auth::create_token(&store, user, name, scopes, *expires).await {
+            Ok(token) => writeln!(output, "{token}").map_err(RunError::from),
+            Err(e) => Err(refused(e)),
+        },
     };
     if let Some(pg) = embedded.filter(|pg| pg.started_here()) {
         pg.stop().await?;

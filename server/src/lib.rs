@@ -58,6 +58,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub hub: Hub,
     pub store: Store,
+    pub auth: Auth,
     shutdown: CancellationToken,
     connections: TaskTracker,
     grace: Duration,
@@ -145,7 +146,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let state_store = store.clone();
+    let (state_store, state_auth) = (store.clone(), state.auth.clone());
     let task = tokio::spawn(async move {
         let app = router(state, store).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
@@ -157,6 +158,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         addr,
         hub,
         store: state_store,
+        auth: state_auth,
         shutdown,
         connections,
         grace: config.shutdown_grace,

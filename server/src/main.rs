@@ -14,7 +14,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let done = match &config.command {
-        Some(command) => server::cli::run(&config, command).await,
+        Some(command) => {
+            let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout());
+            server::cli::run(&config, command, &mut input, &mut output).await
+        }
         None => serve(&config).await,
     };
     match done {

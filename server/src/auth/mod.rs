@@ -133,6 +133,15 @@ impl Auth {
         &self.origins
     }
 
+    /// The one-time token `/setup` asks for, when the server listens beyond loopback.
+    pub fn setup_token(&self) -> Option<&str> {
+        self.setup_token.as_deref()
+    }
+
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
     /// Whether a browser's `Origin` is one of ours (a request without one is not a browser's
     /// cross-site request).
     pub fn origin_allowed(&self, headers: &HeaderMap) -> bool {
