@@ -12,8 +12,12 @@ test.afterAll(async () => {
   await server?.stop();
 });
 
+test.beforeEach(async ({ page }) => {
+  await server.signIn(page);
+});
+
 async function postSamples(samples: object[]) {
-  const response = await fetch(`${server.url}/api/metrics`, {
+  const response = await server.fetch("/api/metrics", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(samples),
@@ -26,12 +30,12 @@ async function hostSource(): Promise<string> {
   let source: string | undefined;
   await expect
     .poll(async () => {
-      const sources: string[] = await (await fetch(`${server.url}/api/metrics/sources`)).json();
+      const sources: string[] = await (await server.fetch("/api/metrics/sources")).json();
       source = sources.find((s) => s.startsWith("host:"));
       if (!source) return 0;
       const from = new Date(Date.now() - 60_000).toISOString();
       const query = new URLSearchParams({ source, series: "cpu.total", from, buckets: "10" });
-      const buckets: unknown[] = await (await fetch(`${server.url}/api/metrics/range?${query}`)).json();
+      const buckets: unknown[] = await (await server.fetch(`/api/metrics/range?${query}`)).json();
       return buckets.length;
     })
     .toBeGreaterThan(0);
@@ -43,7 +47,7 @@ test("the Host dashboard arrives with its charts drawn and pushes extend them", 
   await hostSource();
 
   // No script has run on the raw response: the chart's line is already drawn from history.
-  const html = await (await fetch(`${server.url}/d/host`)).text();
+  const html = await (await server.fetch("/d/host")).text();
   expect(html).toMatch(/<path(?=[^>]*class="line line-0")[^>]* d="[^"]*M[0-9.]+ [0-9.]+ L[0-9.]+ [0-9.]+/);
 
   await page.goto(`${server.url}/d/host`);

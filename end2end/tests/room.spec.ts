@@ -12,8 +12,12 @@ test.afterAll(async () => {
   await server?.stop();
 });
 
+test.beforeEach(async ({ page }) => {
+  await server.signIn(page);
+});
+
 async function postNotice(room: string, text: string, to: Server = server): Promise<number> {
-  const response = await fetch(`${to.url}/api/rooms/${room}/events`, {
+  const response = await to.fetch(`/api/rooms/${room}/events`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ kind: "notice", data: { text } }),
@@ -28,7 +32,7 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
   expect(await postNotice(room, "stored before the page loaded")).toBe(1);
 
   // The first response already carries the page's content: no script has run yet.
-  const html = await (await fetch(`${server.url}/rooms/${room}`)).text();
+  const html = await (await server.fetch(`/rooms/${room}`)).text();
   expect(html).toContain("Latest events in");
   expect(html).toContain(room);
   expect(html).toContain("stored before the page loaded");
@@ -109,7 +113,8 @@ test("a server that falls silent is noticed and the page goes live again once it
 test("a page open while its room's log starts over (database reset, server restarted) shows the new events", async ({ page }) => {
   const errors = watchForErrors(page, SERVER_GONE);
   const database = new ScratchDatabase(`e2e_reset_${process.pid}`);
-  const own = await Server.start({ DATABASE_URL: database.url });
+  // A wall screen: watching needs no account, which a reset database would no longer have.
+  const own = await Server.start({ DATABASE_URL: database.url, WATCHROOM_ANONYMOUS: "viewer" });
   try {
     const room = uniqueRoom("reset");
     for (const text of ["first", "second", "third"]) await postNotice(room, text, own);
@@ -122,6 +127,7 @@ test("a page open while its room's log starts over (database reset, server resta
     await own.stop();
     database.reset();
     await own.restart();
+    own.provision();
     // The new log's seq 1 is below the 3 the page holds: without epochs it would be dropped.
     expect(await postNotice(room, "after the reset", own)).toBe(1);
     await expect(badge).toHaveText("live", { timeout: 40_000 });
