@@ -1,4 +1,11 @@
-//! Per-connection allowances.
+//! Allowances: a token bucket, and one per key (a session, a token) shared by all its requests
+//! and sockets.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Arc, Mutex},
+};
 
 use tokio::time::Instant;
 
@@ -20,6 +27,11 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has refilled to its burst since it was last drawn on.
+    fn is_full(&self) -> bool {
+        self.tokens + self.updated.elapsed().as_secs_f64() * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self) -> bool {
         let now = Instant::now();
@@ -35,6 +47,40 @@ impl TokenBucket {
     }
 }
 
+/// Keys kept at most; past it, those whose bucket has refilled (as good as new) are dropped.
+const MAX_KEYS: usize = 10_000;
+
+/// One [`TokenBucket`] per key, all with the same rate and burst.
+#[derive(Clone)]
+pub struct Allowances<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Arc<Mutex<HashMap<K, TokenBucket>>>,
+}
+
+impl<K: Eq + Hash + Clone> Allowances<K> {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            buckets: Arc::default(),
+        }
+    }
+
+    /// Takes one action from `key`'s allowance if it has one left.
+    pub fn take(&self, key: &K) -> bool {
+        // Only whole updates happen under this lock: a poisoned map is intact.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            buckets.retain(|_, bucket| !bucket.is_full());
+        }
+        buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst))
+            .take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +92,15 @@ mod tests {
         assert_eq!((0..5).filter(|_| bucket.take()).count(), 3);
         tokio::time::advance(Duration::from_millis(200)).await;
         assert_eq!((0..5).filter(|_| bucket.take()).count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_key_draws_on_its_own_allowance() {
+        let allowances = Allowances::new(1.0, 2.0);
+        assert_eq!((0..3).filter(|_| allowances.take(&"a")).count(), 2);
+        assert!(
+            allowances.take(&"b"),
+            "another key is not held back by the first"
+        );
     }
 }

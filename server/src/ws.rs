@@ -56,12 +56,11 @@ pub async fn upgrade(
         return refused.into_response();
     }
     let config = &state.config;
-    let Some(hold) = state.auth.live.hold(
-        &credential,
-        config.max_sockets_per_identity,
-        config.publish_rate,
-        config.publish_burst,
-    ) else {
+    let Some(hold) = state
+        .auth
+        .live
+        .hold(&credential, config.max_sockets_per_identity)
+    else {
         let message = format!(
             "at most {} sockets at once per session or token",
             config.max_sockets_per_identity
@@ -78,7 +77,7 @@ pub async fn upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let drain = state.connections.clone();
-            drain.track_future(serve(socket, state, identity, hold))
+            drain.track_future(serve(socket, state, identity, credential, hold))
         })
 }
 
@@ -109,20 +108,27 @@ struct Connection {
     /// is skipped.
     sent: HashMap<RoomName, Position>,
     identity: Identity,
-    /// This socket's place under its credential: the publish allowance it shares with the
-    /// credential's other sockets, and the signal that the credential was revoked.
-    hold: Hold,
+    /// Whose publishes these are: its allowance is shared with its other sockets and requests.
+    credential: Credential,
     /// Replies to publishes, in the order they were made.
     acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
 }
 
-async fn serve(socket: WebSocket, state: AppState, identity: Identity, hold: Hold) {
+/// Serves one socket until it closes. `hold`, its place under its credential, is kept (and so
+/// counted) until then.
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    identity: Identity,
+    credential: Credential,
+    hold: Hold,
+) {
     let heartbeat_every = state.config.heartbeat;
     let shutdown = state.shutdown.clone();
     let revoked = hold.revoked.clone();
     let mut conn = Connection {
         identity,
-        hold,
+        credential,
         state,
         socket,
         rooms: StreamMap::new(),
@@ -269,18 +275,9 @@ impl Connection {
             let refused = publish_refused(ErrorCode::Forbidden, message, room, reference);
             return self.send(&refused).await;
         }
-        let allowed = self
-            .hold
-            .publishes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if !allowed {
-            let message = format!(
-                "more than {} publishes per second (bursts of {}) from this session or token; slow down",
-                self.state.config.publish_rate, self.state.config.publish_burst
-            );
-            let refused = publish_refused(ErrorCode::RateLimited, message, room, reference);
+        if let Err(limited) = self.state.auth.take_publish(&self.credential) {
+            let refused =
+                publish_refused(limited.code(), limited.public_message(), room, reference);
             return self.send(&refused).await;
         }
         let receipt = match self.state.ingest.enqueue(room.clone(), event).await {

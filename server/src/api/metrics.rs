@@ -24,6 +24,7 @@ use serde_json::error::Category;
 
 use crate::{
     AppState,
+    auth::Credential,
     error::{Error, Result},
     prometheus,
     store::Pending,
@@ -46,10 +47,12 @@ pub fn router() -> Router<AppState> {
 async fn ingest(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
+    Extension(credential): Extension<Credential>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Stored>> {
     require_content_type(&headers, &["application/json"])?;
+    state.auth.take_publish(&credential)?;
     let body = body?;
     let (events, samples) = off_runtime(move || {
         let samples: Vec<Sample> = serde_json::from_slice(&body).map_err(|e| {
@@ -108,11 +111,13 @@ struct PrometheusSource {
 async fn ingest_prometheus(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
+    Extension(credential): Extension<Credential>,
     headers: HeaderMap,
     query: Result<Query<PrometheusSource>, QueryRejection>,
     body: Result<String, StringRejection>,
 ) -> Result<Json<Stored>> {
     require_content_type(&headers, &["text/plain", "application/openmetrics-text"])?;
+    state.auth.take_publish(&credential)?;
     let Query(PrometheusSource { source }) = query?;
     let body = body?;
     let room = source_room(&source).map_err(Error::bad_request)?;

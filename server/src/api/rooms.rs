@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::{
     AppState,
+    auth::Credential,
     error::{Error, Result},
 };
 use app::auth::Identity;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
 async fn publish(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
+    Extension(credential): Extension<Credential>,
     Path(room): Path<String>,
     body: Result<Json<NewEvent>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Event>)> {
@@ -44,6 +46,7 @@ async fn publish(
     if !identity.may_publish_event(room.as_str(), event.kind) {
         return Err(Error::Forbidden(format!("you may not publish to {room}")));
     }
+    state.auth.take_publish(&credential)?;
     Ok((
         StatusCode::CREATED,
         Json(state.ingest.publish(room, event).await?),

@@ -1,6 +1,6 @@
-//! The credentials open sockets hold: at most so many sockets each, one publish allowance shared
-//! by all of them, and closed within seconds once the session or token stops being valid
-//! (revoked, expired, its user disabled), whichever process or node revoked it.
+//! The credentials open sockets hold: at most so many sockets each, closed within seconds once
+//! the session or token stops being valid (revoked, expired, its user disabled), whichever
+//! process or node revoked it.
 
 use std::{
     collections::HashMap,
@@ -11,7 +11,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{rate::TokenBucket, store::Store};
+use crate::store::Store;
 
 /// How a request proved who it is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +26,6 @@ pub enum Credential {
 struct Held {
     sockets: usize,
     revoked: CancellationToken,
-    publishes: Arc<Mutex<TokenBucket>>,
 }
 
 #[derive(Clone, Default)]
@@ -40,8 +39,6 @@ pub struct Hold {
     credential: Credential,
     /// Cancelled when the credential stops being valid.
     pub revoked: CancellationToken,
-    /// Publishes of every socket of this credential draw on this one allowance.
-    pub publishes: Arc<Mutex<TokenBucket>>,
 }
 
 impl LiveCredentials {
@@ -51,12 +48,11 @@ impl LiveCredentials {
     }
 
     /// Takes a socket's place under `credential`, unless it already holds `max` of them.
-    pub fn hold(&self, credential: &Credential, max: usize, rate: f64, burst: f64) -> Option<Hold> {
+    pub fn hold(&self, credential: &Credential, max: usize) -> Option<Hold> {
         let mut held = self.held();
         let entry = held.entry(credential.clone()).or_insert_with(|| Held {
             sockets: 0,
             revoked: CancellationToken::new(),
-            publishes: Arc::new(Mutex::new(TokenBucket::new(rate, burst))),
         });
         if entry.sockets >= max {
             return None;
@@ -66,7 +62,6 @@ impl LiveCredentials {
             live: self.clone(),
             credential: credential.clone(),
             revoked: entry.revoked.clone(),
-            publishes: entry.publishes.clone(),
         })
     }
 
@@ -145,15 +140,11 @@ mod tests {
     fn a_credential_holds_at_most_its_sockets_and_frees_them_when_they_close() {
         let live = LiveCredentials::default();
         let token = Credential::Token(7);
-        let first = live.hold(&token, 2, 1.0, 1.0).unwrap();
-        let second = live.hold(&token, 2, 1.0, 1.0).unwrap();
-        assert!(live.hold(&token, 2, 1.0, 1.0).is_none());
-        assert!(
-            Arc::ptr_eq(&first.publishes, &second.publishes),
-            "one allowance"
-        );
+        let first = live.hold(&token, 2).unwrap();
+        let second = live.hold(&token, 2).unwrap();
+        assert!(live.hold(&token, 2).is_none());
         drop(first);
-        let third = live.hold(&token, 2, 1.0, 1.0).unwrap();
+        let third = live.hold(&token, 2).unwrap();
         drop((second, third));
         assert!(live.held().is_empty());
     }

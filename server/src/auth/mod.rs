@@ -33,6 +33,8 @@ pub use password::Passwords;
 pub use secret::{TOKEN_PREFIX, digest, new_secret, new_token};
 use throttle::Throttle;
 
+use crate::rate::Allowances;
+
 use crate::{
     AppState, Config,
     error::{Error, Result},
@@ -53,6 +55,12 @@ pub struct Auth {
     accounts: Throttle,
     addresses: Throttle,
     pub live: LiveCredentials,
+    /// Publishes (over sockets and HTTP) and ingest requests, per session or token: more
+    /// sockets do not buy more.
+    publishes: Allowances<Credential>,
+    publish_limit: (f64, f64),
+    /// Sockets refused for want of an identity, per address.
+    upgrades: Throttle,
     /// Origins a browser may send (pages, sockets, changes) from.
     origins: Arc<Vec<String>>,
     /// Host headers this server answers to.
@@ -97,6 +105,9 @@ impl Auth {
             accounts: Throttle::new(5, Duration::from_secs(15 * 60)),
             addresses: Throttle::new(30, Duration::from_secs(15 * 60)),
             live: LiveCredentials::default(),
+            publishes: Allowances::new(config.publish_rate, config.publish_burst),
+            publish_limit: (config.publish_rate, config.publish_burst),
+            upgrades: Throttle::new(60, Duration::from_secs(60)),
             secure: config
                 .public_url
                 .as_ref()
@@ -140,6 +151,19 @@ impl Auth {
 
     pub fn passwords(&self) -> &Passwords {
         &self.passwords
+    }
+
+    /// Takes one publish (or ingest request) from `credential`'s allowance.
+    pub fn take_publish(&self, credential: &Credential) -> Result<()> {
+        if self.publishes.take(credential) {
+            Ok(())
+        } else {
+            let (rate, burst) = self.publish_limit;
+            Err(Error::Limited(format!(
+                "more than {rate} publishes per second (bursts of {burst}) from this session or \
+                 token; slow down"
+            )))
+        }
     }
 
     /// Whether a browser's `Origin` is one of ours (a request without one is not a browser's
@@ -286,12 +310,21 @@ pub async fn gate(
         Ok(false) => return Error::Unauthenticated.into_response(),
         Err(e) => return e.into_response(),
     }
-    let query = (path == "/ws").then(|| request.uri().query()).flatten();
+    let upgrade = path == "/ws";
+    let address = peer.ip().to_string();
+    if upgrade && auth.upgrades.is_blocked(&address) {
+        return Error::Limited("too many sockets refused from this address; wait a minute".into())
+            .into_response();
+    }
+    let query = upgrade.then(|| request.uri().query()).flatten();
     let found = match auth.identify(request.headers(), query, peer.ip()).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
     let Some((identity, credential)) = found else {
+        if upgrade {
+            auth.upgrades.fail(&address);
+        }
         return if is_page(&path) && request.method() == Method::GET {
             let target = request
                 .uri()

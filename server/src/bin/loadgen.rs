@@ -23,6 +23,9 @@ struct Args {
     /// Server address (loopback).
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: std::net::SocketAddr,
+    /// An API token that may read and publish the benchmark's room (`server token create`).
+    #[arg(long, env = "WATCHROOM_TOKEN")]
+    token: String,
     /// PID of the server process, for its CPU time and RSS.
     #[arg(long)]
     server_pid: u32,
@@ -75,7 +78,7 @@ async fn main() {
         args.addr.ip().is_loopback(),
         "load is only ever sent to a loopback address"
     );
-    let url = format!("ws://{}/ws", args.addr);
+    let url = format!("ws://{}/ws?token={}", args.addr, args.token);
     let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
     let shared = Arc::new(Shared {
         start: Instant::now(),

@@ -665,3 +665,16 @@ async fn ingest_takes_only_its_own_content_types() {
     }
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_opening_sockets_without_identity_is_held_off() {
+    let app = start().await;
+    let anonymous = || format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+    let mut refused = Vec::new();
+    for _ in 0..61 {
+        refused.push(upgrade_status(anonymous()).await);
+    }
+    assert!(refused[..60].iter().all(|status| *status == Some(401)));
+    assert_eq!(refused[60], Some(429));
+    app.stop().await.unwrap();
+}

@@ -38,7 +38,11 @@ async fn reconnecting_with_since_delivers_exactly_the_missed_events() {
 
 #[tokio::test]
 async fn replay_racing_concurrent_publishes_has_no_gap_and_no_duplicate() {
-    let server = start().await;
+    // 900 publishes from one token as fast as they go.
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+    })
+    .await;
     let room = unique_room("race");
     post_many(&server, &room, 600).await;
     let publishing = {
@@ -214,6 +218,42 @@ async fn publishing_faster_than_the_allowance_is_rate_limited() {
         }
     }
     assert_eq!((published, limited), (3, 2));
+    assert_eq!(stored(&server, &room).await.len(), 3);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_tokens_sockets_and_requests_share_one_publish_allowance() {
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (0.5, 3.0)
+    })
+    .await;
+    let room = unique_room("shared-rate");
+    let mut first = Client::connect(&server).await;
+    let mut second = Client::connect(&server).await;
+    for (i, client) in [&mut first, &mut second].into_iter().enumerate() {
+        let publish = ClientFrame::Publish {
+            room: room.clone(),
+            kind: EventKind::Notice,
+            data: json!({"text": "from a socket"}),
+            reference: Some(json!(i)),
+        };
+        client.send(&publish).await;
+        assert!(matches!(client.next().await, ServerFrame::Published { .. }));
+    }
+    post_notice(&server, &room, "third and last of the burst").await;
+    let over = server
+        .http()
+        .post(crate::helpers::events_url(&server, room.as_str()))
+        .json(&json!({"kind": "notice", "data": {"text": "one too many"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        over.status(),
+        429,
+        "another socket or a request buys no more"
+    );
     assert_eq!(stored(&server, &room).await.len(), 3);
     server.stop().await.unwrap();
 }
