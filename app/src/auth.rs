@@ -224,6 +224,12 @@ impl Identity {
         self.role >= Role::Editor && self.scoped(|_| false)
     }
 
+    /// See and end their own sessions, make and revoke their own tokens: a signed-in user, or a
+    /// token with the `admin` scope.
+    pub fn may_manage_own_account(&self) -> bool {
+        self.name.is_some() && self.scoped(|_| false)
+    }
+
     /// Manage users and tokens.
     pub fn may_administer(&self) -> bool {
         self.role >= Role::Admin && self.scoped(|_| false)

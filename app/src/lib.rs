@@ -1,5 +1,6 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
+pub mod accounts;
 pub mod auth;
 pub mod dashboards;
 pub mod error;
@@ -61,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=pages::Overview ssr=SsrMode::Async/>
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view=pages::Settings ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

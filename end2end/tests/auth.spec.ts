@@ -104,3 +104,33 @@ test("a viewer sees no edit controls and a forged change is refused", async ({ p
   expect(names).not.toContain("forged-by-viewer");
   expect(errors).toEqual([]);
 });
+
+test("settings make a token shown once that works until it is revoked, and list the session", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await server.signIn(page);
+  await page.goto(`${server.url}/settings`);
+  await expect(page.getByTestId("sessions").locator("li").first()).toBeVisible();
+
+  await page.getByLabel("Name").fill("e2e job");
+  await page.getByLabel("Scopes").fill("publish:e2e.*");
+  await page.getByLabel("Expires after").fill("1d");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const shown = page.getByTestId("new-token");
+  await expect(shown).toHaveText(/^wr_[0-9a-f]{64}$/);
+  const token = (await shown.textContent())!;
+  const post = (room: string) =>
+    fetch(`${server.url}/api/rooms/${room}/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ kind: "notice", data: { text: "from a job" } }),
+    });
+  expect((await post(uniqueRoom("job"))).status).toBe(201);
+  expect((await post("elsewhere")).status).toBe(403);
+
+  const listed = page.getByTestId("tokens").locator("li", { hasText: "e2e job" });
+  await expect(listed).toContainText("publish:e2e.*");
+  await listed.getByRole("button", { name: "Revoke token e2e job" }).click();
+  await expect(listed).toContainText("revoked");
+  expect((await post(uniqueRoom("job"))).status).toBe(401);
+  expect(errors).toEqual([]);
+});

@@ -44,6 +44,15 @@ pub async fn run(
             .map_err(refused)
             .map(|_| eprintln!("created {role} {name}"))
         }
+        Command::User(UserCommand::Disable { name }) => match store.account(name).await {
+            Ok(Some(account)) => store
+                .disable_user(account.id)
+                .await
+                .map_err(refused)
+                .map(|()| eprintln!("disabled {name}")),
+            Ok(None) => Err(RunError::Refused(format!("no user named {name}"))),
+            Err(e) => Err(refused(e)),
+        },
         Command::Token(TokenCommand::Create {
             user,
             scopes,

@@ -134,6 +134,8 @@ pub enum UserCommand {
         #[arg(long, default_value = "*", value_delimiter = ',', value_parser = |text: &str| Pattern::parse(text.trim()))]
         rooms: Vec<Pattern>,
     },
+    /// Disables a user: no sign-in, and their sessions, tokens and open sockets stop working.
+    Disable { name: String },
 }
 
 #[derive(Clone, Debug, Subcommand)]

@@ -18,7 +18,9 @@ pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use app::{App, dashboards::SharedDashboards, history::SharedHistory, shell};
+use app::{
+    App, accounts::SharedAccounts, dashboards::SharedDashboards, history::SharedHistory, shell,
+};
 use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -170,7 +172,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
 fn router(state: AppState, store: Store) -> Router {
     let pages = Pages::new(store);
     let history = SharedHistory(Arc::new(pages.clone()));
-    let dashboards = SharedDashboards(Arc::new(pages));
+    let dashboards = SharedDashboards(Arc::new(pages.clone()));
+    let accounts = SharedAccounts(Arc::new(pages));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
     // Spans name the path only: a socket's `?token=` must never reach a log.
@@ -187,6 +190,7 @@ fn router(state: AppState, store: Store) -> Router {
             move || {
                 provide_context(history.clone());
                 provide_context(dashboards.clone());
+                provide_context(accounts.clone());
             },
             move || shell(leptos.clone()),
         )

@@ -1,7 +1,10 @@
-//! What the pages read, served from the store: the app's `History` and `DashboardStore` seams.
+//! What the pages read and change, served from the store: the app's `History`,
+//! `DashboardStore` and `AccountStore` seams.
 //! A page gets only the public face of a failure; the log gets all of it.
 
 use app::{
+    accounts::{AccountStore, SessionInfo, TokenInfo},
+    auth::Scope,
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
     history::{History, Sources},
@@ -11,7 +14,7 @@ use app::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::{error::Error, store::Store};
+use crate::{auth, error::Error, store::Store};
 
 #[derive(Clone)]
 pub struct Pages {
@@ -103,6 +106,77 @@ impl DashboardStore for Pages {
     fn delete(&self, name: String) -> BoxFuture<'static, Result<(), AppError>> {
         self.serve("deleting a dashboard", |store| async move {
             store.delete_dashboard(&name).await
+        })
+    }
+}
+
+impl AccountStore for Pages {
+    fn sessions(&self, user: String) -> BoxFuture<'static, Result<Vec<SessionInfo>, AppError>> {
+        self.serve("listing sessions", |store| async move {
+            let rows = store.sessions_of(&user).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(hash, created, seen, address, agent)| SessionInfo {
+                    id: hex::encode(hash),
+                    created,
+                    seen,
+                    address,
+                    agent,
+                })
+                .collect())
+        })
+    }
+
+    fn end_session(&self, user: String, id: String) -> BoxFuture<'static, Result<(), AppError>> {
+        self.serve("ending a session", |store| async move {
+            let hash = hex::decode(&id).map_err(|_| Error::bad_request("no such session"))?;
+            store.end_session_of(&user, &hash).await
+        })
+    }
+
+    fn tokens(&self, user: String) -> BoxFuture<'static, Result<Vec<TokenInfo>, AppError>> {
+        self.serve("listing tokens", |store| async move {
+            let rows = store.tokens_of(&user).await?;
+            let decode = |e: String| Error::Database(sqlx::Error::Decode(e.into()));
+            rows.into_iter()
+                .map(|(id, name, scopes, created, expires, used, revoked)| {
+                    let scopes = scopes
+                        .iter()
+                        .map(|s| Scope::parse(s))
+                        .collect::<Result<_, _>>()
+                        .map_err(decode)?;
+                    Ok(TokenInfo {
+                        id,
+                        name,
+                        scopes,
+                        created,
+                        expires,
+                        used,
+                        revoked,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn create_token(
+        &self,
+        user: String,
+        name: String,
+        scopes: Vec<Scope>,
+        expires: Option<String>,
+    ) -> BoxFuture<'static, Result<String, AppError>> {
+        self.serve("creating a token", |store| async move {
+            let expires = expires
+                .map(|text| crate::config::duration(&text).map_err(Error::bad_request))
+                .transpose()?;
+            auth::create_token(&store, &user, &name, &scopes, expires).await
+        })
+    }
+
+    fn revoke_token(&self, user: String, id: i32) -> BoxFuture<'static, Result<(), AppError>> {
+        self.serve("revoking a token", |store| async move {
+            store.revoke_token_of(&user, id).await
         })
     }
 }

@@ -20,7 +20,7 @@ pub fn AccountMenu() -> impl IntoView {
                 match who.await {
                     Ok((Some(name), role)) => view! {
                         <span class="account" data-testid="account">
-                            <span class="who">{name} " · " {role.as_str()}</span>
+                            <a class="who" href="/settings">{name} " · " {role.as_str()}</a>
                             // A plain form: signing out works with or without the page's script.
                             <form method="post" action="/logout">
                                 <button type="submit">"Sign out"</button>

@@ -5,11 +5,13 @@ mod board;
 mod chart;
 mod overview;
 mod room;
+mod settings;
 
 pub use account::AccountMenu;
 pub use board::{Board, CreateDashboard, DeletePanel};
 pub use overview::Overview;
 pub use room::RoomPage;
+pub use settings::Settings;
 
 use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};

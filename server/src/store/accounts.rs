@@ -266,3 +266,69 @@ impl Store {
         Ok((live_sessions, live_tokens))
     }
 }
+
+/// A session as its user sees it: the hex of its digest names it.
+pub type SessionRow = (Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, String);
+/// A token as its user sees it.
+pub type TokenRow = (
+    i32,
+    String,
+    Vec<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+impl Store {
+    /// `user`'s live sessions, the most recently seen first.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT s.hash, s.created_at, s.seen_at, s.address, s.agent
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.name = $1 AND s.expires_at > now() ORDER BY s.seen_at DESC",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ends one of `user`'s sessions (another user's is left alone).
+    pub async fn end_session_of(&self, user: &str, hash: &[u8]) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM sessions WHERE hash = $1
+             AND user_id = (SELECT id FROM users WHERE name = $2)",
+        )
+        .bind(hash)
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `user`'s tokens, the newest first, revoked ones included.
+    pub async fn tokens_of(&self, user: &str) -> Result<Vec<TokenRow>> {
+        Ok(sqlx::query_as(
+            "SELECT t.id, t.name, t.scopes, t.created_at, t.expires_at, t.used_at, t.revoked_at
+             FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE u.name = $1 ORDER BY t.created_at DESC",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes one of `user`'s tokens (another user's is left alone).
+    pub async fn revoke_token_of(&self, user: &str, id: i32) -> Result<()> {
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = now()
+             WHERE id = $1 AND revoked_at IS NULL
+               AND user_id = (SELECT id FROM users WHERE name = $2)",
+        )
+        .bind(id)
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

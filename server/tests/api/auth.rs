@@ -669,12 +669,47 @@ async fn ingest_takes_only_its_own_content_types() {
 #[tokio::test]
 async fn an_address_that_keeps_opening_sockets_without_identity_is_held_off() {
     let app = start().await;
-    let anonymous = || format!("ws://{}/ws", app.addr).into_client_request().unwrap();
+    let anonymous = || {
+        format!("ws://{}/ws", app.addr)
+            .into_client_request()
+            .unwrap()
+    };
     let mut refused = Vec::new();
     for _ in 0..61 {
         refused.push(upgrade_status(anonymous()).await);
     }
     assert!(refused[..60].iter().all(|status| *status == Some(401)));
     assert_eq!(refused[60], Some(429));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn disabling_a_user_closes_their_sockets_and_refuses_their_tokens() {
+    let app = start().await;
+    let name = user(&app, Role::Editor, &["*"]).await;
+    let token =
+        server::auth::create_token(&app.store, &name, "t", &[app::auth::Scope::Admin], None)
+            .await
+            .unwrap();
+    let mut socket = Client::connect_with(&app, &token).await;
+    socket.subscribe(&unique_room("disabled"), None).await;
+
+    let disable = Command::User(UserCommand::Disable { name: name.clone() });
+    let config = crate::helpers::config();
+    let mut nothing = std::io::Cursor::new(Vec::new());
+    server::cli::run(&config, &disable, &mut nothing, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(socket.close_code().await, CloseCode::Policy);
+    let refused = http_with(&token)
+        .get(events_url(&app, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        log_in(&app, &name, PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     app.stop().await.unwrap();
 }
