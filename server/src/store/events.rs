@@ -198,18 +198,30 @@ impl Store {
     /// The room's newest seq and its epoch, making the room (empty, with a new epoch) if it has
     /// no log yet: a subscriber always knows which life of the log its seqs count in.
     pub async fn open(&self, room: &RoomName) -> Result<(i64, Epoch)> {
-        // The outer SELECT does not see the CTE's row: exactly one of the two answers.
-        let (head, epoch): (i64, String) = sqlx::query_as(
-            "WITH made AS (
-                 INSERT INTO rooms (name, head) VALUES ($1, 0)
-                 ON CONFLICT (name) DO NOTHING RETURNING head, epoch
-             )
-             SELECT head, epoch FROM made
-             UNION ALL SELECT head, epoch FROM rooms WHERE name = $1",
+        let existing = || {
+            sqlx::query_as::<_, (i64, String)>("SELECT head, epoch FROM rooms WHERE name = $1")
+                .bind(room.as_str())
+                .fetch_optional(&self.pool)
+        };
+        // Read first: nearly always the room is there, and reading writes nothing.
+        if let Some((head, epoch)) = existing().await? {
+            return Ok((head, Epoch(epoch)));
+        }
+        let made: Option<(i64, String)> = sqlx::query_as(
+            "INSERT INTO rooms (name, head) VALUES ($1, 0)
+             ON CONFLICT (name) DO NOTHING RETURNING head, epoch",
         )
         .bind(room.as_str())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        // Nothing made: another subscriber or the writer made it meanwhile, and committed (the
+        // insert waited for that), so a fresh read sees it.
+        let (head, epoch) = match made {
+            Some(made) => made,
+            None => existing().await?.ok_or_else(|| {
+                sqlx::Error::Protocol(format!("room {room} neither made nor found"))
+            })?,
+        };
         Ok((head, Epoch(epoch)))
     }
 

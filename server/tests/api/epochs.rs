@@ -137,3 +137,29 @@ async fn a_client_resuming_into_a_room_whose_log_is_gone_starts_over_at_once() {
     assert_eq!(epoch, new);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn many_subscribers_arriving_at_once_at_a_new_room_all_get_its_one_epoch() {
+    let server = start().await;
+    let room = crate::helpers::unique_room("epoch-crowd");
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        clients.push(Client::connect(&server).await);
+    }
+    let subscribed = futures::future::join_all(
+        clients
+            .iter_mut()
+            .map(|client| client.subscribe_in(&room, None, None)),
+    )
+    .await;
+    let epochs: std::collections::HashSet<_> = subscribed
+        .into_iter()
+        .map(|(before, head, epoch)| {
+            assert!(before.is_empty(), "no error, no replay: {before:?}");
+            assert_eq!(head, 0);
+            epoch
+        })
+        .collect();
+    assert_eq!(epochs.len(), 1, "one room, one epoch");
+    server.stop().await.unwrap();
+}
