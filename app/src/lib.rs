@@ -63,6 +63,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=pages::Settings ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/tokens") view=pages::Settings ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

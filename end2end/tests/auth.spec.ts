@@ -108,7 +108,7 @@ test("a viewer sees no edit controls and a forged change is refused", async ({ p
 test("settings make a token shown once that works until it is revoked, and list the session", async ({ page }) => {
   const errors = watchForErrors(page);
   await server.signIn(page);
-  await page.goto(`${server.url}/settings`);
+  await page.goto(`${server.url}/settings/tokens`);
   await expect(page.getByTestId("sessions").locator("li").first()).toBeVisible();
 
   await page.getByLabel("Name").fill("e2e job");

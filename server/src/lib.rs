@@ -116,7 +116,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
 
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let auth = Auth::new(config, addr, store.clone());
+    let auth = Auth::new(config, addr, store.clone(), shutdown.clone());
     auth.start(shutdown.clone()).await;
     let hub = Hub::default();
     hub.spawn_presence(PRESENCE_EVERY, shutdown.clone());

@@ -125,7 +125,8 @@ async fn serve(
 ) {
     let heartbeat_every = state.config.heartbeat;
     let shutdown = state.shutdown.clone();
-    let revoked = hold.revoked.clone();
+    // A child of the shutdown token: one wait covers both.
+    let stop = hold.revoked.clone();
     let mut conn = Connection {
         identity,
         credential,
@@ -140,10 +141,8 @@ async fn serve(
     let mut last_heard = Instant::now();
 
     // Made once: a fresh one per turn would lock the token's waiter list on every push.
-    let shutdown = shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let revoked = revoked.cancelled();
-    tokio::pin!(revoked);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
 
     let hello = ServerFrame::Hello {
         heartbeat_ms: heartbeat_every.as_millis() as u64,
@@ -151,8 +150,10 @@ async fn serve(
     let mut step = conn.send(&hello).await;
     while step.is_ok() {
         step = tokio::select! {
-            _ = &mut shutdown => Err(Closing::ShuttingDown),
-            _ = &mut revoked => Err(Closing::Revoked),
+            _ = &mut stopped => Err(match shutdown.is_cancelled() {
+                true => Closing::ShuttingDown,
+                false => Closing::Revoked,
+            }),
             incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();

@@ -28,20 +28,30 @@ struct Held {
     revoked: CancellationToken,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LiveCredentials {
     held: Arc<Mutex<HashMap<Credential, Held>>>,
+    /// The server's shutdown: each credential's token is its child, so a socket waits on one
+    /// token for both (each wait costs a lock on the token's waiter list, on every wake-up).
+    shutdown: CancellationToken,
 }
 
 /// One socket's hold on its credential; released when dropped.
 pub struct Hold {
     live: LiveCredentials,
     credential: Credential,
-    /// Cancelled when the credential stops being valid.
+    /// Cancelled when the credential stops being valid, or the server shuts down.
     pub revoked: CancellationToken,
 }
 
 impl LiveCredentials {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            held: Arc::default(),
+            shutdown,
+        }
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Credential, Held>> {
         // Only whole updates happen under this lock: a poisoned map is intact.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
@@ -52,7 +62,7 @@ impl LiveCredentials {
         let mut held = self.held();
         let entry = held.entry(credential.clone()).or_insert_with(|| Held {
             sockets: 0,
-            revoked: CancellationToken::new(),
+            revoked: self.shutdown.child_token(),
         });
         if entry.sockets >= max {
             return None;
@@ -138,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_credential_holds_at_most_its_sockets_and_frees_them_when_they_close() {
-        let live = LiveCredentials::default();
+        let live = LiveCredentials::new(CancellationToken::new());
         let token = Credential::Token(7);
         let first = live.hold(&token, 2).unwrap();
         let second = live.hold(&token, 2).unwrap();

@@ -77,8 +77,14 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Settles the public origins for a server listening on `addr`.
-    pub fn new(config: &Config, addr: SocketAddr, store: Store) -> Self {
+    /// Settles the public origins for a server listening on `addr`; sockets are told to close
+    /// when `shutdown` is cancelled.
+    pub fn new(
+        config: &Config,
+        addr: SocketAddr,
+        store: Store,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         let port = addr.port();
         let loopback = [
             format!("localhost:{port}"),
@@ -104,7 +110,7 @@ impl Auth {
             passwords: Passwords::default(),
             accounts: Throttle::new(5, Duration::from_secs(15 * 60)),
             addresses: Throttle::new(30, Duration::from_secs(15 * 60)),
-            live: LiveCredentials::default(),
+            live: LiveCredentials::new(shutdown),
             publishes: Allowances::new(config.publish_rate, config.publish_burst),
             publish_limit: (config.publish_rate, config.publish_burst),
             upgrades: Throttle::new(60, Duration::from_secs(60)),

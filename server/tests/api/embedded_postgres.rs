@@ -1,7 +1,7 @@
 //! The server's own Postgres: what it stored outlives a restart of either, and a database that
 //! goes away fails requests clearly without losing or skipping anything.
 
-use std::path::PathBuf;
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
 use crate::helpers::{Client, TestApp, post_notice, stored, unique_room};
 use reqwest::StatusCode;
@@ -25,6 +25,9 @@ async fn events_survive_a_restart_on_the_private_cluster() {
     let first = server::start(&config)
         .await
         .expect("starts its own postgres");
+    // No other local account reaches the cluster: its socket's directory is its owner's alone.
+    let sockets = std::fs::metadata(data_dir.join("run")).unwrap();
+    assert_eq!(sockets.permissions().mode() & 0o777, 0o700);
     let first = TestApp::new(first).await;
     assert_eq!(post_notice(&first, &room, "before restart").await["seq"], 1);
     first.stop().await.unwrap();
