@@ -157,7 +157,9 @@ async fn serve(
             incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
-                    conn.receive(message).await
+                    // Boxed: handling a frame (a subscribe's replay, a publish) takes a large
+                    // future, which would otherwise sit inline in every idle watcher's task.
+                    Box::pin(conn.receive(message)).await
                 }
                 Some(Err(e)) if is_too_large(&e) => Err(Closing::TooLarge),
                 Some(Err(_)) | None => Err(Closing::PeerGone),
@@ -417,13 +419,14 @@ impl Connection {
                         tracing::debug!(%room, "room's log started over; sending it anew");
                         self.announce_reset(&room, epoch.clone()).await;
                         self.sent.insert(room.clone(), Position { seq: 0, epoch });
-                        self.resync(room, false).await?;
+                        Box::pin(self.resync(room, false)).await?;
                     }
                     None
                 }
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     tracing::debug!(%room, missed, "slow subscriber catching up from the store");
-                    self.resync(room, true).await?;
+                    // Boxed, as a rare path: see `serve`.
+                    Box::pin(self.resync(room, true)).await?;
                     None
                 }
             };

@@ -47,8 +47,18 @@ pub const SESSION_COOKIE: &str = "watchroom_session";
 /// How often open sockets' credentials are checked: a revoked one is closed within two of these.
 const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
+/// A handle on the server's authentication state, cheap to clone: every socket keeps one.
 #[derive(Clone)]
-pub struct Auth {
+pub struct Auth(Arc<AuthState>);
+
+impl std::ops::Deref for Auth {
+    type Target = AuthState;
+    fn deref(&self) -> &AuthState {
+        &self.0
+    }
+}
+
+pub struct AuthState {
     store: Store,
     passwords: Passwords,
     /// Failed logins per account name, and per address.
@@ -62,9 +72,9 @@ pub struct Auth {
     /// Sockets refused for want of an identity, per address.
     upgrades: Throttle,
     /// Origins a browser may send (pages, sockets, changes) from.
-    origins: Arc<Vec<String>>,
+    origins: Vec<String>,
     /// Host headers this server answers to.
-    hosts: Arc<Vec<String>>,
+    hosts: Vec<String>,
     /// Cookies only over https.
     secure: bool,
     anonymous: Option<Identity>,
@@ -73,7 +83,7 @@ pub struct Auth {
     /// Required by `/setup` when the server listens beyond loopback.
     setup_token: Option<Arc<str>>,
     /// Once true, stays true: users are never all deleted while serving.
-    has_users: Arc<AtomicBool>,
+    has_users: AtomicBool,
 }
 
 impl Auth {
@@ -105,7 +115,7 @@ impl Auth {
             .collect();
         hosts.extend(loopback);
         let setup_token = (!addr.ip().is_loopback()).then(|| Arc::from(new_secret()));
-        Self {
+        Self(Arc::new(AuthState {
             store,
             passwords: Passwords::default(),
             accounts: Throttle::new(5, Duration::from_secs(15 * 60)),
@@ -118,8 +128,8 @@ impl Auth {
                 .public_url
                 .as_ref()
                 .is_some_and(|url| url.starts_with("https://")),
-            origins: Arc::new(origins),
-            hosts: Arc::new(hosts),
+            origins,
+            hosts,
             anonymous: config.anonymous.map(|role| Identity {
                 name: None,
                 role,
@@ -129,8 +139,8 @@ impl Auth {
             idle: config.session_idle,
             max_age: config.session_max,
             setup_token,
-            has_users: Arc::default(),
-        }
+            has_users: AtomicBool::new(false),
+        }))
     }
 
     /// Starts closing sockets whose session or token stopped being valid; tells the log how to
