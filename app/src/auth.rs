@@ -229,11 +229,6 @@ impl Identity {
     pub fn may_manage_own_account(&self) -> bool {
         self.name.is_some() && self.scoped(|_| false)
     }
-
-    /// Manage users and tokens.
-    pub fn may_administer(&self) -> bool {
-        self.role >= Role::Admin && self.scoped(|_| false)
-    }
 }
 
 /// The identity of the request a server function serves (the server resolved it before the
@@ -303,7 +298,7 @@ mod tests {
             "outside the user's rooms"
         );
         assert!(editor.may_ingest("web-1") && !editor.may_ingest("db-1"));
-        assert!(editor.may_edit() && !editor.may_administer());
+        assert!(editor.may_edit());
 
         let agent = Identity {
             scopes: Some(vec![Scope::Ingest(Pattern::parse("web-*").unwrap())]),
@@ -319,7 +314,7 @@ mod tests {
         };
         assert!(wide.may_read("alerts"), "admin scope: all its user may");
         assert!(
-            !wide.may_publish("alerts") && !wide.may_administer(),
+            !wide.may_publish("alerts") && !wide.may_edit(),
             "a viewer's token"
         );
     }

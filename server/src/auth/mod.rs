@@ -156,10 +156,6 @@ impl Auth {
         }
     }
 
-    pub fn origins(&self) -> &[String] {
-        &self.origins
-    }
-
     /// The one-time token `/setup` asks for, when the server listens beyond loopback.
     pub fn setup_token(&self) -> Option<&str> {
         self.setup_token.as_deref()
