@@ -131,7 +131,7 @@ impl Scope {
             "read" => Ok(Self::Read(pattern()?)),
             "publish" => Ok(Self::Publish(pattern()?)),
             "ingest" => Ok(Self::Ingest(pattern()?)),
-            "admin" if rest.is_empty() => Ok(Self::Admin),
+            "admin" if text == "admin" => Ok(Self::Admin),
             _ => Err(format!(
                 "unknown scope {text:?}: read:<rooms>, publish:<rooms>, ingest:<sources> or admin"
             )),
@@ -278,7 +278,14 @@ mod tests {
         for text in ["read:*", "publish:team.*", "ingest:web-*", "admin"] {
             assert_eq!(Scope::parse(text).unwrap().to_string(), text);
         }
-        for bad in ["read", "write:*", "admin:*", "ingest:a b", "read:"] {
+        for bad in [
+            "read",
+            "write:*",
+            "admin:*",
+            "admin:",
+            "ingest:a b",
+            "read:",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
     }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::{
+    auth::Identity,
     error::AppError,
     metrics::{Bucket, Series},
     protocol::{RoomName, RoomSnapshot},
@@ -30,13 +31,15 @@ pub trait History: Send + Sync + 'static {
         step_ms: i64,
     ) -> BoxFuture<'static, Result<Vec<Bucket>, AppError>>;
 
-    /// The first `limit` sources (by name) whose name contains `filter`, each with its first
-    /// `series` series, and how many sources matched.
+    /// The first `limit` sources (by name) whose name contains `filter` and whose room `visible`
+    /// may read, each with its first `series` series, and how many sources matched: the others
+    /// do not exist for it, not even in the count.
     fn sources(
         &self,
         filter: String,
         limit: usize,
         series: usize,
+        visible: Identity,
     ) -> BoxFuture<'static, Result<(usize, Sources), AppError>>;
 }
 

@@ -138,8 +138,12 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         };
         collector::spawn(own, shutdown.clone());
     }
-    let hub = state.hub.clone();
-    let connections = state.connections.clone();
+    // What the caller keeps of the server it started.
+    let (hub, connections, auth) = (
+        state.hub.clone(),
+        state.connections.clone(),
+        state.auth.clone(),
+    );
     let stopping = shutdown.clone();
     // Pushes are small frames that must leave at once: Nagle's algorithm would hold them back
     // waiting for the peer's delayed ACK, adding tens of milliseconds.
@@ -148,9 +152,9 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let (state_store, state_auth) = (store.clone(), state.auth.clone());
+    let pages = Pages::new(store.clone());
     let task = tokio::spawn(async move {
-        let app = router(state, store).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state, pages).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(stopping.cancelled_owned())
             .await
@@ -159,8 +163,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     Ok(Running {
         addr,
         hub,
-        store: state_store,
-        auth: state_auth,
+        store,
+        auth,
         shutdown,
         connections,
         grace: config.shutdown_grace,
@@ -169,8 +173,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     })
 }
 
-fn router(state: AppState, store: Store) -> Router {
-    let pages = Pages::new(store);
+fn router(state: AppState, pages: Pages) -> Router {
     let history = SharedHistory(Arc::new(pages.clone()));
     let dashboards = SharedDashboards(Arc::new(pages.clone()));
     let accounts = SharedAccounts(Arc::new(pages));

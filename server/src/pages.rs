@@ -4,11 +4,11 @@
 
 use app::{
     accounts::{AccountStore, SessionInfo, TokenInfo},
-    auth::Scope,
+    auth::{Identity, Scope},
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
     history::{History, Sources},
-    metrics::{Bucket, Series},
+    metrics::{Bucket, Series, source_room},
     protocol::{RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
@@ -77,9 +77,13 @@ impl History for Pages {
         filter: String,
         limit: usize,
         series: usize,
+        visible: Identity,
     ) -> BoxFuture<'static, Result<(usize, Sources), AppError>> {
         self.serve("listing sources", move |store| async move {
-            store.source_page(&filter, limit, series).await
+            let readable = |source: &str| {
+                source_room(source).is_ok_and(|room| visible.may_read(room.as_str()))
+            };
+            store.source_page(&filter, limit, series, readable).await
         })
     }
 }

@@ -57,13 +57,14 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
         let to = chrono::Utc::now();
         let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
         let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
-        let (matched, mut sources) = history
-            .sources(filter.trim().to_owned(), SOURCES_SHOWN, SERIES_SHOWN)
+        let (matched, sources) = history
+            .sources(
+                filter.trim().to_owned(),
+                SOURCES_SHOWN,
+                SERIES_SHOWN,
+                identity.clone(),
+            )
             .await?;
-        // Sources outside the identity's rooms do not exist for it.
-        sources.retain(|(source, _)| {
-            source_room(source).is_ok_and(|room| identity.may_read(room.as_str()))
-        });
         let cards = try_join_all(sources.into_iter().map(|(source, series)| {
             let history = history.clone();
             async move {

@@ -23,10 +23,16 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path on this site only, never another site.
+/// Where to go after signing in: a path on this site only, never another site. Browsers drop
+/// tabs and newlines from addresses (`/\t/evil` becomes `//evil`), so anything but visible
+/// ASCII is refused with the rest.
 fn local_target(next: Option<&str>) -> &str {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
             path
         }
         _ => "/",
@@ -70,7 +76,9 @@ pub async fn login(
 ) -> Response {
     let address = peer.ip().to_string();
     let account_key = format!("account:{}", login.name);
-    if auth.accounts.is_blocked(&account_key) || auth.addresses.is_blocked(&address) {
+    // The account's attempt is counted before the password is checked: guesses sent all at
+    // once get no more tries than guesses sent one by one.
+    if auth.addresses.is_blocked(&address) || !auth.accounts.reserve(&account_key) {
         let message = "Too many failed attempts; wait a few minutes and try again.";
         return login_form(
             StatusCode::TOO_MANY_REQUESTS,
@@ -91,7 +99,6 @@ pub async fn login(
         Err(e) => return e.into_response(),
     };
     let Some(account) = account.filter(|_| verified) else {
-        auth.accounts.fail(&account_key);
         auth.addresses.fail(&address);
         return login_form(
             StatusCode::UNAUTHORIZED,
@@ -268,6 +275,9 @@ mod tests {
             "https://evil.example",
             "//evil.example",
             "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
             "d/host",
         ] {
             assert_eq!(local_target(Some(elsewhere)), "/", "{elsewhere}");

@@ -104,7 +104,7 @@ impl LiveCredentials {
                 if sessions.is_empty() && tokens.is_empty() {
                     continue;
                 }
-                let (sessions, tokens) = match store
+                let (live_sessions, live_tokens) = match store
                     .still_live(&sessions, &tokens, idle.as_secs_f64())
                     .await
                 {
@@ -115,13 +115,21 @@ impl LiveCredentials {
                         continue;
                     }
                 };
-                for (credential, held) in live.held().iter() {
-                    let valid = match credential {
-                        Credential::Session(hash) => sessions.contains(hash),
-                        Credential::Token(id) => tokens.contains(id),
-                        Credential::Anonymous(_) => true,
-                    };
-                    if !valid {
+                // Only what was asked about: a credential whose first socket opened while the
+                // question was out is checked next time, not taken for revoked.
+                let revoked = sessions
+                    .into_iter()
+                    .filter(|hash| !live_sessions.contains(hash))
+                    .map(Credential::Session)
+                    .chain(
+                        tokens
+                            .into_iter()
+                            .filter(|id| !live_tokens.contains(id))
+                            .map(Credential::Token),
+                    );
+                let held = live.held();
+                for credential in revoked {
+                    if let Some(held) = held.get(&credential) {
                         held.revoked.cancel();
                     }
                 }

@@ -114,7 +114,10 @@ impl Auth {
             .filter_map(|origin| origin.split_once("://").map(|(_, host)| host.to_owned()))
             .collect();
         hosts.extend(loopback);
-        let setup_token = (!addr.ip().is_loopback()).then(|| Arc::from(new_secret()));
+        // Anyone who can reach the port before the first admin exists could claim it: on
+        // loopback that is only this machine, but not so beyond it or behind a proxy.
+        let reachable = !addr.ip().is_loopback() || config.public_url.is_some();
+        let setup_token = reachable.then(|| Arc::from(new_secret()));
         Self(Arc::new(AuthState {
             store,
             passwords: Passwords::default(),
@@ -280,10 +283,7 @@ pub fn router() -> Router<AppState> {
 
 /// Paths anyone may fetch: liveness, static assets and the sign-in pages.
 fn is_open(path: &str) -> bool {
-    matches!(
-        path,
-        "/healthz" | "/favicon.svg" | "/login" | "/setup" | "/logout"
-    ) || path.starts_with("/pkg/")
+    matches!(path, "/favicon.svg" | "/login" | "/setup" | "/logout") || path.starts_with("/pkg/")
 }
 
 /// Pages are what a browser navigates to; the API and sockets answer in JSON instead.
@@ -299,6 +299,10 @@ pub async fn gate(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
+    // Liveness answers whoever asks, by whatever name: probes use addresses, not names.
+    if path == "/healthz" {
+        return next.run(request).await;
+    }
     let host_known = request
         .headers()
         .get(header::HOST)
@@ -313,7 +317,17 @@ pub async fn gate(
         // reach the API as if it were this site.
         return Error::Forbidden("this server does not answer to that Host".into()).into_response();
     }
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     if is_open(&path) {
+        // Signing in, setting up and signing out from another site's page is refused too: a
+        // page elsewhere must not sign the browser in as someone else, nor claim the setup.
+        if changes && cross_site(&auth, request.headers()) {
+            return Error::Forbidden("a sign-in from another site is refused".into())
+                .into_response();
+        }
         return next.run(request).await;
     }
     match auth.has_users().await {
@@ -348,10 +362,6 @@ pub async fn gate(
             Error::Unauthenticated.into_response()
         };
     };
-    let changes = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
     if changes
         && matches!(credential, Credential::Session(_))
         && cross_site(&auth, request.headers())

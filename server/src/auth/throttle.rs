@@ -38,6 +38,17 @@ impl Throttle {
             .is_some_and(|(count, since)| *count >= self.allowed && since.elapsed() < self.window)
     }
 
+    /// Counts an attempt for `key` before its outcome is known, if its allowance has room: a
+    /// burst of concurrent attempts cannot all pass a check made before any of them failed.
+    /// Returns whether the attempt may go ahead.
+    pub fn reserve(&self, key: &str) -> bool {
+        if self.is_blocked(key) {
+            return false;
+        }
+        self.fail(key);
+        true
+    }
+
     pub fn fail(&self, key: &str) {
         let mut failures = self.failures();
         if failures.len() >= MAX_KEYS {
@@ -72,5 +83,12 @@ mod tests {
         assert!(!throttle.is_blocked("dev"));
         throttle.forget("ops");
         assert!(!throttle.is_blocked("ops"));
+    }
+
+    #[test]
+    fn attempts_reserved_up_front_cannot_overrun_the_allowance_together() {
+        let throttle = Throttle::new(3, Duration::from_secs(60));
+        let passed = (0..10).filter(|_| throttle.reserve("ops")).count();
+        assert_eq!(passed, 3);
     }
 }

@@ -238,8 +238,9 @@ impl Store {
         Ok(())
     }
 
-    /// Of the sessions and tokens given, the ones still live (for closing the sockets of the
-    /// others).
+    /// Of the sessions and tokens open sockets hold, the ones still live (for closing the
+    /// sockets of the others). A live session's open socket is use: it is marked seen (at most
+    /// once a minute), so a wall screen that only watches is not taken for idle.
     pub async fn still_live(
         &self,
         sessions: &[Vec<u8>],
@@ -247,9 +248,15 @@ impl Store {
         idle_secs: f64,
     ) -> Result<(Vec<Vec<u8>>, Vec<i32>)> {
         let live_sessions: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT s.hash FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.hash = ANY($1) AND s.expires_at > now()
-               AND s.seen_at > now() - make_interval(secs => $2) AND u.disabled_at IS NULL",
+            "WITH live AS (
+                 SELECT s.hash, s.seen_at FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.hash = ANY($1) AND s.expires_at > now()
+                   AND s.seen_at > now() - make_interval(secs => $2) AND u.disabled_at IS NULL
+             ), seen AS (
+                 UPDATE sessions SET seen_at = now()
+                 WHERE hash IN (SELECT hash FROM live WHERE seen_at < now() - interval '1 minute')
+             )
+             SELECT hash FROM live",
         )
         .bind(sessions)
         .bind(idle_secs)

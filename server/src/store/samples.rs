@@ -238,24 +238,27 @@ impl Store {
         )
     }
 
-    /// The first `limit` sources (by name) whose name contains `filter`, each with its first
-    /// `series` series, and how many sources matched: two queries, however many sources there are.
+    /// The first `limit` sources (by name) whose name contains `filter` and which are
+    /// `visible`, each with its first `series` series, and how many sources matched: two
+    /// queries, however many sources there are.
     pub async fn source_page(
         &self,
         filter: &str,
         limit: usize,
         series: usize,
+        visible: impl Fn(&str) -> bool,
     ) -> Result<(usize, Sources)> {
         // No name holds a NUL (and Postgres text cannot): such a filter matches nothing.
         if filter.contains('\0') {
             return Ok((0, Sources::new()));
         }
-        let matched: Vec<String> = sqlx::query_scalar(
+        let mut matched: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT source FROM series WHERE strpos(source, $1) > 0 ORDER BY source",
         )
         .bind(filter)
         .fetch_all(&self.pool)
         .await?;
+        matched.retain(|source| visible(source));
         let shown = &matched[..matched.len().min(limit)];
         let rows: Vec<(String, String, Json<Labels>)> = sqlx::query_as(
             "SELECT source, name, labels FROM (

@@ -189,6 +189,10 @@ async fn off_loopback_setup_requires_the_token_the_server_printed() {
         .setup_token()
         .expect("a token off loopback")
         .to_owned();
+    // Behind a proxy, too, whoever reaches it first could claim the setup.
+    let proxied = start_bare(|c| c.public_url = Some("https://watch.example.com".into())).await;
+    assert!(proxied.auth.setup_token().is_some());
+    proxied.stop().await.unwrap();
     let local = format!("http://127.0.0.1:{}/setup", running.addr.port());
     for given in ["", "not-the-token"] {
         let refused = browser()
@@ -292,6 +296,18 @@ async fn failed_sign_ins_get_one_message_and_are_throttled_per_account() {
         throttled.status(),
         StatusCode::TOO_MANY_REQUESTS,
         "even the right one, for now"
+    );
+
+    // Guesses sent all at once get no more tries than guesses sent one by one.
+    let target = user(&app, Role::Viewer, &["*"]).await;
+    let guesses = futures::future::join_all((0..20).map(|_| log_in(&app, &target, "guess"))).await;
+    let tried = guesses
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        tried, 5,
+        "the rest are refused before their password is checked"
     );
     let other = user(&app, Role::Viewer, &["*"]).await;
     assert_eq!(
@@ -430,6 +446,41 @@ async fn a_user_limited_to_room_patterns_finds_no_other_room() {
         .await
         .unwrap();
     assert!(sources.is_empty(), "no source room matches: {sources:?}");
+
+    // The overview neither lists nor counts sources outside a user's rooms.
+    let prefix = unique_room("ov").as_str().replace(['.', ':'], "-");
+    let samples = json!([
+        {"source": format!("{prefix}-web"), "series": "cpu", "value": 1},
+        {"source": format!("{prefix}-db"), "series": "cpu", "value": 1},
+    ]);
+    let stored = app
+        .http()
+        .post(url(&app, "/api/metrics"))
+        .json(&samples)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    let web_only = app
+        .token_for(
+            Role::Viewer,
+            &[&format!("metrics:{prefix}-web")],
+            &["admin"],
+        )
+        .await;
+    let page = http_with(&web_only)
+        .get(url(&app, &format!("/?q={prefix}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("{prefix}-web")));
+    assert!(
+        !page.contains(&format!("{prefix}-db")),
+        "hidden, not even counted"
+    );
     app.stop().await.unwrap();
 }
 
@@ -520,6 +571,29 @@ async fn a_request_naming_another_host_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let probe = browser()
+        .get(url(&app, "/healthz"))
+        .header(header::HOST, "10.0.0.7:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), StatusCode::OK, "liveness answers any name");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn signing_in_from_another_sites_page_is_refused() {
+    let app = start().await;
+    let name = user(&app, Role::Viewer, &["*"]).await;
+    let forged = browser()
+        .post(url(&app, "/login"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("name", name.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get(header::SET_COOKIE).is_none());
     app.stop().await.unwrap();
 }
 
