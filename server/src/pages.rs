@@ -117,17 +117,7 @@ impl DashboardStore for Pages {
 impl AccountStore for Pages {
     fn sessions(&self, user: String) -> BoxFuture<'static, Result<Vec<SessionInfo>, AppError>> {
         self.serve("listing sessions", |store| async move {
-            let rows = store.sessions_of(&user).await?;
-            Ok(rows
-                .into_iter()
-                .map(|(hash, created, seen, address, agent)| SessionInfo {
-                    id: hex::encode(hash),
-                    created,
-                    seen,
-                    address,
-                    agent,
-                })
-                .collect())
+            store.sessions_of(&user).await
         })
     }
 
@@ -140,26 +130,7 @@ impl AccountStore for Pages {
 
     fn tokens(&self, user: String) -> BoxFuture<'static, Result<Vec<TokenInfo>, AppError>> {
         self.serve("listing tokens", |store| async move {
-            let rows = store.tokens_of(&user).await?;
-            let decode = |e: String| Error::Database(sqlx::Error::Decode(e.into()));
-            rows.into_iter()
-                .map(|(id, name, scopes, created, expires, used, revoked)| {
-                    let scopes = scopes
-                        .iter()
-                        .map(|s| Scope::parse(s))
-                        .collect::<Result<_, _>>()
-                        .map_err(decode)?;
-                    Ok(TokenInfo {
-                        id,
-                        name,
-                        scopes,
-                        created,
-                        expires,
-                        used,
-                        revoked,
-                    })
-                })
-                .collect()
+            store.tokens_of(&user).await
         })
     }
 

@@ -75,6 +75,15 @@ pub async fn login(
     Form(login): Form<Login>,
 ) -> Response {
     let address = peer.ip().to_string();
+    // No account has a name past the rules: it is a failed attempt, and keys no throttle entry.
+    if super::check_user_name(&login.name).is_err() {
+        auth.addresses.fail(&address);
+        return login_form(
+            StatusCode::UNAUTHORIZED,
+            login.next.as_deref(),
+            Some(LOGIN_FAILED),
+        );
+    }
     let account_key = format!("account:{}", login.name);
     // The account's attempt is counted before the password is checked: guesses sent all at
     // once get no more tries than guesses sent one by one.

@@ -273,12 +273,18 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// Largest sign-in or setup form: a name, a password and a little more.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+/// Most scopes one token may carry.
+const MAX_SCOPES: usize = 16;
+
 /// The sign-in pages: open to everyone, they make the sessions the rest needs.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(forms::login_page).post(forms::login))
         .route("/setup", get(forms::setup_page).post(forms::setup))
         .route("/logout", post(forms::logout))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
 }
 
 /// Paths anyone may fetch: liveness, static assets and the sign-in pages.
@@ -405,7 +411,7 @@ pub async fn create_user(
         .await
 }
 
-fn check_user_name(name: &str) -> Result<()> {
+pub(crate) fn check_user_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -428,6 +434,14 @@ pub async fn create_token(
     scopes: &[app::auth::Scope],
     expires: Option<Duration>,
 ) -> Result<String> {
+    if name.trim().is_empty() || name.len() > 64 {
+        return Err(Error::bad_request("a token's name is 1–64 characters"));
+    }
+    if scopes.is_empty() || scopes.len() > MAX_SCOPES {
+        return Err(Error::bad_request(format!(
+            "a token has 1–{MAX_SCOPES} scopes"
+        )));
+    }
     let account = store
         .account(user)
         .await?

@@ -1,7 +1,10 @@
 //! Users, their browser sessions and their API tokens. Secrets are never stored: sessions and
 //! tokens are found by the SHA-256 of what the client holds, passwords by their argon2id hash.
 
-use app::auth::{Pattern, Role, Scope};
+use app::{
+    accounts::{SessionInfo, TokenInfo},
+    auth::{Pattern, Role, Scope},
+};
 use chrono::{DateTime, Utc};
 
 use super::Store;
@@ -17,20 +20,44 @@ pub struct Account {
 }
 
 type AccountRow = (i32, String, String, Vec<String>);
+/// A session as its user sees it, as stored: digest, created, seen, address, agent.
+type SessionRow = (Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, String);
+/// A token as its user sees it, as stored.
+type TokenRow = (
+    i32,
+    String,
+    Vec<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// A stored value this code cannot read: the database holds what no writer here wrote.
+fn undecodable(reason: String) -> Error {
+    Error::Database(sqlx::Error::Decode(reason.into()))
+}
+
+fn scopes_of(texts: &[String]) -> Result<Vec<Scope>> {
+    texts
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(undecodable)
+}
 /// A token's id and scopes, then its user's account row.
 type GrantRow = (i32, Vec<String>, i32, String, String, Vec<String>);
 
 fn account((id, name, role, rooms): AccountRow) -> Result<Account> {
-    let decode = |e: String| Error::Database(sqlx::Error::Decode(e.into()));
     Ok(Account {
         id,
         name,
-        role: Role::parse(&role).map_err(decode)?,
+        role: Role::parse(&role).map_err(undecodable)?,
         rooms: rooms
             .iter()
             .map(|p| Pattern::parse(p))
             .collect::<Result<_, _>>()
-            .map_err(decode)?,
+            .map_err(undecodable)?,
     })
 }
 
@@ -210,14 +237,9 @@ impl Store {
         let Some((token, scopes, id, name, role, rooms)) = row else {
             return Ok(None);
         };
-        let scopes = scopes
-            .iter()
-            .map(|s| Scope::parse(s))
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::Database(sqlx::Error::Decode(e.into())))?;
         Ok(Some(TokenGrant {
             id: token,
-            scopes,
+            scopes: scopes_of(&scopes)?,
             account: account((id, name, role, rooms))?,
         }))
     }
@@ -274,30 +296,28 @@ impl Store {
     }
 }
 
-/// A session as its user sees it: the hex of its digest names it.
-pub type SessionRow = (Vec<u8>, DateTime<Utc>, DateTime<Utc>, String, String);
-/// A token as its user sees it.
-pub type TokenRow = (
-    i32,
-    String,
-    Vec<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
-
 impl Store {
-    /// `user`'s live sessions, the most recently seen first.
-    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionRow>> {
-        Ok(sqlx::query_as(
+    /// `user`'s live sessions, the most recently seen first; the hex of a session's digest
+    /// names it.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
             "SELECT s.hash, s.created_at, s.seen_at, s.address, s.agent
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE u.name = $1 AND s.expires_at > now() ORDER BY s.seen_at DESC",
         )
         .bind(user)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(hash, created, seen, address, agent)| SessionInfo {
+                id: hex::encode(hash),
+                created,
+                seen,
+                address,
+                agent,
+            })
+            .collect())
     }
 
     /// Ends one of `user`'s sessions (another user's is left alone).
@@ -314,15 +334,28 @@ impl Store {
     }
 
     /// `user`'s tokens, the newest first, revoked ones included.
-    pub async fn tokens_of(&self, user: &str) -> Result<Vec<TokenRow>> {
-        Ok(sqlx::query_as(
+    pub async fn tokens_of(&self, user: &str) -> Result<Vec<TokenInfo>> {
+        let rows: Vec<TokenRow> = sqlx::query_as(
             "SELECT t.id, t.name, t.scopes, t.created_at, t.expires_at, t.used_at, t.revoked_at
              FROM tokens t JOIN users u ON u.id = t.user_id
              WHERE u.name = $1 ORDER BY t.created_at DESC",
         )
         .bind(user)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, scopes, created, expires, used, revoked)| {
+                Ok(TokenInfo {
+                    id,
+                    name,
+                    scopes: scopes_of(&scopes)?,
+                    created,
+                    expires,
+                    used,
+                    revoked,
+                })
+            })
+            .collect()
     }
 
     /// Revokes one of `user`'s tokens (another user's is left alone).

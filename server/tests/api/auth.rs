@@ -787,3 +787,37 @@ async fn disabling_a_user_closes_their_sockets_and_refuses_their_tokens() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn sign_in_forms_and_tokens_have_their_limits() {
+    let app = start().await;
+    let huge = "x".repeat(16 * 1024);
+    let oversized = browser()
+        .post(url(&app, "/login"))
+        .form(&[("name", "someone"), ("password", huge.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A name no account can have is refused like any wrong name.
+    let long_name = "n".repeat(65);
+    assert_eq!(
+        log_in(&app, &long_name, PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let name = user(&app, Role::Editor, &["*"]).await;
+    let scope = app::auth::Scope::parse("read:*").unwrap();
+    for (token_name, scopes, reason) in [
+        ("", vec![scope.clone()], "name"),
+        ("many", vec![scope.clone(); 17], "scopes"),
+        ("none", vec![], "scopes"),
+    ] {
+        let refused = server::auth::create_token(&app.store, &name, token_name, &scopes, None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(refused.to_string().contains(reason), "{refused}");
+    }
+    app.stop().await.unwrap();
+}
