@@ -1,8 +1,10 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
 
 pub mod accounts;
+pub mod alerts;
 pub mod auth;
 pub mod dashboards;
+pub mod duration;
 pub mod error;
 pub mod format;
 #[cfg(feature = "ssr")]

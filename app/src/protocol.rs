@@ -235,6 +235,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The identity may not do this (its role, rooms or token scopes do not allow it).
     Forbidden,
+    /// No such thing (an alert rule, silence or channel by that id).
+    NotFound,
 }
 
 /// The recent past of a room, as the page renders it before the socket is open.

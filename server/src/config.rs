@@ -50,7 +50,7 @@ pub struct Config {
 
     /// How long a shutdown waits for sockets to drain before exiting anyway (`10s`; `0` exits
     /// at once).
-    #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "WATCHROOM_SHUTDOWN_GRACE", default_value = "10s", value_parser = app::duration::parse)]
     pub shutdown_grace: Duration,
 
     /// Distinct series (name and labels) one metrics source may have; samples that would add
@@ -157,34 +157,8 @@ pub enum TokenCommand {
     },
 }
 
-/// Reads a duration as operators write one: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
-/// or a bare number of seconds. Fractions are allowed (`1.5s`); negative values are not.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?}: write a duration as e.g. 500ms, 15s, 5m, 2h or 30d"
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 15s, 5m, 2h or 30d"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
-}
-
 fn positive_duration(text: &str) -> Result<Duration, String> {
-    match duration(text)? {
+    match app::duration::parse(text)? {
         Duration::ZERO => Err("must be longer than zero".into()),
         positive => Ok(positive),
     }
@@ -247,25 +221,6 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         Config::try_parse_from([&["server"], args].concat()).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn durations_read_as_operators_write_them() {
-        for (text, expect) in [
-            ("15", Duration::from_secs(15)),
-            ("15s", Duration::from_secs(15)),
-            ("500ms", Duration::from_millis(500)),
-            ("1.5s", Duration::from_millis(1500)),
-            ("5m", Duration::from_secs(300)),
-            ("2h", Duration::from_secs(7200)),
-            ("30d", Duration::from_secs(30 * 86_400)),
-            ("0", Duration::ZERO),
-        ] {
-            assert_eq!(duration(text), Ok(expect), "{text}");
-        }
-        for bad in ["", "-1s", "fast", "10 parsecs", "1e400"] {
-            assert!(duration(bad).is_err(), "{bad:?} should be refused");
-        }
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Error {
     /// Past a limit of the identity's or the address's; the message says which.
     #[error("{0}")]
     Limited(String),
+    /// What the request names does not exist; the message says what.
+    #[error("{0}")]
+    NotFound(String),
     /// The single writer is gone (the server is stopping).
     #[error("the event store is unavailable")]
     Unavailable,
@@ -73,6 +76,7 @@ impl Error {
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Limited(_) => ErrorCode::RateLimited,
+            Self::NotFound(_) => ErrorCode::NotFound,
             Self::Unavailable | Self::Database(_) => ErrorCode::Unavailable,
         }
     }
@@ -87,6 +91,7 @@ impl Error {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -111,6 +116,7 @@ impl From<Error> for AppError {
         match error {
             Error::Unauthenticated => Self::Unauthenticated,
             Error::Forbidden(why) => Self::Forbidden(why),
+            Error::NotFound(what) => Self::NotFound(what),
             error if error.is_servers() => Self::Unavailable,
             error => Self::Invalid(error.to_string()),
         }
@@ -163,6 +169,16 @@ pub enum RunError {
     /// A command-line action was refused (an unknown user, a bad scope).
     #[error("{0}")]
     Refused(String),
+}
+
+/// A store read made while starting (alert rules and states) fails the start.
+impl From<Error> for RunError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Database(e) => Self::Database(e),
+            other => Self::Refused(other.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

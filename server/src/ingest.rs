@@ -13,6 +13,7 @@ use app::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    alerts::Feed,
     error::{Error, Result},
     hub::Hub,
     store::{Appended, Pending, Store},
@@ -49,10 +50,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn spawn(store: Store, hub: Hub, max_series: usize) -> Self {
+    /// Starts the writer; what it commits goes to `hub`'s rooms, and its samples to `feed`.
+    pub fn spawn(store: Store, hub: Hub, feed: Feed, max_series: usize) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
         let committed = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write(requests, store.clone(), hub, committed.clone()));
+        tokio::spawn(write(requests, store.clone(), hub, feed, committed.clone()));
         Self {
             queue,
             store,
@@ -88,16 +90,18 @@ impl Ingest {
             (Payload::Samples(points), Some(_)) => points,
             _ => Vec::new(),
         };
-        let stored = self.queue(vec![Pending::new(room, event, points)]).await?;
+        let stored = self.submit(vec![Pending::new(room, event, points)]).await?;
         Ok(async move { Ok(stored.await?.remove(0)) })
     }
 
     /// Commits `events` in one transaction and fans them out; they are not validated here.
     pub async fn commit(&self, events: Vec<Pending>) -> Result<Vec<Event>> {
-        self.queue(events).await?.await
+        self.submit(events).await?.await
     }
 
-    async fn queue(
+    /// Queues `events` to be committed in one transaction, waiting only while the queue is
+    /// full; the returned future resolves to them as stored.
+    pub async fn submit(
         &self,
         events: Vec<Pending>,
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
@@ -116,6 +120,7 @@ async fn write(
     mut requests: mpsc::Receiver<Request>,
     store: Store,
     hub: Hub,
+    feed: Feed,
     committed: Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -136,7 +141,11 @@ async fn write(
             events.extend(request.events);
         }
         match store.append(events).await {
-            Ok(Appended { events, epochs }) => {
+            Ok(Appended {
+                events,
+                epochs,
+                samples,
+            }) => {
                 committed.fetch_add(events.len() as u64, Ordering::Relaxed);
                 let mut stored = events.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
@@ -147,6 +156,7 @@ async fn write(
                     // The publisher may have gone; the events are stored and pushed regardless.
                     let _ = reply.send(Ok(events));
                 }
+                feed.send(samples);
             }
             Err(e) => {
                 tracing::error!(error = %e, requests = replies.len(), "committing events failed");

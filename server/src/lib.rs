@@ -1,5 +1,6 @@
 //! The Watchroom server: pages, API and live fan-out over one axum router.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -29,6 +30,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::TraceLayer;
 
+use alerts::{Alerts, Feed};
 use auth::Auth;
 pub use config::Config;
 use embedded_postgres::EmbeddedPostgres;
@@ -53,6 +55,11 @@ pub struct AppState {
     /// Open WebSocket connections, so shutdown can wait for them to drain.
     pub connections: TaskTracker,
     pub auth: Auth,
+    pub alerts: Alerts,
+    /// Where people reach this server: links in notifications point here.
+    pub public_url: Arc<str>,
+    /// One client (and connection pool) for every notification.
+    pub http: reqwest::Client,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -93,12 +100,22 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
 /// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
 pub async fn start(config: &Config) -> Result<Running, RunError> {
     let (store, embedded) = open_store(config).await?;
+    let shutdown = CancellationToken::new();
+    let hub = Hub::default();
+    let (feed, committed) = Feed::new();
+    let ingest = Ingest::spawn(
+        store.clone(),
+        hub.clone(),
+        feed,
+        config.max_series_per_source,
+    );
     let ready = async {
         store.seed_dashboards(&collector::host_source()).await?;
+        let alerts = Alerts::start(&store, ingest.clone(), committed, shutdown.clone()).await?;
         let listener = TcpListener::bind(config.listen).await?;
-        Ok::<_, RunError>(listener)
+        Ok::<_, RunError>((listener, alerts))
     };
-    let listener = match ready.await {
+    let (listener, alerts) = match ready.await {
         Ok(ready) => ready,
         Err(e) => {
             if let Some(pg) = embedded {
@@ -115,16 +132,29 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     leptos.site_root = config.site_root.to_string_lossy().into();
 
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let auth = Auth::new(config, addr, store.clone(), shutdown.clone());
     auth.start(shutdown.clone()).await;
-    let hub = Hub::default();
     hub.spawn_presence(PRESENCE_EVERY, shutdown.clone());
+    let public_url: Arc<str> = match &config.public_url {
+        Some(url) => url.trim_end_matches('/').into(),
+        None => format!("http://{addr}").into(),
+    };
+    let http = alerts::notify::client();
+    alerts::notify::spawn(
+        store.clone(),
+        alerts.clone(),
+        http.clone(),
+        public_url.clone(),
+        shutdown.clone(),
+    );
     let state = AppState {
         leptos,
         store: store.clone(),
-        ingest: Ingest::spawn(store.clone(), hub.clone(), config.max_series_per_source),
+        ingest,
         hub,
+        alerts,
+        public_url,
+        http,
         config: Arc::new(config.clone()),
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),

@@ -143,7 +143,7 @@ impl AccountStore for Pages {
     ) -> BoxFuture<'static, Result<String, AppError>> {
         self.serve("creating a token", |store| async move {
             let expires = expires
-                .map(|text| crate::config::duration(&text).map_err(Error::bad_request))
+                .map(|text| app::duration::parse(&text).map_err(Error::bad_request))
                 .transpose()?;
             auth::create_token(&store, &user, &name, &scopes, expires).await
         })

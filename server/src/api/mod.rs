@@ -1,5 +1,6 @@
 //! The HTTP API for agents and scripts, one router per area.
 
+mod alerts;
 mod metrics;
 mod rooms;
 
@@ -10,5 +11,6 @@ use crate::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(rooms::router())
+        .merge(alerts::router())
         .merge(metrics::router())
 }

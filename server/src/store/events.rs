@@ -44,10 +44,12 @@ impl Pending {
     }
 }
 
-/// What a committed batch became: its events in batch order, and the epoch of each room.
+/// What a committed batch became: its events in batch order, the epoch of each room, and the
+/// samples committed with them, by source.
 pub struct Appended {
     pub events: Vec<Event>,
     pub epochs: HashMap<String, Epoch>,
+    pub samples: Vec<(String, Vec<Point>)>,
 }
 
 /// Where a room's log stands.
@@ -159,6 +161,7 @@ impl Store {
         Ok(Appended {
             events: stored,
             epochs,
+            samples,
         })
     }
 

@@ -2,6 +2,7 @@
 //! is the truth that live delivery only hurries along.
 
 mod accounts;
+mod alerts;
 mod dashboards;
 mod events;
 mod samples;
@@ -14,6 +15,7 @@ use sqlx::{
 };
 
 pub use accounts::{Account, TokenGrant};
+pub use alerts::{Notification, Outgoing};
 pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
 

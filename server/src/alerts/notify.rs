@@ -1,0 +1,407 @@
+//! Notifications: transitions stored in room `alerts` are routed to the channels that take them
+//! through an outbox in Postgres, then sent at least once, with backoff, across restarts.
+
+use std::{sync::Arc, time::Duration};
+
+use app::alerts::{Channel, Key, State, StoredChannel, Target, Transition, format_value};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Alerts, headline};
+use crate::{
+    error::Result,
+    store::{Notification, Store},
+};
+
+/// Transitions routed per transaction.
+const ROUTE_BATCH: i64 = 256;
+/// Notifications sent at once.
+const SEND_BATCH: i64 = 16;
+/// A receiver that has not answered by then has failed this attempt.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry waits this long, each next one twice as long, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Attempts before a notification is given up (about an hour and a half of retries).
+const MAX_ATTEMPTS: i32 = 16;
+/// How often alerts still firing are looked at for repeats.
+const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Sends notifications for this node until `shutdown`.
+pub fn spawn(
+    store: Store,
+    alerts: Alerts,
+    client: reqwest::Client,
+    public_url: Arc<str>,
+    shutdown: CancellationToken,
+) {
+    let notifier = Notifier {
+        store,
+        alerts,
+        public_url,
+        client,
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut repeats = tokio::time::interval(REPEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = notifier.alerts.committed.notified() => {}
+                _ = tick.tick() => {}
+                _ = repeats.tick() => {
+                    if let Err(e) = notifier.repeat().await {
+                        tracing::warn!(error = %e, "repeating notifications failed");
+                    }
+                }
+            }
+            if let Err(e) = notifier.step().await {
+                tracing::warn!(error = %e, "notifying failed; trying again");
+            }
+        }
+    });
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .user_agent(concat!("watchroom/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds")
+}
+
+struct Notifier {
+    store: Store,
+    alerts: Alerts,
+    public_url: Arc<str>,
+    client: reqwest::Client,
+}
+
+impl Notifier {
+    /// Routes what was stored since last time, then sends what is due.
+    async fn step(&self) -> Result<()> {
+        let channels = self.store.alert_channels().await?;
+        while self
+            .store
+            .route_alerts(ROUTE_BATCH, |transitions| {
+                route(&channels, &transitions, &self.public_url)
+            })
+            .await?
+            == ROUTE_BATCH as usize
+        {}
+        loop {
+            let due = self.store.due_notifications(SEND_BATCH).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let sent = futures::future::join_all(
+                due.iter()
+                    .map(|n| async move { (n, send(&self.client, &n.url, &n.body).await) }),
+            )
+            .await;
+            for (n, outcome) in sent {
+                let retry = (n.attempts + 1 < MAX_ATTEMPTS).then(|| backoff(n.attempts));
+                let error = outcome.err();
+                if let Some(error) = &error {
+                    tracing::info!(id = n.id, %error, "a notification was not accepted");
+                }
+                self.store
+                    .notification_attempted(n.id, error.as_deref(), retry)
+                    .await?;
+            }
+        }
+    }
+
+    /// Queues again what keeps firing, unacknowledged and unsilenced, past each channel's repeat
+    /// interval since it was last sent there.
+    async fn repeat(&self) -> Result<()> {
+        let channels = self.store.alert_channels().await?;
+        if channels.iter().all(|c| c.channel.repeat.is_none()) {
+            return Ok(());
+        }
+        let firing: Vec<_> = self
+            .alerts
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.state.is_trouble() && i.ack.is_none() && !i.silenced)
+            .collect();
+        if firing.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = firing.iter().map(|i| instance_id(&i.key)).collect();
+        let last = self.store.last_notified(&ids).await?;
+        let now = Utc::now();
+        let mut due = Vec::new();
+        for (instance, id) in firing.iter().zip(&ids) {
+            let t = Transition {
+                key: instance.key.clone(),
+                name: instance.name.clone(),
+                state: instance.state,
+                previous: instance.state,
+                value: instance.value,
+                threshold: instance.threshold,
+                severity: instance.severity,
+                summary: instance.summary.clone(),
+                since: instance.since,
+                rule_labels: Default::default(),
+                silenced: false,
+            };
+            for StoredChannel {
+                id: channel,
+                channel: c,
+            } in &channels
+            {
+                let Some(repeat) = c.repeat else { continue };
+                let sent = last
+                    .iter()
+                    .find(|(ch, i, _)| ch == channel && i == id)
+                    .map(|(.., at)| *at);
+                // Only what was sent here before is repeated here.
+                if sent.is_some_and(|at| now - at >= repeat.chrono()) && c.takes(&t) {
+                    due.push(notification(*channel, c, &t, &self.public_url));
+                }
+            }
+        }
+        if !due.is_empty() {
+            self.store.queue_alert_notifications(&due).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The notifications `transitions` make: firing, no data and resolved ones, unsilenced, to every
+/// channel that takes them.
+fn route(
+    channels: &[StoredChannel],
+    transitions: &[Transition],
+    public_url: &str,
+) -> Vec<Notification> {
+    let mut out = Vec::new();
+    for t in transitions {
+        let told = matches!(t.state, State::Firing | State::NoData)
+            || (t.state == State::Resolved && t.previous.is_trouble());
+        if !told || t.silenced {
+            continue;
+        }
+        for StoredChannel { id, channel } in channels {
+            if channel.takes(t) {
+                out.push(notification(*id, channel, t, public_url));
+            }
+        }
+    }
+    out
+}
+
+fn notification(id: i64, channel: &Channel, t: &Transition, public_url: &str) -> Notification {
+    Notification {
+        channel: id,
+        instance: instance_id(&t.key),
+        summary: headline(t),
+        body: body(channel, t, public_url),
+    }
+}
+
+/// An instance's name in the outbox, and the fingerprint receivers group by.
+fn instance_id(key: &Key) -> String {
+    serde_json::to_string(key).expect("keys serialise")
+}
+
+pub fn body(channel: &Channel, t: &Transition, public_url: &str) -> Value {
+    match channel.target {
+        Target::Webhook { .. } => alertmanager(&channel.name, t, public_url),
+        Target::Slack { .. } => slack(t, public_url),
+    }
+}
+
+/// Alertmanager's webhook payload, version 4: one group of one alert.
+fn alertmanager(receiver: &str, t: &Transition, public_url: &str) -> Value {
+    let status = if t.state == State::Resolved {
+        "resolved"
+    } else {
+        "firing"
+    };
+    let mut labels = serde_json::Map::new();
+    for (k, v) in t.rule_labels.iter().chain(&t.key.labels) {
+        labels.insert(k.clone(), v.clone().into());
+    }
+    labels.insert("alertname".into(), t.name.clone().into());
+    labels.insert("source".into(), t.key.source.clone().into());
+    labels.insert("severity".into(), t.severity.as_str().into());
+    let annotations = json!({
+        "summary": t.summary,
+        "value": t.value.map(format_value),
+        "state": t.state,
+    });
+    let never = "0001-01-01T00:00:00Z";
+    let fingerprint = hex::encode(&Sha256::digest(instance_id(&t.key))[..8]);
+    json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname={:?}}}", t.name),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": {"alertname": t.name},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": public_url,
+        "alerts": [{
+            "status": status,
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": rfc3339(t.since),
+            "endsAt": if status == "resolved" { rfc3339(t.since) } else { never.into() },
+            "generatorURL": format!("{public_url}/alerts"),
+            "fingerprint": fingerprint,
+        }],
+    })
+}
+
+/// A Slack incoming-webhook message: `text` for notifications, `blocks` for the channel.
+fn slack(t: &Transition, public_url: &str) -> Value {
+    let icon = match t.state {
+        State::Resolved => ":white_check_mark:",
+        _ => ":rotating_light:",
+    };
+    let details = format!(
+        "source `{}` · severity {} · value {} · threshold {} · <{public_url}/alerts|Watchroom>",
+        t.key.source,
+        t.severity.as_str(),
+        t.value.map_or("no data".into(), format_value),
+        format_value(t.threshold),
+    );
+    json!({
+        "text": headline(t),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn",
+                "text": format!("{icon} *{} {}*\n{}", t.state.as_str().to_uppercase(), t.name, t.summary)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": details}]},
+        ],
+    })
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Posts `body`; a receiver answering other than 2xx has not taken it.
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> std::result::Result<(), String> {
+    let answer = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("{e}"))?;
+    match answer.status() {
+        status if status.is_success() => Ok(()),
+        status => Err(format!("the receiver answered {status}")),
+    }
+}
+
+fn backoff(attempts: i32) -> TimeDelta {
+    let wait = FIRST_BACKOFF
+        .saturating_mul(1 << attempts.clamp(0, 16))
+        .min(MAX_BACKOFF);
+    TimeDelta::from_std(wait).expect("backoffs are short")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::alerts::Severity;
+
+    fn transition(state: State, previous: State) -> Transition {
+        Transition {
+            key: Key {
+                rule: 7,
+                source: "web-1".into(),
+                labels: [("mount".to_owned(), "/".to_owned())].into(),
+            },
+            name: "disk full".into(),
+            state,
+            previous,
+            value: Some(97.5),
+            threshold: 95.0,
+            severity: Severity::Critical,
+            summary: "web-1 / at 97.5%".into(),
+            since: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            rule_labels: [("team".to_owned(), "ops".to_owned())].into(),
+            silenced: false,
+        }
+    }
+
+    fn channel(json: Value) -> StoredChannel {
+        StoredChannel {
+            id: 1,
+            channel: Channel::read(&json).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_webhook_body_is_alertmanagers_version_4() {
+        let body = alertmanager("ops", &transition(State::Firing, State::Normal), "http://w");
+        assert_eq!(body["version"], "4");
+        assert_eq!(body["status"], "firing");
+        assert_eq!(body["receiver"], "ops");
+        let alert = &body["alerts"][0];
+        assert_eq!(alert["labels"]["alertname"], "disk full");
+        assert_eq!(alert["labels"]["mount"], "/");
+        assert_eq!(alert["labels"]["team"], "ops");
+        assert_eq!(alert["labels"]["severity"], "critical");
+        assert_eq!(alert["annotations"]["summary"], "web-1 / at 97.5%");
+        assert_eq!(alert["startsAt"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(alert["fingerprint"].as_str().unwrap().len(), 16);
+        let resolved = alertmanager(
+            "ops",
+            &transition(State::Resolved, State::Firing),
+            "http://w",
+        );
+        assert_eq!(resolved["alerts"][0]["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["endsAt"], "2027-01-15T08:00:00.000Z");
+    }
+
+    #[test]
+    fn routing_sends_trouble_and_its_end_to_the_channels_that_take_them() {
+        let all = channel(json!({"name": "all", "kind": "webhook", "url": "http://a"}));
+        let warnings = channel(
+            json!({"name": "w", "kind": "slack", "url": "http://b", "severities": ["warning"]}),
+        );
+        let quiet = channel(
+            json!({"name": "q", "kind": "webhook", "url": "http://c", "send_resolved": false}),
+        );
+        let channels = [all, warnings, quiet];
+        let sent = |t: Transition| route(&channels, &[t], "http://w").len();
+        assert_eq!(sent(transition(State::Firing, State::Pending)), 2);
+        assert_eq!(sent(transition(State::Resolved, State::Firing)), 1);
+        assert_eq!(sent(transition(State::Pending, State::Normal)), 0);
+        assert_eq!(sent(transition(State::Normal, State::Pending)), 0);
+        let mut silenced = transition(State::Firing, State::Normal);
+        silenced.silenced = true;
+        assert_eq!(sent(silenced), 0);
+        let by_label = channel(
+            json!({"name": "l", "kind": "webhook", "url": "http://d", "matchers": {"labels": {"team": "db"}}}),
+        );
+        assert!(route(&[by_label], &[transition(State::Firing, State::Normal)], "").is_empty());
+    }
+
+    #[test]
+    fn a_slack_message_has_text_and_blocks() {
+        let body = slack(&transition(State::Firing, State::Normal), "http://w");
+        assert_eq!(body["text"], "FIRING disk full: web-1 / at 97.5%");
+        assert_eq!(body["blocks"][0]["type"], "section");
+    }
+
+    #[test]
+    fn retries_back_off_to_a_ceiling() {
+        assert_eq!(backoff(0), TimeDelta::seconds(2));
+        assert_eq!(backoff(3), TimeDelta::seconds(16));
+        assert_eq!(backoff(30), TimeDelta::seconds(600));
+    }
+}
