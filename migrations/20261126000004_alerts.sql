@@ -53,9 +53,11 @@ CREATE INDEX alert_outbox_due ON alert_outbox (next_at) WHERE status = 'queued';
 CREATE INDEX alert_outbox_channel ON alert_outbox (channel, id DESC);
 CREATE INDEX alert_outbox_instance ON alert_outbox (instance, channel, created DESC);
 
--- How far the notifier has routed room `alerts`: one row.
+-- How far the notifier has routed room `alerts`: one row, locked while routing, so nodes route
+-- each transition once. An epoch other than the room's means its log started over: from seq 1.
 CREATE TABLE alert_cursor (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),
     epoch text NOT NULL,
     seq bigint NOT NULL
 );
+INSERT INTO alert_cursor (epoch, seq) VALUES ('', 0);

@@ -70,6 +70,8 @@ pub struct Running {
     pub auth: Auth,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    /// Work that finishes what it began before the server stops (notifications in flight).
+    background: TaskTracker,
     grace: Duration,
     task: JoinHandle<std::io::Result<()>>,
     embedded: Option<EmbeddedPostgres>,
@@ -140,11 +142,13 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         None => format!("http://{addr}").into(),
     };
     let http = alerts::notify::client();
+    let background = TaskTracker::new();
     alerts::notify::spawn(
         store.clone(),
         alerts.clone(),
         http.clone(),
         public_url.clone(),
+        &background,
         shutdown.clone(),
     );
     let state = AppState {
@@ -197,6 +201,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         auth,
         shutdown,
         connections,
+        background,
         grace: config.shutdown_grace,
         task,
         embedded,
@@ -242,9 +247,11 @@ impl Running {
     pub async fn stop(self) -> Result<(), RunError> {
         self.shutdown.cancel();
         self.connections.close();
+        self.background.close();
         let drained = async {
             let served = self.task.await;
             self.connections.wait().await;
+            self.background.wait().await;
             served
         };
         let served = match tokio::time::timeout(self.grace, drained).await {

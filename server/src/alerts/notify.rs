@@ -7,7 +7,7 @@ use app::alerts::{Channel, Key, State, StoredChannel, Target, Transition, format
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Alerts, headline};
 use crate::{
@@ -35,6 +35,7 @@ pub fn spawn(
     alerts: Alerts,
     client: reqwest::Client,
     public_url: Arc<str>,
+    tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) {
     let notifier = Notifier {
@@ -42,8 +43,11 @@ pub fn spawn(
         alerts,
         public_url,
         client,
+        shutdown: shutdown.clone(),
     };
-    tokio::spawn(async move {
+    // Tracked, so shutdown waits for sends in flight to be recorded: a notification cut off
+    // mid-send would wait out its lease before anyone sent it again.
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut repeats = tokio::time::interval(REPEAT_EVERY);
         loop {
@@ -77,6 +81,7 @@ struct Notifier {
     alerts: Alerts,
     public_url: Arc<str>,
     client: reqwest::Client,
+    shutdown: CancellationToken,
 }
 
 impl Notifier {
@@ -91,10 +96,11 @@ impl Notifier {
             .await?
             == ROUTE_BATCH as usize
         {}
-        loop {
-            let due = self.store.due_notifications(SEND_BATCH).await?;
+        while !self.shutdown.is_cancelled() {
+            let lease = TimeDelta::from_std(SEND_TIMEOUT * 3).expect("short");
+            let due = self.store.claim_notifications(SEND_BATCH, lease).await?;
             if due.is_empty() {
-                return Ok(());
+                break;
             }
             let sent = futures::future::join_all(
                 due.iter()
@@ -112,6 +118,7 @@ impl Notifier {
                     .await?;
             }
         }
+        Ok(())
     }
 
     /// Queues again what keeps firing, unacknowledged and unsilenced, past each channel's repeat

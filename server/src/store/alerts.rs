@@ -81,9 +81,10 @@ impl Store {
     /// The newest transition of every instance, from room `alerts`: where each one stands.
     pub async fn last_transitions(&self) -> Result<Vec<Transition>> {
         let rows: Vec<Json<Transition>> = sqlx::query_scalar(
-            "SELECT DISTINCT ON (data->'rule', data->'source', data->'labels') data
-             FROM events WHERE room = $1 AND data->>'type' = 'transition'
-             ORDER BY data->'rule', data->'source', data->'labels', seq DESC",
+            "SELECT DISTINCT ON (d->'rule', d->'source', d->'labels') d
+             FROM (SELECT seq, data::jsonb AS d FROM events WHERE room = $1) AS e
+             WHERE d->>'type' = 'transition'
+             ORDER BY d->'rule', d->'source', d->'labels', seq DESC",
         )
         .bind(app::alerts::ROOM)
         .fetch_all(&self.pool)
@@ -295,22 +296,19 @@ impl Store {
         route: impl FnOnce(Vec<Transition>) -> Vec<Notification>,
     ) -> Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let Some((epoch,)): Option<(String,)> =
-            sqlx::query_as("SELECT epoch FROM rooms WHERE name = $1")
+        let (at, seq): (String, i64) =
+            sqlx::query_as("SELECT epoch, seq FROM alert_cursor FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(epoch): Option<String> =
+            sqlx::query_scalar("SELECT epoch FROM rooms WHERE name = $1")
                 .bind(app::alerts::ROOM)
                 .fetch_optional(&mut *tx)
                 .await?
         else {
             return Ok(0);
         };
-        let cursor: Option<(String, i64)> =
-            sqlx::query_as("SELECT epoch, seq FROM alert_cursor FOR UPDATE")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let after = match cursor {
-            Some((at, seq)) if at == epoch => seq,
-            _ => 0,
-        };
+        let after = if at == epoch { seq } else { 0 };
         let rows: Vec<(i64, Json<Value>)> = sqlx::query_as(
             "SELECT seq, data FROM events WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -332,14 +330,11 @@ impl Store {
         if !notifications.is_empty() {
             self.queue_notifications(&mut tx, &notifications).await?;
         }
-        sqlx::query(
-            "INSERT INTO alert_cursor (epoch, seq) VALUES ($1, $2)
-             ON CONFLICT (one) DO UPDATE SET epoch = EXCLUDED.epoch, seq = EXCLUDED.seq",
-        )
-        .bind(&epoch)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE alert_cursor SET epoch = $1, seq = $2")
+            .bind(&epoch)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(count)
     }
@@ -398,14 +393,23 @@ impl Store {
         .await?)
     }
 
-    /// Notifications due now, oldest first.
-    pub async fn due_notifications(&self, limit: i64) -> Result<Vec<Outgoing>> {
+    /// Claims notifications due now, oldest first, for `lease`: another node does not send
+    /// them meanwhile, and if this one dies they are due again when the lease ends.
+    pub async fn claim_notifications(
+        &self,
+        limit: i64,
+        lease: chrono::TimeDelta,
+    ) -> Result<Vec<Outgoing>> {
         let rows: Vec<(i64, Json<Channel>, Json<Value>, i32)> = sqlx::query_as(
-            "SELECT o.id, c.channel, o.body, o.attempts FROM alert_outbox o
-             JOIN alert_channels c ON c.id = o.channel
-             WHERE o.status = 'queued' AND o.next_at <= now() ORDER BY o.id LIMIT $1",
+            "WITH due AS (
+                 SELECT id FROM alert_outbox WHERE status = 'queued' AND next_at <= now()
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE alert_outbox o SET next_at = now() + $2 FROM due, alert_channels c
+             WHERE o.id = due.id AND c.id = o.channel
+             RETURNING o.id, c.channel, o.body, o.attempts",
         )
         .bind(limit)
+        .bind(lease)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -433,7 +437,8 @@ impl Store {
             (Some(_), None) => "failed",
         };
         sqlx::query(
-            "UPDATE alert_outbox SET status = $2, attempts = attempts + 1, last_error = $3,
+            "UPDATE alert_outbox SET status = $2, attempts = attempts + 1,
+                 last_error = coalesce($3, last_error),
                  next_at = now() + $4 WHERE id = $1",
         )
         .bind(id)

@@ -1,6 +1,7 @@
 //! The server's integration tests: one binary, a module per topic, each test with its own server
 //! (and rooms) from `helpers`.
 
+mod alerts;
 mod auth;
 mod embedded_postgres;
 mod epochs;
