@@ -726,10 +726,119 @@ pub struct Delivery {
     pub summary: String,
 }
 
+impl Instance {
+    /// Whether operators should see it now: in trouble, or about to be.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Firing | State::NoData | State::Pending)
+    }
+}
+
+/// Folds one piece of news from room `alerts` into a list of open instances, so a page kept
+/// current by pushes shows what `GET /api/alerts` would.
+pub fn apply(open: &mut Vec<Instance>, news: &News) {
+    match news {
+        News::Transition(t) => {
+            open.retain(|i| i.key != t.key);
+            let instance = Instance {
+                key: t.key.clone(),
+                name: t.name.clone(),
+                state: t.state,
+                value: t.value,
+                threshold: t.threshold,
+                since: t.since,
+                severity: t.severity,
+                summary: t.summary.clone(),
+                ack: None,
+                silenced: t.silenced,
+            };
+            if instance.is_open() {
+                open.push(instance);
+                open.sort_by(Instance::urgency);
+            }
+        }
+        News::Ack(ack) => {
+            for instance in open
+                .iter_mut()
+                .filter(|i| i.key == ack.key && i.since == ack.since)
+            {
+                instance.ack = Some(ack.clone());
+            }
+        }
+        News::Silence(_) | News::Unsilence { .. } => {}
+    }
+}
+
+/// What the alert pages read on the server; the server provides it as context.
+#[cfg(feature = "ssr")]
+pub trait AlertBook: Send + Sync + 'static {
+    /// Every instance that is or was in trouble, most urgent first.
+    fn instances(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Instance>, crate::error::AppError>>;
+    fn rules(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<StoredRule>, crate::error::AppError>>;
+    fn silences(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Silence>, crate::error::AppError>>;
+    fn channels(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<StoredChannel>, crate::error::AppError>>;
+}
+
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct SharedAlertBook(pub std::sync::Arc<dyn AlertBook>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn news_keeps_a_list_of_open_instances_as_the_server_has_it() {
+        let key = Key {
+            rule: 1,
+            source: "web-1".into(),
+            labels: Labels::new(),
+        };
+        let transition = |state, since| {
+            News::Transition(Transition {
+                key: key.clone(),
+                name: "hot".into(),
+                state,
+                previous: State::Normal,
+                value: Some(95.0),
+                threshold: 90.0,
+                severity: Severity::Critical,
+                summary: "web-1 hot".into(),
+                since,
+                rule_labels: Labels::new(),
+                silenced: false,
+            })
+        };
+        let ack = |since| {
+            News::Ack(Ack {
+                key: key.clone(),
+                since,
+                by: "ann".into(),
+                at: at(9),
+                comment: String::new(),
+            })
+        };
+        let mut open = Vec::new();
+        apply(&mut open, &transition(State::Pending, at(1)));
+        apply(&mut open, &transition(State::Firing, at(2)));
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].state, State::Firing);
+        // An acknowledgement of an earlier state is stale.
+        apply(&mut open, &ack(at(1)));
+        assert!(open[0].ack.is_none());
+        apply(&mut open, &ack(at(2)));
+        assert_eq!(open[0].ack.as_ref().unwrap().by, "ann");
+        apply(&mut open, &transition(State::Resolved, at(3)));
+        assert!(open.is_empty());
+    }
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap()

@@ -47,6 +47,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     live::LiveClient::provide();
+    pages::AlertFeed::provide();
 
     view! {
         <Stylesheet id="leptos" href="/pkg/watchroom.css"/>
@@ -54,7 +55,9 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="topbar">
                 <a class="brand" href="/">"Watchroom"</a>
+                <nav class="sections"><a href="/alerts">"Alerts"</a></nav>
                 <live::ConnectionBadge/>
+                <pages::AlertCenter/>
                 <ThemeToggle/>
                 <pages::AccountMenu/>
             </header>
@@ -64,6 +67,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=pages::Overview ssr=SsrMode::Async/>
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
+                    <Route path=path!("/alerts") view=pages::AlertsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/wall") view=pages::Wall ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=pages::Settings ssr=SsrMode::Async/>
                     <Route path=path!("/settings/tokens") view=pages::Settings ssr=SsrMode::Async/>
                 </Routes>

@@ -20,7 +20,8 @@ pub mod ws;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use app::{
-    App, accounts::SharedAccounts, dashboards::SharedDashboards, history::SharedHistory, shell,
+    App, accounts::SharedAccounts, alerts::SharedAlertBook, dashboards::SharedDashboards,
+    history::SharedHistory, shell,
 };
 use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::*;
@@ -186,7 +187,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let pages = Pages::new(store.clone());
+    let pages = Pages::new(store.clone(), state.alerts.clone());
     let task = tokio::spawn(async move {
         let app = router(state, pages).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
@@ -211,6 +212,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
 fn router(state: AppState, pages: Pages) -> Router {
     let history = SharedHistory(Arc::new(pages.clone()));
     let dashboards = SharedDashboards(Arc::new(pages.clone()));
+    let book = SharedAlertBook(Arc::new(pages.clone()));
     let accounts = SharedAccounts(Arc::new(pages));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
@@ -229,6 +231,7 @@ fn router(state: AppState, pages: Pages) -> Router {
                 provide_context(history.clone());
                 provide_context(dashboards.clone());
                 provide_context(accounts.clone());
+                provide_context(book.clone());
             },
             move || shell(leptos.clone()),
         )

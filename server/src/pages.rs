@@ -4,6 +4,7 @@
 
 use app::{
     accounts::{AccountStore, SessionInfo, TokenInfo},
+    alerts::{AlertBook, Instance, Silence, StoredChannel, StoredRule},
     auth::{Identity, Scope},
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
@@ -14,16 +15,17 @@ use app::{
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::{auth, error::Error, store::Store};
+use crate::{alerts::Alerts, auth, error::Error, store::Store};
 
 #[derive(Clone)]
 pub struct Pages {
     store: Store,
+    alerts: Alerts,
 }
 
 impl Pages {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, alerts: Alerts) -> Self {
+        Self { store, alerts }
     }
 
     /// Runs `query` on the store for a page, `what` naming it in the log.
@@ -152,6 +154,33 @@ impl AccountStore for Pages {
     fn revoke_token(&self, user: String, id: i32) -> BoxFuture<'static, Result<(), AppError>> {
         self.serve("revoking a token", |store| async move {
             store.revoke_token_of(&user, id).await
+        })
+    }
+}
+
+impl AlertBook for Pages {
+    fn instances(&self) -> BoxFuture<'static, Result<Vec<Instance>, AppError>> {
+        let alerts = self.alerts.clone();
+        self.serve("reading alert instances", |_| async move {
+            alerts.instances().await
+        })
+    }
+
+    fn rules(&self) -> BoxFuture<'static, Result<Vec<StoredRule>, AppError>> {
+        self.serve("listing alert rules", |store| async move {
+            store.alert_rules().await
+        })
+    }
+
+    fn silences(&self) -> BoxFuture<'static, Result<Vec<Silence>, AppError>> {
+        self.serve("listing silences", |store| async move {
+            store.alert_silences().await
+        })
+    }
+
+    fn channels(&self) -> BoxFuture<'static, Result<Vec<StoredChannel>, AppError>> {
+        self.serve("listing channels", |store| async move {
+            store.alert_channels().await
         })
     }
 }

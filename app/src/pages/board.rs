@@ -308,7 +308,7 @@ type PanelSignal = RwSignal<Vec<SeriesData>>;
 /// The edits a dashboard page makes. The page reloads its data after each removal and each save
 /// the server took; a refused save leaves its form as typed, with the reason beside it.
 #[derive(Clone, Copy)]
-struct Edits {
+pub(super) struct Edits {
     save: ServerAction<SavePanel>,
     remove: ServerAction<DeletePanel>,
     /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
@@ -318,7 +318,7 @@ struct Edits {
 }
 
 impl Edits {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let edits = Self {
             save: ServerAction::new(),
             remove: ServerAction::new(),
@@ -398,7 +398,12 @@ fn Missing(name: String, may_edit: bool) -> impl IntoView {
 }
 
 #[component]
-fn BoardBody(data: BoardData, range: String, edits: Edits, may_edit: bool) -> impl IntoView {
+pub(super) fn BoardBody(
+    data: BoardData,
+    range: String,
+    edits: Edits,
+    may_edit: bool,
+) -> impl IntoView {
     let name = data.dashboard.name.clone();
     // One signal per panel, fed by one subscription per source room.
     let panels: Vec<(Panel, PanelSignal)> = data

@@ -1,17 +1,21 @@
 //! The pages, and what they share: following a room's pushes into charts.
 
 mod account;
+mod alerts;
 mod board;
 mod chart;
 mod overview;
 mod room;
 mod settings;
+mod wall;
 
 pub use account::AccountMenu;
+pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
 pub use board::{Board, CreateDashboard, DeletePanel};
 pub use overview::Overview;
 pub use room::RoomPage;
 pub use settings::Settings;
+pub use wall::Wall;
 
 use leptos::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};

@@ -44,6 +44,9 @@ struct Args {
     /// Only connect and subscribe, then report the server's memory per connection.
     #[arg(long)]
     idle: bool,
+    /// Instead of fan-out: time this many alerts from sample to `firing` on a socket.
+    #[arg(long)]
+    alert_rounds: Option<usize>,
 }
 
 struct Shared {
@@ -79,6 +82,9 @@ async fn main() {
         "load is only ever sent to a loopback address"
     );
     let url = format!("ws://{}/ws?token={}", args.addr, args.token);
+    if let Some(rounds) = args.alert_rounds {
+        return alert_latency(&args, &url, rounds).await;
+    }
     let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -255,5 +261,91 @@ async fn publish(url: String, room: RoomName, rate: f64, window: usize, shared: 
         if answered && tx.send(frame(&shared)).await.is_err() {
             return;
         }
+    }
+}
+
+/// Sample → `firing` delivered, for a rule with no pending period: each round sends one sample
+/// over the threshold and times the transition's arrival on a socket watching room `alerts`,
+/// from before the request (an upper bound) and from the server's answer (the sample committed);
+/// then sends one under it and waits for the resolve.
+async fn alert_latency(args: &Args, url: &str, rounds: usize) {
+    let base = format!("http://{}", args.addr);
+    let http = reqwest::Client::new();
+    let bearer = format!("Bearer {}", args.token);
+    let source = format!("bench-alert-{}", std::process::id());
+    let rule: serde_json::Value = http
+        .post(format!("{base}/api/alerts/rules"))
+        .header("authorization", &bearer)
+        .json(&json!({"name": "bench latency", "source": source, "series": "lat", "op": ">", "threshold": 0.5}))
+        .send()
+        .await
+        .expect("rule created")
+        .json()
+        .await
+        .unwrap();
+    let id = rule["id"].as_i64().expect("a rule id");
+    let (mut socket, _) = connect_async_with_config(url, None, true)
+        .await
+        .expect("socket");
+    let subscribe = ClientFrame::Subscribe {
+        room: RoomName::parse("alerts").unwrap(),
+        since: None,
+        epoch: None,
+    };
+    let text = serde_json::to_string(&subscribe).unwrap();
+    socket.send(Message::text(text)).await.unwrap();
+    let (mut from_send, mut from_commit) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        for (value, state) in [(1.0, "firing"), (0.0, "resolved")] {
+            let sent = Instant::now();
+            let samples = json!([{"source": source, "series": "lat", "value": value}]);
+            let post = http
+                .post(format!("{base}/api/metrics"))
+                .header("authorization", &bearer)
+                .json(&samples)
+                .send();
+            let arrival = async {
+                while let Some(Ok(message)) = socket.next().await {
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    let data = &frame["data"];
+                    if frame["type"] == "event" && data["rule"] == id && data["state"] == state {
+                        return Instant::now();
+                    }
+                }
+                panic!("the socket closed");
+            };
+            let (answered, arrived) = tokio::join!(
+                async {
+                    post.await.expect("sample sent");
+                    Instant::now()
+                },
+                arrival
+            );
+            // Round 0 warms up connections and caches.
+            if state == "firing" && round > 0 {
+                from_send.push(arrived - sent);
+                from_commit.push(arrived.saturating_duration_since(answered));
+            }
+        }
+    }
+    http.delete(format!("{base}/api/alerts/rules/{id}"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .expect("rule deleted");
+    for (what, mut times) in [("sent", from_send), ("committed", from_commit)] {
+        times.sort_unstable();
+        let ms = |p: f64| {
+            times[((times.len() as f64 * p) as usize).min(times.len() - 1)].as_secs_f64() * 1000.0
+        };
+        println!(
+            "alert rounds={rounds} from={what} to=firing-delivered latency_ms p50={:.2} p99={:.2} max={:.2}",
+            ms(0.5),
+            ms(0.99),
+            ms(1.0)
+        );
     }
 }

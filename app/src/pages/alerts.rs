@@ -1,0 +1,773 @@
+//! Alerts in the browser: the header badge, drawer and toasts on every page, kept current by room
+//! `alerts`; the `/alerts` page with rules, silences, channels and what happened.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::loaded;
+use crate::{
+    alerts::{
+        self, AlertEvent, Instance, Key, News, Severity, Silence, StoredChannel, StoredRule,
+        format_value,
+    },
+    error::AppError,
+    live::LiveClient,
+    protocol::{Event, RoomSnapshot},
+};
+
+/// How long a toast of a warning or info alert stays; critical ones stay until handled.
+#[cfg(feature = "hydrate")]
+const TOAST_MS: u64 = 10_000;
+
+/// What every page needs to show alerts, for those who may read them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertsNow {
+    /// Room `alerts` as of just before `open` was read: pushes after it bring the list on.
+    pub head: RoomSnapshot,
+    pub open: Vec<Instance>,
+    pub may_handle: bool,
+}
+
+#[server]
+pub async fn current_alerts() -> Result<Option<AlertsNow>, AppError> {
+    crate::error::answer(async move {
+        let identity = crate::auth::identity()?;
+        if !identity.may_read(alerts::ROOM) {
+            return Ok(None);
+        }
+        let history = expect_context::<crate::history::SharedHistory>().0;
+        let book = expect_context::<alerts::SharedAlertBook>().0;
+        let room = crate::protocol::RoomName::parse(alerts::ROOM)
+            .map_err(|e| AppError::Invalid(e.to_string()))?;
+        let head = history.snapshot(room, 0).await?;
+        let open = book
+            .instances()
+            .await?
+            .into_iter()
+            .filter(Instance::is_open)
+            .collect();
+        Ok(Some(AlertsNow {
+            head,
+            open,
+            may_handle: identity.may_edit(),
+        }))
+    })
+    .await
+}
+
+/// Open instances, toasts and the right to handle them, shared by the header and any page.
+#[derive(Clone, Copy)]
+pub struct AlertFeed {
+    pub open: RwSignal<Vec<Instance>>,
+    pub toasts: RwSignal<Vec<Toast>>,
+    pub may_handle: RwSignal<bool>,
+    /// Whether the feed is filled and followed (in the browser, once the page has loaded).
+    pub live: RwSignal<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toast {
+    pub id: u64,
+    pub key: Key,
+    pub text: String,
+    pub severity: Severity,
+}
+
+impl AlertFeed {
+    pub fn provide() {
+        provide_context(Self {
+            open: RwSignal::new(Vec::new()),
+            toasts: RwSignal::new(Vec::new()),
+            may_handle: RwSignal::new(false),
+            live: RwSignal::new(false),
+        });
+    }
+
+    pub fn expect() -> Self {
+        expect_context()
+    }
+
+    fn take(self, news: News) {
+        if let News::Transition(t) = &news {
+            let told = t.state.is_trouble() && !t.silenced;
+            self.toasts
+                .update(|toasts| toasts.retain(|toast| toast.key != t.key));
+            if told {
+                let id = self
+                    .toasts
+                    .with_untracked(|t| t.iter().map(|t| t.id).max().unwrap_or(0))
+                    + 1;
+                let text = format!(
+                    "{} {}: {}",
+                    t.state.as_str().to_uppercase(),
+                    t.name,
+                    t.summary
+                );
+                desktop_notification(&text);
+                self.toasts.update(|toasts| {
+                    toasts.push(Toast {
+                        id,
+                        key: t.key.clone(),
+                        text,
+                        severity: t.severity,
+                    })
+                });
+                if t.severity != Severity::Critical {
+                    self.expire(id);
+                }
+            }
+        }
+        if let News::Ack(ack) = &news {
+            self.toasts
+                .update(|toasts| toasts.retain(|toast| toast.key != ack.key));
+        }
+        self.open.update(|open| alerts::apply(open, &news));
+    }
+
+    #[cfg(feature = "hydrate")]
+    fn expire(self, id: u64) {
+        set_timeout(
+            move || self.toasts.update(|toasts| toasts.retain(|t| t.id != id)),
+            std::time::Duration::from_millis(TOAST_MS),
+        );
+    }
+
+    #[cfg(not(feature = "hydrate"))]
+    fn expire(self, _id: u64) {}
+
+    /// Follows room `alerts` from `now` on.
+    fn follow(self, now: AlertsNow) {
+        self.open.set(now.open);
+        self.may_handle.set(now.may_handle);
+        let head = now.head.head;
+        let view = LiveClient::expect().join(now.head);
+        let seen = StoredValue::new((0, head));
+        Effect::new(move |_| {
+            let resets = view.resets.get();
+            let mut fresh = Vec::new();
+            view.events.with(|events| {
+                let (counted_in, mut last) = seen.get_value();
+                if counted_in != resets {
+                    last = 0;
+                }
+                for event in events {
+                    if event.seq <= last {
+                        continue;
+                    }
+                    last = event.seq;
+                    if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
+                        fresh.push(event.news);
+                    }
+                }
+                seen.set_value((resets, last));
+            });
+            for news in fresh {
+                self.take(news);
+            }
+        });
+        // After hydration: what depends on it was rendered without it on the server too.
+        Effect::new(move |_| self.live.set(true));
+    }
+}
+
+/// Tells the operator through the desktop when the tab is hidden and they allowed it.
+fn desktop_notification(text: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        use web_sys::{Notification, NotificationPermission};
+        let hidden = web_sys::window()
+            .and_then(|w| w.document())
+            .is_some_and(|d| d.hidden());
+        if hidden && Notification::permission() == NotificationPermission::Granted {
+            let _ = Notification::new(text);
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = text;
+}
+
+/// Calls the JSON API as the signed-in user; the error is the server's message.
+#[cfg(feature = "hydrate")]
+async fn call(method: &str, url: &str, body: Option<Value>) -> Result<Value, String> {
+    use gloo_net::http::Request;
+    let request = match method {
+        "POST" => Request::post(url),
+        "PUT" => Request::put(url),
+        "DELETE" => Request::delete(url),
+        _ => Request::get(url),
+    };
+    let sent = match body {
+        Some(body) => request.json(&body).map_err(|e| e.to_string())?.send().await,
+        None => request.send().await,
+    };
+    let response = sent.map_err(|e| e.to_string())?;
+    let text = response.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    match response.ok() {
+        true => Ok(value),
+        false => Err(value["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("the server answered {}", response.status()))),
+    }
+}
+
+/// Runs an API call from an event handler and hands its outcome to `done`.
+fn act(
+    method: &'static str,
+    url: String,
+    body: Option<Value>,
+    done: impl FnOnce(Result<Value, String>) + 'static,
+) {
+    #[cfg(feature = "hydrate")]
+    leptos::task::spawn_local(async move { done(call(method, &url, body).await) });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (method, url, body, done);
+}
+
+fn acknowledge(key: &Key) {
+    let body = json!({"rule": key.rule, "source": key.source, "labels": key.labels});
+    act("POST", "/api/alerts/ack".into(), Some(body), |outcome| {
+        if let Err(e) = outcome {
+            leptos::logging::warn!("acknowledging failed: {e}");
+        }
+    });
+}
+
+/// The header's alert badge, its drawer and the toasts: on every page, for those who may read
+/// alerts.
+#[component]
+pub fn AlertCenter() -> impl IntoView {
+    let now = Resource::new(|| (), |_| current_alerts());
+    let feed = AlertFeed::expect();
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                match now.await {
+                    Ok(Some(now)) => {
+                        feed.follow(now);
+                        view! { <AlertBadge/> <Toasts/> }.into_any()
+                    }
+                    _ => ().into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn AlertBadge() -> impl IntoView {
+    let feed = AlertFeed::expect();
+    let open = RwSignal::new(false);
+    let firing = move || {
+        feed.open
+            .with(|list| list.iter().filter(|i| i.state.is_trouble()).count())
+    };
+    let class = move || {
+        let worst = feed.open.with(|list| {
+            list.iter()
+                .filter(|i| i.state.is_trouble())
+                .map(|i| i.severity)
+                .max()
+        });
+        match worst {
+            Some(severity) => format!("alert-badge {}", severity.as_str()),
+            None => "alert-badge calm".into(),
+        }
+    };
+    view! {
+        <div class="alert-center">
+            <button
+                class=class
+                type="button"
+                data-testid="alert-badge"
+                aria-expanded=move || open.get().to_string()
+                on:click=move |_| open.update(|o| *o = !*o)
+            >
+                {move || match firing() {
+                    0 => "No alerts".to_owned(),
+                    1 => "1 firing".to_owned(),
+                    n => format!("{n} firing"),
+                }}
+            </button>
+            <Show when=move || open.get()>
+                <div class="alert-drawer" role="dialog" aria-label="open alerts">
+                    <InstanceList/>
+                    <p class="drawer-foot">
+                        <a href="/alerts">"All alerts"</a>
+                        <DesktopNotifications/>
+                    </p>
+                </div>
+            </Show>
+        </div>
+    }
+}
+
+/// The open instances, most urgent first, with their acknowledgements.
+#[component]
+fn InstanceList() -> impl IntoView {
+    let feed = AlertFeed::expect();
+    view! {
+        <Show when=move || feed.live.get() fallback=|| view! { <p class="empty">"Loading alerts…"</p> }>
+        <Show
+            when=move || feed.open.with(|o| !o.is_empty())
+            fallback=|| view! { <p class="empty">"Nothing is firing."</p> }
+        >
+            <ul class="instances">
+                <For
+                    each=move || feed.open.get()
+                    key=|i| (i.key.clone(), i.since, i.ack.is_some())
+                    let:instance
+                >
+                    <InstanceRow instance/>
+                </For>
+            </ul>
+        </Show>
+        </Show>
+    }
+}
+
+#[component]
+fn InstanceRow(instance: Instance) -> impl IntoView {
+    let feed = AlertFeed::expect();
+    let key = instance.key.clone();
+    let labels = instance
+        .key
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    view! {
+        <li class=format!("instance {} {}", instance.state.as_str(), instance.severity.as_str()) data-testid="instance">
+            <span class="state">{instance.state.as_str()}</span>
+            <span class="name">{instance.name.clone()}</span>
+            <span class="source">{instance.key.source.clone()} " " {labels}</span>
+            <span class="value">{instance.value.map(format_value).unwrap_or_else(|| "no data".into())}</span>
+            <span class="summary">{instance.summary.clone()}</span>
+            {match instance.ack.clone() {
+                Some(ack) => view! { <span class="acked">"acknowledged by " {ack.by}</span> }.into_any(),
+                None => view! {
+                    <Show when=move || feed.may_handle.get()>
+                        <button type="button" class="ack" on:click={
+                            let key = key.clone();
+                            move |_| acknowledge(&key)
+                        }>"Acknowledge"</button>
+                    </Show>
+                }
+                .into_any(),
+            }}
+            {instance.silenced.then(|| view! { <span class="silenced">"silenced"</span> })}
+        </li>
+    }
+}
+
+/// Asks for the browser's permission to notify, only when the operator presses it.
+#[component]
+fn DesktopNotifications() -> impl IntoView {
+    let asked = RwSignal::new(false);
+    let ask = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = web_sys::Notification::request_permission();
+        }
+        asked.set(true);
+    };
+    view! {
+        <button type="button" on:click=ask disabled=move || asked.get()>
+            {move || if asked.get() { "Desktop notifications asked for" } else { "Desktop notifications" }}
+        </button>
+    }
+}
+
+#[component]
+fn Toasts() -> impl IntoView {
+    let feed = AlertFeed::expect();
+    view! {
+        <div class="toasts" aria-live="assertive">
+            <For each=move || feed.toasts.get() key=|t| t.id let:toast>
+                <div class=format!("toast {}", toast.severity.as_str()) role="alert" data-testid="toast">
+                    <span>{toast.text.clone()}</span>
+                    <Show when=move || feed.may_handle.get()>
+                        <button type="button" on:click={
+                            let key = toast.key.clone();
+                            move |_| acknowledge(&key)
+                        }>"Acknowledge"</button>
+                    </Show>
+                    {(toast.severity != Severity::Critical).then(|| {
+                        let id = toast.id;
+                        view! {
+                            <button type="button" aria-label="dismiss" on:click=move |_| {
+                                feed.toasts.update(|t| t.retain(|t| t.id != id))
+                            }>"×"</button>
+                        }
+                    })}
+                </div>
+            </For>
+        </div>
+    }
+}
+
+/// Firing alerts across the top of a wall screen.
+#[component]
+pub fn AlertBanner() -> impl IntoView {
+    let feed = AlertFeed::expect();
+    let firing = move || {
+        feed.open.with(|list| {
+            list.iter()
+                .filter(|i| i.state.is_trouble())
+                .map(|i| (i.severity, format!("{}: {}", i.name, i.summary)))
+                .collect::<Vec<_>>()
+        })
+    };
+    view! {
+        <Show when=move || feed.live.get() && !firing().is_empty()>
+            <div class="alert-banner" role="alert" data-testid="alert-banner">
+                {move || firing()
+                    .into_iter()
+                    .map(|(severity, text)| view! { <span class=severity.as_str()>{text}</span> })
+                    .collect_view()}
+            </div>
+        </Show>
+    }
+}
+
+/// What `/alerts` shows besides the open instances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertsPageData {
+    pub rules: Vec<StoredRule>,
+    pub silences: Vec<Silence>,
+    /// Editors only: channels hold receivers' addresses.
+    pub channels: Option<Vec<StoredChannel>>,
+    /// The newest events of room `alerts`, newest first.
+    pub history: Vec<Event>,
+    pub may_edit: bool,
+}
+
+#[server]
+pub async fn alerts_overview() -> Result<AlertsPageData, AppError> {
+    /// Transitions and handling the page lists.
+    const HISTORY_SHOWN: i64 = 100;
+    crate::error::answer(async move {
+        let identity = crate::auth::identity()?;
+        if !identity.may_read(alerts::ROOM) {
+            return Err(AppError::Forbidden("you may not read alerts".into()));
+        }
+        let history = expect_context::<crate::history::SharedHistory>().0;
+        let book = expect_context::<alerts::SharedAlertBook>().0;
+        let room = crate::protocol::RoomName::parse(alerts::ROOM)
+            .map_err(|e| AppError::Invalid(e.to_string()))?;
+        let mut recent = history.snapshot(room, HISTORY_SHOWN).await?.events;
+        recent.reverse();
+        let may_edit = identity.may_edit();
+        Ok(AlertsPageData {
+            rules: book.rules().await?,
+            silences: book.silences().await?,
+            channels: match may_edit {
+                true => Some(book.channels().await?),
+                false => None,
+            },
+            history: recent,
+            may_edit,
+        })
+    })
+    .await
+}
+
+#[component]
+pub fn AlertsPage() -> impl IntoView {
+    let changed = RwSignal::new(0u32);
+    let data = Resource::new(move || changed.get(), |_| alerts_overview());
+    view! {
+        <h1>"Alerts"</h1>
+        <section class="panel">
+            <h2>"Firing and pending"</h2>
+            <InstanceList/>
+        </section>
+        {loaded(data, move |page: AlertsPageData| view! { <Overview page changed/> })}
+    }
+}
+
+#[component]
+fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
+    let may_edit = page.may_edit;
+    let refresh = move || changed.update(|n| *n += 1);
+    let problem = RwSignal::new(None::<String>);
+    let outcome = move |result: Result<Value, String>| match result {
+        Ok(_) => {
+            problem.set(None);
+            refresh();
+        }
+        Err(e) => problem.set(Some(e)),
+    };
+    view! {
+        {move || problem.get().map(|p| view! { <p class="error" role="alert">{p}</p> })}
+        <section class="panel">
+            <h2>"Rules"</h2>
+            <table class="rules">
+                <thead><tr><th>"Name"</th><th>"Condition"</th><th>"Severity"</th><th></th></tr></thead>
+                <tbody>
+                    {page.rules.into_iter().map(|stored| {
+                        let StoredRule { id, rule } = stored;
+                        let condition = format!(
+                            "{}({}) over {} {} {} on {}{}",
+                            serde_json::to_value(rule.reducer).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                            rule.series,
+                            rule.window,
+                            rule.op.as_str(),
+                            format_value(rule.threshold),
+                            rule.source,
+                            if rule.pending_for.is_zero() { String::new() } else { format!(" for {}", rule.pending_for) },
+                        );
+                        let toggled = {
+                            let mut rule = rule.clone();
+                            rule.paused = !rule.paused;
+                            serde_json::to_value(&rule).ok()
+                        };
+                        view! {
+                            <tr data-testid="rule">
+                                <td>{rule.name.clone()} {rule.paused.then_some(" (paused)")}</td>
+                                <td><code>{condition}</code></td>
+                                <td>{rule.severity.as_str()}</td>
+                                <td>{may_edit.then(|| view! {
+                                    <button type="button" on:click={
+                                        let toggled = toggled.clone();
+                                        move |_| act("PUT", format!("/api/alerts/rules/{id}"), toggled.clone(), outcome)
+                                    }>{if rule.paused { "Resume" } else { "Pause" }}</button>
+                                    <button type="button" class="danger" on:click=move |_| {
+                                        act("DELETE", format!("/api/alerts/rules/{id}"), None, outcome)
+                                    }>"Delete"</button>
+                                })}</td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+            {may_edit.then(|| view! { <RuleForm outcome/> })}
+        </section>
+        <section class="panel">
+            <h2>"Silences"</h2>
+            <ul class="silences">
+                {page.silences.into_iter().map(|s| {
+                    let id = s.id;
+                    let what = serde_json::to_string(&s.matchers).unwrap_or_default();
+                    view! {
+                        <li>
+                            <code>{what}</code> " until " {s.ends.format("%Y-%m-%d %H:%M UTC").to_string()}
+                            " by " {s.author} " — " {s.comment}
+                            {may_edit.then(|| view! {
+                                <button type="button" on:click=move |_| {
+                                    act("DELETE", format!("/api/alerts/silences/{id}"), None, outcome)
+                                }>"End"</button>
+                            })}
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+            {may_edit.then(|| view! { <SilenceForm outcome/> })}
+        </section>
+        {page.channels.map(|channels| view! {
+            <section class="panel">
+                <h2>"Notification channels"</h2>
+                <ul class="channels">
+                    {channels.into_iter().map(|c| view! { <ChannelRow channel=c outcome/> }).collect_view()}
+                </ul>
+                <ChannelForm outcome/>
+            </section>
+        })}
+        <section class="panel">
+            <h2>"What happened"</h2>
+            <ul class="feed">
+                {page.history.into_iter().map(|event| view! {
+                    <li class="event kind-alert">
+                        <time>{event.ts.format("%Y-%m-%d %H:%M:%S UTC").to_string()}</time>
+                        <span class="summary">{event.data["text"].as_str().unwrap_or_default().to_owned()}</span>
+                    </li>
+                }).collect_view()}
+            </ul>
+        </section>
+    }
+}
+
+/// Reads a form's named fields as strings.
+#[cfg(feature = "hydrate")]
+fn form_fields(event: &leptos::ev::SubmitEvent) -> std::collections::HashMap<String, String> {
+    use wasm_bindgen::JsCast;
+    let mut fields = std::collections::HashMap::new();
+    let Some(form) = event
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok())
+    else {
+        return fields;
+    };
+    let Ok(data) = web_sys::FormData::new_with_form(&form) else {
+        return fields;
+    };
+    for name in [
+        "name",
+        "source",
+        "series",
+        "reducer",
+        "window",
+        "op",
+        "threshold",
+        "for",
+        "severity",
+        "summary",
+        "rule",
+        "duration",
+        "comment",
+        "kind",
+        "url",
+    ] {
+        if let Some(value) = data.get(name).as_string() {
+            fields.insert(name.to_owned(), value);
+        }
+    }
+    fields
+}
+
+/// Submits a form as JSON made by `body` from its fields.
+fn submit_json(
+    event: leptos::ev::SubmitEvent,
+    url: &'static str,
+    body: fn(&std::collections::HashMap<String, String>) -> Value,
+    outcome: impl FnOnce(Result<Value, String>) + 'static,
+) {
+    event.prevent_default();
+    #[cfg(feature = "hydrate")]
+    act(
+        "POST",
+        url.into(),
+        Some(body(&form_fields(&event))),
+        outcome,
+    );
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (url, body, outcome);
+}
+
+fn field(fields: &std::collections::HashMap<String, String>, name: &str) -> Value {
+    match fields.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        Some(v) => Value::String(v.to_owned()),
+        None => Value::Null,
+    }
+}
+
+#[component]
+fn RuleForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
+    let body = |f: &std::collections::HashMap<String, String>| {
+        let threshold = f
+            .get("threshold")
+            .and_then(|t| t.trim().parse::<f64>().ok());
+        let mut rule = json!({
+            "name": field(f, "name"), "source": field(f, "source"), "series": field(f, "series"),
+            "reducer": field(f, "reducer"), "window": field(f, "window"), "op": field(f, "op"),
+            "threshold": threshold, "for": field(f, "for"), "severity": field(f, "severity"),
+            "summary": field(f, "summary"),
+        });
+        rule.as_object_mut().unwrap().retain(|_, v| !v.is_null());
+        rule
+    };
+    view! {
+        <details class="edit">
+            <summary>"New rule"</summary>
+            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/rules", body, outcome)>
+                <label>"Name" <input name="name" required/></label>
+                <label>"Sources" <input name="source" placeholder="host:*" required/></label>
+                <label>"Series" <input name="series" placeholder="cpu.total" required/></label>
+                <label>"Reducer" <select name="reducer">
+                    <option>"last"</option><option>"avg"</option><option>"min"</option><option>"max"</option><option>"rate"</option>
+                </select></label>
+                <label>"Window" <input name="window" value="1m"/></label>
+                <label>"Operator" <select name="op">
+                    <option>">"</option><option>">="</option><option>"<"</option><option>"<="</option>
+                </select></label>
+                <label>"Threshold" <input name="threshold" inputmode="decimal" required/></label>
+                <label>"For" <input name="for" value="0s"/></label>
+                <label>"Severity" <select name="severity">
+                    <option>"warning"</option><option>"critical"</option><option>"info"</option>
+                </select></label>
+                <label>"Summary" <input name="summary" placeholder="{{source}} cpu {{value}}%"/></label>
+                <button type="submit">"Create rule"</button>
+            </form>
+        </details>
+    }
+}
+
+#[component]
+fn SilenceForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
+    let body = |f: &std::collections::HashMap<String, String>| {
+        let mut matchers = json!({"rule": field(f, "rule"), "source": field(f, "source")});
+        matchers
+            .as_object_mut()
+            .unwrap()
+            .retain(|_, v| !v.is_null());
+        json!({"matchers": matchers, "duration": field(f, "duration"), "comment": f.get("comment").cloned().unwrap_or_default()})
+    };
+    view! {
+        <details class="edit">
+            <summary>"New silence"</summary>
+            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/silences", body, outcome)>
+                <label>"Rule name" <input name="rule" placeholder="cpu*"/></label>
+                <label>"Sources" <input name="source" placeholder="host:web-1"/></label>
+                <label>"For" <input name="duration" value="1h" required/></label>
+                <label>"Comment" <input name="comment"/></label>
+                <button type="submit">"Silence"</button>
+            </form>
+        </details>
+    }
+}
+
+#[component]
+fn ChannelRow(
+    channel: StoredChannel,
+    outcome: impl Fn(Result<Value, String>) + Copy + 'static,
+) -> impl IntoView {
+    let id = channel.id;
+    let tested = RwSignal::new(None::<String>);
+    let test = move |_| {
+        act(
+            "POST",
+            format!("/api/alerts/channels/{id}/test"),
+            None,
+            move |result| {
+                tested.set(Some(match result {
+                    Ok(answer) if answer["sent"] == true => "sent".into(),
+                    Ok(answer) => {
+                        format!("failed: {}", answer["error"].as_str().unwrap_or_default())
+                    }
+                    Err(e) => format!("failed: {e}"),
+                }))
+            },
+        )
+    };
+    view! {
+        <li data-testid="channel">
+            <strong>{channel.channel.name.clone()}</strong> " "
+            <code>{serde_json::to_value(&channel.channel.target).ok().and_then(|t| t["kind"].as_str().map(str::to_owned))}</code> " "
+            <button type="button" on:click=test>"Send test"</button>
+            <button type="button" class="danger" on:click=move |_| act("DELETE", format!("/api/alerts/channels/{id}"), None, outcome)>"Delete"</button>
+            <span class="tested" role="status">{move || tested.get()}</span>
+        </li>
+    }
+}
+
+#[component]
+fn ChannelForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
+    let body = |f: &std::collections::HashMap<String, String>| json!({"name": field(f, "name"), "kind": field(f, "kind"), "url": field(f, "url")});
+    view! {
+        <details class="edit">
+            <summary>"New channel"</summary>
+            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/channels", body, outcome)>
+                <label>"Name" <input name="name" required/></label>
+                <label>"Kind" <select name="kind">
+                    <option value="webhook">"Alertmanager webhook"</option>
+                    <option value="slack">"Slack"</option>
+                </select></label>
+                <label>"Address" <input name="url" type="url" required/></label>
+                <button type="submit">"Add channel"</button>
+            </form>
+        </details>
+    }
+}
