@@ -44,7 +44,7 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
   const name = `cpu hot ${source}`;
   await rule(source, name);
   const [one, two] = [await browser.newPage(), await browser.newPage()];
-  const errors = [...watchForErrors(one), ...watchForErrors(two)];
+  const errors = [watchForErrors(one), watchForErrors(two)];
   await openSignedIn(one, "/");
   await openSignedIn(two, "/alerts");
   await expect(two.getByTestId("rule").filter({ hasText: name })).toBeVisible();
@@ -64,11 +64,12 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
 
   await sample(source, 5);
   await expect(listed).toHaveCount(0);
-  expect(errors).toEqual([]);
+  expect(errors.flat()).toEqual([]);
 });
 
-test("a rule made in the page's form is stored and listed", async ({ page }) => {
-  const errors = watchForErrors(page);
+test("a rule made in the page's form is refused naming its bad field, then stored and listed", async ({ page }) => {
+  // The browser logs the refusal the test provokes.
+  const errors = watchForErrors(page, /status of 400/);
   await openSignedIn(page, "/alerts");
   const name = `disk ${Date.now()}`;
   await page.getByText("New rule").click();
@@ -110,6 +111,6 @@ test("the wall screen turns through its dashboards and shows firing alerts acros
   await sample(source, 99);
   await expect(page.getByTestId("alert-banner")).toContainText(`${name}: ${source} cpu 99%`);
   await sample(source, 1);
-  await expect(page.getByTestId("alert-banner")).not.toContainText(name);
+  await expect(page.getByTestId("alert-banner").filter({ hasText: name })).toHaveCount(0);
   expect(errors).toEqual([]);
 });
