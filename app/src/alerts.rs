@@ -53,17 +53,24 @@ impl Reducer {
                 let (first_ts, first) = *samples.peek()?;
                 let (mut last_ts, mut previous, mut increase) = (first_ts, first, 0.0);
                 for (ts, value) in samples {
-                    // A counter that went down was reset: it counted up from zero since.
-                    increase += if value >= previous {
-                        value - previous
-                    } else {
-                        value
-                    };
+                    increase += Self::counter_increase(previous, value);
                     (previous, last_ts) = (value, ts);
                 }
                 let secs = (last_ts - first_ts).as_seconds_f64();
                 (secs > 0.0).then(|| increase / secs)
             }
+        }
+    }
+}
+
+impl Reducer {
+    /// How much a counter grew from `previous` to `value`: one that went down was reset, and
+    /// counted up from zero since.
+    pub fn counter_increase(previous: f64, value: f64) -> f64 {
+        if value >= previous {
+            value - previous
+        } else {
+            value
         }
     }
 }
@@ -379,13 +386,15 @@ impl Rule {
 
     /// Whether samples of `series` with `labels`, from `source`, are this rule's.
     pub fn watches(&self, source: &str, series: &str, labels: &Labels) -> bool {
-        self.series.name == series
-            && self
-                .series
-                .labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
-            && self.source.matches(source)
+        self.series.name == series && self.watches_labels(labels) && self.source.matches(source)
+    }
+
+    /// Whether a sample of the rule's series with `labels` carries the labels the rule names.
+    pub fn watches_labels(&self, labels: &Labels) -> bool {
+        self.series
+            .labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
     }
 
     /// The summary of one instance with its value.

@@ -1,24 +1,19 @@
 //! Rule evaluation, without I/O or clock of its own: samples and ticks go in with the time they
 //! are evaluated at, transitions come out.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use app::{
-    alerts::{Instance, Key, NoDataMeans, Reducer, Rule, State, StoredRule, Transition},
+    alerts::{Instance, Key, NoDataMeans, Rule, State, StoredRule, Transition},
     metrics::{Labels, Point},
 };
 use chrono::{DateTime, Utc};
 
-/// Most samples one instance's window holds (an hour of one a second); older ones make room.
-pub const MAX_WINDOW_SAMPLES: usize = 3600;
+use super::window::Window;
 
 /// One alert instance being followed.
 struct Tracked {
-    /// `(ts, value)` in time order, within the rule's window.
-    window: VecDeque<(DateTime<Utc>, f64)>,
+    window: Window,
     state: State,
     since: DateTime<Utc>,
     value: Option<f64>,
@@ -31,9 +26,9 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(now: DateTime<Utc>) -> Self {
+    fn new(rule: &Rule, now: DateTime<Utc>) -> Self {
         Self {
-            window: VecDeque::new(),
+            window: Window::new(rule.reducer),
             state: State::Normal,
             since: now,
             value: None,
@@ -43,31 +38,16 @@ impl Tracked {
         }
     }
 
-    fn push(&mut self, rule: &Rule, ts: DateTime<Utc>, value: f64, now: DateTime<Utc>) {
+    fn push(&mut self, ts: DateTime<Utc>, value: f64, now: DateTime<Utc>) {
         self.seen = now;
         self.dirty = true;
-        if rule.reducer == Reducer::Last {
-            if self.window.back().is_none_or(|(last, _)| *last <= ts) {
-                self.window.clear();
-                self.window.push_back((ts, value));
-            }
-            return;
-        }
-        // Nearly always the newest; a late sample goes to its place.
-        let at = self.window.partition_point(|(t, _)| *t <= ts);
-        self.window.insert(at, (ts, value));
-        if self.window.len() > MAX_WINDOW_SAMPLES {
-            self.window.pop_front();
-        }
+        self.window.push(ts, value);
     }
 
     /// The state the instance moves to now, given its window.
     fn next(&mut self, rule: &Rule, now: DateTime<Utc>) -> State {
-        let cutoff = now - rule.window.chrono();
-        while self.window.front().is_some_and(|(ts, _)| *ts < cutoff) {
-            self.window.pop_front();
-        }
-        let Some(value) = rule.reducer.reduce(self.window.iter().copied()) else {
+        self.window.expire(now - rule.window.chrono());
+        let Some(value) = self.window.value() else {
             // No value in the window: the state holds until the no-data period is over.
             if now - self.seen < rule.no_data.after.chrono() {
                 return self.state;
@@ -162,7 +142,7 @@ impl Evaluator {
         if !self.rules.contains_key(&t.key.rule) {
             return;
         }
-        let mut tracked = Tracked::new(now);
+        let mut tracked = Tracked::new(&self.rules[&t.key.rule], now);
         tracked.state = t.state;
         tracked.since = t.since;
         tracked.value = t.value;
@@ -189,24 +169,28 @@ impl Evaluator {
             };
             for id in ids {
                 let rule = &self.rules[id];
-                if !rule.watches(source, &point.series, &point.labels) {
+                if !rule.watches_labels(&point.labels) {
                     continue;
                 }
-                let labels = self.instances.entry(*id).or_default();
-                let labels = match labels.get_mut(source) {
+                let sources = self.instances.entry(*id).or_default();
+                // A source seen before matched the rule's pattern: it need not be matched again.
+                let labels = match sources.get_mut(source) {
                     Some(labels) => labels,
-                    None => labels.entry(source.to_owned()).or_default(),
+                    None if rule.source.matches(source) => {
+                        sources.entry(source.to_owned()).or_default()
+                    }
+                    None => continue,
                 };
                 let tracked = match labels.get_mut(&point.labels) {
                     Some(tracked) => tracked,
                     None => labels
                         .entry(point.labels.clone())
-                        .or_insert_with(|| Tracked::new(now)),
+                        .or_insert_with(|| Tracked::new(rule, now)),
                 };
                 if !tracked.dirty {
                     touched.push((*id, point.labels.clone()));
                 }
-                tracked.push(rule, point.ts, point.value, now);
+                tracked.push(point.ts, point.value, now);
             }
         }
         let mut out = Vec::new();

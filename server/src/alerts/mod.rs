@@ -4,6 +4,7 @@
 
 mod eval;
 pub mod notify;
+mod window;
 
 use std::{
     collections::HashMap,
@@ -23,7 +24,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use eval::{Evaluator, MAX_WINDOW_SAMPLES};
+pub use eval::Evaluator;
 
 use crate::{
     error::{Error, Result, RunError},
