@@ -653,13 +653,42 @@ pub enum Target {
     Webhook { url: String },
     /// A Slack-compatible incoming webhook: `{"text", "blocks"}`.
     Slack { url: String },
+    /// Mail to these addresses, through the server's SMTP relay.
+    Email { to: Vec<String> },
 }
 
+/// Most addresses one email channel sends to.
+pub const MAX_RECIPIENTS: usize = 16;
+
 impl Target {
-    pub fn url(&self) -> &str {
+    fn check(&self) -> Result<(), InvalidField> {
         match self {
-            Self::Webhook { url } | Self::Slack { url } => url,
+            Self::Webhook { url } | Self::Slack { url } => {
+                let web = url.starts_with("http://") || url.starts_with("https://");
+                if !web || url.len() > 2048 {
+                    return Err(InvalidField::new(
+                        "url",
+                        "must be an http:// or https:// address of at most 2048 bytes",
+                    ));
+                }
+            }
+            Self::Email { to } => {
+                let plausible = |a: &String| {
+                    a.len() <= 254
+                        && a.split_once('@').is_some_and(|(local, domain)| {
+                            !local.is_empty() && (domain.contains('.') || domain == "localhost")
+                        })
+                        && !a.chars().any(|c| c.is_whitespace() || c.is_control())
+                };
+                if to.is_empty() || to.len() > MAX_RECIPIENTS || !to.iter().all(plausible) {
+                    return Err(InvalidField::new(
+                        "to",
+                        format!("must be 1–{MAX_RECIPIENTS} email addresses"),
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -691,13 +720,7 @@ impl Channel {
         let channel: Self = serde_json::from_value(value.clone())
             .map_err(|e| InvalidField::new("channel", e.to_string()))?;
         check_name("name", &channel.name)?;
-        let url = channel.target.url();
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
-            return Err(InvalidField::new(
-                "url",
-                "must be an http:// or https:// address of at most 2048 bytes",
-            ));
-        }
+        channel.target.check()?;
         if let Some(repeat) = channel.repeat {
             if repeat < Span::secs(60) {
                 return Err(InvalidField::new("repeat", "must be at least 1m"));
@@ -975,6 +998,43 @@ mod tests {
         assert!(!rule.watches("web-1", "fs.used_pct", &root));
         assert!(!rule.watches("host:web-1", "fs.used", &root));
         assert!(!rule.watches("host:web-1", "fs.used_pct", &Labels::new()));
+    }
+
+    #[test]
+    fn a_channel_is_refused_naming_what_it_lacks() {
+        let read = |v: Value| Channel::read(&v).map(|c| c.target);
+        assert_eq!(
+            read(json!({"name": "ops", "kind": "email", "to": ["ops@example.com"]})),
+            Ok(Target::Email {
+                to: vec!["ops@example.com".into()]
+            })
+        );
+        for (bad, field) in [
+            (json!({"name": "ops", "kind": "email", "to": []}), "to"),
+            (
+                json!({"name": "ops", "kind": "email", "to": ["@example.com"]}),
+                "to",
+            ),
+            (
+                json!({"name": "ops", "kind": "email", "to": ["ops at example.com"]}),
+                "to",
+            ),
+            (
+                json!({"name": "ops", "kind": "webhook", "url": "ftp://x"}),
+                "url",
+            ),
+            (
+                json!({"name": "", "kind": "slack", "url": "https://x"}),
+                "name",
+            ),
+            (json!({"name": "ops", "kind": "pager"}), "channel"),
+            (
+                json!({"name": "ops", "kind": "slack", "url": "https://x", "repeat": "10s"}),
+                "repeat",
+            ),
+        ] {
+            assert_eq!(Channel::read(&bad).unwrap_err().field, field, "{bad}");
+        }
     }
 
     #[test]

@@ -77,6 +77,15 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_PUBLIC_URL", value_parser = origin)]
     pub public_url: Option<String>,
 
+    /// The SMTP relay email channels send through: `smtp://host:25` (plain),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://user:pass@host:465`.
+    #[arg(long, env = "WATCHROOM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of alert emails.
+    #[arg(long, env = "WATCHROOM_SMTP_FROM", default_value = "Watchroom <watchroom@localhost>", value_parser = mailbox)]
+    pub smtp_from: String,
+
     /// Let visitors who are not logged in watch, read-only (`viewer`; off by default): for wall
     /// screens.
     #[arg(long, env = "WATCHROOM_ANONYMOUS", value_parser = anonymous_role)]
@@ -155,6 +164,13 @@ pub enum TokenCommand {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+}
+
+fn mailbox(text: &str) -> Result<String, String> {
+    match text.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!("{text:?} is not an email address: {e}")),
+    }
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

@@ -31,7 +31,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::trace::TraceLayer;
 
-use alerts::{Alerts, Feed};
+use alerts::{Alerts, Feed, notify::Senders};
 use auth::Auth;
 pub use config::Config;
 use embedded_postgres::EmbeddedPostgres;
@@ -59,8 +59,8 @@ pub struct AppState {
     pub alerts: Alerts,
     /// Where people reach this server: links in notifications point here.
     pub public_url: Arc<str>,
-    /// One client (and connection pool) for every notification.
-    pub http: reqwest::Client,
+    /// How notifications are sent (one HTTP client and its connection pool for all).
+    pub senders: Senders,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -115,10 +115,11 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let ready = async {
         store.seed_dashboards(&collector::host_source()).await?;
         let alerts = Alerts::start(&store, ingest.clone(), committed, shutdown.clone()).await?;
+        let senders = Senders::new(config)?;
         let listener = TcpListener::bind(config.listen).await?;
-        Ok::<_, RunError>((listener, alerts))
+        Ok::<_, RunError>((listener, alerts, senders))
     };
-    let (listener, alerts) = match ready.await {
+    let (listener, alerts, senders) = match ready.await {
         Ok(ready) => ready,
         Err(e) => {
             if let Some(pg) = embedded {
@@ -142,12 +143,11 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         Some(url) => url.trim_end_matches('/').into(),
         None => format!("http://{addr}").into(),
     };
-    let http = alerts::notify::client();
     let background = TaskTracker::new();
     alerts::notify::spawn(
         store.clone(),
         alerts.clone(),
-        http.clone(),
+        senders.clone(),
         public_url.clone(),
         &background,
         shutdown.clone(),
@@ -159,7 +159,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         hub,
         alerts,
         public_url,
-        http,
+        senders,
         config: Arc::new(config.clone()),
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),

@@ -5,13 +5,18 @@ use std::{sync::Arc, time::Duration};
 
 use app::alerts::{Channel, Key, State, StoredChannel, Target, Transition, format_value};
 use chrono::{DateTime, TimeDelta, Utc};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, header::ContentType},
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Alerts, headline};
 use crate::{
-    error::Result,
+    Config,
+    error::{Result, RunError},
     store::{Notification, Store},
 };
 
@@ -33,7 +38,7 @@ const REPEAT_EVERY: Duration = Duration::from_secs(10);
 pub fn spawn(
     store: Store,
     alerts: Alerts,
-    client: reqwest::Client,
+    senders: Senders,
     public_url: Arc<str>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
@@ -42,7 +47,7 @@ pub fn spawn(
         store,
         alerts,
         public_url,
-        client,
+        senders,
         shutdown: shutdown.clone(),
     };
     // Tracked, so shutdown waits for sends in flight to be recorded: a notification cut off
@@ -68,19 +73,92 @@ pub fn spawn(
     });
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(SEND_TIMEOUT)
-        .user_agent(concat!("watchroom/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds")
+/// Where notifications leave the server: HTTP for webhooks and Slack, SMTP for email.
+#[derive(Clone)]
+pub struct Senders {
+    http: reqwest::Client,
+    smtp: Option<Smtp>,
+}
+
+#[derive(Clone)]
+struct Smtp {
+    relay: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Senders {
+    pub fn new(config: &Config) -> Result<Self, RunError> {
+        let http = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .user_agent(concat!("watchroom/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RunError::Refused(format!("the HTTP client: {e}")))?;
+        let smtp = match &config.smtp_url {
+            None => None,
+            Some(url) => Some(Smtp {
+                relay: AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| RunError::Refused(format!("--smtp-url: {e}")))?
+                    .timeout(Some(SEND_TIMEOUT))
+                    .build(),
+                from: config
+                    .smtp_from
+                    .parse()
+                    .map_err(|e| RunError::Refused(format!("--smtp-from: {e}")))?,
+            }),
+        };
+        Ok(Self { http, smtp })
+    }
+
+    /// Sends `body` to `target`; the error says why it was not taken.
+    pub async fn send(&self, target: &Target, body: &Value) -> std::result::Result<(), String> {
+        match target {
+            Target::Webhook { url } | Target::Slack { url } => self.post(url, body).await,
+            Target::Email { to } => self.mail(to, body).await,
+        }
+    }
+
+    /// A receiver answering other than 2xx has not taken it.
+    async fn post(&self, url: &str, body: &Value) -> std::result::Result<(), String> {
+        let answer = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match answer.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("the receiver answered {status}")),
+        }
+    }
+
+    async fn mail(&self, to: &[String], body: &Value) -> std::result::Result<(), String> {
+        let Some(smtp) = &self.smtp else {
+            return Err("no SMTP relay is configured (WATCHROOM_SMTP_URL)".into());
+        };
+        let mut message = Message::builder()
+            .from(smtp.from.clone())
+            .subject(body["subject"].as_str().unwrap_or("Watchroom alert"));
+        for address in to {
+            message = message.to(address.parse().map_err(|e| format!("{address}: {e}"))?);
+        }
+        let message = message
+            .header(ContentType::TEXT_PLAIN)
+            .body(body["text"].as_str().unwrap_or_default().to_owned())
+            .map_err(|e| e.to_string())?;
+        smtp.relay
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 struct Notifier {
     store: Store,
     alerts: Alerts,
     public_url: Arc<str>,
-    client: reqwest::Client,
+    senders: Senders,
     shutdown: CancellationToken,
 }
 
@@ -104,7 +182,7 @@ impl Notifier {
             }
             let sent = futures::future::join_all(
                 due.iter()
-                    .map(|n| async move { (n, send(&self.client, &n.url, &n.body).await) }),
+                    .map(|n| async move { (n, self.senders.send(&n.target, &n.body).await) }),
             )
             .await;
             for (n, outcome) in sent {
@@ -220,7 +298,30 @@ pub fn body(channel: &Channel, t: &Transition, public_url: &str) -> Value {
     match channel.target {
         Target::Webhook { .. } => alertmanager(&channel.name, t, public_url),
         Target::Slack { .. } => slack(t, public_url),
+        Target::Email { .. } => email(t, public_url),
     }
+}
+
+/// A plain-text mail: the headline as subject, the details and a link in the text.
+fn email(t: &Transition, public_url: &str) -> Value {
+    let labels: Vec<String> = t
+        .key
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let text = format!(
+        "{}\n\nstate: {}\nsource: {} {}\nseverity: {}\nvalue: {}\nthreshold: {}\nsince: {}\n\n{public_url}/alerts\n",
+        t.summary,
+        t.state,
+        t.key.source,
+        labels.join(" "),
+        t.severity.as_str(),
+        t.value.map_or("no data".into(), format_value),
+        format_value(t.threshold),
+        rfc3339(t.since),
+    );
+    json!({"subject": headline(t), "text": text})
 }
 
 /// Alertmanager's webhook payload, version 4: one group of one alert.
@@ -291,24 +392,6 @@ fn slack(t: &Transition, public_url: &str) -> Value {
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Posts `body`; a receiver answering other than 2xx has not taken it.
-pub async fn send(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Value,
-) -> std::result::Result<(), String> {
-    let answer = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("{e}"))?;
-    match answer.status() {
-        status if status.is_success() => Ok(()),
-        status => Err(format!("the receiver answered {status}")),
-    }
 }
 
 fn backoff(attempts: i32) -> TimeDelta {

@@ -377,7 +377,7 @@ async fn test_channel(
         silenced: false,
     };
     let body = notify::body(&channel, &test, &state.public_url);
-    let sent = notify::send(&state.http, channel.target.url(), &body).await;
+    let sent = state.senders.send(&channel.target, &body).await;
     Ok(Json(match sent {
         Ok(()) => json!({"sent": true}),
         Err(error) => json!({"sent": false, "error": error}),

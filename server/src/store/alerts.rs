@@ -1,7 +1,8 @@
 //! Alert rules, acknowledgements, silences, channels and the notification outbox.
 
 use app::alerts::{
-    Ack, Channel, Delivery, Key, Matchers, Rule, Silence, StoredChannel, StoredRule, Transition,
+    Ack, Channel, Delivery, Key, Matchers, Rule, Silence, StoredChannel, StoredRule, Target,
+    Transition,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -13,7 +14,7 @@ use crate::error::Result;
 /// A notification due to be sent.
 pub struct Outgoing {
     pub id: i64,
-    pub url: String,
+    pub target: Target,
     pub body: Value,
     pub attempts: i32,
 }
@@ -416,7 +417,7 @@ impl Store {
             .into_iter()
             .map(|(id, Json(channel), Json(body), attempts)| Outgoing {
                 id,
-                url: channel.target.url().to_owned(),
+                target: channel.target,
                 body,
                 attempts,
             })

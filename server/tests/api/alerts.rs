@@ -20,7 +20,7 @@ use axum::{Json, Router, extract::State as Shared, http::StatusCode, routing::po
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::helpers::{Client, TestApp, http_with, start, unique_room};
+use crate::helpers::{Client, TestApp, http_with, start, start_with, unique_room};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -499,7 +499,145 @@ async fn a_slack_channel_gets_text_and_blocks_and_send_test_reports_how_the_rece
         .unwrap();
     assert_eq!(tested["sent"], false);
     assert!(tested["error"].as_str().is_some_and(|e| !e.is_empty()));
+
+    // Mail needs a relay, and this server was given none: the test says so.
+    let mail = json!({"name": unique_source("mail"), "kind": "email", "to": ["ops@example.com"]});
+    let created: Value = app
+        .http()
+        .post(url(&app, "/api/alerts/channels"))
+        .json(&mail)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tested: Value = app
+        .http()
+        .post(url(
+            &app,
+            &format!("/api/alerts/channels/{}/test", created["id"]),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tested["sent"], false);
+    assert!(
+        tested["error"]
+            .as_str()
+            .unwrap()
+            .contains("WATCHROOM_SMTP_URL"),
+        "{tested}"
+    );
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_email_channel_mails_a_firing_alert_through_the_smtp_relay() {
+    let relay = Relay::start().await;
+    let app = start_with(|config| config.smtp_url = Some(format!("smtp://{}", relay.addr))).await;
+    let source = unique_source("mail");
+    create_rule(&app, &source, json!({})).await;
+    let channel = json!({"name": unique_source("mail"), "kind": "email", "to": ["ops@example.com"],
+        "matchers": {"source": source}});
+    let response = app
+        .http()
+        .post(url(&app, "/api/alerts/channels"))
+        .json(&channel)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    sample(&app, &source, 96.0).await;
+    let mail = relay.wait_for_mail().await;
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    assert!(
+        mail.contains(&format!("Subject: FIRING cpu hot: {source} cpu 96%")),
+        "{mail}"
+    );
+    assert!(mail.contains("severity: critical"), "{mail}");
+    app.stop().await.unwrap();
+}
+
+/// A mail relay standing in for the operators' own: it speaks just enough SMTP to take mail.
+struct Relay {
+    addr: SocketAddr,
+    mails: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = Self {
+            addr: listener.local_addr().unwrap(),
+            mails: Arc::default(),
+        };
+        let mails = relay.mails.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(converse(stream, mails.clone()));
+            }
+        });
+        relay
+    }
+
+    /// The first mail taken, its folded header lines unfolded.
+    async fn wait_for_mail(&self) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(mail) = self.mails.lock().unwrap().first() {
+                return mail.replace("\n ", " ");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "a mail in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn converse(
+    stream: tokio::net::TcpStream,
+    mails: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"220 relay ready\r\n").await?;
+    let mut data: Option<String> = None;
+    while let Some(line) = lines.next_line().await? {
+        if let Some(mail) = &mut data {
+            if line == "." {
+                mails.lock().unwrap().push(data.take().unwrap());
+                write.write_all(b"250 queued\r\n").await?;
+            } else {
+                mail.push_str(&line);
+                mail.push('\n');
+            }
+            continue;
+        }
+        let verb = line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 relay\r\n",
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
+            "DATA" => {
+                data = Some(String::new());
+                b"354 end with a dot\r\n"
+            }
+            "QUIT" => {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => b"502 not here\r\n",
+        };
+        write.write_all(reply).await?;
+    }
+    Ok(())
 }
 
 #[tokio::test]
