@@ -721,10 +721,8 @@ impl Channel {
             .map_err(|e| InvalidField::new("channel", e.to_string()))?;
         check_name("name", &channel.name)?;
         channel.target.check()?;
-        if let Some(repeat) = channel.repeat {
-            if repeat < Span::secs(60) {
-                return Err(InvalidField::new("repeat", "must be at least 1m"));
-            }
+        if channel.repeat.is_some_and(|repeat| repeat < Span::secs(60)) {
+            return Err(InvalidField::new("repeat", "must be at least 1m"));
         }
         Ok(channel)
     }

@@ -20,7 +20,7 @@ use app::{
     metrics::Point,
     protocol::{EventKind, NewEvent, RoomName},
 };
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,11 @@ impl Feed {
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(committed) {
             // The writer must not wait: a stalled evaluator would stall every room.
-            if self.dropped.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            if self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
                 tracing::warn!(
                     "the alert evaluator is behind; committed samples were not evaluated"
                 );
@@ -104,7 +108,7 @@ impl Alerts {
         samples: mpsc::Receiver<Committed>,
         shutdown: CancellationToken,
     ) -> Result<Self, RunError> {
-        let now = Utc::now();
+        let now = now();
         let mut eval = Evaluator::default();
         for rule in store.alert_rules().await? {
             eval.set_rule(rule);
@@ -170,6 +174,12 @@ impl Alerts {
     }
 }
 
+/// The time states are stamped with: to the microsecond, as Postgres keeps it, so an
+/// acknowledgement read back still names the state it acknowledged.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Room `alerts`.
 pub fn room() -> RoomName {
     RoomName::parse(alerts::ROOM).expect("`alerts` is a room name")
@@ -207,7 +217,7 @@ impl Evaluation {
             let transitions = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 Some(batch) = samples.recv() => {
-                    let now = Utc::now();
+                    let now = now();
                     let mut out = Vec::new();
                     for (source, points) in &batch {
                         out.extend(self.eval.observe(source, points, now));
@@ -216,7 +226,7 @@ impl Evaluation {
                 }
                 Some(command) = commands.recv() => self.command(command),
                 _ = tick.tick() => {
-                    let now = Utc::now();
+                    let now = now();
                     self.silences.retain(|s| s.ends > now);
                     self.eval.tick(now)
                 }
@@ -232,7 +242,7 @@ impl Evaluation {
             Command::SetRule(rule) => self.eval.set_rule(rule),
             Command::RemoveRule(id) => {
                 self.acks.retain(|key, _| key.rule != id);
-                return self.eval.remove_rule(id, Utc::now());
+                return self.eval.remove_rule(id, now());
             }
             Command::Ack(ack) => {
                 self.acks.insert(ack.key.clone(), ack);
@@ -240,7 +250,7 @@ impl Evaluation {
             Command::Silence(silence) => self.silences.push(silence),
             Command::Unsilence(id) => self.silences.retain(|s| s.id != id),
             Command::Instances(reply) => {
-                let now = Utc::now();
+                let now = now();
                 let mut list = self.eval.instances();
                 for instance in &mut list {
                     instance.ack = self
@@ -267,7 +277,7 @@ impl Evaluation {
 
     /// Stores the transitions in room `alerts` (which pushes them) in the order they happened.
     async fn publish(&mut self, transitions: Vec<Transition>) {
-        let now = Utc::now();
+        let now = now();
         let room = room();
         let events = transitions
             .into_iter()

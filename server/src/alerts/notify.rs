@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use app::alerts::{Channel, Key, State, StoredChannel, Target, Transition, format_value};
+use app::alerts::{Channel, Instance, Key, State, StoredChannel, Target, Transition, format_value};
 use chrono::{DateTime, TimeDelta, Utc};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -206,55 +206,65 @@ impl Notifier {
         if channels.iter().all(|c| c.channel.repeat.is_none()) {
             return Ok(());
         }
-        let firing: Vec<_> = self
-            .alerts
-            .instances()
-            .await?
-            .into_iter()
-            .filter(|i| i.state.is_trouble() && i.ack.is_none() && !i.silenced)
-            .collect();
-        if firing.is_empty() {
+        let firing = self.alerts.instances().await?;
+        if !firing.iter().any(Instance::is_open) {
             return Ok(());
         }
         let ids: Vec<String> = firing.iter().map(|i| instance_id(&i.key)).collect();
         let last = self.store.last_notified(&ids).await?;
-        let now = Utc::now();
-        let mut due = Vec::new();
-        for (instance, id) in firing.iter().zip(&ids) {
-            let t = Transition {
-                key: instance.key.clone(),
-                name: instance.name.clone(),
-                state: instance.state,
-                previous: instance.state,
-                value: instance.value,
-                threshold: instance.threshold,
-                severity: instance.severity,
-                summary: instance.summary.clone(),
-                since: instance.since,
-                rule_labels: Default::default(),
-                silenced: false,
-            };
-            for StoredChannel {
-                id: channel,
-                channel: c,
-            } in &channels
-            {
-                let Some(repeat) = c.repeat else { continue };
-                let sent = last
-                    .iter()
-                    .find(|(ch, i, _)| ch == channel && i == id)
-                    .map(|(.., at)| *at);
-                // Only what was sent here before is repeated here.
-                if sent.is_some_and(|at| now - at >= repeat.chrono()) && c.takes(&t) {
-                    due.push(notification(*channel, c, &t, &self.public_url));
-                }
-            }
-        }
+        let due = repeats(&channels, &firing, &last, Utc::now(), &self.public_url);
         if !due.is_empty() {
             self.store.queue_alert_notifications(&due).await?;
         }
         Ok(())
     }
+}
+
+/// The repeats due at `now`: of each instance in trouble, unacknowledged and unsilenced, to each
+/// channel with a repeat interval that was sent it before, last that interval or longer ago.
+/// `last` holds when each instance was last sent to each channel.
+fn repeats(
+    channels: &[StoredChannel],
+    open: &[Instance],
+    last: &[(i64, String, DateTime<Utc>)],
+    now: DateTime<Utc>,
+    public_url: &str,
+) -> Vec<Notification> {
+    let mut due = Vec::new();
+    for instance in open {
+        if !instance.state.is_trouble() || instance.ack.is_some() || instance.silenced {
+            continue;
+        }
+        let id = instance_id(&instance.key);
+        let t = Transition {
+            key: instance.key.clone(),
+            name: instance.name.clone(),
+            state: instance.state,
+            previous: instance.state,
+            value: instance.value,
+            threshold: instance.threshold,
+            severity: instance.severity,
+            summary: instance.summary.clone(),
+            since: instance.since,
+            rule_labels: Default::default(),
+            silenced: false,
+        };
+        for StoredChannel {
+            id: channel,
+            channel: c,
+        } in channels
+        {
+            let Some(repeat) = c.repeat else { continue };
+            let sent = last
+                .iter()
+                .find(|(ch, i, _)| ch == channel && *i == id)
+                .map(|(.., at)| *at);
+            if sent.is_some_and(|at| now - at >= repeat.chrono()) && c.takes(&t) {
+                due.push(notification(*channel, c, &t, public_url));
+            }
+        }
+    }
+    due
 }
 
 /// The notifications `transitions` make: firing, no data and resolved ones, unsilenced, to every
@@ -486,6 +496,60 @@ mod tests {
         let body = slack(&transition(State::Firing, State::Normal), "http://w");
         assert_eq!(body["text"], "FIRING disk full: web-1 / at 97.5%");
         assert_eq!(body["blocks"][0]["type"], "section");
+    }
+
+    #[test]
+    fn an_alert_still_firing_is_repeated_where_it_was_sent_once_its_interval_is_over() {
+        let t = transition(State::Firing, State::Normal);
+        let mut firing = Instance {
+            key: t.key.clone(),
+            name: t.name.clone(),
+            state: State::Firing,
+            value: t.value,
+            threshold: t.threshold,
+            since: t.since,
+            severity: t.severity,
+            summary: t.summary.clone(),
+            ack: None,
+            silenced: false,
+        };
+        let mut repeating =
+            channel(json!({"name": "r", "kind": "webhook", "url": "http://a", "repeat": "5m"}));
+        repeating.id = 2;
+        let once = channel(json!({"name": "o", "kind": "webhook", "url": "http://b"}));
+        let channels = [once, repeating];
+        let now = t.since + TimeDelta::hours(1);
+        let sent = |ago: i64| {
+            vec![
+                (1, instance_id(&t.key), now - TimeDelta::minutes(ago)),
+                (2, instance_id(&t.key), now - TimeDelta::minutes(ago)),
+            ]
+        };
+        let due = |instance: &Instance, last: &[(i64, String, DateTime<Utc>)]| {
+            repeats(
+                &channels,
+                std::slice::from_ref(instance),
+                last,
+                now,
+                "http://w",
+            )
+        };
+        let repeated = due(&firing, &sent(6));
+        assert_eq!(repeated.len(), 1);
+        assert_eq!(repeated[0].channel, 2);
+        assert!(due(&firing, &sent(4)).is_empty(), "not yet");
+        assert!(due(&firing, &[]).is_empty(), "never sent there");
+        firing.silenced = true;
+        assert!(due(&firing, &sent(6)).is_empty(), "silenced");
+        firing.silenced = false;
+        firing.ack = Some(app::alerts::Ack {
+            key: t.key.clone(),
+            since: t.since,
+            by: "ann".into(),
+            at: now,
+            comment: String::new(),
+        });
+        assert!(due(&firing, &sent(6)).is_empty(), "acknowledged");
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Window {
         self.removed += 1;
         if self.samples.is_empty() {
             (self.sum, self.increase) = (0.0, Some(0.0));
-        } else if self.removed % RESUM_EVERY == 0 {
+        } else if self.removed.is_multiple_of(RESUM_EVERY) {
             self.sum = self.samples.iter().map(|(_, v)| v).sum();
         } else {
             self.sum -= value;

@@ -1,8 +1,7 @@
 //! Alert rules, acknowledgements, silences, channels and the notification outbox.
 
 use app::alerts::{
-    Ack, Channel, Delivery, Key, Matchers, Rule, Silence, StoredChannel, StoredRule, Target,
-    Transition,
+    Ack, Channel, Delivery, Matchers, Rule, Silence, StoredChannel, StoredRule, Target, Transition,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -94,33 +93,14 @@ impl Store {
     }
 
     pub async fn alert_acks(&self) -> Result<Vec<Ack>> {
-        let rows: Vec<(
-            i64,
-            String,
-            Json<app::metrics::Labels>,
-            DateTime<Utc>,
-            String,
-            DateTime<Utc>,
-            String,
-        )> = sqlx::query_as(
-            "SELECT rule, source, labels, since, by_user, at, comment FROM alert_acks",
+        let rows: Vec<Json<Ack>> = sqlx::query_scalar(
+            "SELECT json_build_object('rule', rule, 'source', source, 'labels', labels,
+                 'since', since, 'by', by_user, 'at', at, 'comment', comment)
+             FROM alert_acks",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(rule, source, Json(labels), since, by, at, comment)| Ack {
-                key: Key {
-                    rule,
-                    source,
-                    labels,
-                },
-                since,
-                by,
-                at,
-                comment,
-            })
-            .collect())
+        Ok(rows.into_iter().map(|Json(ack)| ack).collect())
     }
 
     pub async fn put_alert_ack(&self, ack: &Ack) -> Result<()> {
@@ -144,32 +124,14 @@ impl Store {
 
     /// Silences that have not ended, soonest to start first.
     pub async fn alert_silences(&self) -> Result<Vec<Silence>> {
-        let rows: Vec<(
-            i64,
-            Json<Matchers>,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            String,
-            String,
-        )> = sqlx::query_as(
-            "SELECT id, matchers, starts, ends, comment, author FROM alert_silences
-                 WHERE ends > now() ORDER BY starts, id",
+        let rows: Vec<Json<Silence>> = sqlx::query_scalar(
+            "SELECT json_build_object('id', id, 'matchers', matchers, 'starts', starts,
+                 'ends', ends, 'comment', comment, 'author', author)
+             FROM alert_silences WHERE ends > now() ORDER BY starts, id",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, Json(matchers), starts, ends, comment, author)| Silence {
-                    id,
-                    matchers,
-                    starts,
-                    ends,
-                    comment,
-                    author,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(|Json(silence)| silence).collect())
     }
 
     pub async fn add_alert_silence(
@@ -264,27 +226,16 @@ impl Store {
 
     /// The channel's newest deliveries, newest first.
     pub async fn alert_deliveries(&self, channel: i64, limit: i64) -> Result<Vec<Delivery>> {
-        let rows: Vec<(i64, DateTime<Utc>, String, i32, Option<String>, String)> = sqlx::query_as(
-            "SELECT id, created, status, attempts, last_error, summary FROM alert_outbox
-             WHERE channel = $1 ORDER BY id DESC LIMIT $2",
+        let rows: Vec<Json<Delivery>> = sqlx::query_scalar(
+            "SELECT json_build_object('id', id, 'created', created, 'status', status,
+                 'attempts', attempts, 'last_error', last_error, 'summary', summary)
+             FROM alert_outbox WHERE channel = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(channel)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, created, status, attempts, last_error, summary)| Delivery {
-                    id,
-                    created,
-                    status,
-                    attempts,
-                    last_error,
-                    summary,
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(|Json(delivery)| delivery).collect())
     }
 
     /// Reads the transitions after the notifier's cursor (at most `limit`), lets `route` turn

@@ -291,7 +291,8 @@ async fn rules_are_created_read_replaced_and_deleted_and_a_bad_one_is_refused_na
 }
 
 #[tokio::test]
-async fn a_restart_while_firing_neither_fires_again_nor_forgets_to_resolve() {
+async fn a_restart_while_firing_neither_fires_again_nor_forgets_its_acknowledgement_or_to_resolve()
+{
     let app = start().await;
     let source = unique_source("restart");
     let rule = create_rule(&app, &source, json!({})).await;
@@ -301,6 +302,15 @@ async fn a_restart_while_firing_neither_fires_again_nor_forgets_to_resolve() {
         next_transition(&mut watcher, rule).await.state,
         State::Firing
     );
+    let ack = json!({"rule": rule, "source": source, "labels": {}, "comment": "mine"});
+    let acked = app
+        .http()
+        .post(url(&app, "/api/alerts/ack"))
+        .json(&ack)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), 201);
     app.stop().await.unwrap();
 
     let app = start().await;
@@ -311,6 +321,8 @@ async fn a_restart_while_firing_neither_fires_again_nor_forgets_to_resolve() {
         "the firing instance is known after the restart"
     );
     assert_eq!(now[0].state, State::Firing);
+    let ack = now[0].ack.as_ref().map(|a| a.comment.as_str());
+    assert_eq!(ack, Some("mine"), "and so is its acknowledgement");
     let mut watcher = watch_alerts(&app).await;
     sample(&app, &source, 98.0).await;
     sample(&app, &source, 3.0).await;
