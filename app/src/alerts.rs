@@ -798,22 +798,39 @@ pub fn apply(open: &mut Vec<Instance>, news: &News) {
     }
 }
 
+/// Where a rule, as written, would have fired over the last day: for the rule editor, before the
+/// rule is saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backtest {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub threshold: f64,
+    /// The first few matching sources that have the series.
+    pub sources: Vec<BacktestSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BacktestSource {
+    pub source: String,
+    /// The series in buckets, each with the value the rule's reducer would see.
+    pub points: Vec<(DateTime<Utc>, f64)>,
+    /// From each `firing` to the transition that ended it.
+    pub firing: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+#[cfg(feature = "ssr")]
+type Answer<T> = futures::future::BoxFuture<'static, Result<T, crate::error::AppError>>;
+
 /// What the alert pages read on the server; the server provides it as context.
 #[cfg(feature = "ssr")]
 pub trait AlertBook: Send + Sync + 'static {
-    /// Every instance that is or was in trouble, most urgent first.
-    fn instances(
-        &self,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<Instance>, crate::error::AppError>>;
-    fn rules(
-        &self,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<StoredRule>, crate::error::AppError>>;
-    fn silences(
-        &self,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<Silence>, crate::error::AppError>>;
-    fn channels(
-        &self,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<StoredChannel>, crate::error::AppError>>;
+    /// Every instance the evaluator follows, most urgent first.
+    fn instances(&self) -> Answer<Vec<Instance>>;
+    fn rules(&self) -> Answer<Vec<StoredRule>>;
+    fn silences(&self) -> Answer<Vec<Silence>>;
+    fn channels(&self) -> Answer<Vec<StoredChannel>>;
+    /// Runs `rule` over the last day of the first few sources it matches that `visible` may read.
+    fn backtest(&self, rule: Rule, visible: crate::auth::Identity) -> Answer<Backtest>;
 }
 
 #[cfg(feature = "ssr")]

@@ -4,7 +4,10 @@
 
 use app::{
     accounts::{AccountStore, SessionInfo, TokenInfo},
-    alerts::{AlertBook, Instance, Silence, StoredChannel, StoredRule},
+    alerts::{
+        AlertBook, Backtest, BacktestSource, Instance, Reducer, Rule, Silence, StoredChannel,
+        StoredRule,
+    },
     auth::{Identity, Scope},
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
@@ -175,6 +178,56 @@ impl AlertBook for Pages {
     fn silences(&self) -> BoxFuture<'static, Result<Vec<Silence>, AppError>> {
         self.serve("listing silences", |store| async move {
             store.alert_silences().await
+        })
+    }
+
+    fn backtest(
+        &self,
+        rule: Rule,
+        visible: Identity,
+    ) -> BoxFuture<'static, Result<Backtest, AppError>> {
+        /// Sources shown, and buckets of a day (two minutes each).
+        const SOURCES: usize = 4;
+        const BUCKETS: f64 = 720.0;
+        self.serve("backtesting a rule", move |store| async move {
+            let to = Utc::now();
+            let from = to - chrono::TimeDelta::days(1);
+            let readable = |source: &String| {
+                rule.source.matches(source)
+                    && source_room(source).is_ok_and(|room| visible.may_read(room.as_str()))
+            };
+            let mut sources = Vec::new();
+            for source in store.sources().await?.into_iter().filter(readable) {
+                let buckets = store
+                    .range(&source, &rule.series, from, to, 86_400.0 / BUCKETS)
+                    .await?;
+                if buckets.is_empty() {
+                    continue;
+                }
+                let points: Vec<(DateTime<Utc>, f64)> = buckets
+                    .iter()
+                    .map(|b| match rule.reducer {
+                        Reducer::Min => (b.t, b.min),
+                        Reducer::Max => (b.t, b.max),
+                        _ => (b.t, b.avg),
+                    })
+                    .collect();
+                let firing = crate::alerts::backtest(&rule, &source, &points, to);
+                sources.push(BacktestSource {
+                    source,
+                    points,
+                    firing,
+                });
+                if sources.len() == SOURCES {
+                    break;
+                }
+            }
+            Ok(Backtest {
+                from,
+                to,
+                threshold: rule.threshold,
+                sources,
+            })
         })
     }
 

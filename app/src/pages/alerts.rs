@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::loaded;
 use crate::{
     alerts::{
-        self, AlertEvent, Instance, Key, News, Severity, Silence, StoredChannel, StoredRule,
-        format_value,
+        self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, StoredChannel,
+        StoredRule, format_value,
     },
     error::AppError,
     live::LiveClient,
@@ -509,6 +509,7 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
                 <thead><tr><th>"Name"</th><th>"Condition"</th><th>"Severity"</th><th></th></tr></thead>
                 <tbody>
                     {page.rules.into_iter().map(|stored| {
+                        let editing = stored.clone();
                         let StoredRule { id, rule } = stored;
                         let condition = format!(
                             "{}({}) over {} {} {} on {}{}",
@@ -538,13 +539,23 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
                                     <button type="button" class="danger" on:click=move |_| {
                                         act("DELETE", format!("/api/alerts/rules/{id}"), None, outcome)
                                     }>"Delete"</button>
+                                    <details class="edit">
+                                        <summary>"Edit"</summary>
+                                        <RuleForm existing=Some(editing) outcome/>
+                                    </details>
                                 })}</td>
                             </tr>
                         }
+                        .into_any()
                     }).collect_view()}
                 </tbody>
             </table>
-            {may_edit.then(|| view! { <RuleForm outcome/> })}
+            {may_edit.then(|| view! {
+                <details class="edit" data-testid="new-rule">
+                    <summary>"New rule"</summary>
+                    <RuleForm existing=None outcome/>
+                </details>
+            })}
         </section>
         <section class="panel">
             <h2>"Silences"</h2>
@@ -588,20 +599,16 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
             </ul>
         </section>
     }
+    .into_any()
 }
+
+type Fields = std::collections::HashMap<String, String>;
 
 /// Reads a form's named fields as strings.
 #[cfg(feature = "hydrate")]
-fn form_fields(event: &leptos::ev::SubmitEvent) -> std::collections::HashMap<String, String> {
-    use wasm_bindgen::JsCast;
-    let mut fields = std::collections::HashMap::new();
-    let Some(form) = event
-        .target()
-        .and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok())
-    else {
-        return fields;
-    };
-    let Ok(data) = web_sys::FormData::new_with_form(&form) else {
+fn read_form(form: &web_sys::HtmlFormElement) -> Fields {
+    let mut fields = Fields::new();
+    let Ok(data) = web_sys::FormData::new_with_form(form) else {
         return fields;
     };
     for name in [
@@ -620,6 +627,7 @@ fn form_fields(event: &leptos::ev::SubmitEvent) -> std::collections::HashMap<Str
         "comment",
         "kind",
         "url",
+        "to",
     ] {
         if let Some(value) = data.get(name).as_string() {
             fields.insert(name.to_owned(), value);
@@ -628,76 +636,203 @@ fn form_fields(event: &leptos::ev::SubmitEvent) -> std::collections::HashMap<Str
     fields
 }
 
-/// Submits a form as JSON made by `body` from its fields.
+/// Sends a submitted form as JSON, made by `body` from its fields, with `method` to `url`.
 fn submit_json(
     event: leptos::ev::SubmitEvent,
-    url: &'static str,
-    body: fn(&std::collections::HashMap<String, String>) -> Value,
+    method: &'static str,
+    url: String,
+    body: impl Fn(&Fields) -> Value,
     outcome: impl FnOnce(Result<Value, String>) + 'static,
 ) {
     event.prevent_default();
     #[cfg(feature = "hydrate")]
-    act(
-        "POST",
-        url.into(),
-        Some(body(&form_fields(&event))),
-        outcome,
-    );
+    {
+        use wasm_bindgen::JsCast;
+        let form = event
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok());
+        if let Some(form) = form {
+            act(method, url, Some(body(&read_form(&form))), outcome);
+        }
+    }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (url, body, outcome);
+    let _ = (method, url, body, outcome);
 }
 
-fn field(fields: &std::collections::HashMap<String, String>, name: &str) -> Value {
+fn field(fields: &Fields, name: &str) -> Value {
     match fields.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         Some(v) => Value::String(v.to_owned()),
         None => Value::Null,
     }
 }
 
+/// A rule as the editor writes it: what `base` (the rule edited, or nothing) has, with the form's
+/// fields over it; an empty field falls back to the default.
+fn rule_json(base: &Value, f: &Fields) -> Value {
+    let mut rule = base.clone();
+    let object = rule.as_object_mut().expect("rules are objects");
+    object.remove("id");
+    for name in [
+        "name", "source", "series", "reducer", "window", "op", "for", "severity", "summary",
+    ] {
+        match field(f, name) {
+            Value::Null => object.remove(name),
+            text => object.insert(name.into(), text),
+        };
+    }
+    // A threshold that is no number is sent as written, for the server to refuse by name.
+    match f.get("threshold").map(|t| t.trim()) {
+        Some(t) if t.parse::<f64>().is_ok() => {
+            object.insert("threshold".into(), json!(t.parse::<f64>().unwrap()))
+        }
+        Some("") | None => object.remove("threshold"),
+        Some(t) => object.insert("threshold".into(), json!(t)),
+    };
+    rule
+}
+
+#[server]
+pub async fn backtest_rule(rule: String) -> Result<alerts::Backtest, AppError> {
+    crate::error::answer(async move {
+        let identity = crate::auth::identity()?;
+        if !identity.may_read(alerts::ROOM) {
+            return Err(AppError::Forbidden("you may not read alerts".into()));
+        }
+        let value: Value =
+            serde_json::from_str(&rule).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let rule = alerts::Rule::read(&value).map_err(|e| AppError::Invalid(e.to_string()))?;
+        expect_context::<alerts::SharedAlertBook>()
+            .0
+            .backtest(rule, identity)
+            .await
+    })
+    .await
+}
+
+/// Makes a rule, or changes `existing`; shows where it would have fired over the last day before
+/// it is saved.
 #[component]
-fn RuleForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
-    let body = |f: &std::collections::HashMap<String, String>| {
-        let threshold = f
-            .get("threshold")
-            .and_then(|t| t.trim().parse::<f64>().ok());
-        let mut rule = json!({
-            "name": field(f, "name"), "source": field(f, "source"), "series": field(f, "series"),
-            "reducer": field(f, "reducer"), "window": field(f, "window"), "op": field(f, "op"),
-            "threshold": threshold, "for": field(f, "for"), "severity": field(f, "severity"),
-            "summary": field(f, "summary"),
-        });
-        rule.as_object_mut().unwrap().retain(|_, v| !v.is_null());
-        rule
+fn RuleForm(
+    existing: Option<StoredRule>,
+    outcome: impl Fn(Result<Value, String>) + Copy + 'static,
+) -> impl IntoView {
+    let base = existing
+        .as_ref()
+        .and_then(|r| serde_json::to_value(&r.rule).ok())
+        .unwrap_or_else(|| json!({}));
+    let (method, url, save) = match &existing {
+        Some(r) => ("PUT", format!("/api/alerts/rules/{}", r.id), "Save rule"),
+        None => ("POST", "/api/alerts/rules".to_owned(), "Create rule"),
+    };
+    let text = |name: &str, default: &str| {
+        base.get(name)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let (reducer, op, severity) = (
+        text("reducer", "last"),
+        text("op", ">"),
+        text("severity", "warning"),
+    );
+    let choices = |options: &[&'static str], chosen: String| {
+        options
+            .iter()
+            .map(|o| view! { <option selected=*o == chosen>{*o}</option> })
+            .collect_view()
+    };
+    let form = NodeRef::<leptos::html::Form>::new();
+    let preview = RwSignal::new(None::<Result<alerts::Backtest, String>>);
+    let show_preview = {
+        let base = base.clone();
+        move |_| {
+            #[cfg(feature = "hydrate")]
+            if let Some(form) = form.get() {
+                let rule = rule_json(&base, &read_form(&form)).to_string();
+                leptos::task::spawn_local(async move {
+                    let tested = backtest_rule(rule).await.map_err(|e| e.to_string());
+                    preview.set(Some(tested));
+                });
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = (&base, form, preview);
+        }
+    };
+    let submit = {
+        let base = base.clone();
+        move |e| submit_json(e, method, url.clone(), |f| rule_json(&base, f), outcome)
     };
     view! {
-        <details class="edit">
-            <summary>"New rule"</summary>
-            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/rules", body, outcome)>
-                <label>"Name" <input name="name" required/></label>
-                <label>"Sources" <input name="source" placeholder="host:*" required/></label>
-                <label>"Series" <input name="series" placeholder="cpu.total" required/></label>
-                <label>"Reducer" <select name="reducer">
-                    <option>"last"</option><option>"avg"</option><option>"min"</option><option>"max"</option><option>"rate"</option>
-                </select></label>
-                <label>"Window" <input name="window" value="1m"/></label>
-                <label>"Operator" <select name="op">
-                    <option>">"</option><option>">="</option><option>"<"</option><option>"<="</option>
-                </select></label>
-                <label>"Threshold" <input name="threshold" inputmode="decimal" required/></label>
-                <label>"For" <input name="for" value="0s"/></label>
-                <label>"Severity" <select name="severity">
-                    <option>"warning"</option><option>"critical"</option><option>"info"</option>
-                </select></label>
-                <label>"Summary" <input name="summary" placeholder="{{source}} cpu {{value}}%"/></label>
-                <button type="submit">"Create rule"</button>
-            </form>
-        </details>
+        <form node_ref=form class="rule-form" on:submit=submit>
+            <label>"Name" <input name="name" required value=text("name", "")/></label>
+            <label>"Sources" <input name="source" placeholder="host:*" required value=text("source", "")/></label>
+            <label>"Series" <input name="series" placeholder="cpu.total" required value=text("series", "")/></label>
+            <label>"Reducer" <select name="reducer">{choices(&["last", "avg", "min", "max", "rate"], reducer)}</select></label>
+            <label>"Window" <input name="window" value=text("window", "1m")/></label>
+            <label>"Operator" <select name="op">{choices(&[">", ">=", "<", "<="], op)}</select></label>
+            <label>"Threshold" <input name="threshold" inputmode="decimal" required value=text("threshold", "")/></label>
+            <label>"For" <input name="for" value=text("for", "0s")/></label>
+            <label>"Severity" <select name="severity">{choices(&["warning", "critical", "info"], severity)}</select></label>
+            <label>"Summary" <input name="summary" placeholder="{{source}} cpu {{value}}%" value=text("summary", "")/></label>
+            <button type="button" on:click=show_preview>"Preview the last 24 h"</button>
+            <button type="submit">{save}</button>
+        </form>
+        {move || preview.get().map(|tested| match tested {
+            Ok(backtest) => view! { <BacktestView backtest/> }.into_any(),
+            Err(e) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
+        })}
     }
+    .into_any()
+}
+
+/// Each source's last day under the threshold line, the spans the rule would have fired shaded.
+#[component]
+fn BacktestView(backtest: alerts::Backtest) -> impl IntoView {
+    const W: f64 = 600.0;
+    const H: f64 = 100.0;
+    let span = (backtest.to - backtest.from).as_seconds_f64().max(1.0);
+    let x = move |t: chrono::DateTime<chrono::Utc>| (t - backtest.from).as_seconds_f64() / span * W;
+    if backtest.sources.is_empty() {
+        return view! { <p class="empty" data-testid="backtest">"No matching source has this series in the last 24 h."</p> }.into_any();
+    }
+    let threshold = backtest.threshold;
+    view! {
+        <div class="backtest" data-testid="backtest">
+            {backtest.sources.into_iter().map(|s| {
+                let values = s.points.iter().map(|(_, v)| *v).chain([threshold]);
+                let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+                let y = move |v: f64| H - (v - low) / (high - low).max(f64::EPSILON) * H;
+                let line: String = s.points.iter().enumerate().map(|(i, (t, v))| {
+                    format!("{}{:.1} {:.1}", if i == 0 { "M" } else { " L" }, x(*t), y(*v))
+                }).collect();
+                let fired = s.firing.len();
+                view! {
+                    <figure>
+                        <figcaption>
+                            <code>{s.source.clone()}</code>
+                            {match fired {
+                                0 => " would not have fired".to_owned(),
+                                1 => " would have fired once".to_owned(),
+                                n => format!(" would have fired {n} times"),
+                            }}
+                        </figcaption>
+                        <svg viewBox=format!("0 0 {W} {H}") preserveAspectRatio="none" role="img">
+                            {s.firing.iter().map(|(from, to)| view! {
+                                <rect class="fired" x=x(*from) y="0" width=(x(*to) - x(*from)).max(1.0) height=H/>
+                            }).collect_view()}
+                            <path class="line line-0" d=line/>
+                            <line class="threshold critical" x1="0" x2=W y1=y(threshold) y2=y(threshold)/>
+                        </svg>
+                    </figure>
+                }
+            }).collect_view()}
+        </div>
+    }
+    .into_any()
 }
 
 #[component]
 fn SilenceForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
-    let body = |f: &std::collections::HashMap<String, String>| {
+    let body = |f: &Fields| {
         let mut matchers = json!({"rule": field(f, "rule"), "source": field(f, "source")});
         matchers
             .as_object_mut()
@@ -708,7 +843,7 @@ fn SilenceForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl
     view! {
         <details class="edit">
             <summary>"New silence"</summary>
-            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/silences", body, outcome)>
+            <form class="rule-form" on:submit=move |e| submit_json(e, "POST", "/api/alerts/silences".into(), body, outcome)>
                 <label>"Rule name" <input name="rule" placeholder="cpu*"/></label>
                 <label>"Sources" <input name="source" placeholder="host:web-1"/></label>
                 <label>"For" <input name="duration" value="1h" required/></label>
@@ -717,6 +852,7 @@ fn SilenceForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl
             </form>
         </details>
     }
+    .into_any()
 }
 
 #[component]
@@ -742,32 +878,86 @@ fn ChannelRow(
             },
         )
     };
+    let log = RwSignal::new(None::<Result<Vec<Delivery>, String>>);
+    let show_log = move |_| {
+        act(
+            "GET",
+            format!("/api/alerts/channels/{id}/deliveries"),
+            None,
+            move |result| {
+                log.set(Some(result.and_then(|v| {
+                    serde_json::from_value(v).map_err(|e| e.to_string())
+                })))
+            },
+        )
+    };
     view! {
         <li data-testid="channel">
             <strong>{channel.channel.name.clone()}</strong> " "
             <code>{serde_json::to_value(&channel.channel.target).ok().and_then(|t| t["kind"].as_str().map(str::to_owned))}</code> " "
             <button type="button" on:click=test>"Send test"</button>
+            <button type="button" on:click=show_log>"Deliveries"</button>
             <button type="button" class="danger" on:click=move |_| act("DELETE", format!("/api/alerts/channels/{id}"), None, outcome)>"Delete"</button>
             <span class="tested" role="status">{move || tested.get()}</span>
+            {move || log.get().map(|log| match log {
+                Ok(log) if log.is_empty() => view! { <p class="empty">"Nothing sent yet."</p> }.into_any(),
+                Ok(log) => view! {
+                    <table class="rules deliveries">
+                        <thead><tr><th>"Queued"</th><th>"Status"</th><th>"Attempts"</th><th>"Alert"</th><th>"Last error"</th></tr></thead>
+                        <tbody>
+                            {log.into_iter().map(|d| view! {
+                                <tr>
+                                    <td>{d.created.format("%Y-%m-%d %H:%M:%S").to_string()}</td>
+                                    <td>{d.status}</td>
+                                    <td>{d.attempts}</td>
+                                    <td>{d.summary}</td>
+                                    <td>{d.last_error.unwrap_or_default()}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any(),
+                Err(e) => view! { <p class="error">{e}</p> }.into_any(),
+            })}
         </li>
     }
+    .into_any()
 }
 
 #[component]
 fn ChannelForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl IntoView {
-    let body = |f: &std::collections::HashMap<String, String>| json!({"name": field(f, "name"), "kind": field(f, "kind"), "url": field(f, "url")});
+    let body = |f: &Fields| {
+        let kind = field(f, "kind");
+        match kind.as_str() {
+            Some("email") => {
+                let to: Vec<&str> = f
+                    .get("to")
+                    .map_or("", |t| t.as_str())
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                json!({"name": field(f, "name"), "kind": kind, "to": to})
+            }
+            _ => json!({"name": field(f, "name"), "kind": kind, "url": field(f, "url")}),
+        }
+    };
+
     view! {
         <details class="edit">
             <summary>"New channel"</summary>
-            <form class="rule-form" on:submit=move |e| submit_json(e, "/api/alerts/channels", body, outcome)>
+            <form class="rule-form" on:submit=move |e| submit_json(e, "POST", "/api/alerts/channels".into(), body, outcome)>
                 <label>"Name" <input name="name" required/></label>
                 <label>"Kind" <select name="kind">
                     <option value="webhook">"Alertmanager webhook"</option>
                     <option value="slack">"Slack"</option>
+                    <option value="email">"Email"</option>
                 </select></label>
-                <label>"Address" <input name="url" type="url" required/></label>
+                <label>"Address (webhooks)" <input name="url" type="url"/></label>
+                <label>"To (email, comma-separated)" <input name="to"/></label>
                 <button type="submit">"Add channel"</button>
             </form>
         </details>
     }
+    .into_any()
 }

@@ -231,7 +231,7 @@ impl Evaluator {
         out
     }
 
-    /// Every instance that is or was in trouble (normal instances that never were are left out).
+    /// Every instance followed, in no particular order.
     pub fn instances(&self) -> Vec<Instance> {
         let mut list = Vec::new();
         for (id, sources) in &self.instances {
@@ -267,6 +267,48 @@ impl Evaluator {
             .map(HashMap::len)
             .sum()
     }
+}
+
+/// Where `rule` would have fired over `samples` of `source` (in time order), each evaluated at its
+/// own time: from each `firing` to the transition that ended it, the last one open until `end`.
+pub fn backtest(
+    rule: &Rule,
+    source: &str,
+    samples: &[(DateTime<Utc>, f64)],
+    end: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut eval = Evaluator::default();
+    let rule = Rule {
+        paused: false,
+        ..rule.clone()
+    };
+    eval.set_rule(StoredRule {
+        id: 0,
+        rule: rule.clone(),
+    });
+    let (mut spans, mut open) = (Vec::new(), None);
+    for (ts, value) in samples {
+        let point = Point {
+            series: rule.series.name.clone(),
+            value: *value,
+            ts: *ts,
+            labels: rule.series.labels.clone(),
+        };
+        let mut changes = eval.tick(*ts);
+        changes.extend(eval.observe(source, &[point], *ts));
+        for t in changes {
+            match (t.state, open) {
+                (State::Firing, None) => open = Some(t.since),
+                (State::Firing, Some(_)) | (_, None) => {}
+                (_, Some(start)) => {
+                    spans.push((start, t.since));
+                    open = None;
+                }
+            }
+        }
+    }
+    spans.extend(open.map(|start| (start, end)));
+    spans
 }
 
 fn change(
@@ -509,6 +551,27 @@ mod tests {
         let resolved = after.observe("host:a", &[sample(5.0, 102)], at(102));
         assert_eq!(states(resolved.clone()), [State::Resolved]);
         assert_eq!(resolved[0].previous, State::Firing);
+    }
+
+    #[test]
+    fn a_backtest_finds_each_span_the_rule_would_have_fired() {
+        let rule = rule(json!({"for": "20s"})).rule;
+        let samples: Vec<(DateTime<Utc>, f64)> = [50.0, 95.0, 95.0, 95.0, 40.0, 99.0, 99.0, 99.0]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (at(i as i64 * 10), *v))
+            .collect();
+        // Over 90 from 10 s: pending, firing at 30 s, resolved at 40 s; over again from 50 s,
+        // firing at 70 s until the end.
+        assert_eq!(
+            backtest(&rule, "host:a", &samples, at(100)),
+            [(at(30), at(40)), (at(70), at(100))]
+        );
+        assert_eq!(
+            backtest(&rule, "db-1", &samples, at(100)),
+            [],
+            "not the rule's source"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use eval::Evaluator;
+pub use eval::{Evaluator, backtest};
 
 use crate::{
     error::{Error, Result, RunError},
@@ -166,7 +166,7 @@ impl Alerts {
         self.send(Command::Unsilence(id)).await
     }
 
-    /// Every instance that is or was in trouble, most urgent first.
+    /// Every instance followed, with its acknowledgement and silence, most urgent first.
     pub async fn instances(&self) -> Result<Vec<Instance>> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Instances(reply)).await?;
