@@ -120,8 +120,6 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 3] = [Self::Info, Self::Warning, Self::Critical];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Info => "info",
@@ -384,11 +382,6 @@ impl Rule {
         check_labels(&self.labels).map_err(|e| InvalidField::new("labels", e))
     }
 
-    /// Whether samples of `series` with `labels`, from `source`, are this rule's.
-    pub fn watches(&self, source: &str, series: &str, labels: &Labels) -> bool {
-        self.series.name == series && self.watches_labels(labels) && self.source.matches(source)
-    }
-
     /// Whether a sample of the rule's series with `labels` carries the labels the rule names.
     pub fn watches_labels(&self, labels: &Labels) -> bool {
         self.series
@@ -467,6 +460,9 @@ pub struct Instance {
     pub since: DateTime<Utc>,
     pub severity: Severity,
     pub summary: String,
+    /// The rule's own labels, which silences and channels may match.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub rule_labels: Labels,
     /// Who acknowledged the instance's current trouble, if anyone did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack: Option<Ack>,
@@ -763,8 +759,9 @@ impl Instance {
     }
 }
 
-/// Folds one piece of news from room `alerts` into a list of open instances, so a page kept
-/// current by pushes shows what `GET /api/alerts` would.
+/// Folds one piece of news from room `alerts` into a list of open instances: their states,
+/// values and acknowledgements as `GET /api/alerts` has them. Silences show from the instance's
+/// next transition on.
 pub fn apply(open: &mut Vec<Instance>, news: &News) {
     match news {
         News::Transition(t) => {
@@ -778,6 +775,7 @@ pub fn apply(open: &mut Vec<Instance>, news: &News) {
                 since: t.since,
                 severity: t.severity,
                 summary: t.summary.clone(),
+                rule_labels: t.rule_labels.clone(),
                 ack: None,
                 silenced: t.silenced,
             };
@@ -1002,17 +1000,17 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_watches_its_series_with_the_labels_it_names_from_matching_sources() {
+    fn a_rule_watches_samples_with_the_labels_it_names_from_matching_sources() {
         let rule = Rule::read(&json!({
             "name": "n", "source": "host:*", "series": "fs.used_pct{mount=\"/\"}",
             "op": ">", "threshold": 1
         }))
         .unwrap();
         let root = Labels::from([("mount".into(), "/".into()), ("dev".into(), "sda".into())]);
-        assert!(rule.watches("host:web-1", "fs.used_pct", &root));
-        assert!(!rule.watches("web-1", "fs.used_pct", &root));
-        assert!(!rule.watches("host:web-1", "fs.used", &root));
-        assert!(!rule.watches("host:web-1", "fs.used_pct", &Labels::new()));
+        assert!(rule.watches_labels(&root));
+        assert!(!rule.watches_labels(&Labels::new()));
+        assert!(rule.source.matches("host:web-1"));
+        assert!(!rule.source.matches("web-1"));
     }
 
     #[test]

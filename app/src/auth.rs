@@ -224,6 +224,15 @@ impl Identity {
         self.role >= Role::Editor && self.scoped(|_| false)
     }
 
+    /// Make, change and delete alert rules and channels; acknowledge and silence alerts: an
+    /// editor who reads room `alerts` and whose rooms are not narrowed, since a rule or a silence
+    /// reaches every source and a channel carries values out.
+    pub fn may_handle_alerts(&self) -> bool {
+        self.may_edit()
+            && self.may_read(crate::alerts::ROOM)
+            && self.rooms.contains(&Pattern::any())
+    }
+
     /// See and end their own sessions, make and revoke their own tokens: a signed-in user, or a
     /// token with the `admin` scope.
     pub fn may_manage_own_account(&self) -> bool {

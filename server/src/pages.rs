@@ -189,6 +189,13 @@ impl AlertBook for Pages {
         /// Sources shown, and buckets of a day (two minutes each).
         const SOURCES: usize = 4;
         const BUCKETS: f64 = 720.0;
+        // The evaluator sees one value per bucket: a window must hold two of them (`rate` needs
+        // two samples), whatever the rule's own.
+        let bucket = std::time::Duration::from_secs_f64(86_400.0 / BUCKETS);
+        let rule = Rule {
+            window: rule.window.max(app::duration::Span(bucket * 2)),
+            ..rule
+        };
         self.serve("backtesting a rule", move |store| async move {
             let to = Utc::now();
             let from = to - chrono::TimeDelta::days(1);

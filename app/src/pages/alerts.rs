@@ -50,7 +50,7 @@ pub async fn current_alerts() -> Result<Option<AlertsNow>, AppError> {
         Ok(Some(AlertsNow {
             head,
             open,
-            may_handle: identity.may_edit(),
+            may_handle: identity.may_handle_alerts(),
         }))
     })
     .await
@@ -460,7 +460,7 @@ pub async fn alerts_overview() -> Result<AlertsPageData, AppError> {
             .map_err(|e| AppError::Invalid(e.to_string()))?;
         let mut recent = history.snapshot(room, HISTORY_SHOWN).await?.events;
         recent.reverse();
-        let may_edit = identity.may_edit();
+        let may_edit = identity.may_handle_alerts();
         Ok(AlertsPageData {
             rules: book.rules().await?,
             silences: book.silences().await?,

@@ -54,8 +54,8 @@ impl Tracked {
             }
             self.value = None;
             return match (rule.no_data.means, self.state) {
-                (NoDataMeans::Ok, State::Firing) => State::Resolved,
-                (NoDataMeans::Ok, State::Pending | State::NoData) => State::Normal,
+                (NoDataMeans::Ok, State::Firing | State::NoData) => State::Resolved,
+                (NoDataMeans::Ok, State::Pending) => State::Normal,
                 (NoDataMeans::Ok, state) => state,
                 (NoDataMeans::NoData, _) => State::NoData,
                 (NoDataMeans::Firing, _) => State::Firing,
@@ -82,7 +82,9 @@ impl Tracked {
             (State::Firing, false) => State::Resolved,
             (_, true) if rule.pending_for.is_zero() => State::Firing,
             (_, true) => State::Pending,
-            (State::Pending | State::NoData, false) => State::Normal,
+            // The end of missing data is news to whoever was told of it.
+            (State::NoData, false) => State::Resolved,
+            (State::Pending, false) => State::Normal,
             (state, false) => state,
         }
     }
@@ -110,19 +112,44 @@ impl Evaluator {
         }
     }
 
-    /// Adds or replaces a rule; the instances of a replaced rule keep their states.
-    pub fn set_rule(&mut self, rule: StoredRule) {
-        self.rules.insert(rule.id, Arc::new(rule.rule));
+    /// Adds or replaces a rule. A replaced rule's instances keep their states while they still
+    /// stand for the same samples folded the same way; when its sources, series, reducer or window
+    /// change they end (those in trouble resolve) and new ones begin. A rule resumed after a pause
+    /// counts its no-data period from now, not from its last sample before the pause.
+    pub fn set_rule(&mut self, stored: StoredRule, now: DateTime<Utc>) -> Vec<Transition> {
+        let StoredRule { id, rule } = stored;
+        let mut out = Vec::new();
+        if let Some(old) = self.rules.get(&id) {
+            let same_samples = old.source == rule.source
+                && old.series == rule.series
+                && old.reducer == rule.reducer
+                && old.window == rule.window;
+            if !same_samples {
+                out = self.remove_rule(id, now);
+            } else if old.paused && !rule.paused {
+                let instances = self
+                    .instances
+                    .get_mut(&id)
+                    .into_iter()
+                    .flat_map(HashMap::values_mut);
+                for tracked in instances.flat_map(HashMap::values_mut) {
+                    tracked.seen = now;
+                }
+            }
+        }
+        self.rules.insert(id, Arc::new(rule));
         self.index();
+        out
     }
 
     /// Removes a rule; instances in trouble resolve, so whoever was told of them hears the end.
     pub fn remove_rule(&mut self, id: i64, now: DateTime<Utc>) -> Vec<Transition> {
-        let (Some(rule), Some(sources)) = (self.rules.remove(&id), self.instances.remove(&id))
-        else {
+        let rule = self.rules.remove(&id);
+        let sources = self.instances.remove(&id);
+        self.index();
+        let (Some(rule), Some(sources)) = (rule, sources) else {
             return Vec::new();
         };
-        self.index();
         let mut out = Vec::new();
         for (source, labels) in sources {
             for (labels, mut tracked) in labels {
@@ -251,6 +278,7 @@ impl Evaluator {
                         since: tracked.since,
                         severity: rule.severity,
                         summary: rule.summarise(source, labels, tracked.value),
+                        rule_labels: rule.labels.clone(),
                         ack: None,
                         silenced: false,
                     });
@@ -260,7 +288,8 @@ impl Evaluator {
         list
     }
 
-    pub fn instance_count(&self) -> usize {
+    #[cfg(test)]
+    fn instance_count(&self) -> usize {
         self.instances
             .values()
             .flat_map(HashMap::values)
@@ -282,10 +311,14 @@ pub fn backtest(
         paused: false,
         ..rule.clone()
     };
-    eval.set_rule(StoredRule {
-        id: 0,
-        rule: rule.clone(),
-    });
+    let start = samples.first().map_or(end, |(ts, _)| *ts);
+    eval.set_rule(
+        StoredRule {
+            id: 0,
+            rule: rule.clone(),
+        },
+        start,
+    );
     let (mut spans, mut open) = (Vec::new(), None);
     for (ts, value) in samples {
         let point = Point {
@@ -380,7 +413,7 @@ mod tests {
 
     fn evaluator(extra: serde_json::Value) -> Evaluator {
         let mut e = Evaluator::default();
-        e.set_rule(rule(extra));
+        e.set_rule(rule(extra), at(0));
         e
     }
 
@@ -511,11 +544,11 @@ mod tests {
             assert_eq!(states(e.tick(at(59))), [], "{means}");
             assert_eq!(states(e.tick(at(60))), expect, "{means}");
         }
-        // Data coming back under the threshold ends `nodata`.
+        // Data coming back under the threshold resolves `nodata`.
         let mut e = evaluator(json!({"window": "10s", "no_data": {"after": "1m"}}));
         feed(&mut e, 50.0, 0);
         assert_eq!(states(e.tick(at(60))), [State::NoData]);
-        assert_eq!(feed(&mut e, 50.0, 61), [State::Normal]);
+        assert_eq!(feed(&mut e, 50.0, 61), [State::Resolved]);
         let mut e =
             evaluator(json!({"window": "10s", "no_data": {"after": "1m", "means": "firing"}}));
         feed(&mut e, 50.0, 0);
@@ -572,6 +605,47 @@ mod tests {
             [],
             "not the rule's source"
         );
+    }
+
+    #[test]
+    fn a_rule_changed_to_watch_other_samples_ends_its_instances_and_one_resumed_waits_for_data() {
+        let mut e = evaluator(json!({}));
+        feed(&mut e, 95.0, 0);
+        // A new threshold: the same samples, the same instance, evaluated anew on the next one.
+        assert_eq!(
+            states(e.set_rule(rule(json!({"threshold": 99})), at(1))),
+            []
+        );
+        assert_eq!(feed(&mut e, 96.0, 2), [State::Resolved]);
+        feed(&mut e, 100.0, 3);
+        // Another reducer: the instance resolves and a new one starts from nothing.
+        let changed = e.set_rule(rule(json!({"threshold": 99, "reducer": "max"})), at(4));
+        assert_eq!(states(changed), [State::Resolved]);
+        assert_eq!(e.instance_count(), 0);
+
+        let mut e = evaluator(json!({"window": "10s", "no_data": {"after": "1m"}}));
+        feed(&mut e, 50.0, 0);
+        e.set_rule(
+            rule(json!({"window": "10s", "no_data": {"after": "1m"}, "paused": true})),
+            at(1),
+        );
+        e.set_rule(
+            rule(json!({"window": "10s", "no_data": {"after": "1m"}})),
+            at(300),
+        );
+        assert_eq!(
+            states(e.tick(at(301))),
+            [],
+            "the no-data period starts at the resume"
+        );
+        assert_eq!(states(e.tick(at(360))), [State::NoData]);
+    }
+
+    #[test]
+    fn a_rule_removed_before_it_saw_a_sample_is_gone_for_good() {
+        let mut e = evaluator(json!({}));
+        assert_eq!(e.remove_rule(1, at(0)), []);
+        assert_eq!(feed(&mut e, 95.0, 1), []);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Alerts {
         let now = now();
         let mut eval = Evaluator::default();
         for rule in store.alert_rules().await? {
-            eval.set_rule(rule);
+            eval.set_rule(rule, now);
         }
         for transition in store.last_transitions().await? {
             eval.restore(transition, now);
@@ -239,7 +239,7 @@ impl Evaluation {
 
     fn command(&mut self, command: Command) -> Vec<Transition> {
         match command {
-            Command::SetRule(rule) => self.eval.set_rule(rule),
+            Command::SetRule(rule) => return self.eval.set_rule(rule, now()),
             Command::RemoveRule(id) => {
                 self.acks.retain(|key, _| key.rule != id);
                 return self.eval.remove_rule(id, now());
@@ -264,7 +264,7 @@ impl Evaluation {
                                 &instance.name,
                                 &instance.key.source,
                                 &instance.key.labels,
-                                &Default::default(),
+                                &instance.rule_labels,
                             )
                     });
                 }

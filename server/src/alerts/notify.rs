@@ -206,13 +206,13 @@ impl Notifier {
         if channels.iter().all(|c| c.channel.repeat.is_none()) {
             return Ok(());
         }
-        let firing = self.alerts.instances().await?;
-        if !firing.iter().any(Instance::is_open) {
+        let instances = self.alerts.instances().await?;
+        if !instances.iter().any(Instance::is_open) {
             return Ok(());
         }
-        let ids: Vec<String> = firing.iter().map(|i| instance_id(&i.key)).collect();
+        let ids: Vec<String> = instances.iter().map(|i| instance_id(&i.key)).collect();
         let last = self.store.last_notified(&ids).await?;
-        let due = repeats(&channels, &firing, &last, Utc::now(), &self.public_url);
+        let due = repeats(&channels, &instances, &last, Utc::now(), &self.public_url);
         if !due.is_empty() {
             self.store.queue_alert_notifications(&due).await?;
         }
@@ -246,7 +246,7 @@ fn repeats(
             severity: instance.severity,
             summary: instance.summary.clone(),
             since: instance.since,
-            rule_labels: Default::default(),
+            rule_labels: instance.rule_labels.clone(),
             silenced: false,
         };
         for StoredChannel {
@@ -377,6 +377,13 @@ fn alertmanager(receiver: &str, t: &Transition, public_url: &str) -> Value {
     })
 }
 
+/// Text as Slack reads it: `<`, `>` and `&` would otherwise make links and mentions.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// A Slack incoming-webhook message: `text` for notifications, `blocks` for the channel.
 fn slack(t: &Transition, public_url: &str) -> Value {
     let icon = match t.state {
@@ -385,16 +392,17 @@ fn slack(t: &Transition, public_url: &str) -> Value {
     };
     let details = format!(
         "source `{}` · severity {} · value {} · threshold {} · <{public_url}/alerts|Watchroom>",
-        t.key.source,
+        slack_escape(&t.key.source),
         t.severity.as_str(),
         t.value.map_or("no data".into(), format_value),
         format_value(t.threshold),
     );
+    let (name, summary) = (slack_escape(&t.name), slack_escape(&t.summary));
     json!({
-        "text": headline(t),
+        "text": slack_escape(&headline(t)),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn",
-                "text": format!("{icon} *{} {}*\n{}", t.state.as_str().to_uppercase(), t.name, t.summary)}},
+                "text": format!("{icon} *{} {name}*\n{summary}", t.state.as_str().to_uppercase())}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": details}]},
         ],
     })
@@ -492,10 +500,18 @@ mod tests {
     }
 
     #[test]
-    fn a_slack_message_has_text_and_blocks() {
+    fn a_slack_message_has_text_and_blocks_and_makes_no_links_of_its_own_text() {
         let body = slack(&transition(State::Firing, State::Normal), "http://w");
         assert_eq!(body["text"], "FIRING disk full: web-1 / at 97.5%");
         assert_eq!(body["blocks"][0]["type"], "section");
+        let mut sneaky = transition(State::Firing, State::Normal);
+        sneaky.summary = "<https://evil|click> & <!channel>".into();
+        let body = slack(&sneaky, "http://w");
+        let text = body["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            text.ends_with("&lt;https://evil|click&gt; &amp; &lt;!channel&gt;"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -510,6 +526,7 @@ mod tests {
             since: t.since,
             severity: t.severity,
             summary: t.summary.clone(),
+            rule_labels: t.rule_labels.clone(),
             ack: None,
             silenced: false,
         };

@@ -67,10 +67,12 @@ fn reader(identity: &Identity) -> Result<()> {
 
 /// The editor's name, for the record.
 fn editor(identity: &Identity) -> Result<String> {
-    match (identity.may_edit(), &identity.name) {
+    match (identity.may_handle_alerts(), &identity.name) {
         (true, Some(name)) => Ok(name.clone()),
         _ => Err(Error::Forbidden(
-            "changing alerts needs an editor (or an editor's token with the admin scope)".into(),
+            "changing alerts needs an editor whose rooms are not narrowed (or their token with \
+             the admin scope)"
+                .into(),
         )),
     }
 }

@@ -165,7 +165,8 @@ impl Store {
     /// Ends a silence now; whether it was still on.
     pub async fn end_alert_silence(&self, id: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE alert_silences SET ends = greatest(now(), starts + interval '1 millisecond')
+            "UPDATE alert_silences
+             SET ends = now(), starts = least(starts, now() - interval '1 millisecond')
              WHERE id = $1 AND ends > now()",
         )
         .bind(id)

@@ -248,6 +248,18 @@ async fn rules_are_created_read_replaced_and_deleted_and_a_bad_one_is_refused_na
         assert!(message.starts_with(&format!("{field}:")), "{message}");
     }
 
+    // An editor narrowed to some rooms could reach every source through a rule: refused.
+    let narrowed = http_with(
+        &app.token_for(Role::Editor, &["team.*", "alerts"], &["admin"])
+            .await,
+    );
+    let refused = narrowed
+        .post(url(&app, "/api/alerts/rules"))
+        .json(&read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     let viewer = http_with(&app.token_for(Role::Viewer, &["*"], &["read:*"]).await);
     let refused = viewer
         .post(url(&app, "/api/alerts/rules"))
