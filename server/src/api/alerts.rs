@@ -1,5 +1,6 @@
 //! Alerts over HTTP: instances, rules, acknowledgements, silences and notification channels.
-//! Anyone who may read room `alerts` may read them; changing them takes an editor.
+//! Anyone who may read room `alerts` may read them; changing them takes an editor whose rooms are
+//! not narrowed (`Identity::may_handle_alerts`).
 
 use app::{
     alerts::{
