@@ -67,6 +67,37 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
   expect(errors.flat()).toEqual([]);
 });
 
+test("an alert firing while the tab is hidden comes as a desktop notification", async ({ page }) => {
+  const errors = watchForErrors(page);
+  // A hidden tab whose operator allowed notifications; what the page shows is recorded.
+  await page.addInitScript(() => {
+    Object.defineProperty(document, "hidden", { get: () => true });
+    const shown: string[] = [];
+    Object.assign(window, {
+      shown,
+      Notification: class {
+        static permission = "granted";
+        static requestPermission() {
+          return Promise.resolve("granted");
+        }
+        constructor(title: string) {
+          shown.push(title);
+        }
+      },
+    });
+  });
+  const source = uniqueRoom("hidden").replaceAll(".", "-");
+  const name = `hidden hot ${source}`;
+  await rule(source, name);
+  await openSignedIn(page, "/");
+  await sample(source, 98);
+  await expect
+    .poll(() => page.evaluate(() => (window as unknown as { shown: string[] }).shown))
+    .toContain(`FIRING ${name}: ${source} cpu 98%`);
+  await sample(source, 2);
+  expect(errors).toEqual([]);
+});
+
 test("a rule made in the page's form is refused naming its bad field, then stored, listed and edited", async ({ page }) => {
   // The browser logs the refusal the test provokes.
   const errors = watchForErrors(page, /status of 400/);
