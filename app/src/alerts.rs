@@ -502,6 +502,9 @@ pub struct Transition {
     pub severity: Severity,
     pub summary: String,
     pub since: DateTime<Utc>,
+    /// When the state left began: for a resolve, when the trouble it ends began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub began: Option<DateTime<Utc>>,
     /// The rule's own labels, for routing notifications.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub rule_labels: Labels,
@@ -858,6 +861,7 @@ mod tests {
                 severity: Severity::Critical,
                 summary: "web-1 hot".into(),
                 since,
+                began: None,
                 rule_labels: Labels::new(),
                 silenced: false,
             })

@@ -136,6 +136,16 @@ impl AlertFeed {
     #[cfg(not(feature = "hydrate"))]
     fn expire(self, _id: u64) {}
 
+    /// Reads the open instances afresh, when pushes alone can no longer tell them.
+    fn refresh(self) {
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(async move {
+            if let Ok(Some(now)) = current_alerts().await {
+                self.open.set(now.open);
+            }
+        });
+    }
+
     /// Follows room `alerts` from `now` on.
     fn follow(self, now: AlertsNow) {
         self.open.set(now.open);
@@ -146,6 +156,7 @@ impl AlertFeed {
         Effect::new(move |_| {
             let resets = view.resets.get();
             let mut fresh = Vec::new();
+            let mut gap = false;
             view.events.with(|events| {
                 let (counted_in, mut last) = seen.get_value();
                 if counted_in != resets {
@@ -155,6 +166,8 @@ impl AlertFeed {
                     if event.seq <= last {
                         continue;
                     }
+                    // The room keeps only its newest events: more arrived at once than it holds.
+                    gap |= event.seq > last + 1;
                     last = event.seq;
                     if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
                         fresh.push(event.news);
@@ -164,6 +177,9 @@ impl AlertFeed {
             });
             for news in fresh {
                 self.take(news);
+            }
+            if gap {
+                self.refresh();
             }
         });
         // After hydration: what depends on it was rendered without it on the server too.

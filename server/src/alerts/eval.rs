@@ -354,7 +354,7 @@ fn change(
     now: DateTime<Utc>,
 ) -> Transition {
     let previous = std::mem::replace(&mut tracked.state, next);
-    tracked.since = now;
+    let began = std::mem::replace(&mut tracked.since, now);
     Transition {
         key: Key {
             rule: id,
@@ -369,6 +369,7 @@ fn change(
         severity: rule.severity,
         summary: rule.summarise(source, labels, tracked.value),
         since: now,
+        began: Some(began),
         rule_labels: rule.labels.clone(),
         silenced: false,
     }

@@ -246,6 +246,7 @@ fn repeats(
             severity: instance.severity,
             summary: instance.summary.clone(),
             since: instance.since,
+            began: None,
             rule_labels: instance.rule_labels.clone(),
             silenced: false,
         };
@@ -369,7 +370,7 @@ fn alertmanager(receiver: &str, t: &Transition, public_url: &str) -> Value {
             "status": status,
             "labels": labels,
             "annotations": annotations,
-            "startsAt": rfc3339(t.since),
+            "startsAt": rfc3339(if status == "resolved" { t.began.unwrap_or(t.since) } else { t.since }),
             "endsAt": if status == "resolved" { rfc3339(t.since) } else { never.into() },
             "generatorURL": format!("{public_url}/alerts"),
             "fingerprint": fingerprint,
@@ -439,6 +440,7 @@ mod tests {
             severity: Severity::Critical,
             summary: "web-1 / at 97.5%".into(),
             since: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            began: Some(DateTime::from_timestamp(1_799_999_000, 0).unwrap()),
             rule_labels: [("team".to_owned(), "ops".to_owned())].into(),
             silenced: false,
         }
@@ -473,6 +475,11 @@ mod tests {
         );
         assert_eq!(resolved["alerts"][0]["status"], "resolved");
         assert_eq!(resolved["alerts"][0]["endsAt"], "2027-01-15T08:00:00.000Z");
+        // When the firing it ends began.
+        assert_eq!(
+            resolved["alerts"][0]["startsAt"],
+            "2027-01-15T07:43:20.000Z"
+        );
     }
 
     #[test]

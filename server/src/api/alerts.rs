@@ -376,6 +376,7 @@ async fn test_channel(
         severity: Severity::Info,
         summary: format!("{by} is testing channel {}", channel.name),
         since: Utc::now(),
+        began: None,
         rule_labels: Default::default(),
         silenced: false,
     };

@@ -471,6 +471,7 @@ async fn a_webhook_channel_receives_alertmanager_json_when_an_alert_fires_and_re
     let resolved = receiver.wait_for(2).await.remove(1);
     assert_eq!(resolved["status"], "resolved");
     assert_eq!(resolved["alerts"][0]["fingerprint"], alert["fingerprint"]);
+    assert_eq!(resolved["alerts"][0]["startsAt"], alert["startsAt"]);
     app.stop().await.unwrap();
 }
 
