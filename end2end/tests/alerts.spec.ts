@@ -56,6 +56,7 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
   }
   const listed = two.getByTestId("instance").filter({ hasText: name });
   await expect(listed).toContainText("firing");
+  await expect(two.getByTestId("rule").filter({ hasText: name }).locator(".rule-state")).toHaveText("1 firing");
 
   // Critical: the toast stays until someone acknowledges it, here from the first page.
   await one.getByTestId("toast").filter({ hasText: name }).getByRole("button", { name: "Acknowledge" }).click();
@@ -64,6 +65,7 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
 
   await sample(source, 5);
   await expect(listed).toHaveCount(0);
+  await expect(two.getByTestId("rule").filter({ hasText: name }).locator(".rule-state")).toHaveText("ok");
   expect(errors.flat()).toEqual([]);
 });
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::loaded;
 use crate::{
     alerts::{
-        self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, StoredChannel,
+        self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, State, StoredChannel,
         StoredRule, format_value,
     },
     error::AppError,
@@ -505,8 +505,31 @@ pub fn AlertsPage() -> impl IntoView {
     }
 }
 
+/// How a rule's instances stand: `2 firing, 1 pending`, or `ok`.
+fn rule_state(feed: AlertFeed, rule: i64) -> String {
+    feed.open.with(|open| {
+        let count = |state: State| {
+            open.iter()
+                .filter(|i| i.key.rule == rule && i.state == state)
+                .count()
+        };
+        let parts: Vec<String> = [State::Firing, State::NoData, State::Pending]
+            .into_iter()
+            .filter_map(|state| match count(state) {
+                0 => None,
+                n => Some(format!("{n} {state}")),
+            })
+            .collect();
+        match parts.is_empty() {
+            true => "ok".into(),
+            false => parts.join(", "),
+        }
+    })
+}
+
 #[component]
 fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
+    let feed = AlertFeed::expect();
     let may_edit = page.may_edit;
     let refresh = move || changed.update(|n| *n += 1);
     let problem = RwSignal::new(None::<String>);
@@ -522,7 +545,7 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
         <section class="panel">
             <h2>"Rules"</h2>
             <table class="rules">
-                <thead><tr><th>"Name"</th><th>"Condition"</th><th>"Severity"</th><th></th></tr></thead>
+                <thead><tr><th>"Name"</th><th>"Condition"</th><th>"Severity"</th><th>"Now"</th><th></th></tr></thead>
                 <tbody>
                     {page.rules.into_iter().map(|stored| {
                         let editing = stored.clone();
@@ -547,6 +570,8 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
                                 <td>{rule.name.clone()} {rule.paused.then_some(" (paused)")}</td>
                                 <td><code>{condition}</code></td>
                                 <td>{rule.severity.as_str()}</td>
+                                // Live, so only once the feed follows the room (never on the server).
+                                <td class="rule-state">{move || feed.live.get().then(|| rule_state(feed, id))}</td>
                                 <td>{may_edit.then(|| view! {
                                     <button type="button" on:click={
                                         let toggled = toggled.clone();
