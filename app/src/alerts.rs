@@ -291,7 +291,8 @@ fn check_name(field: &str, name: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
-fn check_text(field: &str, text: &str) -> Result<(), InvalidField> {
+/// Checks a comment or summary: what people write, within what Postgres keeps (no NUL).
+pub fn check_text(field: &str, text: &str) -> Result<(), InvalidField> {
     if text.len() > MAX_TEXT_LEN || text.contains('\0') {
         return Err(InvalidField::new(
             field,
@@ -542,6 +543,11 @@ pub struct Matchers {
 }
 
 impl Matchers {
+    /// Label values are kept as jsonb, and shown: the rules of samples' labels hold.
+    fn check(&self) -> Result<(), InvalidField> {
+        check_labels(&self.labels).map_err(|e| InvalidField::new("matchers.labels", e))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rule.is_none() && self.source.is_none() && self.labels.is_empty()
     }
@@ -604,6 +610,7 @@ impl NewSilence {
                 "must name a rule, a source or labels: a silence of everything hides every alert",
             ));
         }
+        self.matchers.check()?;
         check_text("comment", &self.comment)?;
         let starts = self.starts.unwrap_or(now);
         let ends = match (self.ends, self.duration) {
@@ -664,7 +671,7 @@ impl Target {
         match self {
             Self::Webhook { url } | Self::Slack { url } => {
                 let web = url.starts_with("http://") || url.starts_with("https://");
-                if !web || url.len() > 2048 {
+                if !web || url.len() > 2048 || url.chars().any(char::is_control) {
                     return Err(InvalidField::new(
                         "url",
                         "must be an http:// or https:// address of at most 2048 bytes",
@@ -720,6 +727,7 @@ impl Channel {
             .map_err(|e| InvalidField::new("channel", e.to_string()))?;
         check_name("name", &channel.name)?;
         channel.target.check()?;
+        channel.matchers.check()?;
         if channel.repeat.is_some_and(|repeat| repeat < Span::secs(60)) {
             return Err(InvalidField::new("repeat", "must be at least 1m"));
         }
@@ -1046,6 +1054,15 @@ mod tests {
             ),
             (json!({"name": "ops", "kind": "pager"}), "channel"),
             (
+                json!({"name": "ops", "kind": "webhook", "url": "http://x/\0"}),
+                "url",
+            ),
+            (
+                json!({"name": "ops", "kind": "slack", "url": "https://x",
+                    "matchers": {"labels": {"a": "\0"}}}),
+                "matchers.labels",
+            ),
+            (
                 json!({"name": "ops", "kind": "slack", "url": "https://x", "repeat": "10s"}),
                 "repeat",
             ),
@@ -1061,6 +1078,12 @@ mod tests {
         assert_eq!(
             silence(json!({"matchers": {"source": "web-1"}, "duration": "1h"})),
             Ok((now, at(4600)))
+        );
+        assert_eq!(
+            silence(json!({"matchers": {"labels": {"team": "a\0"}}, "duration": "1h"}))
+                .unwrap_err()
+                .field,
+            "matchers.labels"
         );
         assert_eq!(
             silence(json!({"matchers": {}, "duration": "1h"}))

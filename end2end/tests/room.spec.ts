@@ -57,11 +57,11 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
 });
 
 /**
- * What the browser logs when a server vanishes: connections refused while it is down, and a frame
- * that raced the close.
+ * What the browser logs when a server vanishes: a load cut off by the kill, connections refused
+ * while it is down, and a frame that raced the close.
  */
 const SERVER_GONE =
-  /WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_REFUSED|WebSocket is already in CLOSING or CLOSED state/;
+  /WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)|WebSocket is already in CLOSING or CLOSED state/;
 
 test("after the server is killed and restarted the page reconnects and shows every missed event once", async ({ page }) => {
   const errors = watchForErrors(page, SERVER_GONE);

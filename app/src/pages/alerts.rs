@@ -5,14 +5,13 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::loaded;
+use super::{follow_events, loaded};
 use crate::{
     alerts::{
         self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, State, StoredChannel,
         StoredRule, format_value,
     },
     error::AppError,
-    live::LiveClient,
     protocol::{Event, RoomSnapshot},
 };
 
@@ -150,35 +149,11 @@ impl AlertFeed {
     fn follow(self, now: AlertsNow) {
         self.open.set(now.open);
         self.may_handle.set(now.may_handle);
-        let head = now.head.head;
-        let view = LiveClient::expect().join(now.head);
-        let seen = StoredValue::new((0, head));
-        Effect::new(move |_| {
-            let resets = view.resets.get();
-            let mut fresh = Vec::new();
-            let mut gap = false;
-            view.events.with(|events| {
-                let (counted_in, mut last) = seen.get_value();
-                if counted_in != resets {
-                    last = 0;
-                }
-                for event in events {
-                    if event.seq <= last {
-                        continue;
-                    }
-                    // The room keeps only its newest events: more arrived at once than it holds.
-                    gap |= event.seq > last + 1;
-                    last = event.seq;
-                    if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
-                        fresh.push(event.news);
-                    }
-                }
-                seen.set_value((resets, last));
-            });
-            for news in fresh {
-                self.take(news);
+        follow_events(now.head, move |event, missed| {
+            if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
+                self.take(event.news);
             }
-            if gap {
+            if missed {
                 self.refresh();
             }
         });
@@ -652,26 +627,12 @@ fn read_form(form: &web_sys::HtmlFormElement) -> Fields {
     let Ok(data) = web_sys::FormData::new_with_form(form) else {
         return fields;
     };
-    for name in [
-        "name",
-        "source",
-        "series",
-        "reducer",
-        "window",
-        "op",
-        "threshold",
-        "for",
-        "severity",
-        "summary",
-        "rule",
-        "duration",
-        "comment",
-        "kind",
-        "url",
-        "to",
-    ] {
-        if let Some(value) = data.get(name).as_string() {
-            fields.insert(name.to_owned(), value);
+    // FormData iterates as [name, value] pairs.
+    let entries = js_sys::try_iter(&data).ok().flatten().into_iter().flatten();
+    for entry in entries.flatten() {
+        let pair = js_sys::Array::from(&entry);
+        if let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+            fields.insert(name, value);
         }
     }
     fields

@@ -24,13 +24,14 @@ use crate::{
     error::AppError,
     live::LiveClient,
     metrics::{Point, event_points},
-    protocol::{EventKind, RoomSnapshot},
+    protocol::{Event, EventKind, RoomSnapshot},
 };
 
-/// Joins the snapshot's room from its head on and hands every sample pushed after it to
-/// `on_point`, once each, in order (from seq 1 again if the room's log starts over). Only the
-/// browser receives pushes; on the server this renders nothing live.
-fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
+/// Joins the snapshot's room from its head on and hands every event pushed after it to
+/// `on_event`, once each, in order (from seq 1 again if the room's log starts over), with whether
+/// events before it were missed: a room view keeps only its newest, and more arrived at once than
+/// it holds. Only the browser receives pushes; on the server this renders nothing live.
+fn follow_events(from: RoomSnapshot, on_event: impl Fn(&Event, bool) + 'static) {
     let head = from.head;
     let view = LiveClient::expect().join(RoomSnapshot {
         events: Vec::new(),
@@ -49,15 +50,22 @@ fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
                 if event.seq <= last {
                     continue;
                 }
+                on_event(event, event.seq > last + 1);
                 last = event.seq;
-                if event.kind == EventKind::Metric {
-                    event_points(&event.data, event.ts)
-                        .iter()
-                        .for_each(&on_point);
-                }
             }
             seen.set_value((resets, last));
         });
+    });
+}
+
+/// As [`follow_events`], handing on the samples of the room's `metric` events.
+fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
+    follow_events(from, move |event, _| {
+        if event.kind == EventKind::Metric {
+            event_points(&event.data, event.ts)
+                .iter()
+                .for_each(&on_point);
+        }
     });
 }
 

@@ -182,9 +182,7 @@ async fn acknowledge(
 ) -> Result<(StatusCode, Json<Ack>)> {
     let by = editor(&identity)?;
     let Json(request) = body?;
-    if request.comment.len() > alerts::MAX_TEXT_LEN {
-        return Err(Error::bad_request("comment: at most 1024 bytes"));
-    }
+    alerts::check_text("comment", &request.comment).map_err(invalid)?;
     let instance = state
         .alerts
         .instances()

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::protocol::{ClientFrame, EventKind, RoomName};
+use app::{
+    alerts::{AlertEvent, News, State},
+    protocol::{ClientFrame, EventKind, RoomName, ServerFrame},
+};
 use clap::Parser;
 use futures::{SinkExt, StreamExt, future::join_all};
 use serde_json::json;
@@ -296,7 +299,7 @@ async fn alert_latency(args: &Args, url: &str, rounds: usize) {
     socket.send(Message::text(text)).await.unwrap();
     let (mut from_send, mut from_commit) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
-        for (value, state) in [(1.0, "firing"), (0.0, "resolved")] {
+        for (value, state) in [(1.0, State::Firing), (0.0, State::Resolved)] {
             let sent = Instant::now();
             let samples = json!([{"source": source, "series": "lat", "value": value}]);
             let post = http
@@ -309,9 +312,14 @@ async fn alert_latency(args: &Args, url: &str, rounds: usize) {
                     let Message::Text(text) = message else {
                         continue;
                     };
-                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    let data = &frame["data"];
-                    if frame["type"] == "event" && data["rule"] == id && data["state"] == state {
+                    let Ok(ServerFrame::Event(event)) = serde_json::from_str(&text) else {
+                        continue;
+                    };
+                    let news = serde_json::from_value::<AlertEvent>(event.data).map(|e| e.news);
+                    if let Ok(News::Transition(t)) = news
+                        && t.key.rule == id
+                        && t.state == state
+                    {
                         return Instant::now();
                     }
                 }
@@ -325,7 +333,7 @@ async fn alert_latency(args: &Args, url: &str, rounds: usize) {
                 arrival
             );
             // Round 0 warms up connections and caches.
-            if state == "firing" && round > 0 {
+            if state == State::Firing && round > 0 {
                 from_send.push(arrived - sent);
                 from_commit.push(arrived.saturating_duration_since(answered));
             }

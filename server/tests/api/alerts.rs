@@ -278,6 +278,30 @@ async fn rules_are_created_read_replaced_and_deleted_and_a_bad_one_is_refused_na
         200
     );
 
+    // What Postgres cannot keep is the sender's mistake (400), not the server's failure (503).
+    let silence = json!({"matchers": {"labels": {"team": "a\u{0}"}}, "duration": "1h"});
+    let silences = url(&app, "/api/alerts/silences");
+    let refused = app
+        .http()
+        .post(silences)
+        .json(&silence)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    // What Postgres cannot keep is the sender's mistake (400), not the server's failure (503).
+    let silence = json!({"matchers": {"labels": {"team": "a\u{0}"}}, "duration": "1h"});
+    let silences = url(&app, "/api/alerts/silences");
+    let refused = app
+        .http()
+        .post(silences)
+        .json(&silence)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
     let gone = app
         .http()
         .delete(url(&app, &format!("/api/alerts/rules/{id}")))
@@ -431,19 +455,38 @@ async fn an_acknowledgement_and_a_silence_reach_every_watcher_and_a_silenced_ale
     app.stop().await.unwrap();
 }
 
-async fn add_channel(app: &TestApp, kind: &str, receiver: &Receiver, source: &str) -> i64 {
-    let channel = json!({"name": unique_source("channel"), "kind": kind, "url": receiver.url(),
-        "matchers": {"source": source}});
+/// Makes the channel `channel` describes; its id.
+async fn create_channel(app: &TestApp, channel: &Value) -> i64 {
     let response = app
         .http()
         .post(url(app, "/api/alerts/channels"))
-        .json(&channel)
+        .json(channel)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
     response.json::<Value>().await.unwrap()["id"]
         .as_i64()
+        .unwrap()
+}
+
+/// A channel of `kind` to `receiver` for the alerts of `source`.
+async fn add_channel(app: &TestApp, kind: &str, receiver: &Receiver, source: &str) -> i64 {
+    let channel = json!({"name": unique_source("channel"), "kind": kind, "url": receiver.url(),
+        "matchers": {"source": source}});
+    create_channel(app, &channel).await
+}
+
+/// What the channel's "send test" answered.
+async fn test_channel(app: &TestApp, channel: i64) -> Value {
+    let test = url(app, &format!("/api/alerts/channels/{channel}/test"));
+    app.http()
+        .post(test)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
         .unwrap()
 }
 
@@ -481,15 +524,7 @@ async fn a_slack_channel_gets_text_and_blocks_and_send_test_reports_how_the_rece
     let app = start().await;
     let source = unique_source("slack");
     let channel = add_channel(&app, "slack", &receiver, &source).await;
-    let tested: Value = app
-        .http()
-        .post(url(&app, &format!("/api/alerts/channels/{channel}/test")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tested = test_channel(&app, channel).await;
     assert_eq!(tested, json!({"sent": true}));
     let test = receiver.wait_for(1).await.remove(0);
     assert!(
@@ -500,55 +535,13 @@ async fn a_slack_channel_gets_text_and_blocks_and_send_test_reports_how_the_rece
 
     let down = Receiver::unreachable().await;
     let broken = json!({"name": unique_source("broken"), "kind": "slack", "url": down});
-    let created: Value = app
-        .http()
-        .post(url(&app, "/api/alerts/channels"))
-        .json(&broken)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tested: Value = app
-        .http()
-        .post(url(
-            &app,
-            &format!("/api/alerts/channels/{}/test", created["id"]),
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tested = test_channel(&app, create_channel(&app, &broken).await).await;
     assert_eq!(tested["sent"], false);
     assert!(tested["error"].as_str().is_some_and(|e| !e.is_empty()));
 
     // Mail needs a relay, and this server was given none: the test says so.
     let mail = json!({"name": unique_source("mail"), "kind": "email", "to": ["ops@example.com"]});
-    let created: Value = app
-        .http()
-        .post(url(&app, "/api/alerts/channels"))
-        .json(&mail)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tested: Value = app
-        .http()
-        .post(url(
-            &app,
-            &format!("/api/alerts/channels/{}/test", created["id"]),
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tested = test_channel(&app, create_channel(&app, &mail).await).await;
     assert_eq!(tested["sent"], false);
     assert!(
         tested["error"]
@@ -574,14 +567,7 @@ async fn an_email_channel_mails_a_firing_alert_through_the_smtp_relay() {
     let source = unique_source("mail");
     create_rule(&app, &source, json!({})).await;
     let channel = json!({"name": "mail", "kind": "email", "to": ["ops@example.com"]});
-    let response = app
-        .http()
-        .post(url(&app, "/api/alerts/channels"))
-        .json(&channel)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    create_channel(&app, &channel).await;
     sample(&app, &source, 96.0).await;
     let mail = relay.wait_for_mail().await;
     assert!(mail.contains("To: ops@example.com"), "{mail}");
@@ -706,14 +692,7 @@ async fn a_notification_queued_while_its_receiver_is_down_is_sent_after_a_server
     let rule = create_rule(&app, &source, json!({})).await;
     let channel = json!({"name": unique_source("later"), "kind": "webhook", "url": address,
         "matchers": {"source": source}});
-    let response = app
-        .http()
-        .post(url(&app, "/api/alerts/channels"))
-        .json(&channel)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    create_channel(&app, &channel).await;
     let mut watcher = watch_alerts(&app).await;
     sample(&app, &source, 99.0).await;
     next_transition(&mut watcher, rule).await;
