@@ -7,7 +7,6 @@ pub mod dashboards;
 pub mod duration;
 pub mod error;
 pub mod format;
-#[cfg(feature = "ssr")]
 pub mod history;
 pub mod live;
 pub mod metrics;

@@ -28,7 +28,7 @@ pub enum EventKind {
     /// `data`: one sample `{"series", "value", "ts"?, "labels"?}` or a batch
     /// `{"samples": [...]}` of them (see [`crate::metrics`]).
     Metric,
-    /// `data`: `{"text": non-empty string, ...}`
+    /// `data`: a [`Notice`]: `{"text": non-empty string, "title"?, "level"?, "tags"?, ...}`
     Notice,
     /// `data`: `{"text": non-empty string, ...}`
     Alert,
@@ -114,7 +114,14 @@ impl NewEvent {
                 }
                 Ok(Payload::Samples(points))
             }
-            EventKind::Notice | EventKind::Alert => {
+            EventKind::Notice => {
+                let text = Notice::read(data).map_err(|reason| InvalidEvent {
+                    kind: self.kind.as_str(),
+                    reason,
+                })?;
+                Ok(Payload::Text(text))
+            }
+            EventKind::Alert => {
                 match data
                     .get("text")
                     .and_then(Value::as_str)
@@ -125,6 +132,94 @@ impl NewEvent {
                 }
             }
         }
+    }
+}
+
+/// How much a notice matters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Self::Info, Self::Warning, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Longest notice title, and most tags a notice may carry and the longest of them, in bytes.
+pub const MAX_TITLE_LEN: usize = 200;
+pub const MAX_TAGS: usize = 16;
+pub const MAX_TAG_LEN: usize = 64;
+
+/// The data of a `notice` event, as pages read it: a deploy, an incident note, a maintenance
+/// window. Fields besides these are kept as sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl Notice {
+    /// Checks a notice's fields, returning its text.
+    fn read(data: &serde_json::Map<String, Value>) -> Result<String, String> {
+        let text = data
+            .get("text")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or("data.text must be a non-empty string")?;
+        match data.get("title") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(title))
+                if !title.trim().is_empty() && title.len() <= MAX_TITLE_LEN => {}
+            Some(_) => {
+                return Err(format!(
+                    "data.title must be a non-empty string of at most {MAX_TITLE_LEN} bytes"
+                ));
+            }
+        }
+        match data.get("level") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(level)) if Level::ALL.iter().any(|l| l.as_str() == level) => {}
+            Some(_) => return Err("data.level must be info, warning or error".into()),
+        }
+        match data.get("tags") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(tags))
+                if tags.len() <= MAX_TAGS
+                    && tags.iter().all(|tag| {
+                        tag.as_str()
+                            .is_some_and(|tag| !tag.trim().is_empty() && tag.len() <= MAX_TAG_LEN)
+                    }) => {}
+            Some(_) => {
+                return Err(format!(
+                    "data.tags must be a list of at most {MAX_TAGS} non-empty strings of at most {MAX_TAG_LEN} bytes"
+                ));
+            }
+        }
+        Ok(text.to_owned())
+    }
+
+    /// The notice an event holds, when it is one.
+    pub fn of(event: &Event) -> Option<Self> {
+        (event.kind == EventKind::Notice)
+            .then(|| serde_json::from_value(event.data.clone()).ok())
+            .flatten()
     }
 }
 
@@ -237,6 +332,9 @@ pub enum ErrorCode {
     Forbidden,
     /// No such thing (an alert rule, silence or channel by that id).
     NotFound,
+    /// Retention removed events the subscription asked for: `since` names the newest seq
+    /// removed, and what is kept follows.
+    HistoryTruncated,
 }
 
 /// The recent past of a room, as the page renders it before the socket is open.
@@ -315,6 +413,9 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        let deploy = json!({"text": "v1.4 rolled out", "title": "Deploy", "level": "warning",
+                            "tags": ["deploy", "api"], "commit": "4f2a"});
+        assert!(ev(EventKind::Notice, deploy.clone()).validate().is_ok());
         assert!(
             ev(EventKind::Metric, json!({"series": "cpu", "value": 0.5}))
                 .validate()
@@ -322,6 +423,14 @@ mod tests {
         );
         for (kind, data) in [
             (EventKind::Notice, json!({"text": "  "})),
+            (EventKind::Notice, json!({"text": "x", "title": ""})),
+            (EventKind::Notice, json!({"text": "x", "level": "fatal"})),
+            (EventKind::Notice, json!({"text": "x", "tags": "deploy"})),
+            (EventKind::Notice, json!({"text": "x", "tags": [1]})),
+            (
+                EventKind::Notice,
+                json!({"text": "x", "tags": vec!["t"; MAX_TAGS + 1]}),
+            ),
             (EventKind::Alert, json!({"msg": "x"})),
             (EventKind::Metric, json!({"series": "cpu", "value": "high"})),
             (EventKind::Metric, json!({"value": 1})),

@@ -113,6 +113,26 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_MAX_SOCKETS_PER_IDENTITY", default_value_t = 100, value_parser = at_least_one)]
     pub max_sockets_per_identity: usize,
 
+    /// How long notices are kept before retention removes them.
+    #[arg(long, env = "WATCHROOM_RETAIN_NOTICES", default_value = "400d", value_parser = positive_duration)]
+    pub retain_notices: Duration,
+
+    /// How long alert events (transitions, acknowledgements, silences) are kept.
+    #[arg(long, env = "WATCHROOM_RETAIN_ALERTS", default_value = "400d", value_parser = positive_duration)]
+    pub retain_alerts: Duration,
+
+    /// How long metric events are kept; their samples live on in the metrics store.
+    #[arg(long, env = "WATCHROOM_RETAIN_METRIC_EVENTS", default_value = "2d", value_parser = positive_duration)]
+    pub retain_metric_events: Duration,
+
+    /// How often retention looks for events past their time.
+    #[arg(long, env = "WATCHROOM_RETENTION_EVERY", default_value = "1m", value_parser = positive_duration)]
+    pub retention_every: Duration,
+
+    /// Most events one export (CSV or NDJSON) holds; an export that reaches it ends saying so.
+    #[arg(long, env = "WATCHROOM_EXPORT_LIMIT", default_value_t = 1_000_000, value_parser = at_least_one)]
+    pub export_limit: usize,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -123,6 +123,12 @@ impl From<Error> for AppError {
     }
 }
 
+impl From<app::history::BadParam> for Error {
+    fn from(bad: app::history::BadParam) -> Self {
+        Self::bad_request(bad.to_string())
+    }
+}
+
 /// Axum's own extractor rejections become errors of ours, so every 4xx has the same JSON shape.
 macro_rules! bad_request_from {
     ($($rejection:ty),*) => {$(

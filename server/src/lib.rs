@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod pages;
 pub mod prometheus;
 pub mod rate;
+pub mod retention;
 pub mod store;
 pub mod ws;
 
@@ -149,6 +150,12 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         alerts.clone(),
         senders.clone(),
         public_url.clone(),
+        &background,
+        shutdown.clone(),
+    );
+    retention::spawn(
+        store.clone(),
+        retention::Policy::of(config),
         &background,
         shutdown.clone(),
     );

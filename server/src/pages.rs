@@ -11,7 +11,7 @@ use app::{
     auth::{Identity, Scope},
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
-    history::{History, Sources},
+    history::{EventDetail, EventPage, History, Oldest, Query, Sources},
     metrics::{Bucket, Series, source_room},
     protocol::{RoomName, RoomSnapshot},
 };
@@ -89,6 +89,32 @@ impl History for Pages {
                 source_room(source).is_ok_and(|room| visible.may_read(room.as_str()))
             };
             store.source_page(&filter, limit, series, readable).await
+        })
+    }
+
+    fn events(
+        &self,
+        query: Query,
+        visible: Identity,
+    ) -> BoxFuture<'static, Result<EventPage, AppError>> {
+        self.serve("reading event history", move |store| async move {
+            store.events(&query, &visible, Utc::now()).await
+        })
+    }
+
+    fn event(
+        &self,
+        room: RoomName,
+        seq: i64,
+    ) -> BoxFuture<'static, Result<Option<EventDetail>, AppError>> {
+        self.serve("reading an event", move |store| async move {
+            store.event(&room, seq).await
+        })
+    }
+
+    fn oldest(&self) -> BoxFuture<'static, Result<Oldest, AppError>> {
+        self.serve("reading the oldest event kept", |store| async move {
+            store.oldest().await
         })
     }
 }

@@ -328,6 +328,9 @@ impl Connection {
             (Some(since), _) => since.max(0),
             (None, _) => head,
         };
+        if seq < head {
+            self.announce_truncation(&room, seq, head).await?;
+        }
         let position = Position {
             seq,
             epoch: epoch.clone(),
@@ -344,6 +347,33 @@ impl Connection {
             epoch,
         };
         let _ = self.socket.feed(Message::Text(encode(&reset))).await;
+    }
+
+    /// Queues a `history_truncated` error when retention removed events after `since`: the
+    /// client learns what it will not get, and what is kept follows.
+    async fn announce_truncation(
+        &mut self,
+        room: &RoomName,
+        since: i64,
+        head: i64,
+    ) -> Result<(), Error> {
+        let first = self.state.store.first_kept(room).await?.unwrap_or(head + 1);
+        if first <= since + 1 {
+            return Ok(());
+        }
+        let truncated = ServerFrame::Error {
+            code: ErrorCode::HistoryTruncated,
+            message: format!(
+                "events {} to {} of {room} are past retention and gone; the oldest kept is {first}",
+                since + 1,
+                first - 1
+            ),
+            room: Some(room.clone()),
+            since: Some(first - 1),
+            reference: None,
+        };
+        let _ = self.socket.feed(Message::Text(encode(&truncated))).await;
+        Ok(())
     }
 
     /// Sends every stored event after the newest one sent, until the store has no more. With

@@ -1,6 +1,7 @@
 //! The HTTP API for agents and scripts, one router per area.
 
 mod alerts;
+mod events;
 mod metrics;
 mod rooms;
 
@@ -13,4 +14,5 @@ pub fn router() -> Router<AppState> {
         .merge(rooms::router())
         .merge(alerts::router())
         .merge(metrics::router())
+        .merge(events::router())
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod alerts;
 mod dashboards;
 mod events;
+mod history;
 mod samples;
 
 use std::time::Duration;

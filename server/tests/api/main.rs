@@ -6,6 +6,7 @@ mod auth;
 mod embedded_postgres;
 mod epochs;
 mod helpers;
+mod history;
 mod live_path;
 mod metrics;
 mod pages;

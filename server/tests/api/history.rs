@@ -1,0 +1,595 @@
+//! The event history across rooms: filters, keyset pages, export, notices, retention, and a
+//! resume from before what retention kept.
+
+use std::{collections::HashSet, time::Duration};
+
+use app::{
+    auth::Role,
+    history::EventPage,
+    protocol::{ErrorCode, Event, RoomName, ServerFrame},
+};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Client, TestApp, config, events_url, http_with, start, start_with, unique_room,
+};
+
+async fn database() -> sqlx::PgPool {
+    let url = config().database_url.expect("tests have a database");
+    sqlx::PgPool::connect(&url).await.unwrap()
+}
+
+/// Stores `data` as an event of `kind` in `room` and returns it.
+async fn publish(app: &TestApp, room: &str, kind: &str, data: Value) -> Event {
+    let response = app
+        .http()
+        .post(events_url(app, room))
+        .json(&json!({"kind": kind, "data": data}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    response.json().await.unwrap()
+}
+
+/// Moves an event's time back by `ago`, as if it had been stored then.
+async fn backdate(db: &sqlx::PgPool, event: &Event, ago: &str) {
+    sqlx::query("UPDATE events SET ts = ts - $3::interval WHERE room = $1 AND seq = $2")
+        .bind(event.room.as_str())
+        .bind(event.seq)
+        .bind(ago)
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+async fn page(app: &TestApp, query: &str) -> EventPage {
+    let response = app
+        .get(format!("http://{}/api/events?{query}", app.addr))
+        .await;
+    assert_eq!(response.status(), 200, "{query}");
+    response.json().await.unwrap()
+}
+
+/// The texts of the events `query` finds, newest first.
+async fn texts(app: &TestApp, query: &str) -> Vec<String> {
+    page(app, query)
+        .await
+        .events
+        .iter()
+        .map(|e| e.data["text"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_filter_alone_and_combined_finds_exactly_the_matching_events() {
+    let app = start().await;
+    let db = database().await;
+    let base = unique_room("hist");
+    let (web, dbs) = (format!("{base}.web"), format!("{base}.db"));
+    let old = publish(
+        &app,
+        &web,
+        "notice",
+        json!({"text": "nightly backup of web done"}),
+    )
+    .await;
+    backdate(&db, &old, "3 hours").await;
+    publish(&app, &dbs, "metric", json!({"series": "cpu", "value": 0.5})).await;
+    publish(
+        &app,
+        &web,
+        "notice",
+        json!({"text": "api v1.4 rolled out", "title": "Deploy", "level": "info", "tags": ["release"]}),
+    )
+    .await;
+    publish(&app, &web, "alert", json!({"text": "HighCpu firing on web-1", "type": "transition",
+        "name": "HighCpu", "state": "firing", "severity": "critical", "summary": "processor saturated"})).await;
+    publish(
+        &app,
+        &dbs,
+        "alert",
+        json!({"text": "DiskFull resolved on db-1", "type": "transition",
+        "name": "DiskFull", "state": "resolved", "severity": "warning", "summary": "volume freed"}),
+    )
+    .await;
+    publish(
+        &app,
+        &dbs,
+        "notice",
+        json!({"text": "failover drill, expect noise", "level": "warning"}),
+    )
+    .await;
+
+    let all = format!("room={base}.*");
+    for (query, expect) in [
+        (
+            all.clone(),
+            vec![
+                "failover drill, expect noise",
+                "DiskFull resolved on db-1",
+                "HighCpu firing on web-1",
+                "api v1.4 rolled out",
+                "nightly backup of web done",
+            ],
+        ),
+        (format!("{all}&kind=metric"), vec![""]),
+        (
+            format!("{all}&kind=notice"),
+            vec![
+                "failover drill, expect noise",
+                "api v1.4 rolled out",
+                "nightly backup of web done",
+            ],
+        ),
+        (
+            format!("room={dbs}"),
+            vec!["failover drill, expect noise", "DiskFull resolved on db-1"],
+        ),
+        (
+            format!("{all}&severity=critical"),
+            vec!["HighCpu firing on web-1"],
+        ),
+        (
+            format!("{all}&state=resolved"),
+            vec!["DiskFull resolved on db-1"],
+        ),
+        // Words of the text, the title, the tags, the rule's name and its summary.
+        (
+            format!("{all}&q=backup"),
+            vec!["nightly backup of web done"],
+        ),
+        (format!("{all}&q=deploy"), vec!["api v1.4 rolled out"]),
+        (format!("{all}&q=release"), vec!["api v1.4 rolled out"]),
+        (format!("{all}&q=highcpu"), vec!["HighCpu firing on web-1"]),
+        (
+            format!("{all}&q=saturated"),
+            vec!["HighCpu firing on web-1"],
+        ),
+        (
+            format!("{all}&from=now-1h&kind=notice"),
+            vec!["failover drill, expect noise", "api v1.4 rolled out"],
+        ),
+        (
+            format!("{all}&to=now-1h"),
+            vec!["nightly backup of web done"],
+        ),
+        (
+            format!("{all}&kind=notice&q=drill"),
+            vec!["failover drill, expect noise"],
+        ),
+        (
+            format!("room={web}&kind=alert&severity=critical&q=saturated"),
+            vec!["HighCpu firing on web-1"],
+        ),
+        (format!("{all}&severity=critical&q=drill"), vec![]),
+        (format!("room={dbs}&kind=notice&state=firing"), vec![]),
+    ] {
+        assert_eq!(texts(&app, &query).await, expect, "{query}");
+    }
+    let from = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let absolute = format!("{all}&kind=notice&from={}", from.replace('+', "%2B"));
+    assert_eq!(texts(&app, &absolute).await.len(), 2, "{absolute}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_return_every_event_exactly_once_while_new_ones_are_stored() {
+    let app = start().await;
+    let base = unique_room("pages");
+    let room = RoomName::parse(format!("{base}.one")).unwrap();
+    for n in 1..=45 {
+        publish(
+            &app,
+            room.as_str(),
+            "notice",
+            json!({"text": format!("n{n}")}),
+        )
+        .await;
+    }
+    // Publishing goes on while the pages are read.
+    let publisher = {
+        let http = app.http().clone();
+        let url = events_url(&app, room.as_str());
+        tokio::spawn(async move {
+            for n in 46..=65 {
+                let body = json!({"kind": "notice", "data": {"text": format!("n{n}")}});
+                let response = http.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        })
+    };
+    let first = page(&app, &format!("room={room}&limit=7")).await;
+    assert_eq!(
+        first.prev, None,
+        "the first page has nothing newer before it"
+    );
+    let top = first.events[0].clone();
+    let mut seen: Vec<i64> = first.events.iter().map(|e| e.seq).collect();
+    let mut next = first.next;
+    while let Some(cursor) = next {
+        let older = page(&app, &format!("room={room}&limit=7&cursor={cursor}")).await;
+        assert!(older.prev.is_some(), "an older page has a way back");
+        seen.extend(older.events.iter().map(|e| e.seq));
+        next = older.next;
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats: {seen:?}"
+    );
+    assert_eq!(*seen.last().unwrap(), 1);
+    assert_eq!(
+        seen.len() as i64,
+        top.seq,
+        "every event up to the first page's top, once"
+    );
+
+    // What arrived since the top, page by page newer: every one once, none skipped.
+    publisher.await.unwrap();
+    let mut newer = Vec::new();
+    let mut after = Some(app::history::Cursor::of(&top));
+    while let Some(cursor) = after {
+        let up = page(&app, &format!("room={room}&limit=4&after={cursor}")).await;
+        newer.extend(up.events.iter().rev().map(|e| e.seq));
+        after = up.prev;
+    }
+    assert_eq!(newer, (top.seq + 1..=65).collect::<Vec<_>>());
+
+    // Across rooms too: the keyset includes the room.
+    let other = RoomName::parse(format!("{base}.two")).unwrap();
+    publish(&app, other.as_str(), "notice", json!({"text": "other"})).await;
+    let both = format!("room={base}.*&limit=5");
+    let mut all = HashSet::new();
+    let mut next = Some(String::new());
+    while let Some(cursor) = next {
+        let query = match cursor.is_empty() {
+            true => both.clone(),
+            false => format!("{both}&cursor={cursor}"),
+        };
+        let got = page(&app, &query).await;
+        for event in &got.events {
+            assert!(
+                all.insert((event.room.clone(), event.seq)),
+                "{} {} twice",
+                event.room,
+                event.seq
+            );
+        }
+        next = got.next.map(|c| c.to_string());
+    }
+    assert!(all.contains(&(other.clone(), 1)) && all.contains(&(room.clone(), 65)));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_naming_the_parameter() {
+    let app = start().await;
+    for (query, param) in [
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("kind=photo", "kind"),
+        ("severity=dire", "severity"),
+        ("state=melting", "state"),
+        ("limit=501", "limit"),
+        ("limit=0", "limit"),
+        ("cursor=not-a-cursor", "cursor"),
+        ("cursor=12.x.room", "cursor"),
+        ("after=1.1.a%20b", "after"),
+        ("room=a%20b", "room"),
+    ] {
+        let response = app
+            .get(format!("http://{}/api/events?{query}", app.addr))
+            .await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("parameter {param}")),
+            "{query}: {body}"
+        );
+    }
+    let response = app
+        .get(format!("http://{}/api/events/export?format=xlsx", app.addr))
+        .await;
+    assert_eq!(response.status(), 400);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn history_holds_only_the_rooms_an_identity_may_read() {
+    let app = start().await;
+    let base = unique_room("seen");
+    let (mine, theirs) = (format!("{base}.mine"), format!("{base}.theirs"));
+    publish(&app, &mine, "notice", json!({"text": "for me"})).await;
+    publish(&app, &theirs, "notice", json!({"text": "not for me"})).await;
+    let url = format!("http://{}/api/events?room={base}.*", app.addr);
+    let texts = |token: String| {
+        let url = url.clone();
+        async move {
+            let page: EventPage = http_with(&token)
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            page.events
+                .iter()
+                .map(|e| e.data["text"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let viewer = app.token_for(Role::Viewer, &[&mine], &["read:*"]).await;
+    assert_eq!(texts(viewer).await, vec![json!("for me")]);
+    let scoped = app
+        .token_for(Role::Viewer, &["*"], &[&format!("read:{base}.m*")])
+        .await;
+    assert_eq!(texts(scoped).await, vec![json!("for me")]);
+    let publisher = app.token_for(Role::Editor, &["*"], &["publish:*"]).await;
+    assert_eq!(texts(publisher).await, Vec::<Value>::new());
+    let anonymous = reqwest::get(&url).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    app.stop().await.unwrap();
+}
+
+/// Splits RFC 4180 CSV into records of fields.
+fn read_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    records
+}
+
+#[tokio::test]
+async fn exports_stream_csv_and_ndjson_in_page_order_and_say_when_the_limit_cut_them() {
+    let server = start_with(|config| config.export_limit = 4).await;
+    let app = &server;
+    let room = unique_room("export");
+    let tricky = "a \"quoted\", comma\nand a second line";
+    for text in ["one", tricky, "three", "four", "five"] {
+        publish(&app, room.as_str(), "notice", json!({"text": text})).await;
+    }
+    let export = |format: &str| {
+        let url = format!(
+            "http://{}/api/events/export?room={room}&format={format}",
+            app.addr
+        );
+        async move {
+            let response = app.get(url).await;
+            assert_eq!(response.status(), 200);
+            let disposition = response.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(disposition.starts_with("attachment;"), "{disposition}");
+            response.text().await.unwrap()
+        }
+    };
+    let csv = read_csv(&export("csv").await);
+    assert_eq!(csv[0], ["ts", "room", "seq", "kind", "text", "data"]);
+    let seqs: Vec<&str> = csv[1..5].iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(seqs, ["5", "4", "3", "2"], "newest first, as the pages");
+    assert_eq!(csv[4][4], tricky, "quotes, commas and line breaks survive");
+    let data: Value = serde_json::from_str(&csv[4][5]).unwrap();
+    assert_eq!(data["text"], tricky);
+    assert_eq!(csv.len(), 6);
+    assert!(
+        csv[5][0].starts_with("# export stopped at 4 events"),
+        "{:?}",
+        csv[5]
+    );
+
+    let ndjson = export("ndjson").await;
+    let lines: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<&Value> = lines[..4].iter().map(|l| &l["seq"]).collect();
+    assert_eq!(seqs, [&json!(5), &json!(4), &json!(3), &json!(2)]);
+    assert_eq!(lines[4]["truncated"], true);
+    assert_eq!(lines[4]["limit"], 4);
+
+    // Under the limit, nothing is said.
+    let short = format!(
+        "http://{}/api/events/export?room={room}&format=ndjson&q=three",
+        app.addr
+    );
+    let body = app.get(short).await.text().await.unwrap();
+    assert_eq!(body.lines().count(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_notice_posted_to_api_notices_lands_in_its_room_with_title_level_and_tags() {
+    let app = start().await;
+    let room = unique_room("ci");
+    let url = format!("http://{}/api/notices", app.addr);
+    let posted = app
+        .http()
+        .post(&url)
+        .json(
+            &json!({"room": room, "text": "v2.0 deployed", "title": "Deploy",
+                      "level": "info", "tags": ["deploy", "v2.0"], "commit": "4f2a9c"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let event: Event = posted.json().await.unwrap();
+    assert_eq!(event.room, room);
+    let notice = app::protocol::Notice::of(&event).unwrap();
+    assert_eq!(notice.title.as_deref(), Some("Deploy"));
+    assert_eq!(notice.tags, ["deploy", "v2.0"]);
+    assert_eq!(event.data["commit"], "4f2a9c", "other fields are kept");
+
+    let default_room = app
+        .http()
+        .post(&url)
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    let event: Event = default_room.json().await.unwrap();
+    assert_eq!(event.room.as_str(), "notices");
+
+    for (body, status) in [
+        (json!({"text": "x", "level": "fatal"}), 422),
+        (json!({"text": ""}), 422),
+        (json!({"text": "x", "room": "a b"}), 400),
+        (json!({"text": "x", "room": 7}), 400),
+    ] {
+        let response = app.http().post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+    }
+    let viewer = app.token_for(Role::Viewer, &["*"], &["admin"]).await;
+    let refused = http_with(&viewer)
+        .post(&url)
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retention_removes_exactly_what_is_past_its_policy_while_publishing_goes_on() {
+    let app = start_with(|config| config.retention_every = Duration::from_millis(100)).await;
+    let db = database().await;
+    let room = unique_room("retain");
+    let metrics = unique_room("retain");
+    let mut stored = Vec::new();
+    for n in 1..=10 {
+        stored.push(
+            publish(
+                &app,
+                room.as_str(),
+                "notice",
+                json!({"text": format!("n{n}")}),
+            )
+            .await,
+        );
+    }
+    let old_metric = publish(
+        &app,
+        metrics.as_str(),
+        "metric",
+        json!({"series": "x", "value": 1}),
+    )
+    .await;
+    let young_metric = publish(
+        &app,
+        metrics.as_str(),
+        "metric",
+        json!({"series": "x", "value": 2}),
+    )
+    .await;
+    for event in &stored[..4] {
+        backdate(&db, event, "401 days").await;
+    }
+    backdate(&db, &stored[4], "399 days").await;
+    backdate(&db, &old_metric, "49 hours").await;
+    backdate(&db, &young_metric, "47 hours").await;
+    // Publishing goes on while retention works.
+    for n in 11..=30 {
+        publish(
+            &app,
+            room.as_str(),
+            "notice",
+            json!({"text": format!("n{n}")}),
+        )
+        .await;
+    }
+    let kept = |room: RoomName| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM events WHERE room = $1 ORDER BY seq")
+                .bind(room.as_str())
+                .fetch_all(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let mut waited = Duration::ZERO;
+    while kept(room.clone()).await.first() != Some(&5) || kept(metrics.clone()).await.len() != 1 {
+        assert!(waited < Duration::from_secs(20), "retention never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(kept(room.clone()).await, (5..=30).collect::<Vec<_>>());
+    assert_eq!(kept(metrics.clone()).await, vec![young_metric.seq]);
+    // The room's head stays: the next event goes on from 30.
+    let next = publish(&app, room.as_str(), "notice", json!({"text": "n31"})).await;
+    assert_eq!(next.seq, 31);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn resuming_from_before_what_is_kept_is_told_history_truncated_then_gets_what_is_kept() {
+    let app = start().await;
+    let db = database().await;
+    let room = unique_room("truncated");
+    for n in 1..=8 {
+        publish(
+            &app,
+            room.as_str(),
+            "notice",
+            json!({"text": format!("n{n}")}),
+        )
+        .await;
+    }
+    sqlx::query("DELETE FROM events WHERE room = $1 AND seq <= 3")
+        .bind(room.as_str())
+        .execute(&db)
+        .await
+        .unwrap();
+    let mut client = Client::connect(&app).await;
+    let (frames, head) = client.subscribe(&room, Some(1)).await;
+    assert_eq!(head, 8);
+    match &frames[0] {
+        ServerFrame::Error {
+            code: ErrorCode::HistoryTruncated,
+            since: Some(3),
+            room: Some(r),
+            message,
+            ..
+        } => {
+            assert_eq!(r, &room);
+            assert!(message.contains("oldest kept is 4"), "{message}");
+        }
+        other => panic!("expected history_truncated first, got {other:?}"),
+    }
+    let seqs: Vec<i64> = frames[1..]
+        .iter()
+        .map(|frame| match frame {
+            ServerFrame::Event(event) => event.seq,
+            other => panic!("expected the kept events, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (4..=8).collect::<Vec<_>>());
+
+    // From within what is kept, nothing is said.
+    let mut again = Client::connect(&app).await;
+    let (seqs, _) = again.resume(&room, 3).await;
+    assert_eq!(seqs, (4..=8).collect::<Vec<_>>());
+    app.stop().await.unwrap();
+}
