@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -57,8 +57,9 @@ pub enum Moment {
 }
 
 impl Moment {
-    /// `now`, `now-<duration>` (`now-15m`) or an RFC 3339 time (`2026-11-26T03:12:00+01:00`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// `now`, `now-<duration>` (`now-15m`), an RFC 3339 time (`2026-11-26T03:12:00+01:00`), or
+    /// a time without offset (`2026-11-26T03:12`, as a browser's date picker gives) read in `zone`.
+    pub fn parse(text: &str, zone: Zone) -> Result<Self, String> {
         let text = text.trim();
         if text == "now" {
             return Ok(Self::Ago(Span::default()));
@@ -66,9 +67,18 @@ impl Moment {
         if let Some(ago) = text.strip_prefix("now-") {
             return crate::duration::parse(ago).map(|d| Self::Ago(Span(d)));
         }
+        let local = || {
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+                .iter()
+                .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+                .and_then(|naive| zone.offset().from_local_datetime(&naive).single())
+                .map(|t| Self::At(t.to_utc()))
+        };
         DateTime::parse_from_rfc3339(text)
             .map(|t| Self::At(t.to_utc()))
-            .map_err(|_| {
+            .ok()
+            .or_else(local)
+            .ok_or_else(|| {
                 format!(
                     "{text:?} is not a time: write RFC 3339 (2026-11-26T03:12:00Z), now or now-1h"
                 )
@@ -91,6 +101,70 @@ impl fmt::Display for Moment {
             Self::At(at) => f.write_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             Self::Ago(span) if span.is_zero() => f.write_str("now"),
             Self::Ago(span) => write!(f, "now-{span}"),
+        }
+    }
+}
+
+/// The time zone a history URL reads times without offset in and shows times in, as a fixed
+/// offset from UTC: a link means the same instants wherever it is opened. Written `Z` or `+01:00`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zone {
+    /// Minutes east of UTC.
+    pub minutes: i32,
+}
+
+impl Zone {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a UTC offset such as Z, +01:00 or -05:30");
+        if matches!(text, "Z" | "UTC") {
+            return Ok(Self::default());
+        }
+        // A `+` typed into an address arrives as a space, trimmed away: no sign is east.
+        let (sign, rest) = match text.split_at_checked(1) {
+            Some(("+", rest)) => (1, rest),
+            Some(("-", rest)) => (-1, rest),
+            Some((digit, _)) if digit.starts_with(|c: char| c.is_ascii_digit()) => (1, text),
+            _ => return Err(bad()),
+        };
+        let (hours, minutes) = rest.split_once(':').ok_or_else(bad)?;
+        match (hours.parse::<i32>(), minutes.parse::<i32>()) {
+            (Ok(hours @ 0..=14), Ok(minutes @ 0..=59)) => Ok(Self {
+                minutes: sign * (hours * 60 + minutes),
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn offset(self) -> FixedOffset {
+        FixedOffset::east_opt(self.minutes * 60).unwrap_or(FixedOffset::east_opt(0).expect("UTC"))
+    }
+
+    /// `t` as a wall clock in this zone, to the second.
+    pub fn show(self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.offset())
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+
+    /// `t` as a browser's date picker holds it in this zone.
+    pub fn picker(self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.offset())
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.minutes {
+            0 => f.write_str("Z"),
+            m => write!(
+                f,
+                "{}{:02}:{:02}",
+                if m < 0 { '-' } else { '+' },
+                m.abs() / 60,
+                m.abs() % 60
+            ),
         }
     }
 }
@@ -176,6 +250,7 @@ pub struct Query {
     pub filter: Filter,
     pub page: Page,
     pub limit: usize,
+    pub zone: Zone,
 }
 
 impl Default for Query {
@@ -184,6 +259,7 @@ impl Default for Query {
             filter: Filter::default(),
             page: Page::First,
             limit: DEFAULT_PAGE,
+            zone: Zone::default(),
         }
     }
 }
@@ -209,6 +285,8 @@ impl Query {
         params: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, BadParam> {
         let mut query = Self::default();
+        // Times are read once the zone they may be written in is known.
+        let (mut from, mut to) = (None, None);
         for (param, value) in params {
             let value = value.trim();
             if value.is_empty() {
@@ -229,8 +307,9 @@ impl Query {
                         Some(named(value, "severity").map_err(fail("severity"))?)
                 }
                 "state" => query.filter.state = Some(named(value, "state").map_err(fail("state"))?),
-                "from" => query.filter.from = Some(Moment::parse(value).map_err(fail("from"))?),
-                "to" => query.filter.to = Some(Moment::parse(value).map_err(fail("to"))?),
+                "from" => from = Some(value),
+                "to" => to = Some(value),
+                "tz" => query.zone = Zone::parse(value).map_err(fail("tz"))?,
                 "q" if value.len() > MAX_QUERY_LEN => {
                     return Err(fail("q")(format!("at most {MAX_QUERY_LEN} bytes")));
                 }
@@ -246,6 +325,13 @@ impl Query {
                 _ => {}
             }
         }
+        let zone = query.zone;
+        let read = |text: Option<&str>, param| {
+            text.map(|text| Moment::parse(text, zone).map_err(|reason| BadParam { param, reason }))
+                .transpose()
+        };
+        query.filter.from = read(from, "from")?;
+        query.filter.to = read(to, "to")?;
         Ok(query)
     }
 
@@ -279,6 +365,10 @@ impl Query {
         put(
             "limit",
             (self.limit != DEFAULT_PAGE).then(|| self.limit.to_string()),
+        );
+        put(
+            "tz",
+            (self.zone != Zone::default()).then(|| self.zone.to_string()),
         );
         params
     }
@@ -413,4 +503,104 @@ mod seam {
 
     #[derive(Clone)]
     pub struct SharedHistory(pub Arc<dyn History>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(url: &str) -> Result<Query, BadParam> {
+        Query::from_params(url.split('&').filter_map(|pair| pair.split_once('=')))
+    }
+
+    #[test]
+    fn a_query_round_trips_through_its_url() {
+        let cursor = Cursor {
+            ts: DateTime::from_timestamp_micros(1_764_130_000_123_456).unwrap(),
+            room: RoomName::parse("host:web-1.x").unwrap(),
+            seq: 42,
+        };
+        let query = Query {
+            filter: Filter {
+                room: Some(Pattern::parse("host:*").unwrap()),
+                kinds: vec![EventKind::Alert, EventKind::Metric],
+                severity: Some(Severity::Critical),
+                state: Some(State::Firing),
+                from: Some(Moment::Ago(Span::secs(3600))),
+                to: Some(Moment::At(cursor.ts)),
+                text: Some("disk \"full\" & more".into()),
+            },
+            page: Page::Older(cursor),
+            limit: 20,
+            zone: Zone::parse("-05:30").unwrap(),
+        };
+        let text = query.to_query_string();
+        let decoded: Vec<(String, String)> = text
+            .split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                (k.to_owned(), percent_decode(v))
+            })
+            .collect();
+        let back = Query::from_params(decoded.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back, Ok(query), "{text}");
+        assert_eq!(Query::default().to_query_string(), "");
+    }
+
+    fn percent_decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn times_read_relative_absolute_or_in_the_page_zone() {
+        let at = |text| DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let q = read("from=now-15m&to=2026-11-26T03:12:00+01:00").unwrap();
+        assert_eq!(q.filter.from, Some(Moment::Ago(Span::secs(900))));
+        // Read before the zone is known: `tz` may come last in a URL.
+        let q = read("from=2026-11-26T03:12&tz=+01:00").unwrap();
+        assert_eq!(q.filter.from, Some(Moment::At(at("2026-11-26T02:12:00Z"))));
+        assert_eq!(read("tz=01:00").unwrap().zone, q.zone);
+        let now = at("2026-11-26T12:00:00Z");
+        assert_eq!(
+            Moment::Ago(Span::secs(3600)).resolve(now),
+            at("2026-11-26T11:00:00Z")
+        );
+        assert_eq!(
+            Zone::parse("+05:45").unwrap().show(now),
+            "2026-11-26 17:45:00"
+        );
+        for bad in [
+            "tz=+25:00",
+            "tz=CET",
+            "from=yesterday",
+            "to=2026-02-30T00:00",
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn alert_filters_and_empty_fields_read_as_a_form_sends_them() {
+        let q = read("room=&kind=notice,alert&severity=warning&q=&limit=").unwrap();
+        assert_eq!(q.filter.room, None);
+        assert_eq!(q.filter.kinds, vec![EventKind::Notice, EventKind::Alert]);
+        assert_eq!(q.filter.severity, Some(Severity::Warning));
+        assert_eq!(q.filter.text, None);
+        assert_eq!(q.limit, DEFAULT_PAGE);
+        let err = read("limit=501").unwrap_err();
+        assert_eq!(err.param, "limit");
+        assert_eq!(read("cursor=1.0.room").unwrap_err().param, "cursor");
+    }
 }

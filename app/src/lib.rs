@@ -54,7 +54,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="topbar">
                 <a class="brand" href="/">"Watchroom"</a>
-                <nav class="sections"><a href="/alerts">"Alerts"</a></nav>
+                <nav class="sections"><a href="/alerts">"Alerts"</a><a href="/history">"History"</a></nav>
                 <live::ConnectionBadge/>
                 <pages::AlertCenter/>
                 <ThemeToggle/>
@@ -67,6 +67,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
                     <Route path=path!("/alerts") view=pages::AlertsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/history") view=pages::HistoryPage ssr=SsrMode::Async/>
+                    <Route path=path!("/history/:room/:seq") view=pages::HistoryEvent ssr=SsrMode::Async/>
                     <Route path=path!("/wall") view=pages::Wall ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=pages::Settings ssr=SsrMode::Async/>
                     <Route path=path!("/settings/tokens") view=pages::Settings ssr=SsrMode::Async/>

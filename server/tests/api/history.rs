@@ -593,3 +593,70 @@ async fn resuming_from_before_what_is_kept_is_told_history_truncated_then_gets_w
     assert_eq!(seqs, (4..=8).collect::<Vec<_>>());
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_history_page_renders_the_filtered_events_and_an_event_whole() {
+    let app = start().await;
+    let room = unique_room("page");
+    publish(
+        &app,
+        room.as_str(),
+        "notice",
+        json!({"text": "cache flushed", "level": "warning"}),
+    )
+    .await;
+    let deploy = publish(
+        &app,
+        room.as_str(),
+        "notice",
+        json!({"text": "v3 out", "title": "Deploy", "tags": ["ci"]}),
+    )
+    .await;
+    let html = |path: String| {
+        let app = &app;
+        async move {
+            let response = app.get(format!("http://{}{path}", app.addr)).await;
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, page) = html(format!("/history?room={room}&q=deploy&tz=%2B02:00")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Deploy: v3 out [ci]"),
+        "the matching notice is listed"
+    );
+    assert!(!page.contains("cache flushed"), "the other is filtered out");
+    assert!(
+        page.contains("Time (+02:00)"),
+        "times are shown in the page's zone"
+    );
+    assert!(
+        page.contains(&format!("value=\"{room}\"")),
+        "the form holds the filter"
+    );
+
+    let (_, refused) = html("/history?limit=9000".into()).await;
+    assert!(
+        refused.contains("parameter limit"),
+        "a bad address says which parameter"
+    );
+
+    let (status, detail) = html(format!("/history/{room}/{}", deploy.seq)).await;
+    assert_eq!(status, 200);
+    assert!(
+        detail.contains("&quot;title&quot;: &quot;Deploy&quot;")
+            || detail.contains("\"title\": \"Deploy\"")
+    );
+    assert!(detail.contains("cache flushed"), "its neighbour is shown");
+
+    let stranger = app
+        .token_for(Role::Viewer, &["elsewhere"], &["admin"])
+        .await;
+    let hidden = http_with(&stranger)
+        .get(format!("http://{}/history/{room}/{}", app.addr, deploy.seq))
+        .send()
+        .await
+        .unwrap();
+    assert!(hidden.text().await.unwrap().contains("no such event"));
+    app.stop().await.unwrap();
+}
