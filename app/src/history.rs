@@ -430,6 +430,70 @@ pub struct EventDetail {
     pub after: Vec<Event>,
 }
 
+/// The room a notice goes to when its sender names none; its notices mark every dashboard.
+pub const NOTICES_ROOM: &str = "notices";
+
+/// A moment drawn across charts: a notice (a deploy, a maintenance), or an alert of a source the
+/// chart shows changing state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub t_ms: i64,
+    /// A notice's level (`info`, `warning`, `error`), or for an alert the severity it fired at,
+    /// `resolved` or `nodata`.
+    pub level: String,
+    pub text: String,
+    pub room: RoomName,
+    pub seq: i64,
+    pub alert: bool,
+}
+
+impl Marker {
+    /// The marker `event` makes on a dashboard showing `sources`: every notice, and the alert
+    /// transitions of those sources into firing, resolved or no data.
+    pub fn of(event: &Event, sources: &[String]) -> Option<Self> {
+        let (level, text, alert) = match event.kind {
+            EventKind::Notice => {
+                let notice = crate::protocol::Notice::of(event)?;
+                let text = match notice.title {
+                    Some(title) => format!("{title}: {}", notice.text),
+                    None => notice.text,
+                };
+                (
+                    notice.level.unwrap_or_default().as_str().to_owned(),
+                    text,
+                    false,
+                )
+            }
+            EventKind::Alert => {
+                let alert: crate::alerts::AlertEvent =
+                    serde_json::from_value(event.data.clone()).ok()?;
+                let crate::alerts::News::Transition(t) = alert.news else {
+                    return None;
+                };
+                if !sources.contains(&t.key.source) {
+                    return None;
+                }
+                let level = match t.state {
+                    State::Firing => t.severity.as_str(),
+                    State::Resolved => "resolved",
+                    State::NoData => "nodata",
+                    State::Normal | State::Pending => return None,
+                };
+                (level.to_owned(), alert.text, true)
+            }
+            EventKind::Metric => return None,
+        };
+        Some(Self {
+            t_ms: event.ts.timestamp_millis(),
+            level,
+            text,
+            room: event.room.clone(),
+            seq: event.seq,
+            alert,
+        })
+    }
+}
+
 /// How far back the log goes for an identity: the time of the oldest notice or alert kept.
 pub type Oldest = Option<DateTime<Utc>>;
 

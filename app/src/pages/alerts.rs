@@ -19,6 +19,9 @@ use crate::{
 #[cfg(feature = "hydrate")]
 const TOAST_MS: u64 = 10_000;
 
+/// Alert events kept for pages that mark them.
+const RECENT_KEPT: usize = 100;
+
 /// What every page needs to show alerts, for those who may read them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AlertsNow {
@@ -63,6 +66,9 @@ pub struct AlertFeed {
     pub may_handle: RwSignal<bool>,
     /// Whether the feed is filled and followed (in the browser, once the page has loaded).
     pub live: RwSignal<bool>,
+    /// The newest events of room `alerts` pushed since the page loaded, oldest first, for pages
+    /// that mark them (dashboards).
+    pub recent: RwSignal<Vec<Event>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +86,7 @@ impl AlertFeed {
             toasts: RwSignal::new(Vec::new()),
             may_handle: RwSignal::new(false),
             live: RwSignal::new(false),
+            recent: RwSignal::new(Vec::new()),
         });
     }
 
@@ -150,6 +157,11 @@ impl AlertFeed {
         self.open.set(now.open);
         self.may_handle.set(now.may_handle);
         follow_events(now.head, move |event, missed| {
+            self.recent.update(|recent| {
+                recent.push(event.clone());
+                let extra = recent.len().saturating_sub(RECENT_KEPT);
+                recent.drain(..extra);
+            });
             if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
                 self.take(event.news);
             }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     chart::{Gauge, LineChart, SeriesData, Stat},
-    follow, loaded,
+    follow_events, loaded,
+    replay::Replay,
 };
 use crate::{
     dashboards::{Dashboard, Panel, PanelKind, Unit},
     error::AppError,
+    history::Marker,
     metrics::Series,
     protocol::RoomSnapshot,
 };
@@ -41,79 +43,189 @@ pub struct BoardData {
     pub dashboard: Dashboard,
     pub window_ms: i64,
     pub now_ms: i64,
-    /// Each source room the panels show, with its head (and epoch) when the page was drawn.
+    /// Each source room the panels show, with its head (and epoch) when the page was drawn;
+    /// room `notices` too when it may be read. None in a replay, which follows nothing live.
     pub heads: Vec<RoomSnapshot>,
     /// Per panel, per series: the range's buckets as (time, average).
     pub panels: Vec<Vec<SeriesData>>,
+    /// Notices and the panels' sources' alerts over the range, oldest first.
+    pub markers: Vec<Marker>,
+    /// The panels' sources, whose alerts mark the charts.
+    pub sources: Vec<String>,
+    /// In a replay, the moment the panels end at (milliseconds since the epoch).
+    pub at_ms: Option<i64>,
+}
+
+/// Buckets per line: about one per horizontal pixel of a panel.
+#[cfg(feature = "ssr")]
+const BUCKETS: i64 = 600;
+/// Markers a dashboard keeps in view.
+const MARKERS_KEPT: usize = 200;
+/// Most markers read for one span.
+#[cfg(feature = "ssr")]
+const MARKERS: usize = 500;
+
+/// The range's length in seconds, by its name in `?range=`.
+#[cfg(feature = "ssr")]
+fn range_secs(range: &str) -> Result<i64, AppError> {
+    RANGES
+        .iter()
+        .find(|(name, _)| *name == range)
+        .map(|(_, secs)| *secs)
+        .ok_or_else(|| AppError::Invalid(format!("unknown range {range:?}")))
+}
+
+/// A dashboard and what its panels may show: the sources the identity may read.
+#[cfg(feature = "ssr")]
+async fn readable_board(
+    name: String,
+) -> Result<Option<(Dashboard, Vec<String>, crate::auth::Identity)>, AppError> {
+    let identity = crate::auth::identity()?;
+    // A name no dashboard can have names none: it is not worth a query.
+    if crate::dashboards::check_name(&name).is_err() {
+        return Ok(None);
+    }
+    let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+    let Some(dashboard) = store.get(name).await? else {
+        return Ok(None);
+    };
+    // Sources outside the identity's rooms do not exist for it: their panels stay empty.
+    let mut sources: Vec<String> = dashboard
+        .panels
+        .iter()
+        .map(|p| p.source.clone())
+        .filter(|source| {
+            crate::metrics::source_room(source).is_ok_and(|room| identity.may_read(room.as_str()))
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    Ok(Some((dashboard, sources, identity)))
+}
+
+/// Every panel's series over `[from, to)` in buckets of `step_ms`; panels of sources not in
+/// `sources` stay empty.
+#[cfg(feature = "ssr")]
+async fn read_panels(
+    dashboard: &Dashboard,
+    sources: &[String],
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    step_ms: i64,
+) -> Result<Vec<Vec<SeriesData>>, AppError> {
+    use futures::future::try_join_all;
+    let history = expect_context::<crate::history::SharedHistory>().0;
+    try_join_all(dashboard.panels.iter().map(|panel| {
+        try_join_all(panel.series.iter().map(|text| {
+            let history = history.clone();
+            async move {
+                let series = text.parse().map_err(AppError::Invalid)?;
+                let buckets = match sources.contains(&panel.source) {
+                    true => {
+                        history
+                            .range(panel.source.clone(), series, from, to, step_ms)
+                            .await?
+                    }
+                    false => Vec::new(),
+                };
+                Ok::<_, AppError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
+            }
+        }))
+    }))
+    .await
+}
+
+/// The markers of `[from, to)` on a dashboard of `sources`: notices of room `notices` and of the
+/// sources' rooms, and the sources' alert transitions, oldest first.
+#[cfg(feature = "ssr")]
+async fn read_markers(
+    sources: &[String],
+    identity: &crate::auth::Identity,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Marker>, AppError> {
+    use crate::{
+        auth::Pattern,
+        history::{Filter, Moment, NOTICES_ROOM, Query},
+        protocol::EventKind,
+    };
+    let history = expect_context::<crate::history::SharedHistory>().0;
+    let mut rooms: Vec<(String, EventKind)> = sources
+        .iter()
+        .filter_map(|s| crate::metrics::source_room(s).ok())
+        .map(|room| (room.to_string(), EventKind::Notice))
+        .collect();
+    rooms.push((NOTICES_ROOM.to_owned(), EventKind::Notice));
+    rooms.push((crate::alerts::ROOM.to_owned(), EventKind::Alert));
+    let mut markers = Vec::new();
+    for (room, kind) in rooms {
+        let query = Query {
+            filter: Filter {
+                room: Pattern::parse(&room).ok(),
+                kinds: vec![kind],
+                from: Some(Moment::At(from)),
+                to: Some(Moment::At(to)),
+                ..Filter::default()
+            },
+            limit: crate::history::MAX_PAGE,
+            ..Query::default()
+        };
+        let page = history.events(query, identity.clone()).await?;
+        markers.extend(page.events.iter().filter_map(|e| Marker::of(e, sources)));
+    }
+    markers.sort_by_key(|m| m.t_ms);
+    let extra = markers.len().saturating_sub(MARKERS);
+    markers.drain(..extra);
+    Ok(markers)
+}
+
+/// A time as `?at=` gives it: RFC 3339 or `now-1h`.
+#[cfg(feature = "ssr")]
+fn moment(at: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
+    crate::history::Moment::parse(at, crate::history::Zone::default())
+        .map(|m| m.resolve(chrono::Utc::now()))
+        .map_err(|reason| AppError::Invalid(format!("at: {reason}")))
 }
 
 #[server]
-pub async fn load_board(name: String, range: String) -> Result<BoardPage, AppError> {
-    use crate::{
-        dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
-        protocol::RoomName,
-    };
+pub async fn load_board(
+    name: String,
+    range: String,
+    at: Option<String>,
+) -> Result<BoardPage, AppError> {
+    use crate::{error::answer, history::NOTICES_ROOM, protocol::RoomName};
     use futures::future::try_join_all;
 
-    /// Buckets per line: about one per horizontal pixel of a panel.
-    const BUCKETS: u32 = 600;
-
     answer(async move {
-        let secs = RANGES
-            .iter()
-            .find(|(name, _)| *name == range)
-            .map(|(_, secs)| *secs)
-            .ok_or_else(|| AppError::Invalid(format!("unknown range {range:?}")))?;
-        let identity = crate::auth::identity()?;
-        let history = expect_context::<SharedHistory>().0;
-        let store = expect_context::<SharedDashboards>().0;
-        let missing = BoardPage {
-            board: None,
-            may_edit: identity.may_edit(),
+        let secs = range_secs(&range)?;
+        let replay_at = at.as_deref().map(moment).transpose()?;
+        let Some((dashboard, sources, identity)) = readable_board(name).await? else {
+            return Ok(BoardPage {
+                board: None,
+                may_edit: crate::auth::identity()?.may_edit(),
+            });
         };
-        // A name no dashboard can have names none: it is not worth a query.
-        if crate::dashboards::check_name(&name).is_err() {
-            return Ok(missing);
+        let history = expect_context::<crate::history::SharedHistory>().0;
+        // Heads before history: an event committed in between is then pushed, not lost.
+        let mut rooms: Vec<RoomName> = Vec::new();
+        if replay_at.is_none() {
+            rooms.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| crate::metrics::source_room(s).ok()),
+            );
+            rooms.extend(
+                RoomName::parse(NOTICES_ROOM)
+                    .ok()
+                    .filter(|room| identity.may_read(room.as_str())),
+            );
         }
-        let Some(dashboard) = store.get(name).await? else {
-            return Ok(missing);
-        };
-        // Sources outside the identity's rooms do not exist for it: their panels stay empty.
-        let readable = |source: &str| {
-            source_room(source)
-                .ok()
-                .filter(|room| identity.may_read(room.as_str()))
-        };
-        // Heads before history: a sample committed in between is then pushed, not lost.
-        let mut rooms: Vec<RoomName> = dashboard
-            .panels
-            .iter()
-            .filter_map(|p| readable(&p.source))
-            .collect();
-        rooms.sort();
-        rooms.dedup();
         let heads = try_join_all(rooms.into_iter().map(|room| history.snapshot(room, 0))).await?;
-        let to = chrono::Utc::now();
+        let to = replay_at.unwrap_or_else(chrono::Utc::now);
         let from = to - chrono::Duration::seconds(secs);
-        let step_ms = secs * 1000 / i64::from(BUCKETS);
-        let panels = try_join_all(dashboard.panels.iter().map(|panel| {
-            try_join_all(panel.series.iter().map(|text| {
-                let history = history.clone();
-                async move {
-                    let series = text.parse().map_err(AppError::Invalid)?;
-                    let buckets = match readable(&panel.source) {
-                        Some(_) => {
-                            history
-                                .range(panel.source.clone(), series, from, to, step_ms)
-                                .await?
-                        }
-                        None => Vec::new(),
-                    };
-                    Ok::<_, AppError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
-                }
-            }))
-        }))
-        .await?;
+        let step_ms = secs * 1000 / BUCKETS;
+        let panels = read_panels(&dashboard, &sources, from, to, step_ms).await?;
+        let markers = read_markers(&sources, &identity, from, to).await?;
         Ok(BoardPage {
             board: Some(BoardData {
                 dashboard,
@@ -121,9 +233,70 @@ pub async fn load_board(name: String, range: String) -> Result<BoardPage, AppErr
                 now_ms: to.timestamp_millis(),
                 heads,
                 panels,
+                markers,
+                sources,
+                at_ms: replay_at.map(|t| t.timestamp_millis()),
             }),
             may_edit: identity.may_edit(),
         })
+    })
+    .await
+}
+
+/// What a replay plays next: the panels' buckets and the markers of a span.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReplayChunk {
+    /// Per panel, per series: (bucket start, average), oldest first.
+    pub panels: Vec<Vec<Vec<(i64, f64)>>>,
+    pub markers: Vec<Marker>,
+}
+
+/// The span `[from_ms, to_ms)` of dashboard `name` in the buckets its range draws, for a replay
+/// to play; `markers_only` for the timeline, which spans more than the panels do.
+#[server]
+pub async fn read_replay(
+    name: String,
+    range: String,
+    from_ms: i64,
+    to_ms: i64,
+    markers_only: bool,
+) -> Result<ReplayChunk, AppError> {
+    use crate::error::answer;
+
+    /// The longest span one call reads: a week of markers, or a day of buckets.
+    const LONGEST_MS: i64 = 7 * 86_400_000;
+
+    answer(async move {
+        let secs = range_secs(&range)?;
+        let time = |ms| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| AppError::Invalid(format!("{ms} is not a time")))
+        };
+        let (from, to) = (time(from_ms)?, time(to_ms)?);
+        let longest = if markers_only {
+            LONGEST_MS
+        } else {
+            LONGEST_MS / 7
+        };
+        if to_ms <= from_ms || to_ms - from_ms > longest {
+            return Err(AppError::Invalid(format!(
+                "a replay reads 1 ms to {} h at a time",
+                longest / 3_600_000
+            )));
+        }
+        let Some((dashboard, sources, identity)) = readable_board(name).await? else {
+            return Err(AppError::NotFound("dashboard".into()));
+        };
+        let panels = match markers_only {
+            true => Vec::new(),
+            false => read_panels(&dashboard, &sources, from, to, secs * 1000 / BUCKETS)
+                .await?
+                .into_iter()
+                .map(|panel| panel.into_iter().map(|s| s.points).collect())
+                .collect(),
+        };
+        let markers = read_markers(&sources, &identity, from, to).await?;
+        Ok(ReplayChunk { panels, markers })
     })
     .await
 }
@@ -368,10 +541,11 @@ pub fn Board() -> impl IntoView {
             .get("range")
             .unwrap_or_else(|| DEFAULT_RANGE.to_owned())
     };
+    let at = move || query.read().get("at").filter(|at| !at.is_empty());
     let edits = Edits::new();
     let data = Resource::new(
-        move || (name(), range(), edits.taken.get()),
-        |(name, range, _)| load_board(name, range),
+        move || (name(), range(), at(), edits.taken.get()),
+        |(name, range, at, _)| load_board(name, range, at),
     );
     loaded(data, move |page: BoardPage| match page.board {
         Some(data) => {
@@ -414,14 +588,24 @@ pub(super) fn BoardBody(
         .map(|(panel, series)| (panel, RwSignal::new(series)))
         .collect();
     let window_ms = data.window_ms;
+    let markers = RwSignal::new(data.markers);
+    let replay = data.at_ms.is_some();
+    let add_marker = move |marker: Marker| {
+        markers.update(|all| {
+            all.push(marker);
+            let extra = all.len().saturating_sub(MARKERS_KEPT);
+            all.drain(..extra);
+        })
+    };
     for head in data.heads {
-        let Some(source) = crate::metrics::room_source(&head.room).map(str::to_owned) else {
-            continue;
-        };
+        let source = crate::metrics::room_source(&head.room).map(str::to_owned);
         // Per series name: each panel showing a series of that name, and where among the
         // panel's series it is.
         let mut targets: HashMap<String, Vec<(Series, PanelSignal, usize)>> = HashMap::new();
-        for (panel, signal) in panels.iter().filter(|(p, _)| p.source == source) {
+        for (panel, signal) in panels
+            .iter()
+            .filter(|(p, _)| Some(&p.source) == source.as_ref())
+        {
             for (i, text) in panel.series.iter().enumerate() {
                 if let Ok(series) = text.parse::<Series>() {
                     let name = series.name.clone();
@@ -429,17 +613,53 @@ pub(super) fn BoardBody(
                 }
             }
         }
-        follow(head, move |point| {
-            let shown = targets.get(&point.series).into_iter().flatten();
-            for (_, signal, i) in shown.filter(|(series, ..)| series.is(point)) {
-                signal.update(|series| {
-                    series[*i].push(point.ts.timestamp_millis(), point.value, window_ms)
-                });
+        follow_events(head, move |event, _| {
+            if let Some(marker) = Marker::of(event, &[]) {
+                return add_marker(marker);
+            }
+            for point in crate::metrics::event_points(&event.data, event.ts) {
+                let shown = targets.get(&point.series).into_iter().flatten();
+                for (_, signal, i) in shown.filter(|(series, ..)| series.is(&point)) {
+                    signal.update(|series| {
+                        series[*i].push(point.ts.timestamp_millis(), point.value, window_ms)
+                    });
+                }
             }
         });
     }
+    if !replay {
+        // Alerts come through the page's one follower of room `alerts`.
+        let sources = data.sources.clone();
+        let recent = super::AlertFeed::expect().recent;
+        let seen = StoredValue::new(0i64);
+        Effect::new(move |_| {
+            recent.with(|events| {
+                for event in events.iter().filter(|e| e.seq > seen.get_value()) {
+                    seen.set_value(event.seq);
+                    if let Some(marker) = Marker::of(event, &sources) {
+                        add_marker(marker);
+                    }
+                }
+            })
+        });
+    }
+    let signals: Vec<PanelSignal> = panels.iter().map(|(_, signal)| *signal).collect();
     let now_ms = data.now_ms;
     let delete = ServerAction::<DeleteDashboard>::new();
+    // In a replay, other ranges stay at the replayed moment.
+    let at = data
+        .at_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            format!(
+                "&at={}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+        })
+        .unwrap_or_default();
+    let player = data.at_ms.map(|at_ms| {
+        view! { <Replay name=name.clone() range=range.clone() at_ms window_ms panels=signals markers/> }
+    });
     view! {
         <header class="board-head">
             <h1>{name.clone()}</h1>
@@ -449,7 +669,7 @@ pub(super) fn BoardBody(
                     .map(|(r, _)| {
                         // A plain link: the router's <A> marks every link to this path current.
                         let current = (*r == range).then_some("page");
-                        view! { <a href=format!("?range={r}") aria-current=current>{*r}</a> }
+                        view! { <a href=format!("?range={r}{at}") aria-current=current>{*r}</a> }
                     })
                     .collect_view()}
             </nav>
@@ -459,10 +679,11 @@ pub(super) fn BoardBody(
                 .into_iter()
                 .enumerate()
                 .map(|(index, (panel, series))| {
-                    view! { <PanelView dashboard=name.clone() index panel series window_ms now_ms edits may_edit/> }
+                    view! { <PanelView dashboard=name.clone() index panel series markers window_ms now_ms edits may_edit/> }
                 })
                 .collect_view()}
         </div>
+        {player}
         // Kept open while the last panel added was refused, so its reason stays in sight.
         {may_edit.then(|| view! {
             <details class="edit" open=move || edits.refusal(None).is_some()>
@@ -483,6 +704,7 @@ fn PanelView(
     index: usize,
     panel: Panel,
     series: RwSignal<Vec<SeriesData>>,
+    markers: RwSignal<Vec<Marker>>,
     window_ms: i64,
     now_ms: i64,
     edits: Edits,
@@ -491,7 +713,7 @@ fn PanelView(
     let (unit, thresholds) = (panel.unit, panel.thresholds);
     let body = match panel.kind {
         PanelKind::Line => {
-            view! { <LineChart series window_ms now_ms unit thresholds/> }.into_any()
+            view! { <LineChart series markers window_ms now_ms unit thresholds/> }.into_any()
         }
         PanelKind::Stat => view! { <Stat series unit thresholds/> }.into_any(),
         PanelKind::Gauge => view! { <Gauge series unit thresholds/> }.into_any(),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
+    history::Marker,
 };
 
 /// Chart drawing area, in SVG user units; the element scales it to the panel's width.
@@ -155,6 +156,8 @@ fn newest(series: &[SeriesData], fallback: i64) -> i64 {
 #[component]
 pub fn LineChart(
     series: RwSignal<Vec<SeriesData>>,
+    /// Notices and alerts drawn as lines at their time.
+    markers: RwSignal<Vec<Marker>>,
     window_ms: i64,
     /// The chart's right edge before any point exists.
     now_ms: i64,
@@ -188,6 +191,24 @@ pub fn LineChart(
                 <line class="threshold warn" x1="0" x2=WIDTH y1=y(t.warn) y2=y(t.warn)/>
                 <line class="threshold critical" x1="0" x2=WIDTH y1=y(t.critical) y2=y(t.critical)/>
             }
+        })
+    };
+    let marker_lines = move || {
+        let (end, _) = geometry();
+        let start = end - window_ms;
+        markers.with(|all| {
+            all.iter()
+                .filter(|m| (start..=end).contains(&m.t_ms))
+                .map(|m| {
+                    let x = (m.t_ms - start) as f64 / window_ms as f64 * WIDTH;
+                    view! {
+                        <line class=format!("marker marker-{}", m.level) x1=x x2=x y1="0" y2=HEIGHT
+                            data-seq=m.seq data-alert=m.alert.to_string()>
+                            <title>{m.text.clone()}</title>
+                        </line>
+                    }
+                })
+                .collect_view()
         })
     };
     let top_label = move || format::value(geometry().1.1, unit);
@@ -264,6 +285,7 @@ pub fn LineChart(
                 on:mouseleave=move |_| hover.set(None)
             >
                 {threshold_lines}
+                {marker_lines}
                 {lines}
                 {cursor}
             </svg>

@@ -6,13 +6,16 @@ mod board;
 mod chart;
 mod history;
 mod overview;
+mod replay;
 mod room;
 mod settings;
 mod wall;
 
 pub use account::AccountMenu;
 pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
-pub use board::{Board, CreateDashboard, DeletePanel};
+pub use board::{
+    Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, ReadReplay, ReplayChunk,
+};
 pub use history::{HistoryEvent, HistoryPage};
 pub use overview::Overview;
 pub use room::RoomPage;

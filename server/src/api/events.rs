@@ -29,8 +29,6 @@ use crate::{
 
 /// Events read per statement while exporting.
 const EXPORT_CHUNK: usize = 2_000;
-/// The room a notice goes to when its sender names none.
-const NOTICES: &str = "notices";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -265,7 +263,7 @@ async fn notice(
 ) -> Result<(StatusCode, Json<Event>)> {
     let Json(mut data) = body?;
     let room = match data.remove("room") {
-        None => NOTICES.to_owned(),
+        None => app::history::NOTICES_ROOM.to_owned(),
         Some(Value::String(room)) => room,
         Some(_) => return Err(Error::bad_request("room must be a string")),
     };

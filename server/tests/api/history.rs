@@ -660,3 +660,185 @@ async fn the_history_page_renders_the_filtered_events_and_an_event_whole() {
     assert!(hidden.text().await.unwrap().contains("no such event"));
     app.stop().await.unwrap();
 }
+
+/// Calls a page's server function as the page does, and reads its JSON answer.
+async fn server_fn<T: serde::de::DeserializeOwned>(
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, String)],
+) -> (u16, T) {
+    let response = app
+        .http()
+        .post(format!("http://{}{path}", app.addr))
+        .header("accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its_markers() {
+    use app::{
+        alerts::{AlertEvent, Key, News, Severity, State, Transition},
+        dashboards::{Dashboard, Panel, PanelKind, Unit},
+        pages::{BoardPage, LoadBoard, ReadReplay, ReplayChunk},
+    };
+    use leptos::server_fn::ServerFn;
+
+    let app = start().await;
+    let source = unique_room("replay").as_str().replace('.', "-");
+    let name = format!("replay-{}", source.rsplit('-').next().unwrap());
+    app.store
+        .save_dashboard(&Dashboard {
+            name: name.clone(),
+            panels: vec![Panel {
+                title: "CPU".into(),
+                kind: PanelKind::Line,
+                source: source.clone(),
+                series: vec!["cpu".into()],
+                unit: Unit::Percent,
+                thresholds: None,
+            }],
+        })
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let samples: Vec<Value> = (1..=120)
+        .map(|i| {
+            json!({"source": source, "series": "cpu", "value": (i % 17) as f64,
+                        "ts": now - chrono::TimeDelta::seconds(600 - 5 * i)})
+        })
+        .collect();
+    let posted = app
+        .http()
+        .post(format!("http://{}/api/metrics", app.addr))
+        .json(&samples)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let notice = app
+        .http()
+        .post(format!("http://{}/api/notices", app.addr))
+        .json(&json!({"text": "replay test deploy", "room": format!("metrics:{source}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(notice.status(), 201);
+    let alert = AlertEvent {
+        text: "CpuHigh firing".into(),
+        news: News::Transition(Transition {
+            key: Key {
+                rule: 1,
+                source: source.clone(),
+                labels: Default::default(),
+            },
+            name: "CpuHigh".into(),
+            state: State::Firing,
+            previous: State::Pending,
+            value: Some(16.0),
+            threshold: 15.0,
+            severity: Severity::Critical,
+            summary: "cpu high".into(),
+            since: now,
+            began: None,
+            rule_labels: Default::default(),
+            silenced: false,
+        }),
+    };
+    publish(
+        &app,
+        "alerts",
+        "alert",
+        serde_json::to_value(&alert).unwrap(),
+    )
+    .await;
+
+    let board = |at: Option<String>| {
+        let mut form = vec![("name", name.clone()), ("range", "15m".to_owned())];
+        form.extend(at.map(|at| ("at", at)));
+        let app = &app;
+        async move {
+            let (status, page): (u16, BoardPage) = server_fn(app, LoadBoard::PATH, &form).await;
+            assert_eq!(status, 200);
+            page.board.expect("the dashboard is there")
+        }
+    };
+    let live = board(None).await;
+    let at = chrono::DateTime::from_timestamp_millis(live.now_ms).unwrap();
+    let points = &live.panels[0][0].points;
+    assert!(
+        points.len() > 50,
+        "the live dashboard shows the samples: {}",
+        points.len()
+    );
+    // Room `notices` marks every dashboard; other tests post there too.
+    let texts: Vec<&str> = live
+        .markers
+        .iter()
+        .filter(|m| m.room.as_str() != app::history::NOTICES_ROOM)
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        ["replay test deploy", "CpuHigh firing"],
+        "a notice and the source's alert mark it"
+    );
+    assert!(!live.heads.is_empty() && live.at_ms.is_none());
+
+    // Later samples change nothing about that moment.
+    let later = json!([{"source": source, "series": "cpu", "value": 99.0}]);
+    app.http()
+        .post(format!("http://{}/api/metrics", app.addr))
+        .json(&later)
+        .send()
+        .await
+        .unwrap();
+    let replay = board(Some(
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ))
+    .await;
+    assert_eq!(
+        replay.panels, live.panels,
+        "the replay shows what the live page showed then"
+    );
+    assert_eq!(replay.markers, live.markers);
+    assert_eq!(replay.at_ms, Some(live.now_ms));
+    assert!(replay.heads.is_empty(), "a replay follows nothing live");
+
+    // Played forward: the chunks after the moment hold the later sample.
+    let chunk = |from: i64, to: i64| {
+        let form = vec![
+            ("name", name.clone()),
+            ("range", "15m".to_owned()),
+            ("from_ms", from.to_string()),
+            ("to_ms", to.to_string()),
+            ("markers_only", "false".to_owned()),
+        ];
+        let app = &app;
+        async move { server_fn::<Value>(app, ReadReplay::PATH, &form).await }
+    };
+    let (status, ahead) = chunk(live.now_ms, chrono::Utc::now().timestamp_millis() + 1000).await;
+    assert_eq!(status, 200);
+    let ahead: ReplayChunk = serde_json::from_value(ahead).unwrap();
+    assert_eq!(ahead.panels[0][0].last().map(|p| p.1), Some(99.0));
+    let (status, _) = chunk(live.now_ms, live.now_ms).await;
+    assert_eq!(status, 400, "an empty span is refused");
+    let (status, _) = chunk(0, 3 * 86_400_000).await;
+    assert_eq!(status, 400, "more than a day of buckets at once is refused");
+    let (status, refused): (u16, Value) = server_fn(
+        &app,
+        LoadBoard::PATH,
+        &[
+            ("name", name.clone()),
+            ("range", "15m".into()),
+            ("at", "last tuesday".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(refused.to_string().contains("at:"), "{refused}");
+    app.stop().await.unwrap();
+}
