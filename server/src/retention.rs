@@ -38,7 +38,9 @@ impl Policy {
 /// Applies `policy` every `policy.every` until `shutdown`.
 pub fn spawn(store: Store, policy: Policy, tracker: &TaskTracker, shutdown: CancellationToken) {
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(policy.every);
+        // The first round waits one period: a node starting has other work for its connections.
+        let first = tokio::time::Instant::now() + policy.every;
+        let mut tick = tokio::time::interval_at(first, policy.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -50,8 +50,15 @@ pub async fn load_history(query: Query) -> Result<HistoryData, AppError> {
     .await
 }
 
+/// An event whole, and the dashboards that show what it is about.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventView {
+    pub detail: EventDetail,
+    pub dashboards: Vec<String>,
+}
+
 #[server]
-pub async fn load_event(room: String, seq: i64) -> Result<EventDetail, AppError> {
+pub async fn load_event(room: String, seq: i64) -> Result<EventView, AppError> {
     crate::error::answer(async move {
         let room = crate::protocol::RoomName::parse(room)?;
         // A room one may not read does not exist for one: the same answer as a missing event.
@@ -60,7 +67,34 @@ pub async fn load_event(room: String, seq: i64) -> Result<EventDetail, AppError>
             return Err(missing());
         }
         let history = expect_context::<crate::history::SharedHistory>().0;
-        history.event(room.clone(), seq).await?.ok_or_else(missing)
+        let detail = history
+            .event(room.clone(), seq)
+            .await?
+            .ok_or_else(missing)?;
+        // A sample's or an alert's source is on the dashboards showing it; a notice of room
+        // `notices` marks them all.
+        let event = &detail.event;
+        let source = crate::metrics::room_source(&event.room)
+            .map(str::to_owned)
+            .or_else(|| {
+                (event.kind == EventKind::Alert)
+                    .then(|| event.data.get("source")?.as_str().map(str::to_owned))
+                    .flatten()
+            });
+        let everywhere = event.room.as_str() == crate::history::NOTICES_ROOM;
+        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+        let mut dashboards = Vec::new();
+        if source.is_some() || everywhere {
+            for name in store.list().await? {
+                let shows = store.get(name.clone()).await?.is_some_and(|d| {
+                    everywhere || d.panels.iter().any(|p| Some(&p.source) == source.as_ref())
+                });
+                if shows {
+                    dashboards.push(name);
+                }
+            }
+        }
+        Ok(EventView { detail, dashboards })
     })
     .await
 }
@@ -361,16 +395,32 @@ pub fn HistoryEvent() -> impl IntoView {
         })
     };
     let detail = Resource::new(at, |(room, seq)| load_event(room, seq));
-    loaded(detail, |detail| view! { <Detail detail/> })
+    loaded(detail, |view| view! { <Detail view/> })
 }
 
+/// The range a dashboard opened at an event shows: the event falls in its middle.
+const AROUND: (&str, i64) = ("15m", 15 * 60_000);
+
 #[component]
-fn Detail(detail: EventDetail) -> impl IntoView {
-    let EventDetail {
-        event,
-        before,
-        after,
-    } = detail;
+fn Detail(view: EventView) -> impl IntoView {
+    let EventView {
+        detail: EventDetail {
+            event,
+            before,
+            after,
+        },
+        dashboards,
+    } = view;
+    let at = chrono::DateTime::from_timestamp_millis(event.ts.timestamp_millis() + AROUND.1 / 2)
+        .unwrap_or(event.ts)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let replays = dashboards
+        .into_iter()
+        .map(|name| {
+            let href = format!("/d/{name}?range={}&at={at}", AROUND.0);
+            view! { <a href=href data-testid="replay-link">{format!("Dashboard {name} at that moment")}</a> }
+        })
+        .collect_view();
     let zone = Zone::default();
     let json = serde_json::to_string_pretty(&event.data).unwrap_or_default();
     let room = event.room.to_string();
@@ -408,6 +458,7 @@ fn Detail(detail: EventDetail) -> impl IntoView {
             <p class="history-tools">
                 <a href=format!("/history?{}", around.to_query_string())>"The room's events around then"</a>
                 <a href=format!("/rooms/{room}")>"The room live"</a>
+                {replays}
             </p>
             <pre class="event-json" data-testid="event-json">{json}</pre>
             <h2>"Before and after in " <code>{room}</code></h2>

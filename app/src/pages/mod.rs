@@ -16,7 +16,7 @@ pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
 pub use board::{
     Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, ReadReplay, ReplayChunk,
 };
-pub use history::{HistoryEvent, HistoryPage};
+pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
 pub use room::RoomPage;
 pub use settings::Settings;

@@ -731,7 +731,7 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
         text: "CpuHigh firing".into(),
         news: News::Transition(Transition {
             key: Key {
-                rule: 1,
+                rule: 0,
                 source: source.clone(),
                 labels: Default::default(),
             },
@@ -748,13 +748,22 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
             silenced: false,
         }),
     };
-    publish(
+    let alert = publish(
         &app,
         "alerts",
         "alert",
         serde_json::to_value(&alert).unwrap(),
     )
     .await;
+    // The alert's page links to the dashboards showing its source, at that moment.
+    let (status, view): (u16, app::pages::EventView) = server_fn(
+        &app,
+        app::pages::LoadEvent::PATH,
+        &[("room", "alerts".into()), ("seq", alert.seq.to_string())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(view.dashboards, vec![name.clone()]);
 
     let board = |at: Option<String>| {
         let mut form = vec![("name", name.clone()), ("range", "15m".to_owned())];

@@ -59,6 +59,10 @@ async fn a_seed_racing_another_nodes_seed_succeeds_and_leaves_one_host_dashboard
         if waiting > 0 {
             break;
         }
+        assert!(
+            !ours.is_finished(),
+            "our seed ended without waiting for the other node's row"
+        );
         tokio::task::yield_now().await;
     }
     racing.commit().await.unwrap();
