@@ -115,10 +115,6 @@ pub fn Replay(
             })
             .collect_view()
     };
-    let (min, max) = (
-        move || span.get().map_or(at_ms, |(from, _)| from),
-        move || span.get().map_or(at_ms, |(_, to)| to),
-    );
     view! {
         <section class="replay panel" aria-label="Replay" data-testid="replay" data-stalls=move || stalls.get()>
             <div class="replay-controls">
@@ -134,13 +130,16 @@ pub fn Replay(
                 <time data-testid="playhead" data-ms=move || head.get()>{shown}</time>
                 <a href=live data-testid="back-to-live">"Back to live"</a>
             </div>
-            <input type="range" aria-label="Play head" min=min max=max step="1000"
-                prop:value=move || head.get()
-                on:change=move |ev| {
-                    if let Ok(t) = event_target_value(&ev).parse::<i64>() {
-                        seek(t);
-                    }
-                }/>
+            // Once its span is known: a value set before its bounds would be clamped to them.
+            {move || span.get().map(|(min, max)| view! {
+                <input type="range" aria-label="Play head" min=min max=max step="1000"
+                    prop:value=move || head.get()
+                    on:change=move |ev| {
+                        if let Ok(t) = event_target_value(&ev).parse::<i64>() {
+                            seek(t);
+                        }
+                    }/>
+            })}
             <div class="timeline" data-testid="timeline">
                 {ticks}
                 <span class="playhead" style=move || format!("left: {:.3}%", percent(head.get()))></span>
@@ -198,6 +197,8 @@ impl Player {
                 timeline.set(chunk.markers);
             }
         });
+        // The first chunk is read before play is pressed.
+        self.read_ahead();
         if let Ok(handle) = set_interval_with_handle(
             move || self.tick(),
             std::time::Duration::from_millis(TICK_MS as u64),

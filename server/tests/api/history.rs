@@ -366,7 +366,7 @@ async fn exports_stream_csv_and_ndjson_in_page_order_and_say_when_the_limit_cut_
     let room = unique_room("export");
     let tricky = "a \"quoted\", comma\nand a second line";
     for text in ["one", tricky, "three", "four", "five"] {
-        publish(&app, room.as_str(), "notice", json!({"text": text})).await;
+        publish(app, room.as_str(), "notice", json!({"text": text})).await;
     }
     let export = |format: &str| {
         let url = format!(
