@@ -156,7 +156,7 @@ impl Store {
             sql.push(" AND ts < ").push_bind(to);
         }
         if let Some(text) = &filter.text {
-            sql.push(" AND event_words(data) @@ websearch_to_tsquery('english', ")
+            sql.push(" AND words @@ websearch_to_tsquery('english', ")
                 .push_bind(text.clone())
                 .push(")");
         }
