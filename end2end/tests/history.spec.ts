@@ -104,6 +104,7 @@ test("a dashboard opened at a past moment plays forward, an alert marker passes,
   await expect(page.getByTestId("connection")).toHaveText("live");
   const replay = page.getByTestId("replay");
   await expect(replay.getByTestId("timeline").locator('[data-alert="true"]').first()).toBeAttached();
+  await expect(replay.getByRole("slider", { name: "Play head" })).toBeVisible();
   const chart = page.getByTestId("panel").locator("svg");
   await expect(chart.locator(".line")).toHaveAttribute("d", /L/);
   await expect(chart.locator('.marker[data-alert="true"]')).toHaveCount(0);

@@ -188,9 +188,10 @@ impl Player {
             at_ms - self.window_ms,
             (at_ms + TIMELINE_MS).min(Self::now()),
         );
-        span.set(Some((from, to.max(at_ms))));
         let (name, range) = (self.name.get_value(), self.range.get_value());
         leptos::task::spawn_local(async move {
+            // Once hydrated: the server rendered the player without its span.
+            span.set(Some((from, to.max(at_ms))));
             if let Ok(chunk) =
                 super::board::read_replay(name, range, from, to.max(from + 1), true).await
             {
