@@ -27,6 +27,8 @@ pub struct Filter {
     pub room: Option<Pattern>,
     /// Empty: notices and alerts. Metric events only when asked for.
     pub kinds: Vec<EventKind>,
+    /// Alert events of a source matching this pattern.
+    pub source: Option<Pattern>,
     /// Alert events of this severity.
     pub severity: Option<Severity>,
     /// Alert transitions into this state.
@@ -85,14 +87,28 @@ impl Moment {
             })
     }
 
+    /// The instant meant, within the times the store keeps (see [`within_bounds`]).
     pub fn resolve(self, now: DateTime<Utc>) -> DateTime<Utc> {
-        match self {
+        let t = match self {
             Self::At(at) => at,
-            Self::Ago(span) => now
-                .checked_sub_signed(span.chrono())
-                .unwrap_or(DateTime::<Utc>::MIN_UTC),
-        }
+            Self::Ago(span) => now.checked_sub_signed(span.chrono()).unwrap_or(EARLIEST),
+        };
+        t.clamp(EARLIEST, LATEST)
     }
+}
+
+/// The span of times history deals in: the Unix epoch to the end of year 9999. Postgres keeps
+/// far more, but nothing stored is older than the epoch, and times beyond these are mistakes
+/// that must not reach a query (nor overflow the arithmetic around one).
+pub const EARLIEST: DateTime<Utc> = DateTime::UNIX_EPOCH;
+pub const LATEST: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_799, 0) {
+    Some(t) => t,
+    None => DateTime::UNIX_EPOCH,
+};
+
+/// `ms` since the epoch as a time, when it lies within [`EARLIEST`] and [`LATEST`].
+pub fn within_bounds(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms).filter(|t| (EARLIEST..=LATEST).contains(t))
 }
 
 impl fmt::Display for Moment {
@@ -200,6 +216,7 @@ impl Cursor {
             .parse()
             .ok()
             .and_then(DateTime::from_timestamp_micros)
+            .filter(|t| (EARLIEST..=LATEST).contains(t))
             .ok_or_else(bad)?;
         let seq = seq.parse().ok().filter(|seq| *seq > 0).ok_or_else(bad)?;
         let room = RoomName::parse(room).map_err(|_| bad())?;
@@ -302,6 +319,9 @@ impl Query {
                         .collect::<Result<_, _>>()
                         .map_err(fail("kind"))?
                 }
+                "source" => {
+                    query.filter.source = Some(Pattern::parse(value).map_err(fail("source"))?)
+                }
                 "severity" => {
                     query.filter.severity =
                         Some(named(value, "severity").map_err(fail("severity"))?)
@@ -352,6 +372,7 @@ impl Query {
                 kinds.join(",")
             }),
         );
+        put("source", filter.source.as_ref().map(ToString::to_string));
         put("severity", filter.severity.map(|s| s.as_str().to_owned()));
         put("state", filter.state.map(|s| s.as_str().to_owned()));
         put("from", filter.from.map(|m| m.to_string()));
@@ -494,7 +515,8 @@ impl Marker {
     }
 }
 
-/// How far back the log goes for an identity: the time of the oldest notice or alert kept.
+/// How far back the history goes for an identity: the time of the oldest notice or alert it may
+/// read.
 pub type Oldest = Option<DateTime<Utc>>;
 
 #[cfg(feature = "ssr")]
@@ -558,8 +580,8 @@ mod seam {
             seq: i64,
         ) -> BoxFuture<'static, Result<Option<EventDetail>, AppError>>;
 
-        /// When the oldest notice or alert kept was stored.
-        fn oldest(&self) -> BoxFuture<'static, Result<Oldest, AppError>>;
+        /// When the oldest notice or alert `visible` may read was stored.
+        fn oldest(&self, visible: Identity) -> BoxFuture<'static, Result<Oldest, AppError>>;
     }
 
     /// Source names, each with its series.
@@ -588,6 +610,7 @@ mod tests {
             filter: Filter {
                 room: Some(Pattern::parse("host:*").unwrap()),
                 kinds: vec![EventKind::Alert, EventKind::Metric],
+                source: Some(Pattern::parse("web-*").unwrap()),
                 severity: Some(Severity::Critical),
                 state: Some(State::Firing),
                 from: Some(Moment::Ago(Span::secs(3600))),
@@ -645,6 +668,10 @@ mod tests {
             Zone::parse("+05:45").unwrap().show(now),
             "2026-11-26 17:45:00"
         );
+        // Far beyond what is kept: the bounds, not an overflow or a database error.
+        let ancient = read("from=now-100000000d").unwrap().span(now).0;
+        assert_eq!(ancient, Some(EARLIEST));
+        assert!(read("cursor=-9000000000000000000.1.room").is_err());
         for bad in [
             "tz=+25:00",
             "tz=CET",

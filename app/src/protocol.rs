@@ -215,11 +215,31 @@ impl Notice {
         Ok(text.to_owned())
     }
 
-    /// The notice an event holds, when it is one.
+    /// The notice an event holds, when it is one, field by field: a notice stored before its
+    /// fields were checked keeps what of it reads.
     pub fn of(event: &Event) -> Option<Self> {
-        (event.kind == EventKind::Notice)
-            .then(|| serde_json::from_value(event.data.clone()).ok())
-            .flatten()
+        if event.kind != EventKind::Notice {
+            return None;
+        }
+        let data = &event.data;
+        let text = |name: &str| data.get(name).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            text: text("text").unwrap_or_default(),
+            title: text("title"),
+            level: data
+                .get("level")
+                .and_then(|level| serde_json::from_value(level.clone()).ok()),
+            tags: data
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|tags| {
+                    tags.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     }
 }
 

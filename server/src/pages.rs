@@ -112,9 +112,9 @@ impl History for Pages {
         })
     }
 
-    fn oldest(&self) -> BoxFuture<'static, Result<Oldest, AppError>> {
-        self.serve("reading the oldest event kept", |store| async move {
-            store.oldest().await
+    fn oldest(&self, visible: Identity) -> BoxFuture<'static, Result<Oldest, AppError>> {
+        self.serve("reading the oldest event kept", move |store| async move {
+            store.oldest(&visible).await
         })
     }
 }

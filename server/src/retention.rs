@@ -67,7 +67,11 @@ async fn purge(store: &Store, kind: EventKind, keep: Duration) -> crate::error::
     let before = chrono::TimeDelta::from_std(keep)
         .ok()
         .and_then(|keep| Utc::now().checked_sub_signed(keep))
-        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        .filter(|before| *before > app::history::EARLIEST);
+    // Kept longer than anything stored has existed: nothing to remove.
+    let Some(before) = before else {
+        return Ok(0);
+    };
     let mut removed = 0;
     loop {
         let n = store.purge(kind, before, BATCH).await?;

@@ -329,7 +329,7 @@ impl Connection {
             (None, _) => head,
         };
         if seq < head {
-            self.announce_truncation(&room, seq, head).await?;
+            self.announce_truncation(&room, seq, &epoch).await?;
         }
         let position = Position {
             seq,
@@ -349,27 +349,26 @@ impl Connection {
         let _ = self.socket.feed(Message::Text(encode(&reset))).await;
     }
 
-    /// Queues a `history_truncated` error when retention removed events after `since`: the
-    /// client learns what it will not get, and what is kept follows.
+    /// Queues a `history_truncated` error when retention may have removed events after
+    /// `since`: the client learns what it may not get, and what is kept follows.
     async fn announce_truncation(
         &mut self,
         room: &RoomName,
         since: i64,
-        head: i64,
+        epoch: &Epoch,
     ) -> Result<(), Error> {
-        let first = self.state.store.first_kept(room).await?.unwrap_or(head + 1);
-        if first <= since + 1 {
+        let purged = self.state.store.purged(room, epoch).await?;
+        if purged <= since {
             return Ok(());
         }
         let truncated = ServerFrame::Error {
             code: ErrorCode::HistoryTruncated,
             message: format!(
-                "events {} to {} of {room} are past retention and gone; the oldest kept is {first}",
+                "events {} to {purged} of {room} are past retention (some or all of them gone); what is kept follows",
                 since + 1,
-                first - 1
             ),
             room: Some(room.clone()),
-            since: Some(first - 1),
+            since: Some(purged),
             reference: None,
         };
         let _ = self.socket.feed(Message::Text(encode(&truncated))).await;

@@ -60,7 +60,7 @@ pub struct BoardData {
 #[cfg(feature = "ssr")]
 const BUCKETS: i64 = 600;
 /// Markers a dashboard keeps in view.
-const MARKERS_KEPT: usize = 200;
+pub(super) const MARKERS_KEPT: usize = 200;
 /// Most markers read for one span.
 #[cfg(feature = "ssr")]
 const MARKERS: usize = 500;
@@ -150,23 +150,35 @@ async fn read_markers(
         protocol::EventKind,
     };
     let history = expect_context::<crate::history::SharedHistory>().0;
-    let mut rooms: Vec<(String, EventKind)> = sources
-        .iter()
-        .filter_map(|s| crate::metrics::source_room(s).ok())
-        .map(|room| (room.to_string(), EventKind::Notice))
-        .collect();
-    rooms.push((NOTICES_ROOM.to_owned(), EventKind::Notice));
-    rooms.push((crate::alerts::ROOM.to_owned(), EventKind::Alert));
+    // Each source's notices and alerts read apart: a busy source does not crowd out the others.
+    let in_span = Filter {
+        from: Some(Moment::At(from)),
+        to: Some(Moment::At(to)),
+        ..Filter::default()
+    };
+    let mut filters: Vec<Filter> = Vec::new();
+    for source in sources {
+        filters.extend(crate::metrics::source_room(source).ok().map(|room| Filter {
+            room: Pattern::parse(room.as_str()).ok(),
+            kinds: vec![EventKind::Notice],
+            ..in_span.clone()
+        }));
+        filters.push(Filter {
+            room: Pattern::parse(crate::alerts::ROOM).ok(),
+            kinds: vec![EventKind::Alert],
+            source: Pattern::parse(source).ok(),
+            ..in_span.clone()
+        });
+    }
+    filters.push(Filter {
+        room: Pattern::parse(NOTICES_ROOM).ok(),
+        kinds: vec![EventKind::Notice],
+        ..in_span
+    });
     let mut markers = Vec::new();
-    for (room, kind) in rooms {
+    for filter in filters {
         let query = Query {
-            filter: Filter {
-                room: Pattern::parse(&room).ok(),
-                kinds: vec![kind],
-                from: Some(Moment::At(from)),
-                to: Some(Moment::At(to)),
-                ..Filter::default()
-            },
+            filter,
             limit: crate::history::MAX_PAGE,
             ..Query::default()
         };
@@ -222,7 +234,9 @@ pub async fn load_board(
         }
         let heads = try_join_all(rooms.into_iter().map(|room| history.snapshot(room, 0))).await?;
         let to = replay_at.unwrap_or_else(chrono::Utc::now);
-        let from = to - chrono::Duration::seconds(secs);
+        let from = to
+            .checked_sub_signed(chrono::Duration::seconds(secs))
+            .unwrap_or(crate::history::EARLIEST);
         let step_ms = secs * 1000 / BUCKETS;
         let panels = read_panels(&dashboard, &sources, from, to, step_ms).await?;
         let markers = read_markers(&sources, &identity, from, to).await?;
@@ -269,8 +283,8 @@ pub async fn read_replay(
     answer(async move {
         let secs = range_secs(&range)?;
         let time = |ms| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .ok_or_else(|| AppError::Invalid(format!("{ms} is not a time")))
+            crate::history::within_bounds(ms)
+                .ok_or_else(|| AppError::Invalid(format!("{ms} is not a time kept")))
         };
         let (from, to) = (time(from_ms)?, time(to_ms)?);
         let longest = if markers_only {
@@ -592,6 +606,14 @@ pub(super) fn BoardBody(
     let replay = data.at_ms.is_some();
     let add_marker = move |marker: Marker| {
         markers.update(|all| {
+            // The same event can come twice: pushed and read, or kept by the page's alert feed
+            // from before this dashboard opened.
+            if all
+                .iter()
+                .any(|m| m.room == marker.room && m.seq == marker.seq)
+            {
+                return;
+            }
             all.push(marker);
             let extra = all.len().saturating_sub(MARKERS_KEPT);
             all.drain(..extra);

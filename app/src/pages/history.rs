@@ -17,6 +17,10 @@ use crate::{
 #[cfg(feature = "hydrate")]
 const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Most events the live view holds.
+#[cfg(feature = "hydrate")]
+const LIVE_KEPT: usize = 1000;
+
 /// The relative ranges offered besides a picked time.
 const RANGES: [(&str, &str); 6] = [
     ("now-15m", "Last 15 minutes"),
@@ -39,8 +43,8 @@ pub async fn load_history(query: Query) -> Result<HistoryData, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;
         let history = expect_context::<crate::history::SharedHistory>().0;
-        let page = history.events(query.clone(), identity).await?;
-        let oldest = history.oldest().await?;
+        let page = history.events(query.clone(), identity.clone()).await?;
+        let oldest = history.oldest(identity).await?;
         Ok(HistoryData {
             query,
             page,
@@ -152,8 +156,8 @@ fn HistoryBody(data: HistoryData) -> impl IntoView {
         )
     };
     let kept = oldest.map_or_else(
-        || "Nothing is stored yet.".to_owned(),
-        |t| format!("Kept since {} ({zone}).", zone.show(t)),
+        || "No notices or alerts stored yet.".to_owned(),
+        |t| format!("Notices and alerts since {} ({zone}).", zone.show(t)),
     );
     view! {
         <Filters query=query.clone()/>
@@ -192,7 +196,9 @@ fn HistoryBody(data: HistoryData) -> impl IntoView {
 }
 
 /// While `live` is on, asks every few seconds for the events stored after the newest shown and
-/// puts them on top: pages by `(ts, room, seq)` leave none out and bring none twice.
+/// puts them on top. Pages by `(ts, room, seq)` bring none twice, and leave none out while one
+/// writer commits (each commit's `ts` is later than the one before); the list keeps the newest
+/// [`LIVE_KEPT`].
 #[cfg(feature = "hydrate")]
 fn follow_live(query: &Query, events: RwSignal<Vec<Event>>, live: RwSignal<bool>) {
     use crate::history::{Cursor, MAX_PAGE};
@@ -218,6 +224,7 @@ fn follow_live(query: &Query, events: RwSignal<Vec<Event>>, live: RwSignal<bool>
                 events.update(|shown| {
                     let mut fresh = data.page.events;
                     fresh.append(shown);
+                    fresh.truncate(LIVE_KEPT);
                     *shown = fresh;
                 });
             }
@@ -236,6 +243,7 @@ fn Filters(query: Query) -> impl IntoView {
     let Filter {
         room,
         kinds,
+        source: _,
         severity,
         state,
         from,

@@ -12,7 +12,10 @@ use crate::history::Marker;
 #[cfg(feature = "hydrate")]
 const TICK_MS: i64 = 250;
 const SPEEDS: [i64; 5] = [1, 5, 10, 30, 60];
-/// The longest timeline: a week after the replay's start.
+/// How near the present a replay ends.
+#[cfg(feature = "hydrate")]
+const CAUGHT_UP_MS: i64 = 2_000;
+/// The longest timeline: a week from the start of the replay's first window.
 #[cfg(feature = "hydrate")]
 const TIMELINE_MS: i64 = 7 * 86_400_000;
 
@@ -184,10 +187,8 @@ impl Player {
         span: RwSignal<Option<(i64, i64)>>,
         timeline: RwSignal<Vec<Marker>>,
     ) {
-        let (from, to) = (
-            at_ms - self.window_ms,
-            (at_ms + TIMELINE_MS).min(Self::now()),
-        );
+        let from = at_ms - self.window_ms;
+        let to = (from + TIMELINE_MS).min(Self::now());
         let (name, range) = (self.name.get_value(), self.range.get_value());
         leptos::task::spawn_local(async move {
             // Once hydrated: the server rendered the player without its span.
@@ -215,8 +216,14 @@ impl Player {
         }
         let now = Self::now();
         let from = self.head.get_untracked();
-        let to = (from + TICK_MS * self.speed.get_untracked()).min(now);
         let read_to = self.ahead.with_value(|a| a.read_to);
+        let mut to = from + TICK_MS * self.speed.get_untracked();
+        // Within moments of the present the replay ends on what is read: the present itself
+        // moves on, and the live dashboard is one click away.
+        let caught_up = to >= now - CAUGHT_UP_MS;
+        if caught_up {
+            to = to.min(read_to);
+        }
         if to > read_to {
             // Not read yet: wait for it rather than play a gap.
             self.stalls.update(|n| *n += 1);
@@ -245,8 +252,7 @@ impl Player {
             .unwrap_or_default();
         self.play(points, markers);
         self.head.set(to);
-        if to >= now {
-            // Caught up with the present: the live dashboard is one click away.
+        if caught_up {
             self.playing.set(false);
         }
         self.read_ahead();
@@ -270,7 +276,11 @@ impl Player {
             }
         });
         if !markers.is_empty() {
-            self.markers.update(|all| all.extend(markers));
+            self.markers.update(|all| {
+                all.extend(markers);
+                let extra = all.len().saturating_sub(super::board::MARKERS_KEPT);
+                all.drain(..extra);
+            });
         }
     }
 
@@ -326,6 +336,12 @@ impl Player {
         leptos::task::spawn_local(async move {
             let Ok(chunk) = super::board::read_replay(name, range, t - window_ms, t, false).await
             else {
+                // Reading ahead tries again from here on the next tick.
+                self.ahead.update_value(|a| {
+                    if a.generation == generation {
+                        a.reading = false;
+                    }
+                });
                 return;
             };
             if self.ahead.with_value(|a| a.generation) != generation {

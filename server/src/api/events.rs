@@ -120,7 +120,12 @@ impl Format {
                     out.push_str(field);
                     out.push(',');
                 }
-                csv_field(text, out);
+                // A text a spreadsheet would run as a formula is kept as text.
+                if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                    csv_field(&format!("'{text}"), out);
+                } else {
+                    csv_field(text, out);
+                }
                 out.push(',');
                 csv_field(&event.data.to_string(), out);
                 out.push_str("\r\n");
@@ -138,7 +143,11 @@ impl Format {
             "export stopped at {limit} events, the most one export holds (WATCHROOM_EXPORT_LIMIT); narrow the filter or export in parts"
         );
         match self {
-            Self::Csv => format!("# {message}\r\n"),
+            Self::Csv => {
+                let mut line = String::new();
+                csv_field(&format!("# {message}"), &mut line);
+                line + "\r\n"
+            }
             Self::Ndjson => format!(
                 "{}\n",
                 serde_json::json!({"truncated": true, "limit": limit, "message": message})

@@ -4,7 +4,7 @@
 use app::{
     auth::{Identity, Pattern, Scope},
     history::{Cursor, EventDetail, EventPage, Oldest, Page, Query},
-    protocol::{Event, EventKind, RoomName},
+    protocol::{Epoch, Event, EventKind, RoomName},
 };
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, types::Json};
@@ -90,7 +90,8 @@ fn kinds(query: &Query) -> Vec<EventKind> {
         .kinds()
         .into_iter()
         .filter(|kind| {
-            (filter.severity.is_none() && filter.state.is_none() || *kind == EventKind::Alert)
+            (filter.source.is_none() && filter.severity.is_none() && filter.state.is_none()
+                || *kind == EventKind::Alert)
                 && (filter.text.is_none() || *kind != EventKind::Metric)
         })
         .collect()
@@ -139,6 +140,10 @@ impl Store {
                 sql.push(" AND room LIKE ").push_bind(like(pattern));
             }
             (None, None) => {}
+        }
+        if let Some(source) = &filter.source {
+            sql.push(" AND data ->> 'source' LIKE ")
+                .push_bind(like(source));
         }
         if let Some(severity) = filter.severity {
             sql.push(" AND data ->> 'severity' = ")
@@ -239,41 +244,62 @@ impl Store {
         }))
     }
 
-    /// When the oldest notice or alert kept was stored.
-    pub async fn oldest(&self) -> Result<Oldest> {
-        let (oldest,): (Option<DateTime<Utc>>,) =
-            sqlx::query_as("SELECT min(ts) FROM events WHERE kind <> 'metric'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(oldest)
+    /// When the oldest notice or alert `visible` may read was stored.
+    pub async fn oldest(&self, visible: &Identity) -> Result<Oldest> {
+        let Some(readable) = readable(visible) else {
+            return Ok(None);
+        };
+        let mut sql =
+            QueryBuilder::<Postgres>::new("SELECT min(ts) FROM events WHERE kind <> 'metric'");
+        for patterns in readable {
+            sql.push(" AND room LIKE ANY(")
+                .push_bind(patterns)
+                .push(")");
+        }
+        Ok(sql.build_query_scalar().fetch_one(&self.pool).await?)
     }
 
-    /// The first seq of `room` still kept; none when retention removed all it had (or it had
-    /// none).
-    pub async fn first_kept(&self, room: &RoomName) -> Result<Option<i64>> {
-        let (first,): (Option<i64>,) =
-            sqlx::query_as("SELECT min(seq) FROM events WHERE room = $1")
+    /// The newest seq of `room`'s log in `epoch` that retention may have removed; 0 when it
+    /// removed none.
+    pub async fn purged(&self, room: &RoomName, epoch: &Epoch) -> Result<i64> {
+        let purged: Option<i64> =
+            sqlx::query_scalar("SELECT purged FROM room_purges WHERE room = $1 AND epoch = $2")
                 .bind(room.as_str())
-                .fetch_one(&self.pool)
+                .bind(&epoch.0)
+                .fetch_optional(&self.pool)
                 .await?;
-        Ok(first)
+        Ok(purged.unwrap_or(0))
     }
 
-    /// Removes up to `batch` events of `kind` stored before `before`, oldest first, and says how
-    /// many went. Rooms keep their heads, so seqs go on from where they were.
+    /// Removes up to `batch` events of `kind` stored before `before`, oldest first, notes how far
+    /// each room's log was removed, and says how many went. Rooms keep their heads, so seqs go
+    /// on from where they were.
     pub async fn purge(&self, kind: EventKind, before: DateTime<Utc>, batch: i64) -> Result<u64> {
-        // The kind as a literal: each kind's partial index on ts finds the oldest at once.
+        // The kind as a literal: each kind's partial index on ts finds the oldest at once. Rooms
+        // are noted in name order, so retention on two nodes cannot deadlock on them.
         let sql = format!(
-            "DELETE FROM events WHERE ctid = ANY(ARRAY(
-                 SELECT ctid FROM events WHERE kind = '{}' AND ts < $1 ORDER BY ts LIMIT $2))",
+            "WITH gone AS (
+                 DELETE FROM events WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM events WHERE kind = '{}' AND ts < $1 ORDER BY ts LIMIT $2))
+                 RETURNING room, seq),
+             noted AS (
+                 INSERT INTO room_purges (room, epoch, purged)
+                 SELECT g.room, r.epoch, max(g.seq) FROM gone g JOIN rooms r ON r.name = g.room
+                 GROUP BY g.room, r.epoch ORDER BY g.room
+                 ON CONFLICT (room) DO UPDATE SET
+                     purged = CASE WHEN room_purges.epoch = EXCLUDED.epoch
+                                   THEN greatest(room_purges.purged, EXCLUDED.purged)
+                                   ELSE EXCLUDED.purged END,
+                     epoch = EXCLUDED.epoch)
+             SELECT count(*) FROM gone",
             kind.as_str()
         );
-        let done = sqlx::query(&sql)
+        let removed: i64 = sqlx::query_scalar(&sql)
             .bind(before)
             .bind(batch)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        Ok(removed as u64)
     }
 }
 

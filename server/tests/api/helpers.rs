@@ -108,8 +108,10 @@ pub fn http_with(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let bearer = format!("Bearer {token}").parse().unwrap();
     headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    // A server that stops answering fails the test that asked, rather than hanging the run.
     reqwest::Client::builder()
         .default_headers(headers)
+        .timeout(PATIENCE)
         .build()
         .unwrap()
 }
