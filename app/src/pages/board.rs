@@ -58,7 +58,7 @@ pub struct BoardData {
 
 /// Buckets per line: about one per horizontal pixel of a panel.
 #[cfg(feature = "ssr")]
-const BUCKETS: i64 = 600;
+pub(super) const BUCKETS: i64 = 600;
 /// Markers a dashboard keeps in view.
 pub(super) const MARKERS_KEPT: usize = 200;
 /// Most markers read for one span.
@@ -67,7 +67,7 @@ const MARKERS: usize = 500;
 
 /// The range's length in seconds, by its name in `?range=`.
 #[cfg(feature = "ssr")]
-fn range_secs(range: &str) -> Result<i64, AppError> {
+pub(super) fn range_secs(range: &str) -> Result<i64, AppError> {
     RANGES
         .iter()
         .find(|(name, _)| *name == range)
@@ -77,7 +77,7 @@ fn range_secs(range: &str) -> Result<i64, AppError> {
 
 /// A dashboard and what its panels may show: the sources the identity may read.
 #[cfg(feature = "ssr")]
-async fn readable_board(
+pub(super) async fn readable_board(
     name: String,
 ) -> Result<Option<(Dashboard, Vec<String>, crate::auth::Identity)>, AppError> {
     let identity = crate::auth::identity()?;
@@ -106,7 +106,7 @@ async fn readable_board(
 /// Every panel's series over `[from, to)` in buckets of `step_ms`; panels of sources not in
 /// `sources` stay empty.
 #[cfg(feature = "ssr")]
-async fn read_panels(
+pub(super) async fn read_panels(
     dashboard: &Dashboard,
     sources: &[String],
     from: chrono::DateTime<chrono::Utc>,
@@ -138,7 +138,7 @@ async fn read_panels(
 /// The markers of `[from, to)` on a dashboard of `sources`: notices of room `notices` and of the
 /// sources' rooms, and the sources' alert transitions, oldest first.
 #[cfg(feature = "ssr")]
-async fn read_markers(
+pub(super) async fn read_markers(
     sources: &[String],
     identity: &crate::auth::Identity,
     from: chrono::DateTime<chrono::Utc>,
@@ -253,64 +253,6 @@ pub async fn load_board(
             }),
             may_edit: identity.may_edit(),
         })
-    })
-    .await
-}
-
-/// What a replay plays next: the panels' buckets and the markers of a span.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ReplayChunk {
-    /// Per panel, per series: (bucket start, average), oldest first.
-    pub panels: Vec<Vec<Vec<(i64, f64)>>>,
-    pub markers: Vec<Marker>,
-}
-
-/// The span `[from_ms, to_ms)` of dashboard `name` in the buckets its range draws, for a replay
-/// to play; `markers_only` for the timeline, which spans more than the panels do.
-#[server]
-pub async fn read_replay(
-    name: String,
-    range: String,
-    from_ms: i64,
-    to_ms: i64,
-    markers_only: bool,
-) -> Result<ReplayChunk, AppError> {
-    use crate::error::answer;
-
-    /// The longest span one call reads: a week of markers, or a day of buckets.
-    const LONGEST_MS: i64 = 7 * 86_400_000;
-
-    answer(async move {
-        let secs = range_secs(&range)?;
-        let time = |ms| {
-            crate::history::within_bounds(ms)
-                .ok_or_else(|| AppError::Invalid(format!("{ms} is not a time kept")))
-        };
-        let (from, to) = (time(from_ms)?, time(to_ms)?);
-        let longest = if markers_only {
-            LONGEST_MS
-        } else {
-            LONGEST_MS / 7
-        };
-        if to_ms <= from_ms || to_ms - from_ms > longest {
-            return Err(AppError::Invalid(format!(
-                "a replay reads 1 ms to {} h at a time",
-                longest / 3_600_000
-            )));
-        }
-        let Some((dashboard, sources, identity)) = readable_board(name).await? else {
-            return Err(AppError::NotFound("dashboard".into()));
-        };
-        let panels = match markers_only {
-            true => Vec::new(),
-            false => read_panels(&dashboard, &sources, from, to, secs * 1000 / BUCKETS)
-                .await?
-                .into_iter()
-                .map(|panel| panel.into_iter().map(|s| s.points).collect())
-                .collect(),
-        };
-        let markers = read_markers(&sources, &identity, from, to).await?;
-        Ok(ReplayChunk { panels, markers })
     })
     .await
 }

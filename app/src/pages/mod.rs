@@ -13,11 +13,10 @@ mod wall;
 
 pub use account::AccountMenu;
 pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
-pub use board::{
-    Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, ReadReplay, ReplayChunk,
-};
+pub use board::{Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard};
 pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
+pub use replay::{ReadReplay, ReplayChunk};
 pub use room::RoomPage;
 pub use settings::Settings;
 pub use wall::Wall;

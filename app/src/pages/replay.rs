@@ -4,9 +4,10 @@
 //! of the span lies under the panels, to scrub along and jump between.
 
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::chart::SeriesData;
-use crate::history::Marker;
+use crate::{error::AppError, history::Marker};
 
 /// Play head steps: this often, by this much dashboard time per step at 1×.
 #[cfg(feature = "hydrate")]
@@ -18,6 +19,70 @@ const CAUGHT_UP_MS: i64 = 2_000;
 /// The longest timeline: a week from the start of the replay's first window.
 #[cfg(feature = "hydrate")]
 const TIMELINE_MS: i64 = 7 * 86_400_000;
+
+/// What a replay plays next: the panels' buckets and the markers of a span.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReplayChunk {
+    /// Per panel, per series: (bucket start, average), oldest first.
+    pub panels: Vec<Vec<Vec<(i64, f64)>>>,
+    pub markers: Vec<Marker>,
+}
+
+/// The span `[from_ms, to_ms)` of dashboard `name` in the buckets its range draws, for a replay
+/// to play; `markers_only` for the timeline, which spans more than the panels do.
+#[server]
+pub async fn read_replay(
+    name: String,
+    range: String,
+    from_ms: i64,
+    to_ms: i64,
+    markers_only: bool,
+) -> Result<ReplayChunk, AppError> {
+    use crate::error::answer;
+
+    /// The longest span one call reads: a week of markers, or a day of buckets.
+    const LONGEST_MS: i64 = 7 * 86_400_000;
+
+    answer(async move {
+        let secs = super::board::range_secs(&range)?;
+        let time = |ms| {
+            crate::history::within_bounds(ms)
+                .ok_or_else(|| AppError::Invalid(format!("{ms} is not a time kept")))
+        };
+        let (from, to) = (time(from_ms)?, time(to_ms)?);
+        let longest = if markers_only {
+            LONGEST_MS
+        } else {
+            LONGEST_MS / 7
+        };
+        if to_ms <= from_ms || to_ms - from_ms > longest {
+            return Err(AppError::Invalid(format!(
+                "a replay reads 1 ms to {} h at a time",
+                longest / 3_600_000
+            )));
+        }
+        let Some((dashboard, sources, identity)) = super::board::readable_board(name).await? else {
+            return Err(AppError::NotFound("dashboard".into()));
+        };
+        let panels = match markers_only {
+            true => Vec::new(),
+            false => super::board::read_panels(
+                &dashboard,
+                &sources,
+                from,
+                to,
+                secs * 1000 / super::board::BUCKETS,
+            )
+            .await?
+            .into_iter()
+            .map(|panel| panel.into_iter().map(|s| s.points).collect())
+            .collect(),
+        };
+        let markers = super::board::read_markers(&sources, &identity, from, to).await?;
+        Ok(ReplayChunk { panels, markers })
+    })
+    .await
+}
 
 /// The buckets and markers read ahead of the play head and not played yet.
 #[cfg(feature = "hydrate")]
@@ -193,9 +258,7 @@ impl Player {
         leptos::task::spawn_local(async move {
             // Once hydrated: the server rendered the player without its span.
             span.set(Some((from, to.max(at_ms))));
-            if let Ok(chunk) =
-                super::board::read_replay(name, range, from, to.max(from + 1), true).await
-            {
+            if let Ok(chunk) = read_replay(name, range, from, to.max(from + 1), true).await {
                 timeline.set(chunk.markers);
             }
         });
@@ -300,7 +363,7 @@ impl Player {
         self.ahead.update_value(|a| a.reading = true);
         let (name, range) = (self.name.get_value(), self.range.get_value());
         leptos::task::spawn_local(async move {
-            let chunk = super::board::read_replay(name, range, from, to, false).await;
+            let chunk = read_replay(name, range, from, to, false).await;
             self.ahead.update_value(|ahead| {
                 if ahead.generation != generation {
                     return;
@@ -334,8 +397,7 @@ impl Player {
         let (name, range) = (self.name.get_value(), self.range.get_value());
         let window_ms = self.window_ms;
         leptos::task::spawn_local(async move {
-            let Ok(chunk) = super::board::read_replay(name, range, t - window_ms, t, false).await
-            else {
+            let Ok(chunk) = read_replay(name, range, t - window_ms, t, false).await else {
                 // Reading ahead tries again from here on the next tick.
                 self.ahead.update_value(|a| {
                     if a.generation == generation {
