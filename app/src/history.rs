@@ -17,6 +17,9 @@ use crate::{
 /// Events in a page unless asked otherwise, and the most one page may hold.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 500;
+/// Most events a page holds when it holds metric events: one batch of samples can be most of a
+/// megabyte, and a page is read whole.
+pub const MAX_METRIC_PAGE: usize = 20;
 /// Longest full-text query, in bytes.
 pub const MAX_QUERY_LEN: usize = 200;
 
@@ -401,6 +404,14 @@ impl Query {
             .map(|(param, value)| format!("{param}={}", encode(&value)))
             .collect::<Vec<_>>()
             .join("&")
+    }
+
+    /// The events a page holds: `limit`, or fewer when metric events are among them.
+    pub fn page_size(&self) -> usize {
+        match self.filter.kinds.contains(&EventKind::Metric) {
+            true => self.limit.min(MAX_METRIC_PAGE),
+            false => self.limit,
+        }
     }
 
     /// `[from, to)` as instants, `now` standing for the present.

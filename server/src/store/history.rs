@@ -191,13 +191,13 @@ impl Store {
             None => format!("ts {order}, room {order}, seq {order}"),
         };
         sql.push(format_args!(" ORDER BY {columns} LIMIT "))
-            .push_bind(query.limit as i64 + 1);
+            .push_bind(query.page_size() as i64 + 1);
 
         let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
-        let more = rows.len() > query.limit;
+        let more = rows.len() > query.page_size();
         let mut events = rows
             .into_iter()
-            .take(query.limit)
+            .take(query.page_size())
             .map(Row::into_event)
             .collect::<Result<Vec<_>>>()?;
         if !older {

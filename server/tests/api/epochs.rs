@@ -4,12 +4,11 @@
 
 use app::protocol::{RoomName, ServerFrame};
 
-use crate::helpers::{Client, config, post_notice, start};
+use crate::helpers::{Client, database, event_seqs, post_notice, start};
 
 /// Throws `room`'s log away, as a database reset to before the room existed would.
 async fn reset_log(room: &RoomName) {
-    let url = config().database_url.expect("tests have a database");
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = database().await;
     for statement in [
         "DELETE FROM events WHERE room = $1",
         "DELETE FROM rooms WHERE name = $1",
@@ -21,16 +20,6 @@ async fn reset_log(room: &RoomName) {
             .unwrap();
     }
     pool.close().await;
-}
-
-fn event_seqs(frames: &[ServerFrame]) -> Vec<i64> {
-    frames
-        .iter()
-        .filter_map(|frame| match frame {
-            ServerFrame::Event(event) => Some(event.seq),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]

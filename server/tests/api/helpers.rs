@@ -315,6 +315,23 @@ impl Client {
     }
 }
 
+/// A pool on the test database, for what a test does behind the server's back.
+pub async fn database() -> sqlx::PgPool {
+    let url = config().database_url.expect("tests have a database");
+    sqlx::PgPool::connect(&url).await.unwrap()
+}
+
+/// The seqs of the event frames among `frames`.
+pub fn event_seqs(frames: &[ServerFrame]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Event(event) => Some(event.seq),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A database of its own, empty until a server migrates it; dropped by [`EmptyDatabase::drop`].
 pub struct EmptyDatabase {
     admin: sqlx::PgPool,

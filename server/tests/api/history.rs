@@ -11,13 +11,8 @@ use app::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Client, TestApp, config, events_url, http_with, start, start_with, unique_room,
+    Client, TestApp, database, event_seqs, events_url, http_with, start, start_with, unique_room,
 };
-
-async fn database() -> sqlx::PgPool {
-    let url = config().database_url.expect("tests have a database");
-    sqlx::PgPool::connect(&url).await.unwrap()
-}
 
 /// Stores `data` as an event of `kind` in `room` and returns it.
 async fn publish(app: &TestApp, room: &str, kind: &str, data: Value) -> Event {
@@ -30,6 +25,27 @@ async fn publish(app: &TestApp, room: &str, kind: &str, data: Value) -> Event {
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     response.json().await.unwrap()
+}
+
+/// Stores notices `n<first>` to `n<last>` in `room`, in order, and returns them.
+async fn notices(
+    app: &TestApp,
+    room: &RoomName,
+    numbers: std::ops::RangeInclusive<i32>,
+) -> Vec<Event> {
+    let mut stored = Vec::new();
+    for n in numbers {
+        stored.push(
+            publish(
+                app,
+                room.as_str(),
+                "notice",
+                json!({"text": format!("n{n}")}),
+            )
+            .await,
+        );
+    }
+    stored
 }
 
 /// Moves an event's time back by `ago`, as if it had been stored then.
@@ -178,15 +194,7 @@ async fn pages_return_every_event_exactly_once_while_new_ones_are_stored() {
     let app = start().await;
     let base = unique_room("pages");
     let room = RoomName::parse(format!("{base}.one")).unwrap();
-    for n in 1..=45 {
-        publish(
-            &app,
-            room.as_str(),
-            "notice",
-            json!({"text": format!("n{n}")}),
-        )
-        .await;
-    }
+    notices(&app, &room, 1..=45).await;
     // Publishing goes on while the pages are read.
     let publisher = {
         let http = app.http().clone();
@@ -258,6 +266,38 @@ async fn pages_return_every_event_exactly_once_while_new_ones_are_stored() {
         next = got.next.map(|c| c.to_string());
     }
     assert!(all.contains(&(other.clone(), 1)) && all.contains(&(room.clone(), 65)));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_of_metric_events_hold_at_most_twenty_whatever_the_limit_asked() {
+    let app = start().await;
+    let room = unique_room("metric-pages");
+    for n in 0..25 {
+        publish(
+            &app,
+            room.as_str(),
+            "metric",
+            json!({"series": "x", "value": n}),
+        )
+        .await;
+    }
+    let first = page(&app, &format!("room={room}&kind=metric&limit=500")).await;
+    assert_eq!(first.events.len(), app::history::MAX_METRIC_PAGE);
+    let cursor = first.next.expect("the rest is a page further");
+    let rest = page(
+        &app,
+        &format!("room={room}&kind=metric&limit=500&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(rest.events.len(), 5);
+    assert_eq!(rest.next, None);
+    // An export reads the same pages: every event, once.
+    let url = format!(
+        "http://{}/api/events/export?room={room}&kind=metric&format=ndjson",
+        app.addr
+    );
+    assert_eq!(app.get(url).await.text().await.unwrap().lines().count(), 25);
     app.stop().await.unwrap();
 }
 
@@ -481,18 +521,7 @@ async fn retention_removes_exactly_what_is_past_its_policy_while_publishing_goes
     let db = database().await;
     let room = unique_room("retain");
     let metrics = unique_room("retain");
-    let mut stored = Vec::new();
-    for n in 1..=10 {
-        stored.push(
-            publish(
-                &app,
-                room.as_str(),
-                "notice",
-                json!({"text": format!("n{n}")}),
-            )
-            .await,
-        );
-    }
+    let stored = notices(&app, &room, 1..=10).await;
     let old_metric = publish(
         &app,
         metrics.as_str(),
@@ -514,15 +543,7 @@ async fn retention_removes_exactly_what_is_past_its_policy_while_publishing_goes
     backdate(&db, &old_metric, "49 hours").await;
     backdate(&db, &young_metric, "47 hours").await;
     // Publishing goes on while retention works.
-    for n in 11..=30 {
-        publish(
-            &app,
-            room.as_str(),
-            "notice",
-            json!({"text": format!("n{n}")}),
-        )
-        .await;
-    }
+    notices(&app, &room, 11..=30).await;
     let kept = |room: RoomName| {
         let db = db.clone();
         async move {
@@ -579,15 +600,6 @@ async fn resuming_from_before_what_is_kept_is_told_history_truncated_then_gets_w
     }
     assert!(removed > 0, "retention removed the old metric events");
 
-    let replayed = |frames: &[ServerFrame]| -> Vec<i64> {
-        frames
-            .iter()
-            .filter_map(|frame| match frame {
-                ServerFrame::Event(event) => Some(event.seq),
-                _ => None,
-            })
-            .collect()
-    };
     let mut client = Client::connect(&app).await;
     for (since, kept) in [(1, vec![4, 5]), (0, vec![1, 4, 5])] {
         let (frames, head) = client.subscribe(&room, Some(since)).await;
@@ -609,7 +621,7 @@ async fn resuming_from_before_what_is_kept_is_told_history_truncated_then_gets_w
             other => panic!("expected history_truncated first, got {other:?}"),
         }
         assert_eq!(
-            replayed(&frames[1..]),
+            event_seqs(&frames[1..]),
             kept,
             "what is kept follows, from {since}"
         );
