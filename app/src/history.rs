@@ -544,7 +544,7 @@ mod seam {
     use crate::{
         auth::Identity,
         error::AppError,
-        metrics::{Bucket, Series},
+        metrics::{Bucket, Series, Storage},
         protocol::{RoomName, RoomSnapshot},
     };
 
@@ -593,6 +593,9 @@ mod seam {
 
         /// When the oldest notice or alert `visible` may read was stored.
         fn oldest(&self, visible: Identity) -> BoxFuture<'static, Result<Oldest, AppError>>;
+
+        /// What the metrics store holds, tier by tier.
+        fn storage(&self) -> BoxFuture<'static, Result<Storage, AppError>>;
     }
 
     /// Source names, each with its series.

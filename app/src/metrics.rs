@@ -219,6 +219,43 @@ pub struct Bucket {
     pub count: i64,
 }
 
+/// The bucket width range queries answer a request for `secs` with: from a minute up whole
+/// minutes, from an hour up whole hours, so the rollup tiers answer exactly.
+pub fn snap_width(secs: f64) -> f64 {
+    let whole = |unit: f64| (secs / unit).round().max(1.0) * unit;
+    if secs >= 3600.0 {
+        whole(3600.0)
+    } else if secs >= 60.0 {
+        whole(60.0)
+    } else {
+        secs
+    }
+}
+
+/// What the metrics store holds, tier by tier (`GET /api/metrics/storage`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Storage {
+    pub tiers: Vec<TierUsage>,
+    /// Every minute bucket before this is in the rollups.
+    pub rolled: DateTime<Utc>,
+    /// When retention next drops a partition.
+    pub next_drop: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TierUsage {
+    /// `raw` (hot rows), `blocks` (packed raw samples), `1m` or `1h` (rollups).
+    pub tier: String,
+    /// Rows, as the planner's statistics count them.
+    pub rows: i64,
+    /// On disk, indexes and TOAST included.
+    pub bytes: i64,
+    /// The time its partitions span.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub keep_secs: i64,
+}
+
 /// The answer to an accepted ingest request: what the batch became, one event per source room.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stored {

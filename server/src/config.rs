@@ -129,6 +129,26 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_RETENTION_EVERY", default_value = "1m", value_parser = positive_duration)]
     pub retention_every: Duration,
 
+    /// How long raw samples are kept: as rows for a few hours, then packed into blocks.
+    #[arg(long, env = "WATCHROOM_RETENTION_RAW", default_value = "15d", value_parser = positive_duration)]
+    pub retention_raw: Duration,
+
+    /// How long the one-minute rollups (min, max, sum, count per series) are kept.
+    #[arg(long, env = "WATCHROOM_RETENTION_1M", default_value = "90d", value_parser = positive_duration)]
+    pub retention_minutes: Duration,
+
+    /// How long the one-hour rollups are kept: the longest range a chart can show.
+    #[arg(long, env = "WATCHROOM_RETENTION_1H", default_value = "730d", value_parser = positive_duration)]
+    pub retention_hours: Duration,
+
+    /// Raw samples older than this are packed into one block per series and hour.
+    #[arg(long, env = "WATCHROOM_COMPACT_AFTER", default_value = "3h", value_parser = positive_duration)]
+    pub compact_after: Duration,
+
+    /// How often samples are rolled up, and partitions made, packed and dropped.
+    #[arg(long, env = "WATCHROOM_ROLLUP_EVERY", default_value = "10s", value_parser = positive_duration)]
+    pub rollup_every: Duration,
+
     /// Most events one export (CSV or NDJSON) holds; an export that reaches it ends saying so.
     #[arg(long, env = "WATCHROOM_EXPORT_LIMIT", default_value_t = 1_000_000, value_parser = at_least_one)]
     pub export_limit: usize,

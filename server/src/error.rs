@@ -55,6 +55,8 @@ pub enum Error {
     Unavailable,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Damaged(#[from] crate::store::Damaged),
 }
 
 impl Error {
@@ -77,7 +79,7 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Limited(_) => ErrorCode::RateLimited,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Unavailable | Self::Database(_) => ErrorCode::Unavailable,
+            Self::Unavailable | Self::Database(_) | Self::Damaged(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -93,6 +95,7 @@ impl Error {
             Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

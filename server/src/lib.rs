@@ -15,6 +15,7 @@ pub mod pages;
 pub mod prometheus;
 pub mod rate;
 pub mod retention;
+pub mod storage;
 pub mod store;
 pub mod ws;
 
@@ -89,7 +90,11 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
             (pg.url(), Some(pg))
         }
     };
-    let connected = async { Store::connect(url.parse::<PgConnectOptions>()?).await };
+    let retention = storage::Upkeep::of(config).retention;
+    let connected = async {
+        let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
+        Ok::<_, RunError>(store.keeping(retention))
+    };
     match connected.await {
         Ok(store) => Ok((store, embedded)),
         Err(e) => {
@@ -114,6 +119,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         config.max_series_per_source,
     );
     let ready = async {
+        storage::prepare(&store).await?;
         store.seed_dashboards(&collector::host_source()).await?;
         let alerts = Alerts::start(&store, ingest.clone(), committed, shutdown.clone()).await?;
         let senders = Senders::new(config)?;
@@ -156,6 +162,12 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     retention::spawn(
         store.clone(),
         retention::Policy::of(config),
+        &background,
+        shutdown.clone(),
+    );
+    storage::spawn(
+        store.clone(),
+        storage::Upkeep::of(config),
         &background,
         shutdown.clone(),
     );

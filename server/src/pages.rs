@@ -12,7 +12,7 @@ use app::{
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
     history::{EventDetail, EventPage, History, Oldest, Query, Sources},
-    metrics::{Bucket, Series, source_room},
+    metrics::{Bucket, Series, Storage, source_room},
     protocol::{RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
@@ -115,6 +115,12 @@ impl History for Pages {
     fn oldest(&self, visible: Identity) -> BoxFuture<'static, Result<Oldest, AppError>> {
         self.serve("reading the oldest event kept", move |store| async move {
             store.oldest(&visible).await
+        })
+    }
+
+    fn storage(&self) -> BoxFuture<'static, Result<Storage, AppError>> {
+        self.serve("reading the metrics storage", |store| async move {
+            store.storage().await
         })
     }
 }

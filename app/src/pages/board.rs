@@ -21,12 +21,16 @@ use crate::{
 };
 
 /// The time ranges a dashboard offers, as they appear in `?range=`.
-pub const RANGES: [(&str, i64); 5] = [
+pub const RANGES: [(&str, i64); 9] = [
     ("5m", 5 * 60),
     ("15m", 15 * 60),
     ("1h", 3600),
     ("6h", 6 * 3600),
     ("24h", 24 * 3600),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+    ("90d", 90 * 86_400),
+    ("1y", 365 * 86_400),
 ];
 const DEFAULT_RANGE: &str = "15m";
 
@@ -58,12 +62,18 @@ pub struct BoardData {
 
 /// Buckets per line: about one per horizontal pixel of a panel.
 #[cfg(feature = "ssr")]
-pub(super) const BUCKETS: i64 = 600;
+const BUCKETS: i64 = 600;
 /// Markers a dashboard keeps in view.
 pub(super) const MARKERS_KEPT: usize = 200;
 /// Most markers read for one span.
 #[cfg(feature = "ssr")]
 const MARKERS: usize = 500;
+
+/// The width of a range's buckets, in milliseconds, as the metrics store answers it.
+#[cfg(feature = "ssr")]
+pub(super) fn step_ms(secs: i64) -> i64 {
+    (crate::metrics::snap_width(secs as f64 / BUCKETS as f64) * 1000.0).round() as i64
+}
 
 /// The range's length in seconds, by its name in `?range=`.
 #[cfg(feature = "ssr")]
@@ -237,7 +247,7 @@ pub async fn load_board(
         let from = to
             .checked_sub_signed(chrono::Duration::seconds(secs))
             .unwrap_or(crate::history::EARLIEST);
-        let step_ms = secs * 1000 / BUCKETS;
+        let step_ms = step_ms(secs);
         let panels = read_panels(&dashboard, &sources, from, to, step_ms).await?;
         let markers = read_markers(&sources, &identity, from, to).await?;
         Ok(BoardPage {

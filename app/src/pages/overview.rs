@@ -10,7 +10,13 @@ use super::{
     chart::{SeriesData, Sparkline},
     follow, loaded,
 };
-use crate::{error::AppError, format, metrics::Series, protocol::RoomSnapshot};
+use crate::{
+    dashboards::Unit,
+    error::AppError,
+    format,
+    metrics::{Series, Storage},
+    protocol::RoomSnapshot,
+};
 
 /// The window each sparkline shows.
 const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
@@ -33,6 +39,7 @@ pub struct OverviewData {
     pub now_ms: i64,
     /// Whether the one asking may create dashboards.
     pub may_edit: bool,
+    pub storage: Storage,
 }
 
 #[server]
@@ -93,6 +100,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
             dashboards: dashboards.list().await?,
             now_ms: to.timestamp_millis(),
             may_edit: identity.may_edit(),
+            storage: history.storage().await?,
         })
     })
     .await
@@ -118,6 +126,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let matched = data.matched;
     let create = ServerAction::<CreateDashboard>::new();
     let may_edit = data.may_edit;
+    let storage = data.storage;
     view! {
         <section class="dashboards" aria-labelledby="dashboards-title">
             <h1 id="dashboards-title">"Dashboards"</h1>
@@ -167,6 +176,39 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                 {sources.into_iter().map(|card| view! { <SourceView card now_ms/> }).collect_view()}
             </div>
         </section>
+        <StorageView storage/>
+    }
+}
+
+/// Rows, bytes and time span per tier of the metrics store, and the next retention drop.
+#[component]
+fn StorageView(storage: Storage) -> impl IntoView {
+    let day = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "–".into())
+    };
+    let next_drop = day(storage.next_drop);
+    view! {
+        <details class="storage" data-testid="storage">
+            <summary>"Metrics storage"</summary>
+            <table>
+                <thead>
+                    <tr><th>"Tier"</th><th>"Rows"</th><th>"On disk"</th><th>"From"</th><th>"To"</th><th>"Kept"</th></tr>
+                </thead>
+                <tbody>
+                    {storage.tiers.into_iter().map(|tier| view! {
+                        <tr>
+                            <td>{tier.tier}</td>
+                            <td>{format::value(tier.rows as f64, Unit::None)}</td>
+                            <td>{format::value(tier.bytes as f64, Unit::Bytes)}</td>
+                            <td>{day(tier.from)}</td>
+                            <td>{day(tier.to)}</td>
+                            <td>{format!("{} d", tier.keep_secs / 86_400)}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+            <p>"Rolled up to " {day(Some(storage.rolled))} "; retention next drops a partition at " {next_drop} " (UTC)."</p>
+        </details>
     }
 }
 

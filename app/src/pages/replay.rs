@@ -71,7 +71,7 @@ pub async fn read_replay(
                 &sources,
                 from,
                 to,
-                secs * 1000 / super::board::BUCKETS,
+                super::board::step_ms(secs),
             )
             .await?
             .into_iter()

@@ -3,8 +3,8 @@
 use app::auth::Identity;
 use app::{
     metrics::{
-        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, Series, Stored,
-        StoredEvent, check_point, room_source, source_room,
+        self, Bucket, InvalidSample, Labels, MAX_BATCH_BYTES, Point, Sample, Series, Storage,
+        Stored, StoredEvent, check_point, room_source, source_room,
     },
     protocol::RoomName,
 };
@@ -16,10 +16,10 @@ use axum::{
         rejection::{BytesRejection, PathRejection, QueryRejection, StringRejection},
     },
     http::{HeaderMap, StatusCode, header},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use crate::{
@@ -38,8 +38,13 @@ pub fn router() -> Router<AppState> {
         .route("/api/metrics", post(ingest))
         .route("/api/metrics/prometheus", post(ingest_prometheus))
         .route("/api/metrics/sources", get(list_sources))
-        .route("/api/metrics/sources/{source}/series", get(list_series))
+        .route("/api/metrics/sources/{source}", delete(delete_source))
+        .route(
+            "/api/metrics/sources/{source}/series",
+            get(list_series).delete(delete_series),
+        )
         .route("/api/metrics/range", get(range))
+        .route("/api/metrics/storage", get(storage))
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
 }
 
@@ -205,6 +210,66 @@ async fn list_series(
     Ok(Json(state.store.series(&source).await?))
 }
 
+#[derive(Deserialize)]
+struct NamedSeries {
+    /// As a person writes it: `name` or `name{key="value",...}`.
+    series: String,
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    series: usize,
+}
+
+/// Deletes a source: its series and their samples in every tier.
+async fn delete_source(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    source: Result<Path<String>, PathRejection>,
+) -> Result<Json<Deleted>> {
+    let Path(source) = source?;
+    remove(&state, &identity, &source, None).await
+}
+
+/// Deletes one series of a source (`?series=`) with its samples in every tier.
+async fn delete_series(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    source: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamedSeries>, QueryRejection>,
+) -> Result<Json<Deleted>> {
+    let Path(source) = source?;
+    let Query(NamedSeries { series }) = query?;
+    let series: Series = series.parse().map_err(Error::bad_request)?;
+    remove(&state, &identity, &source, Some(&series)).await
+}
+
+async fn remove(
+    state: &AppState,
+    identity: &Identity,
+    source: &str,
+    series: Option<&Series>,
+) -> Result<Json<Deleted>> {
+    may_read_source(identity, source)?;
+    if !identity.may_edit() || !identity.may_ingest(source) {
+        return Err(Error::Forbidden(format!(
+            "deleting series of {source} takes an editor"
+        )));
+    }
+    match state.store.delete_series(source, series).await? {
+        0 => Err(Error::NotFound(match series {
+            Some(series) => format!("source {source} has no series {series}"),
+            None => format!("no source {source} has sent samples"),
+        })),
+        deleted => Ok(Json(Deleted { series: deleted })),
+    }
+}
+
+/// What the metrics store holds, tier by tier.
+async fn storage(State(state): State<AppState>) -> Result<Json<Storage>> {
+    Ok(Json(state.store.storage().await?))
+}
+
 /// Checks the source names a room (400 if not) and the identity may read it (403 if not).
 fn may_read_source(identity: &Identity, source: &str) -> Result<()> {
     let room = source_room(source).map_err(Error::bad_request)?;
@@ -230,7 +295,8 @@ struct RangeQuery {
     buckets: Option<u32>,
 }
 
-/// One series over `[from, to)` as min/max/avg buckets `(to - from) / buckets` wide.
+/// One series over `[from, to)` as min/max/avg buckets about `(to - from) / buckets` wide
+/// (whole minutes or hours from a minute up, so the rollups answer them).
 async fn range(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,

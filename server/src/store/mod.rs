@@ -3,10 +3,13 @@
 
 mod accounts;
 mod alerts;
+mod block;
 mod dashboards;
 mod events;
 mod history;
+mod range;
 mod samples;
+pub mod tiers;
 
 use std::time::Duration;
 
@@ -17,8 +20,10 @@ use sqlx::{
 
 pub use accounts::{Account, TokenGrant};
 pub use alerts::{Notification, Outgoing};
+pub use block::Damaged;
 pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
+use tiers::Retention;
 
 use crate::error::RunError;
 
@@ -29,6 +34,7 @@ pub struct Store {
     /// The single writer's own connection, so a burst of reads never delays a commit.
     writer: PgPool,
     series: SeriesIds,
+    retention: Retention,
 }
 
 impl Store {
@@ -48,6 +54,12 @@ impl Store {
             pool: reads,
             writer,
             series: SeriesIds::default(),
+            retention: Retention::default(),
         })
+    }
+
+    /// The store keeping samples as long as `retention` says, and answering ranges within it.
+    pub fn keeping(self, retention: Retention) -> Self {
+        Self { retention, ..self }
     }
 }

@@ -8,13 +8,13 @@ use std::{
 
 use app::{
     history::Sources,
-    metrics::{Bucket, Labels, Point, Series, room_source},
+    metrics::{Labels, Point, Series, room_source},
 };
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, types::Json};
 
-use super::{Pending, Store};
+use super::{Pending, Store, tiers};
 use crate::error::{Error, Result};
 
 type SeriesKey = (String, String, Labels);
@@ -134,6 +134,13 @@ impl SeriesIds {
             fresh.insert(key.clone(), *id);
         }
 
+        // Held shared until commit: the rollup job moves the fence only between commits.
+        let fence: DateTime<Utc> =
+            sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'fence' FOR SHARE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let fence = fence.timestamp_micros();
+        let mut late = Vec::new();
         let mut copy = BytesMut::from(&COPY_HEADER[..]);
         {
             let known = self.known();
@@ -143,7 +150,11 @@ impl SeriesIds {
                         .get(source, point)
                         .or_else(|| fresh.get(source, point));
                     let id = id.expect("every series was known or has just been created");
-                    copy_row(&mut copy, id, point);
+                    let micros = point.ts.timestamp_micros();
+                    copy_row(&mut copy, id, micros, point.value);
+                    if micros < fence {
+                        late.push((id, micros, point.value));
+                    }
                 }
             }
         }
@@ -153,7 +164,17 @@ impl SeriesIds {
             .await?;
         sink.send(copy.freeze()).await?;
         sink.finish().await?;
+        if !late.is_empty() {
+            record_late(tx, &late).await?;
+        }
         Ok(Created(created))
+    }
+
+    /// Forgets `source`'s series, deleted: the next sample of it looks them up again.
+    pub fn forget(&self, source: &str) {
+        let mut known = self.known();
+        known.ids.remove(source);
+        known.complete.remove(source);
     }
 
     /// Remembers the series the committed transaction created; a rolled-back one forgets them.
@@ -172,14 +193,34 @@ const COPY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// One `(series, ts, value)` tuple: a field count, then each field's length and big-endian bytes.
-fn copy_row(buf: &mut BytesMut, series: i32, point: &Point) {
+fn copy_row(buf: &mut BytesMut, series: i32, micros: i64, value: f64) {
     buf.put_i16(3);
     buf.put_i32(4);
     buf.put_i32(series);
     buf.put_i32(8);
-    buf.put_i64(point.ts.timestamp_micros() - POSTGRES_EPOCH_MICROS);
+    buf.put_i64(micros - POSTGRES_EPOCH_MICROS);
     buf.put_i32(8);
-    buf.put_f64(point.value);
+    buf.put_f64(value);
+}
+
+/// Notes samples stamped before the rollup fence as minute buckets for the rollup job to fold
+/// in: their minutes may already be rolled up.
+async fn record_late(tx: &mut PgConnection, late: &[(i32, i64, f64)]) -> Result<()> {
+    let buckets = tiers::late_buckets(late);
+    sqlx::query(
+        "INSERT INTO rollup_pending (series, count, t, min, max, sum)
+         SELECT * FROM UNNEST($1::int[], $2::int[], $3::timestamptz[], $4::float8[],
+                              $5::float8[], $6::float8[])",
+    )
+    .bind(buckets.iter().map(|(s, ..)| *s).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.count).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(_, t, _)| *t).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.min).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.max).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.sum).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Creates the `missing` series (or finds them, had another writer made them) and returns ids.
@@ -299,52 +340,6 @@ impl Store {
             .map(|(name, labels)| Series {
                 name,
                 labels: labels.0,
-            })
-            .collect())
-    }
-
-    /// The samples of one series in `[from, to)`, as min/max/avg per bucket of `width_secs`. Buckets
-    /// are aligned to multiples of the width since the epoch, so a chart that moves on keeps its
-    /// buckets; empty buckets are left out.
-    pub async fn range(
-        &self,
-        source: &str,
-        series: &Series,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        width_secs: f64,
-    ) -> Result<Vec<Bucket>> {
-        let mut tx = self.pool.begin().await?;
-        // A day of one-second samples then hashes (or sorts) in memory instead of spilling to
-        // disk, whatever the planner estimates for a series it has no statistics on yet.
-        sqlx::query("SET LOCAL work_mem = '64MB'")
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)> = sqlx::query_as(
-            "SELECT date_bin(make_interval(secs => $6), s.ts, 'epoch') AS t,
-                    min(s.value), max(s.value), avg(s.value), count(*)
-             FROM series JOIN samples s ON s.series = series.id
-             WHERE series.source = $1 AND series.name = $2 AND series.labels = $3
-               AND s.ts >= $4 AND s.ts < $5
-             GROUP BY t ORDER BY t",
-        )
-        .bind(source)
-        .bind(&series.name)
-        .bind(Json(&series.labels))
-        .bind(from)
-        .bind(to)
-        .bind(width_secs)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|(t, min, max, avg, count)| Bucket {
-                t,
-                min,
-                max,
-                avg,
-                count,
             })
             .collect())
     }

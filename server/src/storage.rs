@@ -1,0 +1,116 @@
+//! Upkeep of the metrics store, every few seconds: partitions made ahead of the samples, the
+//! newest minutes rolled up, cold hours packed into blocks, expired partitions dropped.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Config,
+    error::Result,
+    store::{
+        Store,
+        tiers::{BLOCKS, HOURS, MINUTES, Retention, SAMPLES},
+    },
+};
+
+/// Hour partitions made ahead of the clock.
+const AHEAD: TimeDelta = TimeDelta::hours(3);
+/// How far rollups trail the clock: a sample stamped on receipt is committed well before.
+const SETTLE: TimeDelta = TimeDelta::seconds(10);
+/// Hours packed (and hours of late samples swept) per round at most, so a round stays short.
+const HOURS_PER_ROUND: usize = 4;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Upkeep {
+    pub retention: Retention,
+    pub compact_after: TimeDelta,
+    pub every: Duration,
+}
+
+impl Upkeep {
+    pub fn of(config: &Config) -> Self {
+        let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+        Self {
+            retention: Retention {
+                raw: delta(config.retention_raw),
+                minutes: delta(config.retention_minutes),
+                hours: delta(config.retention_hours),
+            },
+            compact_after: delta(config.compact_after),
+            every: config.rollup_every,
+        }
+    }
+}
+
+/// Makes the partitions of the coming hours, before the first sample is written.
+pub async fn prepare(store: &Store) -> Result<()> {
+    let now = Utc::now();
+    store.ensure_partitions(SAMPLES, now, now + AHEAD).await
+}
+
+/// Runs `upkeep` every `upkeep.every` until `shutdown`.
+pub fn spawn(store: Store, upkeep: Upkeep, tracker: &TaskTracker, shutdown: CancellationToken) {
+    tracker.spawn(async move {
+        // The first round waits one period: a node starting has other work for its connections.
+        let first = tokio::time::Instant::now() + upkeep.every;
+        let mut tick = tokio::time::interval_at(first, upkeep.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let round = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                round = round(&store, &upkeep, Utc::now()) => round,
+            };
+            if let Err(error) = round {
+                tracing::warn!(%error, "metrics storage upkeep failed; trying again next round");
+            }
+        }
+    });
+}
+
+/// One round of upkeep as of `now`.
+pub async fn round(store: &Store, upkeep: &Upkeep, now: DateTime<Utc>) -> Result<()> {
+    store.ensure_partitions(SAMPLES, now, now + AHEAD).await?;
+    let until = now - SETTLE;
+    // After a long stop, rolling up catches up an hour per step.
+    while let Some(reached) = store.roll_up(until).await? {
+        if reached + TimeDelta::minutes(1) > until {
+            break;
+        }
+    }
+    let cold = now - upkeep.compact_after;
+    for _ in 0..HOURS_PER_ROUND {
+        if !store.compact(cold).await? {
+            break;
+        }
+    }
+    for _ in 0..HOURS_PER_ROUND {
+        if !store.sweep_late(cold).await? {
+            break;
+        }
+    }
+    let keep = upkeep.retention;
+    let mut dropped = 0;
+    for (table, keep) in [
+        (SAMPLES, keep.raw),
+        (BLOCKS, keep.raw),
+        (MINUTES, keep.minutes),
+        (HOURS, keep.hours),
+    ] {
+        if let Some(before) = now.checked_sub_signed(keep) {
+            dropped += store.drop_partitions(table, before).await?;
+        }
+    }
+    if let Some(before) = now.checked_sub_signed(keep.raw) {
+        store.drop_late(before).await?;
+    }
+    if dropped > 0 {
+        tracing::info!(partitions = dropped, "retention dropped expired samples");
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Range queries over the tiers: the coarsest tier that gives the bucket width answers, and the
+//! tiers meet at the rollup mark, each sample counted in exactly one of them.
+
+use std::collections::BTreeMap;
+
+use app::metrics::{Bucket, Series, snap_width};
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{PgConnection, types::Json};
+
+use super::{
+    Store, block,
+    tiers::{Retention, ceil, floor},
+};
+use crate::error::{Error, Result};
+
+/// Where a range's buckets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Raw,
+    Minutes,
+    Hours,
+}
+
+impl Tier {
+    fn width(self) -> TimeDelta {
+        match self {
+            Self::Raw => TimeDelta::zero(),
+            Self::Minutes => TimeDelta::minutes(1),
+            Self::Hours => TimeDelta::hours(1),
+        }
+    }
+
+    fn coarser(self) -> Option<Self> {
+        match self {
+            Self::Raw => Some(Self::Minutes),
+            Self::Minutes => Some(Self::Hours),
+            Self::Hours => None,
+        }
+    }
+
+    fn kept(self, retention: &Retention) -> TimeDelta {
+        match self {
+            Self::Raw => retention.raw,
+            Self::Minutes => retention.minutes,
+            Self::Hours => retention.hours,
+        }
+    }
+
+    /// The tier answering buckets `width` wide from `from` on, and the width it answers with:
+    /// the coarsest whose buckets divide the width, or, for a start older than that tier
+    /// keeps, the finest that still holds it.
+    pub fn choose(
+        width: TimeDelta,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        retention: &Retention,
+    ) -> Result<(Self, TimeDelta)> {
+        let divides = |tier: Tier| width.num_microseconds().unwrap_or(0) % tier.width().num_microseconds().unwrap_or(1).max(1) == 0;
+        let mut tier = [Self::Hours, Self::Minutes]
+            .into_iter()
+            .find(|tier| width >= tier.width() && divides(*tier))
+            .unwrap_or(Self::Raw);
+        let mut width = width;
+        while from < now - tier.kept(retention) {
+            let Some(next) = tier.coarser() else {
+                return Err(Error::bad_request(format!(
+                    "samples are kept for {} days: a range may start at {} at the earliest",
+                    retention.hours.num_days(),
+                    (now - retention.hours).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )));
+            };
+            tier = next;
+            let unit = tier.width().num_microseconds().unwrap_or(1);
+            let micros = width.num_microseconds().unwrap_or(unit);
+            width = TimeDelta::microseconds(((micros + unit - 1) / unit).max(1) * unit);
+        }
+        Ok((tier, width))
+    }
+}
+
+/// Min, max, sum and count of the samples in a bucket.
+#[derive(Clone, Copy)]
+struct Agg {
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+}
+
+#[derive(Default)]
+struct Buckets(BTreeMap<i64, Agg>);
+
+impl Buckets {
+    fn add(&mut self, t: i64, agg: Agg) {
+        self.0
+            .entry(t)
+            .and_modify(|a| {
+                a.min = a.min.min(agg.min);
+                a.max = a.max.max(agg.max);
+                a.sum += agg.sum;
+                a.count += agg.count;
+            })
+            .or_insert(agg);
+    }
+
+    fn into_vec(self) -> Vec<Bucket> {
+        self.0
+            .into_iter()
+            .filter_map(|(t, a)| {
+                Some(Bucket {
+                    t: DateTime::from_timestamp_micros(t)?,
+                    min: a.min,
+                    max: a.max,
+                    avg: a.sum / a.count as f64,
+                    count: a.count,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// The samples of one series in `[from, to)` as min/max/avg per bucket of about
+    /// `width_secs` (see [`snap_width`]). Buckets are aligned to multiples of the width since
+    /// the epoch, so a chart that moves on keeps its buckets; empty buckets are left out.
+    pub async fn range(
+        &self,
+        source: &str,
+        series: &Series,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        width_secs: f64,
+    ) -> Result<Vec<Bucket>> {
+        let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
+        let (tier, width) = Tier::choose(width, from, Utc::now(), &self.retention)?;
+        let mut tx = self.pool.begin().await?;
+        // One snapshot: the rollup mark and the tiers on either side of it agree.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        // A day of one-second samples then hashes in memory instead of spilling to disk,
+        // whatever the planner estimates for a series it has no statistics on yet.
+        sqlx::query("SET LOCAL work_mem = '64MB'")
+            .execute(&mut *tx)
+            .await?;
+        let id: Option<i32> = sqlx::query_scalar(
+            "SELECT id FROM series WHERE source = $1 AND name = $2 AND labels = $3",
+        )
+        .bind(source)
+        .bind(&series.name)
+        .bind(Json(&series.labels))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(Vec::new());
+        };
+        let rolled: DateTime<Utc> =
+            sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut read = Read {
+            db: &mut tx,
+            series: id,
+            width,
+            buckets: Buckets::default(),
+        };
+        // Whole minutes (and hours) inside the range and before the rollup mark come from the
+        // rollups; the edges from the raw samples, so the range holds exactly its samples.
+        let (minute, hour) = (TimeDelta::minutes(1), TimeDelta::hours(1));
+        let (m0, m1) = (ceil(from, minute), floor(to.min(rolled), minute));
+        if tier == Tier::Raw || m0 >= m1 {
+            read.raw(from, to).await?;
+        } else {
+            read.raw(from, m0).await?;
+            read.raw(m1, to).await?;
+            read.rollups("rollup_pending", m0, m1).await?;
+            let (h0, h1) = (ceil(from, hour), floor(to.min(rolled), hour));
+            if tier == Tier::Hours && h0 < h1 {
+                read.rollups("rollups_1h", h0, h1).await?;
+                read.rollups("rollups_1m", m0, h0).await?;
+                read.rollups("rollups_1m", h1, m1).await?;
+            } else {
+                read.rollups("rollups_1m", m0, m1).await?;
+            }
+        }
+        let buckets = read.buckets.into_vec();
+        tx.commit().await?;
+        Ok(buckets)
+    }
+}
+
+/// One range query's reads, gathered into its buckets.
+struct Read<'a> {
+    db: &'a mut PgConnection,
+    series: i32,
+    width: TimeDelta,
+    buckets: Buckets,
+}
+
+impl Read<'_> {
+    fn width_secs(&self) -> f64 {
+        self.width.num_microseconds().unwrap_or(1) as f64 / 1e6
+    }
+
+    /// Buckets of a rollup table (or of the pending late samples) with `t` in `[from, to)`.
+    async fn rollups(&mut self, table: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)> = sqlx::query_as(&format!(
+            "SELECT date_bin(make_interval(secs => $4), t, 'epoch') AS b,
+                    min(min), max(max), sum(sum), sum(count)::int8
+             FROM {table} WHERE series = $1 AND t >= $2 AND t < $3 GROUP BY b"
+        ))
+        .bind(self.series)
+        .bind(from)
+        .bind(to)
+        .bind(self.width_secs())
+        .fetch_all(&mut *self.db)
+        .await?;
+        self.add(rows);
+        Ok(())
+    }
+
+    /// Buckets of the raw samples in `[from, to)`: rows of the hot partitions, and blocks.
+    async fn raw(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)> = sqlx::query_as(
+            "SELECT date_bin(make_interval(secs => $4), ts, 'epoch') AS b,
+                    min(value), max(value), sum(value), count(*)
+             FROM samples WHERE series = $1 AND ts >= $2 AND ts < $3 GROUP BY b",
+        )
+        .bind(self.series)
+        .bind(from)
+        .bind(to)
+        .bind(self.width_secs())
+        .fetch_all(&mut *self.db)
+        .await?;
+        self.add(rows);
+        let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM sample_blocks WHERE series = $1 AND start > $2 AND start < $3",
+        )
+        .bind(self.series)
+        .bind(from - TimeDelta::hours(1))
+        .bind(to)
+        .fetch_all(&mut *self.db)
+        .await?;
+        let (from, to) = (from.timestamp_micros(), to.timestamp_micros());
+        let width = self.width.num_microseconds().unwrap_or(1).max(1);
+        for data in blocks {
+            for (ts, value) in block::decode(&data)? {
+                if ts >= from && ts < to {
+                    let t = ts - ts.rem_euclid(width);
+                    self.buckets.add(
+                        t,
+                        Agg {
+                            min: value,
+                            max: value,
+                            sum: value,
+                            count: 1,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)>) {
+        for (t, min, max, sum, count) in rows {
+            self.buckets.add(
+                t.timestamp_micros(),
+                Agg {
+                    min,
+                    max,
+                    sum,
+                    count,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retention() -> Retention {
+        Retention {
+            raw: TimeDelta::days(15),
+            minutes: TimeDelta::days(90),
+            hours: TimeDelta::days(730),
+        }
+    }
+
+    #[test]
+    fn the_coarsest_tier_that_divides_the_width_answers() {
+        let now = Utc::now();
+        let from = now - TimeDelta::days(1);
+        let choose = |width| Tier::choose(width, from, now, &retention()).unwrap();
+        assert_eq!(choose(TimeDelta::seconds(6)).0, Tier::Raw);
+        assert_eq!(choose(TimeDelta::seconds(90)).0, Tier::Raw);
+        assert_eq!(choose(TimeDelta::minutes(2)).0, Tier::Minutes);
+        assert_eq!(choose(TimeDelta::minutes(90)).0, Tier::Minutes);
+        assert_eq!(choose(TimeDelta::hours(15)).0, Tier::Hours);
+    }
+
+    #[test]
+    fn an_old_start_moves_to_a_tier_that_still_holds_it() {
+        let now = Utc::now();
+        let from = now - TimeDelta::days(20);
+        let (tier, width) = Tier::choose(TimeDelta::seconds(10), from, now, &retention()).unwrap();
+        assert_eq!((tier, width), (Tier::Minutes, TimeDelta::minutes(1)));
+        let from = now - TimeDelta::days(100);
+        let (tier, width) = Tier::choose(TimeDelta::minutes(90), from, now, &retention()).unwrap();
+        assert_eq!((tier, width), (Tier::Hours, TimeDelta::hours(2)));
+        let beyond = Tier::choose(TimeDelta::hours(1), now - TimeDelta::days(800), now, &retention());
+        let message = beyond.unwrap_err().to_string();
+        assert!(message.contains("kept for 730 days"), "{message}");
+    }
+}
