@@ -184,7 +184,8 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
 #[component]
 fn StorageView(storage: Storage) -> impl IntoView {
     let day = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "–".into())
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "–".into())
     };
     let next_drop = day(storage.next_drop);
     view! {

@@ -109,7 +109,12 @@ impl Window {
 
 /// Delta-of-delta classes: a prefix, then the value zigzag-encoded in that many bits. Regular
 /// spacing takes one bit; jitter of a few milliseconds (stamps of receipt) about three bytes.
-const CLASSES: [(u64, u32, u32); 4] = [(0b10, 2, 12), (0b110, 3, 20), (0b1110, 4, 32), (0b1111, 4, 64)];
+const CLASSES: [(u64, u32, u32); 4] = [
+    (0b10, 2, 12),
+    (0b110, 3, 20),
+    (0b1110, 4, 32),
+    (0b1111, 4, 64),
+];
 
 fn push_dod(out: &mut Bits, dod: i64) {
     if dod == 0 {
@@ -240,7 +245,12 @@ mod tests {
     #[test]
     fn regular_samples_take_a_few_bits_each() {
         let samples: Vec<Sample> = (0..3600)
-            .map(|i| (1_700_000_000_000_000 + i * 1_000_000, 40.0 + (i % 7) as f64 * 0.5))
+            .map(|i| {
+                (
+                    1_700_000_000_000_000 + i * 1_000_000,
+                    40.0 + (i % 7) as f64 * 0.5,
+                )
+            })
             .collect();
         let packed = encode(&samples);
         assert!(packed.len() < 3600 * 2, "{} bytes", packed.len());

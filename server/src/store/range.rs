@@ -55,7 +55,11 @@ impl Tier {
         now: DateTime<Utc>,
         retention: &Retention,
     ) -> Result<(Self, TimeDelta)> {
-        let divides = |tier: Tier| width.num_microseconds().unwrap_or(0) % tier.width().num_microseconds().unwrap_or(1).max(1) == 0;
+        let divides = |tier: Tier| {
+            width.num_microseconds().unwrap_or(0)
+                % tier.width().num_microseconds().unwrap_or(1).max(1)
+                == 0
+        };
         let mut tier = [Self::Hours, Self::Minutes]
             .into_iter()
             .find(|tier| width >= tier.width() && divides(*tier))
@@ -316,7 +320,12 @@ mod tests {
         let from = now - TimeDelta::days(100);
         let (tier, width) = Tier::choose(TimeDelta::minutes(90), from, now, &retention()).unwrap();
         assert_eq!((tier, width), (Tier::Hours, TimeDelta::hours(2)));
-        let beyond = Tier::choose(TimeDelta::hours(1), now - TimeDelta::days(800), now, &retention());
+        let beyond = Tier::choose(
+            TimeDelta::hours(1),
+            now - TimeDelta::days(800),
+            now,
+            &retention(),
+        );
         let message = beyond.unwrap_err().to_string();
         assert!(message.contains("kept for 730 days"), "{message}");
     }

@@ -136,7 +136,8 @@ impl Store {
         let mut start = floor(from, table.span);
         while start < to {
             let end = start + table.span;
-            if !existing.contains(&start) && !(table == SAMPLES && self.has_late(start, end).await?)
+            if !existing.contains(&start)
+                && !(table == SAMPLES && self.has_late(start, end).await?)
             {
                 let mut tx = self.pool.begin().await?;
                 // Nodes starting together would race to create the same partition.
@@ -176,7 +177,11 @@ impl Store {
     }
 
     /// Drops the partitions of `table` that end at or before `before`; returns how many.
-    pub async fn drop_partitions(&self, table: Partitioned, before: DateTime<Utc>) -> Result<usize> {
+    pub async fn drop_partitions(
+        &self,
+        table: Partitioned,
+        before: DateTime<Utc>,
+    ) -> Result<usize> {
         let expired: Vec<_> = partitions(&mut *self.pool.acquire().await?, table)
             .await?
             .into_iter()

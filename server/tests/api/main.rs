@@ -12,3 +12,4 @@ mod metrics;
 mod pages;
 mod realtime;
 mod startup;
+mod storage;
