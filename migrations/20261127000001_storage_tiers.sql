@@ -44,6 +44,9 @@ CREATE TABLE rollups_1m (
     PRIMARY KEY (series, t)
 ) PARTITION BY RANGE (t);
 
+-- Complete hours are rebuilt from all series' minutes of that hour.
+CREATE INDEX rollups_1m_t ON rollups_1m USING brin (t);
+
 CREATE TABLE rollups_1h (
     series integer NOT NULL,
     count integer NOT NULL,

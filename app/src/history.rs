@@ -555,16 +555,16 @@ mod seam {
             limit: i64,
         ) -> BoxFuture<'static, Result<RoomSnapshot, AppError>>;
 
-        /// One series of `source` over `[from, to)` in buckets `step_ms` wide, aligned to multiples
-        /// of that width since the epoch (so pushes can fold into the same buckets).
-        fn range(
+        /// Each of `series` of `source` over `[from, to)` in buckets `step_ms` wide, aligned to
+        /// multiples of that width since the epoch (so pushes can fold into the same buckets).
+        fn ranges(
             &self,
             source: String,
-            series: Series,
+            series: Vec<Series>,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
             step_ms: i64,
-        ) -> BoxFuture<'static, Result<Vec<Bucket>, AppError>>;
+        ) -> BoxFuture<'static, Result<Vec<Vec<Bucket>>, AppError>>;
 
         /// The first `limit` sources (by name) whose name contains `filter` and whose room `visible`
         /// may read, each with its first `series` series, and how many sources matched: the others

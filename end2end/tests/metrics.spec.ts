@@ -67,6 +67,19 @@ test("the Host dashboard arrives with its charts drawn and pushes extend them", 
   await expect(page).toHaveURL(/range=1h/);
   await expect(page.getByRole("link", { name: "1h" })).toHaveAttribute("aria-current", "page");
   await expect(cpu).toHaveAttribute("d", /^M/);
+  // A year comes from the hour rollups and the newest raw samples.
+  await page.getByRole("link", { name: "1y" }).click();
+  await expect(page).toHaveURL(/range=1y/);
+  await expect(page.getByRole("link", { name: "1y" })).toHaveAttribute("aria-current", "page");
+  await expect(cpu).toHaveAttribute("d", /^M/);
+
+  // The overview tells what the metrics store holds, tier by tier.
+  await page.goto(server.url);
+  await page.getByText("Metrics storage").click();
+  const tiers = page.getByTestId("storage").getByRole("row");
+  await expect(tiers).toHaveCount(5);
+  await expect(tiers.nth(1)).toContainText("raw");
+  await expect(tiers.nth(4)).toContainText("730 d");
 
   expect(errors).toEqual([]);
 });

@@ -63,17 +63,17 @@ impl History for Pages {
         })
     }
 
-    fn range(
+    fn ranges(
         &self,
         source: String,
-        series: Series,
+        series: Vec<Series>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_ms: i64,
-    ) -> BoxFuture<'static, Result<Vec<Bucket>, AppError>> {
+    ) -> BoxFuture<'static, Result<Vec<Vec<Bucket>>, AppError>> {
         let width = step_ms.max(1) as f64 / 1000.0;
-        self.serve("reading a metric range", |store| async move {
-            store.range(&source, &series, from, to, width).await
+        self.serve("reading metric ranges", |store| async move {
+            store.ranges(&source, &series, from, to, width).await
         })
     }
 

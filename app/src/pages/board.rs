@@ -126,21 +126,31 @@ pub(super) async fn read_panels(
     use futures::future::try_join_all;
     let history = expect_context::<crate::history::SharedHistory>().0;
     try_join_all(dashboard.panels.iter().map(|panel| {
-        try_join_all(panel.series.iter().map(|text| {
-            let history = history.clone();
-            async move {
-                let series = text.parse().map_err(AppError::Invalid)?;
-                let buckets = match sources.contains(&panel.source) {
-                    true => {
-                        history
-                            .range(panel.source.clone(), series, from, to, step_ms)
-                            .await?
-                    }
-                    false => Vec::new(),
-                };
-                Ok::<_, AppError>(SeriesData::from_buckets(text.clone(), step_ms, &buckets))
-            }
-        }))
+        let history = history.clone();
+        async move {
+            let series = panel
+                .series
+                .iter()
+                .map(|text| text.parse())
+                .collect::<Result<Vec<Series>, String>>()
+                .map_err(AppError::Invalid)?;
+            let ranges = match sources.contains(&panel.source) {
+                true => {
+                    history
+                        .ranges(panel.source.clone(), series, from, to, step_ms)
+                        .await?
+                }
+                false => vec![Vec::new(); panel.series.len()],
+            };
+            Ok::<_, AppError>(
+                panel
+                    .series
+                    .iter()
+                    .zip(&ranges)
+                    .map(|(text, buckets)| SeriesData::from_buckets(text.clone(), step_ms, buckets))
+                    .collect(),
+            )
+        }
     }))
     .await
 }

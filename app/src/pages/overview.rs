@@ -77,15 +77,17 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
             async move {
                 let room = source_room(&source).map_err(AppError::Invalid)?;
                 let room = history.snapshot(room, 0).await?;
-                let series = try_join_all(series.into_iter().map(|series| {
-                    let buckets = history.range(source.clone(), series.clone(), from, to, step_ms);
-                    async move {
-                        let data =
-                            SeriesData::from_buckets(series.to_string(), step_ms, &buckets.await?);
-                        Ok::<_, AppError>((series, data))
-                    }
-                }))
-                .await?;
+                let ranges = history
+                    .ranges(source.clone(), series.clone(), from, to, step_ms)
+                    .await?;
+                let series = series
+                    .into_iter()
+                    .zip(&ranges)
+                    .map(|(series, buckets)| {
+                        let data = SeriesData::from_buckets(series.to_string(), step_ms, buckets);
+                        (series, data)
+                    })
+                    .collect();
                 Ok::<_, AppError>(SourceCard {
                     source,
                     room,

@@ -1,9 +1,9 @@
 //! Range queries over the tiers: the coarsest tier that gives the bucket width answers, and the
 //! tiers meet at the rollup mark, each sample counted in exactly one of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use app::metrics::{Bucket, Series, snap_width};
+use app::metrics::{Bucket, Labels, Series, snap_width};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, types::Json};
 
@@ -124,9 +124,7 @@ impl Buckets {
 }
 
 impl Store {
-    /// The samples of one series in `[from, to)` as min/max/avg per bucket of about
-    /// `width_secs` (see [`snap_width`]). Buckets are aligned to multiples of the width since
-    /// the epoch, so a chart that moves on keeps its buckets; empty buckets are left out.
+    /// The samples of one series in `[from, to)`: see [`Store::ranges`].
     pub async fn range(
         &self,
         source: &str,
@@ -135,6 +133,25 @@ impl Store {
         to: DateTime<Utc>,
         width_secs: f64,
     ) -> Result<Vec<Bucket>> {
+        let mut ranges = self
+            .ranges(source, std::slice::from_ref(series), from, to, width_secs)
+            .await?;
+        Ok(ranges.pop().unwrap_or_default())
+    }
+
+    /// The samples of each of `series` of `source` in `[from, to)` as min/max/avg per bucket
+    /// of about `width_secs` (see [`snap_width`]), in the order asked. Buckets are aligned to
+    /// multiples of the width since the epoch, so a chart that moves on keeps its buckets;
+    /// empty buckets are left out. One statement per tier for all of them: a page of charts
+    /// costs a few queries per source, not per line.
+    pub async fn ranges(
+        &self,
+        source: &str,
+        series: &[Series],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        width_secs: f64,
+    ) -> Result<Vec<Vec<Bucket>>> {
         let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
         let (tier, width) = Tier::choose(width, from, Utc::now(), &self.retention)?;
         let mut tx = self.pool.begin().await?;
@@ -147,63 +164,91 @@ impl Store {
         sqlx::query("SET LOCAL work_mem = '64MB'")
             .execute(&mut *tx)
             .await?;
-        let id: Option<i32> = sqlx::query_scalar(
-            "SELECT id FROM series WHERE source = $1 AND name = $2 AND labels = $3",
-        )
-        .bind(source)
-        .bind(&series.name)
-        .bind(Json(&series.labels))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            return Ok(Vec::new());
-        };
-        let rolled: DateTime<Utc> =
+        let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+        let (stored, rolled): (Vec<(i32, String, Json<Labels>)>, DateTime<Utc>) = (
+            sqlx::query_as(
+                "SELECT id, name, labels FROM series WHERE source = $1 AND name = ANY($2)",
+            )
+            .bind(source)
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?,
             sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
                 .fetch_one(&mut *tx)
-                .await?;
+                .await?,
+        );
+        let ids: Vec<Option<i32>> = series
+            .iter()
+            .map(|s| {
+                stored
+                    .iter()
+                    .find(|(_, name, labels)| *name == s.name && labels.0 == s.labels)
+                    .map(|(id, ..)| *id)
+            })
+            .collect();
         let mut read = Read {
             db: &mut tx,
-            series: id,
+            series: ids.iter().flatten().copied().collect(),
             width,
-            buckets: Buckets::default(),
+            buckets: HashMap::new(),
         };
-        // Whole minutes (and hours) inside the range and before the rollup mark come from the
-        // rollups; the edges from the raw samples, so the range holds exactly its samples.
-        let (minute, hour) = (TimeDelta::minutes(1), TimeDelta::hours(1));
-        let (m0, m1) = (ceil(from, minute), floor(to.min(rolled), minute));
-        if tier == Tier::Raw || m0 >= m1 {
-            read.raw(from, to).await?;
-        } else {
-            read.raw(from, m0).await?;
-            read.raw(m1, to).await?;
-            read.rollups("rollup_pending", m0, m1).await?;
-            let (h0, h1) = (ceil(from, hour), floor(to.min(rolled), hour));
-            if tier == Tier::Hours && h0 < h1 {
-                read.rollups("rollups_1h", h0, h1).await?;
-                read.rollups("rollups_1m", m0, h0).await?;
-                read.rollups("rollups_1m", h1, m1).await?;
-            } else {
-                read.rollups("rollups_1m", m0, m1).await?;
-            }
+        if !read.series.is_empty() {
+            read.tiers(tier, from, to, rolled).await?;
         }
-        let buckets = read.buckets.into_vec();
+        let mut buckets = read.buckets;
         tx.commit().await?;
-        Ok(buckets)
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                id.and_then(|id| buckets.remove(&id))
+                    .map(Buckets::into_vec)
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 }
 
-/// One range query's reads, gathered into its buckets.
+/// One range query's reads, gathered into buckets by series.
 struct Read<'a> {
     db: &'a mut PgConnection,
-    series: i32,
+    series: Vec<i32>,
     width: TimeDelta,
-    buckets: Buckets,
+    buckets: HashMap<i32, Buckets>,
 }
+
+/// A bucket of one series, as the database returns it.
+type Row = (i32, DateTime<Utc>, f64, f64, f64, i64);
 
 impl Read<'_> {
     fn width_secs(&self) -> f64 {
         self.width.num_microseconds().unwrap_or(1) as f64 / 1e6
+    }
+
+    /// Whole minutes (and hours) inside the range and before the rollup mark come from the
+    /// rollups; the edges from the raw samples, so the range holds exactly its samples.
+    async fn tiers(
+        &mut self,
+        tier: Tier,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rolled: DateTime<Utc>,
+    ) -> Result<()> {
+        let (minute, hour) = (TimeDelta::minutes(1), TimeDelta::hours(1));
+        let (m0, m1) = (ceil(from, minute), floor(to.min(rolled), minute));
+        if tier == Tier::Raw || m0 >= m1 {
+            return self.raw(from, to).await;
+        }
+        self.raw(from, m0).await?;
+        self.raw(m1, to).await?;
+        self.rollups("rollup_pending", m0, m1).await?;
+        let (h0, h1) = (ceil(from, hour), floor(to.min(rolled), hour));
+        if tier == Tier::Hours && h0 < h1 {
+            self.rollups("rollups_1h", h0, h1).await?;
+            self.rollups("rollups_1m", m0, h0).await?;
+            self.rollups("rollups_1m", h1, m1).await
+        } else {
+            self.rollups("rollups_1m", m0, m1).await
+        }
     }
 
     /// Buckets of a rollup table (or of the pending late samples) with `t` in `[from, to)`.
@@ -211,12 +256,12 @@ impl Read<'_> {
         if from >= to {
             return Ok(());
         }
-        let rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)> = sqlx::query_as(&format!(
-            "SELECT date_bin(make_interval(secs => $4), t, 'epoch') AS b,
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT series, date_bin(make_interval(secs => $4), t, 'epoch') AS b,
                     min(min), max(max), sum(sum), sum(count)::int8
-             FROM {table} WHERE series = $1 AND t >= $2 AND t < $3 GROUP BY b"
+             FROM {table} WHERE series = ANY($1) AND t >= $2 AND t < $3 GROUP BY series, b"
         ))
-        .bind(self.series)
+        .bind(&self.series)
         .bind(from)
         .bind(to)
         .bind(self.width_secs())
@@ -231,58 +276,58 @@ impl Read<'_> {
         if from >= to {
             return Ok(());
         }
-        let rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)> = sqlx::query_as(
-            "SELECT date_bin(make_interval(secs => $4), ts, 'epoch') AS b,
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT series, date_bin(make_interval(secs => $4), ts, 'epoch') AS b,
                     min(value), max(value), sum(value), count(*)
-             FROM samples WHERE series = $1 AND ts >= $2 AND ts < $3 GROUP BY b",
+             FROM samples WHERE series = ANY($1) AND ts >= $2 AND ts < $3 GROUP BY series, b",
         )
-        .bind(self.series)
+        .bind(&self.series)
         .bind(from)
         .bind(to)
         .bind(self.width_secs())
         .fetch_all(&mut *self.db)
         .await?;
         self.add(rows);
-        let blocks: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT data FROM sample_blocks WHERE series = $1 AND start > $2 AND start < $3",
+        let blocks: Vec<(i32, Vec<u8>)> = sqlx::query_as(
+            "SELECT series, data FROM sample_blocks
+             WHERE series = ANY($1) AND start > $2 AND start < $3",
         )
-        .bind(self.series)
+        .bind(&self.series)
         .bind(from - TimeDelta::hours(1))
         .bind(to)
         .fetch_all(&mut *self.db)
         .await?;
         let (from, to) = (from.timestamp_micros(), to.timestamp_micros());
         let width = self.width.num_microseconds().unwrap_or(1).max(1);
-        for data in blocks {
+        for (series, data) in blocks {
+            let buckets = self.buckets.entry(series).or_default();
             for (ts, value) in block::decode(&data)? {
                 if ts >= from && ts < to {
-                    let t = ts - ts.rem_euclid(width);
-                    self.buckets.add(
-                        t,
-                        Agg {
-                            min: value,
-                            max: value,
-                            sum: value,
-                            count: 1,
-                        },
-                    );
+                    let agg = Agg {
+                        min: value,
+                        max: value,
+                        sum: value,
+                        count: 1,
+                    };
+                    buckets.add(ts - ts.rem_euclid(width), agg);
                 }
             }
         }
         Ok(())
     }
 
-    fn add(&mut self, rows: Vec<(DateTime<Utc>, f64, f64, f64, i64)>) {
-        for (t, min, max, sum, count) in rows {
-            self.buckets.add(
-                t.timestamp_micros(),
-                Agg {
-                    min,
-                    max,
-                    sum,
-                    count,
-                },
-            );
+    fn add(&mut self, rows: Vec<Row>) {
+        for (series, t, min, max, sum, count) in rows {
+            let agg = Agg {
+                min,
+                max,
+                sum,
+                count,
+            };
+            self.buckets
+                .entry(series)
+                .or_default()
+                .add(t.timestamp_micros(), agg);
         }
     }
 }

@@ -251,6 +251,11 @@ impl Store {
         if !job_lock(&mut tx).await? {
             return Ok(None);
         }
+        // Seconds of a partition that may hold hours: whatever the statistics of a partition
+        // still filling say, read them by index.
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await?;
         let rolled: DateTime<Utc> =
             sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
                 .fetch_one(&mut *tx)
