@@ -154,10 +154,10 @@ impl Store {
     ) -> Result<Vec<Vec<Bucket>>> {
         let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
         let (tier, width) = Tier::choose(width, from, Utc::now(), &self.retention)?;
-        let mut tx = self.pool.begin().await?;
         // One snapshot: the rollup mark and the tiers on either side of it agree.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
         // A day of one-second samples then hashes in memory instead of spilling to disk,
         // whatever the planner estimates for a series it has no statistics on yet.

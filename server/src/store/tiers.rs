@@ -244,9 +244,9 @@ impl Store {
         self.ensure_partitions(MINUTES, from, target).await?;
         self.ensure_partitions(HOURS, from, target).await?;
 
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
             .await?;
         if !job_lock(&mut tx).await? {
             return Ok(None);
