@@ -243,6 +243,14 @@ impl Store {
         let from = oldest_late.unwrap_or(rolled).min(rolled);
         self.ensure_partitions(MINUTES, from, target).await?;
         self.ensure_partitions(HOURS, from, target).await?;
+        // Pages written since the block range index was last summarised all match any range:
+        // unsummarised, the hour so far would be read again at every rollup.
+        sqlx::query(
+            "SELECT brin_summarize_new_values(inhrelid) FROM pg_inherits
+             WHERE inhparent = 'samples_ts'::regclass",
+        )
+        .execute(&self.pool)
+        .await?;
 
         let mut tx = self
             .pool
