@@ -90,7 +90,7 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
             (pg.url(), Some(pg))
         }
     };
-    let retention = storage::Upkeep::of(config).retention;
+    let retention = storage::retention(config);
     let connected = async {
         let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
         Ok::<_, RunError>(store.keeping(retention))
@@ -167,7 +167,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     );
     storage::spawn(
         store.clone(),
-        storage::Upkeep::of(config),
+        config.rollup_every,
         &background,
         shutdown.clone(),
     );

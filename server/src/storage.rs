@@ -22,25 +22,14 @@ const SETTLE: TimeDelta = TimeDelta::seconds(10);
 /// Hours packed (and hours of late samples swept) per round at most, so a round stays short.
 const HOURS_PER_ROUND: usize = 4;
 
-#[derive(Clone, Copy, Debug)]
-pub struct Upkeep {
-    pub retention: Retention,
-    pub compact_after: TimeDelta,
-    pub every: Duration,
-}
-
-impl Upkeep {
-    pub fn of(config: &Config) -> Self {
-        let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
-        Self {
-            retention: Retention {
-                raw: delta(config.retention_raw),
-                minutes: delta(config.retention_minutes),
-                hours: delta(config.retention_hours),
-            },
-            compact_after: delta(config.compact_after),
-            every: config.rollup_every,
-        }
+/// The tiers' retention and packing as configured.
+pub fn retention(config: &Config) -> Retention {
+    let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    Retention {
+        raw: delta(config.retention_raw),
+        minutes: delta(config.retention_minutes),
+        hours: delta(config.retention_hours),
+        compact_after: delta(config.compact_after),
     }
 }
 
@@ -50,12 +39,12 @@ pub async fn prepare(store: &Store) -> Result<()> {
     store.ensure_partitions(SAMPLES, now, now + AHEAD).await
 }
 
-/// Runs `upkeep` every `upkeep.every` until `shutdown`.
-pub fn spawn(store: Store, upkeep: Upkeep, tracker: &TaskTracker, shutdown: CancellationToken) {
+/// Runs a round of upkeep `every` so often until `shutdown`, by the store's retention.
+pub fn spawn(store: Store, every: Duration, tracker: &TaskTracker, shutdown: CancellationToken) {
     tracker.spawn(async move {
         // The first round waits one period: a node starting has other work for its connections.
-        let first = tokio::time::Instant::now() + upkeep.every;
-        let mut tick = tokio::time::interval_at(first, upkeep.every);
+        let first = tokio::time::Instant::now() + every;
+        let mut tick = tokio::time::interval_at(first, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -64,7 +53,7 @@ pub fn spawn(store: Store, upkeep: Upkeep, tracker: &TaskTracker, shutdown: Canc
             }
             let round = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                round = round(&store, &upkeep, Utc::now()) => round,
+                round = round(&store, Utc::now()) => round,
             };
             if let Err(error) = round {
                 tracing::warn!(%error, "metrics storage upkeep failed; trying again next round");
@@ -74,7 +63,8 @@ pub fn spawn(store: Store, upkeep: Upkeep, tracker: &TaskTracker, shutdown: Canc
 }
 
 /// One round of upkeep as of `now`.
-pub async fn round(store: &Store, upkeep: &Upkeep, now: DateTime<Utc>) -> Result<()> {
+pub async fn round(store: &Store, now: DateTime<Utc>) -> Result<()> {
+    let keep = store.retention();
     store.ensure_partitions(SAMPLES, now, now + AHEAD).await?;
     let until = now - SETTLE;
     // After a long stop, rolling up catches up an hour per step.
@@ -83,7 +73,7 @@ pub async fn round(store: &Store, upkeep: &Upkeep, now: DateTime<Utc>) -> Result
             break;
         }
     }
-    let cold = now - upkeep.compact_after;
+    let cold = now - keep.compact_after;
     for _ in 0..HOURS_PER_ROUND {
         if !store.compact(cold).await? {
             break;
@@ -94,7 +84,6 @@ pub async fn round(store: &Store, upkeep: &Upkeep, now: DateTime<Utc>) -> Result
             break;
         }
     }
-    let keep = upkeep.retention;
     let mut dropped = 0;
     for (table, keep) in [
         (SAMPLES, keep.raw),

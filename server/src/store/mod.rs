@@ -62,4 +62,8 @@ impl Store {
     pub fn keeping(self, retention: Retention) -> Self {
         Self { retention, ..self }
     }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
 }

@@ -153,7 +153,22 @@ impl Store {
         width_secs: f64,
     ) -> Result<Vec<Vec<Bucket>>> {
         let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
-        let (tier, width) = Tier::choose(width, from, Utc::now(), &self.retention)?;
+        let now = Utc::now();
+        let (tier, width) = Tier::choose(width, from, now, &self.retention)?;
+        let request = Request {
+            source,
+            series,
+            from,
+            to,
+            tier,
+            width,
+            // Blocks only ever hold samples older than the packing age.
+            blocks: from < now - self.retention.compact_after,
+        };
+        if tier == Tier::Raw && !request.blocks {
+            // One statement reads it all: its own snapshot is enough.
+            return request.read(&mut *self.pool.acquire().await?).await;
+        }
         // One snapshot: the rollup mark and the tiers on either side of it agree.
         let mut tx = self
             .pool
@@ -164,39 +179,58 @@ impl Store {
         sqlx::query("SET LOCAL work_mem = '64MB'")
             .execute(&mut *tx)
             .await?;
-        let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-        let (stored, rolled): (Vec<(i32, String, Json<Labels>)>, DateTime<Utc>) = (
-            sqlx::query_as(
-                "SELECT id, name, labels FROM series WHERE source = $1 AND name = ANY($2)",
-            )
-            .bind(source)
-            .bind(&names)
-            .fetch_all(&mut *tx)
-            .await?,
-            sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
-                .fetch_one(&mut *tx)
-                .await?,
-        );
-        let ids: Vec<Option<i32>> = series
+        let buckets = request.read(&mut tx).await?;
+        tx.commit().await?;
+        Ok(buckets)
+    }
+}
+
+/// What [`Store::ranges`] was asked, settled on a tier.
+struct Request<'a> {
+    source: &'a str,
+    series: &'a [Series],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    tier: Tier,
+    width: TimeDelta,
+    /// Whether packed blocks may hold samples of the range.
+    blocks: bool,
+}
+
+impl Request<'_> {
+    async fn read(&self, db: &mut PgConnection) -> Result<Vec<Vec<Bucket>>> {
+        let names: Vec<&str> = self.series.iter().map(|s| s.name.as_str()).collect();
+        let stored: Vec<(i32, String, Json<Labels>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, name, labels, (SELECT at FROM rollup_state WHERE name = 'rolled')
+             FROM series WHERE source = $1 AND name = ANY($2)",
+        )
+        .bind(self.source)
+        .bind(&names)
+        .fetch_all(&mut *db)
+        .await?;
+        let ids: Vec<Option<i32>> = self
+            .series
             .iter()
             .map(|s| {
                 stored
                     .iter()
-                    .find(|(_, name, labels)| *name == s.name && labels.0 == s.labels)
+                    .find(|(_, name, labels, _)| *name == s.name && labels.0 == s.labels)
                     .map(|(id, ..)| *id)
             })
             .collect();
         let mut read = Read {
-            db: &mut tx,
+            db,
             series: ids.iter().flatten().copied().collect(),
-            width,
+            width: self.width,
+            blocks: self.blocks,
             buckets: HashMap::new(),
         };
-        if !read.series.is_empty() {
-            read.tiers(tier, from, to, rolled).await?;
+        if let Some((.., rolled)) = stored.first()
+            && !read.series.is_empty()
+        {
+            read.tiers(self.tier, self.from, self.to, *rolled).await?;
         }
         let mut buckets = read.buckets;
-        tx.commit().await?;
         Ok(ids
             .into_iter()
             .map(|id| {
@@ -213,6 +247,7 @@ struct Read<'a> {
     db: &'a mut PgConnection,
     series: Vec<i32>,
     width: TimeDelta,
+    blocks: bool,
     buckets: HashMap<i32, Buckets>,
 }
 
@@ -288,6 +323,9 @@ impl Read<'_> {
         .fetch_all(&mut *self.db)
         .await?;
         self.add(rows);
+        if !self.blocks {
+            return Ok(());
+        }
         let blocks: Vec<(i32, Vec<u8>)> = sqlx::query_as(
             "SELECT series, data FROM sample_blocks
              WHERE series = ANY($1) AND start > $2 AND start < $3",
@@ -337,11 +375,7 @@ mod tests {
     use super::*;
 
     fn retention() -> Retention {
-        Retention {
-            raw: TimeDelta::days(15),
-            minutes: TimeDelta::days(90),
-            hours: TimeDelta::days(730),
-        }
+        Retention::default()
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Metric samples in Postgres: one narrow row per sample, written in the same transaction as the
-//! `metric` event that carries them, and read back by series and time, downsampled.
+//! `metric` event that carries them (samples that come after their minute's rollup with a note
+//! for it), and the series they belong to. `tiers` ages them; `range` reads them back.
 
 use std::{
     collections::{HashMap, HashSet},

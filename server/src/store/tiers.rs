@@ -35,13 +35,15 @@ pub const HOURS: Partitioned = Partitioned {
     span: TimeDelta::days(30),
 };
 
-/// How long each tier keeps samples.
+/// How long each tier keeps samples, and when raw rows are packed into blocks.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
     /// Raw samples, as rows and then as blocks.
     pub raw: TimeDelta,
     pub minutes: TimeDelta,
     pub hours: TimeDelta,
+    /// Raw samples are rows this long; only samples older than this are ever in blocks.
+    pub compact_after: TimeDelta,
 }
 
 impl Default for Retention {
@@ -50,6 +52,7 @@ impl Default for Retention {
             raw: TimeDelta::days(15),
             minutes: TimeDelta::days(90),
             hours: TimeDelta::days(730),
+            compact_after: TimeDelta::hours(3),
         }
     }
 }

@@ -10,10 +10,7 @@ use app::{
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
-use server::{
-    storage::{self, Upkeep},
-    store::tiers::{Retention, SAMPLES},
-};
+use server::{storage, store::tiers::SAMPLES};
 use sqlx::PgPool;
 
 use crate::helpers::{EmptyDatabase, TestApp, http_with, start, start_with, unique_room};
@@ -26,12 +23,15 @@ struct Private {
 }
 
 impl Private {
-    async fn start(label: &str) -> Self {
+    /// Keeps raw samples `raw` long and packs them after `compact_after`.
+    async fn start(label: &str, compact_after: TimeDelta, raw: TimeDelta) -> Self {
         let database = EmptyDatabase::create(label).await;
         let url = database.url.clone();
         let app = start_with(move |config| {
             config.database_url = Some(url);
             config.rollup_every = std::time::Duration::from_secs(86_400);
+            config.compact_after = compact_after.to_std().unwrap();
+            config.retention_raw = raw.to_std().unwrap();
         })
         .await;
         let pool = PgPool::connect(&database.url).await.unwrap();
@@ -42,8 +42,8 @@ impl Private {
         }
     }
 
-    async fn round(&self, now: DateTime<Utc>, upkeep: &Upkeep) {
-        storage::round(&self.app.store, upkeep, now)
+    async fn round(&self, now: DateTime<Utc>) {
+        storage::round(&self.app.store, now)
             .await
             .expect("an upkeep round succeeds");
     }
@@ -75,21 +75,9 @@ impl Private {
     }
 }
 
-fn upkeep(compact_after: TimeDelta, raw: TimeDelta) -> Upkeep {
-    Upkeep {
-        retention: Retention {
-            raw,
-            ..Retention::default()
-        },
-        compact_after,
-        every: std::time::Duration::from_secs(3600),
-    }
-}
-
-/// Never compacts, keeps raw samples for the default 15 days.
-fn rolling_only() -> Upkeep {
-    upkeep(TimeDelta::days(30), TimeDelta::days(15))
-}
+/// Packs nothing, keeps raw samples for the default 15 days.
+const NEVER: TimeDelta = TimeDelta::days(30);
+const RAW: TimeDelta = TimeDelta::days(15);
 
 fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap()
@@ -197,7 +185,7 @@ fn expected(
 
 #[tokio::test]
 async fn partitions_are_made_ahead_and_each_sample_lands_in_its_hour() {
-    let private = Private::start("parts").await;
+    let private = Private::start("parts", TimeDelta::hours(1), RAW).await;
     let now = Utc::now();
     let names = private.partitions().await;
     for ahead in 0..3 {
@@ -246,11 +234,9 @@ async fn partitions_are_made_ahead_and_each_sample_lands_in_its_hour() {
     );
 
     // The late sample is swept into its hour's block, and a range still finds it.
-    // A minute on: the rollups have a minute to roll, and make their partitions.
-    let minute_on = Utc::now() + TimeDelta::minutes(1);
-    private
-        .round(minute_on, &upkeep(TimeDelta::hours(1), TimeDelta::days(15)))
-        .await;
+    // Two minutes on: the rollups have at least a minute to roll, and make their partitions.
+    let minute_on = Utc::now() + TimeDelta::minutes(2);
+    private.round(minute_on).await;
     let late: i64 = sqlx::query_scalar("SELECT count(*) FROM samples_late")
         .fetch_one(&private.pool)
         .await
@@ -287,7 +273,7 @@ async fn partitions_are_made_ahead_and_each_sample_lands_in_its_hour() {
 
 #[tokio::test]
 async fn retention_drops_exactly_the_expired_partitions_while_ingest_runs() {
-    let private = Private::start("retain").await;
+    let private = Private::start("retain", NEVER, TimeDelta::hours(4)).await;
     let now = Utc::now();
     let store = &private.app.store;
     store
@@ -334,7 +320,7 @@ async fn retention_drops_exactly_the_expired_partitions_while_ingest_runs() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let keep = TimeDelta::hours(4);
-    private.round(now, &upkeep(TimeDelta::days(30), keep)).await;
+    private.round(now).await;
     stop.send(true).unwrap();
     let posted: i64 = ingest.await.unwrap();
 
@@ -378,7 +364,7 @@ async fn retention_drops_exactly_the_expired_partitions_while_ingest_runs() {
 
 #[tokio::test]
 async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_restart_included() {
-    let private = Private::start("rollups").await;
+    let private = Private::start("rollups", NEVER, RAW).await;
     let real_now = Utc::now();
     let start = real_now - TimeDelta::hours(3);
     // Rollups three hours behind, as after a stop; half the hours have partitions.
@@ -432,13 +418,11 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
                 .collect();
             post(&private.app, &source, "a", &between).await;
         } else {
-            private.round(clock, &rolling_only()).await;
+            private.round(clock).await;
         }
         clock += TimeDelta::minutes(25);
     }
-    private
-        .round(Utc::now() + TimeDelta::minutes(2), &rolling_only())
-        .await;
+    private.round(Utc::now() + TimeDelta::minutes(2)).await;
 
     let rolled: DateTime<Utc> =
         sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
@@ -492,7 +476,7 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
 
 #[tokio::test]
 async fn compacted_blocks_return_exactly_the_samples_written() {
-    let private = Private::start("blocks").await;
+    let private = Private::start("blocks", TimeDelta::hours(1), RAW).await;
     let now = Utc::now();
     let store = &private.app.store;
     store
@@ -517,9 +501,8 @@ async fn compacted_blocks_return_exactly_the_samples_written() {
     written.push(written[0]);
     post(&private.app, &source, "s", &written).await;
 
-    let compact = upkeep(TimeDelta::hours(1), TimeDelta::days(15));
-    private.round(now, &compact).await;
-    private.round(now, &compact).await;
+    private.round(now).await;
+    private.round(now).await;
     let blocks: i64 = sqlx::query_scalar("SELECT count(*) FROM sample_blocks")
         .fetch_one(&private.pool)
         .await
@@ -535,7 +518,7 @@ async fn compacted_blocks_return_exactly_the_samples_written() {
     let late = (micros(from + TimeDelta::minutes(90)), 0.5);
     post(&private.app, &source, "s", &[late]).await;
     written.push(late);
-    private.round(now, &compact).await;
+    private.round(now).await;
 
     let to = from + TimeDelta::hours(3);
     let series = Series {
@@ -557,7 +540,7 @@ async fn compacted_blocks_return_exactly_the_samples_written() {
 
 #[tokio::test]
 async fn a_range_across_blocks_rows_and_rollups_gives_the_buckets_of_the_raw_samples() {
-    let private = Private::start("stitch").await;
+    let private = Private::start("stitch", TimeDelta::hours(3), RAW).await;
     let now = Utc::now();
     let from = now - TimeDelta::hours(6);
     private
@@ -580,9 +563,7 @@ async fn a_range_across_blocks_rows_and_rollups_gives_the_buckets_of_the_raw_sam
         .collect();
     post(&private.app, &source, "s", &written).await;
     // Packed after three hours: blocks, then rows, all rolled up.
-    private
-        .round(now, &upkeep(TimeDelta::hours(3), TimeDelta::days(15)))
-        .await;
+    private.round(now).await;
     let blocks: i64 = sqlx::query_scalar("SELECT count(*) FROM sample_blocks")
         .fetch_one(&private.pool)
         .await
