@@ -18,8 +18,9 @@ use crate::{
     protocol::RoomSnapshot,
 };
 
-/// The window each sparkline shows.
-const SPARK_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// The window each sparkline shows: an hour, a point a minute, which the minute rollups answer
+/// (a page of 768 sparklines from raw samples reads hundreds of thousands of rows).
+const SPARK_WINDOW_MS: i64 = 60 * 60 * 1000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceCard {
@@ -62,8 +63,12 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
         let history = expect_context::<SharedHistory>().0;
         let dashboards = expect_context::<SharedDashboards>().0;
         let to = chrono::Utc::now();
-        let from = to - chrono::Duration::milliseconds(SPARK_WINDOW_MS);
         let step_ms = SPARK_WINDOW_MS / i64::from(BUCKETS);
+        // From a whole bucket: the first point is as full as the others, and comes from the
+        // rollups alone.
+        let start_ms = to.timestamp_millis() - SPARK_WINDOW_MS;
+        let from = chrono::DateTime::from_timestamp_millis(start_ms - start_ms.rem_euclid(step_ms))
+            .unwrap_or(crate::history::EARLIEST);
         let (matched, sources) = history
             .sources(
                 filter.trim().to_owned(),
