@@ -139,9 +139,9 @@ impl Store {
         let mut start = floor(from, table.span);
         while start < to {
             let end = start + table.span;
-            if !existing.contains(&start)
-                && !(table == SAMPLES && self.has_late(start, end).await?)
-            {
+            let kept = existing.contains(&start)
+                || (table == SAMPLES && self.has_late(start, end).await?);
+            if !kept {
                 let mut tx = self.pool.begin().await?;
                 // Nodes starting together would race to create the same partition.
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
