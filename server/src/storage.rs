@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use app::history::EARLIEST;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -73,7 +74,9 @@ pub async fn round(store: &Store, now: DateTime<Utc>) -> Result<()> {
             break;
         }
     }
-    let cold = now - keep.compact_after;
+    let cold = now
+        .checked_sub_signed(keep.compact_after)
+        .unwrap_or(EARLIEST);
     for _ in 0..HOURS_PER_ROUND {
         if !store.compact(cold).await? {
             break;

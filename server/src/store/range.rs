@@ -65,12 +65,16 @@ impl Tier {
             .find(|tier| width >= tier.width() && divides(*tier))
             .unwrap_or(Self::Raw);
         let mut width = width;
-        while from < now - tier.kept(retention) {
+        // A retention longer than time can count keeps everything.
+        let horizon = |tier: Tier| now.checked_sub_signed(tier.kept(retention));
+        while horizon(tier).is_some_and(|horizon| from < horizon) {
             let Some(next) = tier.coarser() else {
                 return Err(Error::bad_request(format!(
                     "samples are kept for {} days: a range may start at {} at the earliest",
                     retention.hours.num_days(),
-                    (now - retention.hours).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    horizon(tier)
+                        .unwrap_or(now)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )));
             };
             tier = next;
@@ -163,7 +167,9 @@ impl Store {
             tier,
             width,
             // Blocks only ever hold samples older than the packing age.
-            blocks: from < now - self.retention.compact_after,
+            blocks: now
+                .checked_sub_signed(self.retention.compact_after)
+                .is_none_or(|packed| from < packed),
         };
         if tier == Tier::Raw && !request.blocks {
             // One statement reads it all: its own snapshot is enough.

@@ -504,7 +504,9 @@ impl Store {
             .bind(table.table)
             .fetch_one(&mut *db)
             .await?;
-            let drop = starts.first().map(|start| *start + table.span + keep);
+            let drop = starts
+                .first()
+                .and_then(|start| (*start + table.span).checked_add_signed(keep));
             next_drop = match (next_drop, drop) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
