@@ -294,41 +294,17 @@ impl Read<'_> {
 
     /// Buckets of a rollup table (or of the pending late samples) with `t` in `[from, to)`.
     async fn rollups(&mut self, table: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
-        if from >= to {
-            return Ok(());
-        }
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT series, date_bin(make_interval(secs => $4), t, 'epoch') AS b,
-                    min(min), max(max), sum(sum), sum(count)::int8
-             FROM {table} WHERE series = ANY($1) AND t >= $2 AND t < $3 GROUP BY series, b"
-        ))
-        .bind(&self.series)
-        .bind(from)
-        .bind(to)
-        .bind(self.width_secs())
-        .fetch_all(&mut *self.db)
-        .await?;
-        self.add(rows);
-        Ok(())
+        let aggregates = "min(min), max(max), sum(sum), sum(count)::int8";
+        self.bucketed(table, "t", aggregates, from, to).await
     }
 
     /// Buckets of the raw samples in `[from, to)`: rows of the hot partitions, and blocks.
     async fn raw(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+        let aggregates = "min(value), max(value), sum(value), count(*)";
+        self.bucketed("samples", "ts", aggregates, from, to).await?;
         if from >= to {
             return Ok(());
         }
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT series, date_bin(make_interval(secs => $4), ts, 'epoch') AS b,
-                    min(value), max(value), sum(value), count(*)
-             FROM samples WHERE series = ANY($1) AND ts >= $2 AND ts < $3 GROUP BY series, b",
-        )
-        .bind(&self.series)
-        .bind(from)
-        .bind(to)
-        .bind(self.width_secs())
-        .fetch_all(&mut *self.db)
-        .await?;
-        self.add(rows);
         if !self.blocks {
             return Ok(());
         }
@@ -357,6 +333,34 @@ impl Read<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Rows of `table` with `time` in `[from, to)`, bucketed in the database by `aggregates`
+    /// (min, max, sum, count).
+    async fn bucketed(
+        &mut self,
+        table: &str,
+        time: &str,
+        aggregates: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT series, date_bin(make_interval(secs => $4), {time}, 'epoch') AS b, {aggregates}
+             FROM {table} WHERE series = ANY($1) AND {time} >= $2 AND {time} < $3
+             GROUP BY series, b"
+        ))
+        .bind(&self.series)
+        .bind(from)
+        .bind(to)
+        .bind(self.width_secs())
+        .fetch_all(&mut *self.db)
+        .await?;
+        self.add(rows);
         Ok(())
     }
 

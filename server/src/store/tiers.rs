@@ -375,14 +375,7 @@ impl Store {
             .bind(chunk)
             .fetch_all(&mut *tx)
             .await?;
-            let mut by_series: BTreeMap<i32, Vec<block::Sample>> = BTreeMap::new();
-            for (series, ts, value) in rows {
-                by_series
-                    .entry(series)
-                    .or_default()
-                    .push((ts.timestamp_micros(), value));
-            }
-            write_blocks(&mut tx, hour, by_series).await?;
+            write_blocks(&mut tx, hour, by_series(rows)).await?;
         }
         sqlx::query("SET LOCAL lock_timeout = '2s'")
             .execute(&mut *tx)
@@ -421,13 +414,7 @@ impl Store {
         .bind(end)
         .fetch_all(&mut *tx)
         .await?;
-        let mut by_series: BTreeMap<i32, Vec<block::Sample>> = BTreeMap::new();
-        for (series, ts, value) in rows {
-            by_series
-                .entry(series)
-                .or_default()
-                .push((ts.timestamp_micros(), value));
-        }
+        let mut by_series = by_series(rows);
         let ids: Vec<i32> = by_series.keys().copied().collect();
         let stored: Vec<(i32, Vec<u8>)> = sqlx::query_as(
             "SELECT series, data FROM sample_blocks WHERE start = $1 AND series = ANY($2)",
@@ -527,6 +514,18 @@ impl Store {
             next_drop,
         })
     }
+}
+
+/// Raw rows `(series, ts, value)` as each series' samples, in the order given.
+fn by_series(rows: Vec<(i32, DateTime<Utc>, f64)>) -> BTreeMap<i32, Vec<block::Sample>> {
+    let mut by_series: BTreeMap<i32, Vec<block::Sample>> = BTreeMap::new();
+    for (series, ts, value) in rows {
+        by_series
+            .entry(series)
+            .or_default()
+            .push((ts.timestamp_micros(), value));
+    }
+    by_series
 }
 
 /// Writes each series' samples of `hour` as its block, replacing one written before.

@@ -368,3 +368,29 @@ impl EmptyDatabase {
         sqlx::query(&drop).execute(&self.admin).await.unwrap();
     }
 }
+
+/// One series of `source` over `[from, to)` in about `buckets` buckets, through the API.
+pub async fn range(
+    running: &TestApp,
+    source: &str,
+    series: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    buckets: u32,
+) -> Vec<app::metrics::Bucket> {
+    let response = running
+        .http()
+        .get(format!("http://{}/api/metrics/range", running.addr))
+        .query(&[
+            ("source", source),
+            ("series", series),
+            ("from", &from.to_rfc3339()),
+            ("to", &to.to_rfc3339()),
+            ("buckets", &buckets.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}

@@ -1,12 +1,12 @@
 //! Metric ingest and range queries against a real server and Postgres.
 
 use crate::helpers::TestApp;
-use crate::helpers::{Client, start, start_with, unique_room};
+use crate::helpers::{Client, range, start, start_with, unique_room};
 use app::{
     metrics::{Bucket, MAX_BATCH_BYTES, MAX_BATCH_SAMPLES, Stored, event_points, source_room},
     protocol::{ClientFrame, ErrorCode, EventKind, ServerFrame},
 };
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{Duration, DurationRound, Utc};
 use serde_json::{Value, json};
 
 fn unique_source(label: &str) -> String {
@@ -21,31 +21,6 @@ async fn post_samples(running: &TestApp, body: &Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn range(
-    running: &TestApp,
-    source: &str,
-    series: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    buckets: u32,
-) -> Vec<Bucket> {
-    let response = running
-        .http()
-        .get(format!("http://{}/api/metrics/range", running.addr))
-        .query(&[
-            ("source", source),
-            ("series", series),
-            ("from", &from.to_rfc3339()),
-            ("to", &to.to_rfc3339()),
-            ("buckets", &buckets.to_string()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 /// Everything stored for `series` in the last minute, merged into one bucket (buckets are

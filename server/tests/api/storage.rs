@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use server::{storage, store::tiers::SAMPLES};
 use sqlx::PgPool;
 
-use crate::helpers::{EmptyDatabase, TestApp, http_with, start, start_with, unique_room};
+use crate::helpers::{EmptyDatabase, TestApp, http_with, range, start, start_with, unique_room};
 
 /// A server on a database of its own whose upkeep runs only when the test says.
 struct Private {
@@ -55,6 +55,13 @@ impl Private {
             .execute(&self.pool)
             .await
             .unwrap();
+    }
+
+    async fn rolled(&self) -> DateTime<Utc> {
+        sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     async fn partitions(&self) -> Vec<String> {
@@ -108,31 +115,6 @@ async fn post(app: &TestApp, source: &str, series: &str, samples: &[(DateTime<Ut
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
-}
-
-async fn range(
-    app: &TestApp,
-    source: &str,
-    series: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    buckets: u32,
-) -> Vec<Bucket> {
-    let response = app
-        .http()
-        .get(format!("http://{}/api/metrics/range", app.addr))
-        .query(&[
-            ("source", source),
-            ("series", series),
-            ("from", &from.to_rfc3339()),
-            ("to", &to.to_rfc3339()),
-            ("buckets", &buckets.to_string()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 /// Fails naming the first bucket that differs, rather than printing thousands.
@@ -398,11 +380,7 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
         if step == 4 {
             // A node stopped between moving the fence and committing its rollup: the fence
             // is ahead of the mark, and samples between them arrive.
-            let rolled: DateTime<Utc> =
-                sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
-                    .fetch_one(&private.pool)
-                    .await
-                    .unwrap();
+            let rolled = private.rolled().await;
             sqlx::query("UPDATE rollup_state SET at = $1 WHERE name = 'fence'")
                 .bind(rolled + TimeDelta::minutes(20))
                 .execute(&private.pool)
@@ -424,11 +402,7 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
     }
     private.round(Utc::now() + TimeDelta::minutes(2)).await;
 
-    let rolled: DateTime<Utc> =
-        sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
-            .fetch_one(&private.pool)
-            .await
-            .unwrap();
+    let rolled = private.rolled().await;
     assert!(
         rolled > real_now,
         "rolled up to {rolled}, begun at {real_now}"
