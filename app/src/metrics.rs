@@ -217,6 +217,10 @@ pub struct Bucket {
     pub max: f64,
     pub avg: f64,
     pub count: i64,
+    /// The value of the bucket's newest sample; unknown (absent) for buckets rolled up before
+    /// it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<f64>,
 }
 
 /// The bucket width range queries answer a request for `secs` with: from a minute up whole

@@ -1,6 +1,8 @@
 //! Panels drawn as SVG: the server renders the recent past into the first HTML, and pushes move
 //! the same elements along in the browser.
 
+use std::fmt::Write as _;
+
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,7 @@ const HEIGHT: f64 = 160.0;
 /// Pushes fold into the bucket of their time, so a panel left open for a day holds about as many
 /// points as its first paint did, not one per sample.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "WireSeries", from = "WireSeries")]
 pub struct SeriesData {
     pub name: String,
     /// Bucket width in milliseconds, buckets aligned to multiples of it since the epoch (as the
@@ -77,6 +80,93 @@ impl SeriesData {
     }
 }
 
+/// [`SeriesData`] as pages carry it to the browser: a page of hundreds of sparklines is mostly
+/// their points, so times go as steps from the first one in their greatest common unit (usually
+/// one bucket each), and values at the precision a chart can show.
+#[derive(Serialize, Deserialize)]
+struct WireSeries {
+    name: String,
+    step_ms: i64,
+    /// The first point's time.
+    t0: i64,
+    /// The unit of `dt`, in milliseconds.
+    unit: i64,
+    /// Each point's time after the previous one (the first's after `t0`: 0), in `unit`s.
+    dt: Vec<i64>,
+    v: Vec<f64>,
+    newest_count: i64,
+    newest: Option<(i64, f64)>,
+}
+
+/// Significant digits a point's value keeps on the wire: far finer than a chart's pixels or its
+/// labels.
+const WIRE_DIGITS: i32 = 6;
+
+fn to_wire_precision(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    // Powers of ten are exact up to 10^22: scale by one in the direction that keeps it so.
+    let places = WIRE_DIGITS - 1 - v.abs().log10().floor() as i32;
+    let scale = 10f64.powi(places.abs());
+    let rounded = if places >= 0 {
+        (v * scale).round() / scale
+    } else {
+        (v / scale).round() * scale
+    };
+    if rounded.is_finite() { rounded } else { v }
+}
+
+impl From<SeriesData> for WireSeries {
+    fn from(s: SeriesData) -> Self {
+        let t0 = s.points.first().map_or(0, |(t, _)| *t);
+        let mut previous = t0;
+        let mut dt: Vec<i64> = s
+            .points
+            .iter()
+            .map(|(t, _)| *t - std::mem::replace(&mut previous, *t))
+            .collect();
+        let unit = dt.iter().fold(0, |a, b| gcd(a, b.abs())).max(1);
+        dt.iter_mut().for_each(|d| *d /= unit);
+        Self {
+            name: s.name,
+            step_ms: s.step_ms,
+            t0,
+            unit,
+            dt,
+            v: s.points.iter().map(|(_, v)| to_wire_precision(*v)).collect(),
+            newest_count: s.newest_count,
+            newest: s.newest,
+        }
+    }
+}
+
+impl From<WireSeries> for SeriesData {
+    fn from(w: WireSeries) -> Self {
+        let mut t = w.t0;
+        let points = w
+            .dt
+            .iter()
+            .zip(w.v)
+            .map(|(d, v)| {
+                t += d * w.unit;
+                (t, v)
+            })
+            .collect();
+        Self {
+            name: w.name,
+            step_ms: w.step_ms,
+            points,
+            newest_count: w.newest_count,
+            newest: w.newest,
+        }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// How a value stands against its thresholds, as a CSS class.
 pub fn level(value: f64, thresholds: Option<Thresholds>) -> &'static str {
     match thresholds {
@@ -124,7 +214,8 @@ pub fn path(
             Some(p) if t - p > max_gap => " M",
             Some(_) => " L",
         });
-        d.push_str(&format!("{x:.1} {y:.1}"));
+        // Formatted in place: a page of sparklines writes tens of thousands of these.
+        let _ = write!(d, "{x:.1} {y:.1}");
         previous = Some(*t);
     }
     d
@@ -426,6 +517,33 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn the_wire_form_keeps_times_exactly_and_values_to_six_digits() {
+        let s = SeriesData {
+            name: "cpu".into(),
+            step_ms: 60_000,
+            points: vec![
+                (1_764_000_000_000, 24.516_666_666_666_666),
+                (1_764_000_060_000, -0.001_234_567_8),
+                (1_764_000_240_000, 0.0),
+                (1_764_000_300_000, 123_456_789.0),
+            ],
+            newest_count: 3,
+            newest: Some((1_764_000_312_345, 0.123_456_789)),
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""unit":60000,"dt":[0,1,3,1]"#), "{json}");
+        let back: SeriesData = serde_json::from_str(&json).unwrap();
+        let times = |s: &SeriesData| s.points.iter().map(|(t, _)| *t).collect::<Vec<_>>();
+        assert_eq!(times(&back), times(&s));
+        let values: Vec<f64> = back.points.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, vec![24.5167, -0.00123457, 0.0, 123_457_000.0]);
+        assert_eq!(back.newest, s.newest, "the newest sample goes as it is");
+        assert_eq!(back.newest_count, 3);
+        let empty: SeriesData = serde_json::from_str(&serde_json::to_string(&SeriesData::default()).unwrap()).unwrap();
+        assert_eq!(empty, SeriesData::default());
     }
 
     #[test]

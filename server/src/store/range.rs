@@ -9,7 +9,7 @@ use sqlx::{PgConnection, types::Json};
 
 use super::{
     Store, block,
-    tiers::{Retention, ceil, floor},
+    tiers::{NEWEST_OF_BUCKETS, NEWEST_SAMPLE, Newest, Retention, ceil, floor},
 };
 use crate::error::{Error, Result};
 
@@ -86,13 +86,15 @@ impl Tier {
     }
 }
 
-/// Min, max, sum and count of the samples in a bucket.
+/// Min, max, sum, count and the newest of the samples in a bucket.
 #[derive(Clone, Copy)]
 struct Agg {
     min: f64,
     max: f64,
     sum: f64,
     count: i64,
+    /// None where only buckets rolled up before the newest sample was kept hold it.
+    newest: Option<Newest>,
 }
 
 #[derive(Default)]
@@ -107,6 +109,10 @@ impl Buckets {
                 a.max = a.max.max(agg.max);
                 a.sum += agg.sum;
                 a.count += agg.count;
+                a.newest = match (a.newest, agg.newest) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
             })
             .or_insert(agg);
     }
@@ -121,6 +127,7 @@ impl Buckets {
                     max: a.max,
                     avg: a.sum / a.count as f64,
                     count: a.count,
+                    last: a.newest.map(|Newest(_, v)| v),
                 })
             })
             .collect()
@@ -257,8 +264,18 @@ struct Read<'a> {
     buckets: HashMap<i32, Buckets>,
 }
 
-/// A bucket of one series, as the database returns it.
-type Row = (i32, DateTime<Utc>, f64, f64, f64, i64);
+/// A bucket of one series, as the database returns it: series, start, min, max, sum, count,
+/// and the newest sample's time and value.
+type Row = (
+    i32,
+    DateTime<Utc>,
+    f64,
+    f64,
+    f64,
+    i64,
+    Option<DateTime<Utc>>,
+    Option<f64>,
+);
 
 impl Read<'_> {
     fn width_secs(&self) -> f64 {
@@ -294,14 +311,14 @@ impl Read<'_> {
 
     /// Buckets of a rollup table (or of the pending late samples) with `t` in `[from, to)`.
     async fn rollups(&mut self, table: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
-        let aggregates = "min(min), max(max), sum(sum), sum(count)::int8";
-        self.bucketed(table, "t", aggregates, from, to).await
+        let aggregates = format!("min(min), max(max), sum(sum), sum(count)::int8, {NEWEST_OF_BUCKETS}");
+        self.bucketed(table, "t", &aggregates, from, to).await
     }
 
     /// Buckets of the raw samples in `[from, to)`: rows of the hot partitions, and blocks.
     async fn raw(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
-        let aggregates = "min(value), max(value), sum(value), count(*)";
-        self.bucketed("samples", "ts", aggregates, from, to).await?;
+        let aggregates = format!("min(value), max(value), sum(value), count(*), {NEWEST_SAMPLE}");
+        self.bucketed("samples", "ts", &aggregates, from, to).await?;
         if from >= to {
             return Ok(());
         }
@@ -328,6 +345,7 @@ impl Read<'_> {
                         max: value,
                         sum: value,
                         count: 1,
+                        newest: Some(Newest(ts, value)),
                     };
                     buckets.add(ts - ts.rem_euclid(width), agg);
                 }
@@ -337,7 +355,7 @@ impl Read<'_> {
     }
 
     /// Rows of `table` with `time` in `[from, to)`, bucketed in the database by `aggregates`
-    /// (min, max, sum, count).
+    /// (min, max, sum, count, newest time and value).
     async fn bucketed(
         &mut self,
         table: &str,
@@ -365,12 +383,13 @@ impl Read<'_> {
     }
 
     fn add(&mut self, rows: Vec<Row>) {
-        for (series, t, min, max, sum, count) in rows {
+        for (series, t, min, max, sum, count, last_at, last) in rows {
             let agg = Agg {
                 min,
                 max,
                 sum,
                 count,
+                newest: last_at.zip(last).map(|(at, v)| Newest(at.timestamp_micros(), v)),
             };
             self.buckets
                 .entry(series)

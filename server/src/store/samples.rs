@@ -209,9 +209,9 @@ fn copy_row(buf: &mut BytesMut, series: i32, micros: i64, value: f64) {
 async fn record_late(tx: &mut PgConnection, late: &[(i32, i64, f64)]) -> Result<()> {
     let buckets = tiers::late_buckets(late);
     sqlx::query(
-        "INSERT INTO rollup_pending (series, count, t, min, max, sum)
+        "INSERT INTO rollup_pending (series, count, t, min, max, sum, last_at, last)
          SELECT * FROM UNNEST($1::int[], $2::int[], $3::timestamptz[], $4::float8[],
-                              $5::float8[], $6::float8[])",
+                              $5::float8[], $6::float8[], $7::timestamptz[], $8::float8[])",
     )
     .bind(buckets.iter().map(|(s, ..)| *s).collect::<Vec<_>>())
     .bind(buckets.iter().map(|(.., b)| b.count).collect::<Vec<_>>())
@@ -219,6 +219,8 @@ async fn record_late(tx: &mut PgConnection, late: &[(i32, i64, f64)]) -> Result<
     .bind(buckets.iter().map(|(.., b)| b.min).collect::<Vec<_>>())
     .bind(buckets.iter().map(|(.., b)| b.max).collect::<Vec<_>>())
     .bind(buckets.iter().map(|(.., b)| b.sum).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.newest.at()).collect::<Vec<_>>())
+    .bind(buckets.iter().map(|(.., b)| b.newest.1).collect::<Vec<_>>())
     .execute(tx)
     .await?;
     Ok(())

@@ -64,12 +64,25 @@ const PARTITION_LOCK: i64 = JOB_LOCK + 1;
 /// Most of the raw log one rollup transaction reads: catching up after a long stop goes in
 /// steps a transaction can hold.
 const MOST_ROLLED: TimeDelta = TimeDelta::hours(1);
-/// An hour's bucket from its minutes (`m`), and what replaces the one already there.
-const HOUR_OF_MINUTES: &str = "SELECT m.series, sum(m.count)::int,
-    date_bin('1 hour', m.t, 'epoch') AS hour, min(m.min), max(m.max), sum(m.sum)
-    FROM rollups_1m m";
+/// A bucket's newest sample, time and value, from raw samples: the value of the greatest
+/// `(time, value)` (the time to the microsecond as a double, which keeps microseconds apart).
+pub(super) const NEWEST_SAMPLE: &str =
+    "max(ts), (max(ARRAY[date_part('epoch', ts), value]))[2]";
+/// The same from buckets, of which those rolled up before it was kept have none.
+pub(super) const NEWEST_OF_BUCKETS: &str = "max(last_at),
+    (max(ARRAY[date_part('epoch', last_at), last]) FILTER (WHERE last_at IS NOT NULL))[2]";
+/// An hour's bucket from its minutes (`m`).
+fn hour_of_minutes() -> String {
+    format!(
+        "SELECT m.series, sum(m.count)::int, date_bin('1 hour', m.t, 'epoch') AS hour,
+            min(m.min), max(m.max), sum(m.sum), {NEWEST_OF_BUCKETS}
+         FROM rollups_1m m"
+    )
+}
+/// What replaces an hour already there.
 const REBUILT: &str = "ON CONFLICT (series, t) DO UPDATE SET count = EXCLUDED.count,
-    min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum";
+    min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, last_at = EXCLUDED.last_at,
+    last = EXCLUDED.last";
 /// Series packed per query while compacting an hour.
 const SERIES_PER_READ: usize = 500;
 
@@ -274,33 +287,37 @@ impl Store {
         if target <= rolled {
             return Ok(None);
         }
-        sqlx::query(
-            "INSERT INTO rollups_1m (series, count, t, min, max, sum)
+        sqlx::query(&format!(
+            "INSERT INTO rollups_1m (series, count, t, min, max, sum, last_at, last)
              SELECT series, count(*), date_bin('1 minute', ts, 'epoch'), min(value), max(value),
-                    sum(value)
+                    sum(value), {NEWEST_SAMPLE}
              FROM samples WHERE ts >= $1 AND ts < $2
              GROUP BY series, 3",
-        )
+        ))
         .bind(rolled)
         .bind(target)
         .execute(&mut *tx)
         .await?;
         // Pending buckets at or after the old mark were counted from the raw samples above,
         // which were committed with them.
-        let touched: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
+        let touched: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(&format!(
             "WITH folded AS (DELETE FROM rollup_pending WHERE t < $2 RETURNING *),
              late AS (
                  SELECT series, sum(count)::int AS count, t, min(min) AS min, max(max) AS max,
-                        sum(sum) AS sum
+                        sum(sum) AS sum, {NEWEST_OF_BUCKETS}
                  FROM folded WHERE t < $1 GROUP BY series, t
              )
-             INSERT INTO rollups_1m AS r (series, count, t, min, max, sum)
-             SELECT series, count, t, min, max, sum FROM late
+             INSERT INTO rollups_1m AS r (series, count, t, min, max, sum, last_at, last)
+             SELECT * FROM late
              ON CONFLICT (series, t) DO UPDATE SET
                  count = r.count + EXCLUDED.count, min = least(r.min, EXCLUDED.min),
-                 max = greatest(r.max, EXCLUDED.max), sum = r.sum + EXCLUDED.sum
+                 max = greatest(r.max, EXCLUDED.max), sum = r.sum + EXCLUDED.sum,
+                 last_at = greatest(r.last_at, EXCLUDED.last_at),
+                 last = CASE WHEN r.last_at IS NULL
+                             OR (EXCLUDED.last_at, EXCLUDED.last) > (r.last_at, r.last)
+                        THEN EXCLUDED.last ELSE r.last END
              RETURNING series, date_bin('1 hour', t, 'epoch')",
-        )
+        ))
         .bind(rolled)
         .bind(target)
         .fetch_all(&mut *tx)
@@ -318,8 +335,9 @@ impl Store {
             .into_iter()
             .unzip();
         sqlx::query(&format!(
-            "INSERT INTO rollups_1h (series, count, t, min, max, sum) {HOUR_OF_MINUTES}
-             WHERE m.t >= $1 AND m.t < $2 GROUP BY m.series, hour {REBUILT}"
+            "INSERT INTO rollups_1h (series, count, t, min, max, sum, last_at, last) {}
+             WHERE m.t >= $1 AND m.t < $2 GROUP BY m.series, hour {REBUILT}",
+            hour_of_minutes()
         ))
         .bind(hour_from)
         .bind(hour_to)
@@ -327,10 +345,11 @@ impl Store {
         .await?;
         if !series.is_empty() {
             sqlx::query(&format!(
-                "INSERT INTO rollups_1h (series, count, t, min, max, sum) {HOUR_OF_MINUTES}
+                "INSERT INTO rollups_1h (series, count, t, min, max, sum, last_at, last) {}
                  JOIN UNNEST($1::int[], $2::timestamptz[]) AS u (series, hour)
                    ON m.series = u.series AND m.t >= u.hour AND m.t < u.hour + interval '1 hour'
-                 GROUP BY m.series, 3 {REBUILT}"
+                 GROUP BY m.series, 3 {REBUILT}",
+                hour_of_minutes()
             ))
             .bind(&series)
             .bind(&hours)
@@ -566,11 +585,13 @@ pub fn late_buckets(late: &[(i32, i64, f64)]) -> Vec<(i32, DateTime<Utc>, LateBu
             min: value,
             max: value,
             sum: 0.0,
+            newest: Newest(micros, value),
         });
         bucket.count += 1;
         bucket.min = bucket.min.min(value);
         bucket.max = bucket.max.max(value);
         bucket.sum += value;
+        bucket.newest = bucket.newest.max(Newest(micros, value));
     }
     buckets
         .into_iter()
@@ -586,4 +607,20 @@ pub struct LateBucket {
     pub min: f64,
     pub max: f64,
     pub sum: f64,
+    pub newest: Newest,
+}
+
+/// A sample as a bucket's `last` picks it: the newest, and of samples stamped alike, the
+/// greatest value — the order the database's `max(ARRAY[epoch, value])` gives.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Newest(pub i64, pub f64);
+
+impl Newest {
+    pub fn at(self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_micros(self.0)
+    }
+
+    pub fn max(self, other: Self) -> Self {
+        if other > self { other } else { self }
+    }
 }

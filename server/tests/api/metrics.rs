@@ -36,6 +36,7 @@ async fn last_minute(running: &TestApp, source: &str, series: &str) -> Bucket {
         max: buckets.iter().map(|b| b.max).fold(f64::MIN, f64::max),
         avg: buckets.iter().map(|b| b.avg * b.count as f64).sum::<f64>() / count as f64,
         count,
+        last: buckets.last().and_then(|b| b.last),
     }
 }
 
@@ -94,6 +95,7 @@ async fn posted_samples_are_stored_queryable_and_pushed_to_the_source_room() {
 
     let cpu = last_minute(&running, &source, "cpu").await;
     assert_eq!((cpu.min, cpu.max, cpu.count), (12.5, 13.5, 2));
+    assert_eq!(cpu.last, Some(13.5), "the newest sample, sent without a time: now");
     assert!(sources(&running).await.contains(&source));
     running.stop().await.unwrap();
 }

@@ -121,7 +121,7 @@ async fn post(app: &TestApp, source: &str, series: &str, samples: &[(DateTime<Ut
 fn assert_same(got: &[Bucket], want: &[Bucket], what: &str) {
     // The mean crosses JSON, whose float parsing may differ in the last place.
     let same = |g: &Bucket, w: &Bucket| {
-        (g.t, g.min, g.max, g.count) == (w.t, w.min, w.max, w.count)
+        (g.t, g.min, g.max, g.count, g.last) == (w.t, w.min, w.max, w.count, w.last)
             && (g.avg - w.avg).abs() <= w.avg.abs() * 1e-12
     };
     let first = got.iter().zip(want).position(|(g, w)| !same(g, w));
@@ -142,25 +142,30 @@ fn expected(
     width_secs: f64,
 ) -> Vec<Bucket> {
     let width = (width_secs * 1e6).round() as i64;
-    let mut buckets: BTreeMap<i64, (f64, f64, f64, i64)> = BTreeMap::new();
+    let mut buckets: BTreeMap<i64, (f64, f64, f64, i64, (i64, f64))> = BTreeMap::new();
     for (ts, value) in written.iter().filter(|(ts, _)| *ts >= from && *ts < to) {
         let micros = ts.timestamp_micros();
         let b = buckets
             .entry(micros - micros.rem_euclid(width))
-            .or_insert((*value, *value, 0.0, 0));
+            .or_insert((*value, *value, 0.0, 0, (micros, *value)));
         b.0 = b.0.min(*value);
         b.1 = b.1.max(*value);
         b.2 += value;
         b.3 += 1;
+        // The newest; of samples stamped alike, the greatest.
+        if (micros, *value) > b.4 {
+            b.4 = (micros, *value);
+        }
     }
     buckets
         .into_iter()
-        .map(|(t, (min, max, sum, count))| Bucket {
+        .map(|(t, (min, max, sum, count, (_, last)))| Bucket {
             t: DateTime::from_timestamp_micros(t).unwrap(),
             min,
             max,
             avg: sum / count as f64,
             count,
+            last: Some(last),
         })
         .collect()
 }
@@ -414,20 +419,23 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
         };
         let query = |from: &str| {
             format!(
-                "SELECT series, t, count::int8, min, max, sum FROM ({from}) x
+                "SELECT series, t, count::int8, min, max, sum, last_at, last FROM ({from}) x
                  WHERE t < $1 ORDER BY series, t"
             )
         };
-        let rolled_up: Vec<(i32, DateTime<Utc>, i64, f64, f64, f64)> =
+        type Rolled = (i32, DateTime<Utc>, i64, f64, f64, f64, DateTime<Utc>, f64);
+        let rolled_up: Vec<Rolled> =
             sqlx::query_as(&query(&format!("SELECT * FROM {tier}")))
                 .bind(end)
                 .fetch_all(&private.pool)
                 .await
                 .unwrap();
-        let direct: Vec<(i32, DateTime<Utc>, i64, f64, f64, f64)> =
+        let direct: Vec<Rolled> =
             sqlx::query_as(&query(&format!(
                 "SELECT series, date_bin('{width}', ts, 'epoch') AS t, count(*) AS count,
-                        min(value) AS min, max(value) AS max, sum(value) AS sum
+                        min(value) AS min, max(value) AS max, sum(value) AS sum,
+                        max(ts) AS last_at,
+                        (array_agg(value ORDER BY ts DESC, value DESC))[1] AS last
                  FROM samples GROUP BY 1, 2"
             )))
             .bind(end)
