@@ -555,12 +555,12 @@ mod seam {
             limit: i64,
         ) -> BoxFuture<'static, Result<RoomSnapshot, AppError>>;
 
-        /// Each of `series` of `source` over `[from, to)` in buckets `step_ms` wide, aligned to
-        /// multiples of that width since the epoch (so pushes can fold into the same buckets).
+        /// Each of `series` (source and series) over `[from, to)` in buckets `step_ms` wide,
+        /// aligned to multiples of that width since the epoch (so pushes can fold into the same
+        /// buckets). One call for a whole page: it costs a few queries however many sources.
         fn ranges(
             &self,
-            source: String,
-            series: Vec<Series>,
+            series: Vec<(String, Series)>,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
             step_ms: i64,

@@ -65,15 +65,14 @@ impl History for Pages {
 
     fn ranges(
         &self,
-        source: String,
-        series: Vec<Series>,
+        series: Vec<(String, Series)>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_ms: i64,
     ) -> BoxFuture<'static, Result<Vec<Vec<Bucket>>, AppError>> {
         let width = step_ms.max(1) as f64 / 1000.0;
         self.serve("reading metric ranges", |store| async move {
-            store.ranges(&source, &series, from, to, width).await
+            store.ranges(&series, from, to, width).await
         })
     }
 

@@ -123,36 +123,30 @@ pub(super) async fn read_panels(
     to: chrono::DateTime<chrono::Utc>,
     step_ms: i64,
 ) -> Result<Vec<Vec<SeriesData>>, AppError> {
-    use futures::future::try_join_all;
     let history = expect_context::<crate::history::SharedHistory>().0;
-    try_join_all(dashboard.panels.iter().map(|panel| {
-        let history = history.clone();
-        async move {
-            let series = panel
+    let mut asked = Vec::new();
+    for panel in dashboard.panels.iter().filter(|p| sources.contains(&p.source)) {
+        for text in &panel.series {
+            let series: Series = text.parse().map_err(AppError::Invalid)?;
+            asked.push((panel.source.clone(), series));
+        }
+    }
+    let mut ranges = history.ranges(asked, from, to, step_ms).await?.into_iter();
+    Ok(dashboard
+        .panels
+        .iter()
+        .map(|panel| {
+            let shown = sources.contains(&panel.source);
+            panel
                 .series
                 .iter()
-                .map(|text| text.parse())
-                .collect::<Result<Vec<Series>, String>>()
-                .map_err(AppError::Invalid)?;
-            let ranges = match sources.contains(&panel.source) {
-                true => {
-                    history
-                        .ranges(panel.source.clone(), series, from, to, step_ms)
-                        .await?
-                }
-                false => vec![Vec::new(); panel.series.len()],
-            };
-            Ok::<_, AppError>(
-                panel
-                    .series
-                    .iter()
-                    .zip(&ranges)
-                    .map(|(text, buckets)| SeriesData::from_buckets(text.clone(), step_ms, buckets))
-                    .collect(),
-            )
-        }
-    }))
-    .await
+                .map(|text| {
+                    let buckets = if shown { ranges.next() } else { None };
+                    SeriesData::from_buckets(text.clone(), step_ms, &buckets.unwrap_or_default())
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// The markers of `[from, to)` on a dashboard of `sources`: notices of room `notices` and of the

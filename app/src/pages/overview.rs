@@ -77,30 +77,36 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
                 identity.clone(),
             )
             .await?;
-        let cards = try_join_all(sources.into_iter().map(|(source, series)| {
-            let history = history.clone();
-            async move {
-                let room = source_room(&source).map_err(AppError::Invalid)?;
-                let room = history.snapshot(room, 0).await?;
-                let ranges = history
-                    .ranges(source.clone(), series.clone(), from, to, step_ms)
-                    .await?;
-                let series = series
+        let asked: Vec<(String, Series)> = sources
+            .iter()
+            .flat_map(|(source, series)| series.iter().map(|s| (source.clone(), s.clone())))
+            .collect();
+        let (mut ranges, rooms) = futures::try_join!(
+            async { Ok(history.ranges(asked, from, to, step_ms).await?.into_iter()) },
+            try_join_all(sources.iter().map(|(source, _)| {
+                let history = history.clone();
+                async move {
+                    let room = source_room(source).map_err(AppError::Invalid)?;
+                    Ok::<_, AppError>(history.snapshot(room, 0).await?)
+                }
+            })),
+        )?;
+        let cards = sources
+            .into_iter()
+            .zip(rooms)
+            .map(|((source, series), room)| SourceCard {
+                source,
+                room,
+                series: series
                     .into_iter()
-                    .zip(&ranges)
+                    .zip(ranges.by_ref())
                     .map(|(series, buckets)| {
-                        let data = SeriesData::from_buckets(series.to_string(), step_ms, buckets);
+                        let data = SeriesData::from_buckets(series.to_string(), step_ms, &buckets);
                         (series, data)
                     })
-                    .collect();
-                Ok::<_, AppError>(SourceCard {
-                    source,
-                    room,
-                    series,
-                })
-            }
-        }))
-        .await?;
+                    .collect(),
+            })
+            .collect();
         Ok(OverviewData {
             sources: cards,
             matched,
