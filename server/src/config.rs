@@ -32,6 +32,11 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]
     pub heartbeat: Duration,
 
+    /// Longest a write to a socket may wait for the peer to take it; a peer that stops reading
+    /// (a zero TCP window) is dropped after it, rather than pinning its task.
+    #[arg(long, env = "WATCHROOM_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub write_timeout: Duration,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -283,6 +288,7 @@ mod tests {
     fn defaults_start_a_server() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

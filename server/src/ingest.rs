@@ -72,6 +72,11 @@ impl Ingest {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
+    /// Whether the writer is behind: publishers now wait for room in its queue.
+    pub fn is_full(&self) -> bool {
+        self.queue.capacity() == 0
+    }
+
     /// Validates, commits and fans out `event`; returns it as stored once committed.
     pub async fn publish(&self, room: RoomName, event: NewEvent) -> Result<Event> {
         self.enqueue(room, event).await?.await

@@ -9,8 +9,10 @@ pub mod config;
 pub mod embedded_postgres;
 pub mod error;
 pub mod escape;
+pub mod health;
 pub mod hub;
 pub mod ingest;
+mod layers;
 pub mod pages;
 pub mod prometheus;
 pub mod rate;
@@ -31,7 +33,6 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::postgres::PgConnectOptions;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::trace::TraceLayer;
 
 use alerts::{Alerts, Feed, notify::Senders};
 use auth::Auth;
@@ -235,13 +236,10 @@ fn router(state: AppState, pages: Pages) -> Router {
     let accounts = SharedAccounts(Arc::new(pages));
     let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
-    // Spans name the path only: a socket's `?token=` must never reach a log.
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
-        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-    });
-    Router::new()
+    let routes = Router::new()
         .merge(api::router())
         .merge(auth::router())
+        .merge(health::router())
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,
@@ -258,9 +256,8 @@ fn router(state: AppState, pages: Pages) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::gate,
-        ))
-        .layer(trace)
-        .with_state(state)
+        ));
+    layers::around(routes).with_state(state)
 }
 
 impl Running {

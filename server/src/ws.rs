@@ -1,7 +1,7 @@
 //! One WebSocket connection: the rooms it watches, replay from the store, live pushes, publishes,
 //! heartbeats and limits.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use app::auth::Identity;
 use app::{
@@ -94,6 +94,8 @@ enum Closing {
     TooLarge,
     Revoked,
     ShuttingDown,
+    /// It stopped taking what is written to it.
+    Stalled,
 }
 
 type Step = Result<(), Closing>;
@@ -188,14 +190,15 @@ async fn serve(
         Err(Closing::ShuttingDown) => {
             Some((close_code::RESTART, "server restarting; resume with since"))
         }
-        Err(Closing::PeerGone) | Ok(()) => None,
+        Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
     };
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = conn.socket.send(Message::Close(Some(frame))).await;
+        let limit = conn.state.config.write_timeout;
+        let _ = within(limit, conn.socket.send(Message::Close(Some(frame)))).await;
     }
     conn.leave_all();
 }
@@ -371,7 +374,8 @@ impl Connection {
             since: Some(purged),
             reference: None,
         };
-        let _ = self.socket.feed(Message::Text(encode(&truncated))).await;
+        let limit = self.state.config.write_timeout;
+        let _ = within(limit, self.socket.feed(Message::Text(encode(&truncated)))).await;
         Ok(())
     }
 
@@ -381,22 +385,22 @@ impl Connection {
     async fn replay(&mut self, room: &RoomName, conflate: bool) -> Result<i64, Error> {
         let mut last = self.sent.get(room).map_or(0, |position| position.seq);
         loop {
-            let page = self.state.store.since(room, last, REPLAY_PAGE).await?;
-            let full = page.len() as i64 == REPLAY_PAGE;
+            let (page, full) = self.state.store.since(room, last, REPLAY_PAGE).await?;
             last = page.last().map_or(last, |event| event.seq);
             let page = if conflate {
                 conflate_metrics(page)
             } else {
                 page
             };
+            let limit = self.state.config.write_timeout;
             for event in page {
                 let frame = Message::Text(encode(&ServerFrame::Event(event)));
-                if self.socket.feed(frame).await.is_err() {
-                    // The peer is gone: reading further pages would be wasted on it.
+                if within(limit, self.socket.feed(frame)).await.is_err() {
+                    // The peer is gone or stopped reading: further pages would be wasted on it.
                     return Ok(last);
                 }
             }
-            if self.socket.flush().await.is_err() {
+            if within(limit, self.socket.flush()).await.is_err() {
                 return Ok(last);
             }
             if let Some(position) = self.sent.get_mut(room) {
@@ -460,17 +464,15 @@ impl Connection {
                 }
             };
             if let Some(frame) = frame {
-                self.socket
-                    .feed(Message::Text(frame))
-                    .await
-                    .map_err(|_| Closing::PeerGone)?;
+                let limit = self.state.config.write_timeout;
+                within(limit, self.socket.feed(Message::Text(frame))).await?;
                 written += 1;
             }
             if written < WRITE_BATCH {
                 next = self.rooms.next().now_or_never().flatten();
             }
         }
-        self.socket.flush().await.map_err(|_| Closing::PeerGone)
+        within(self.state.config.write_timeout, self.socket.flush()).await
     }
 
     /// Sends what this socket has not had of `room` from the store: it fell a whole room
@@ -507,10 +509,18 @@ impl Connection {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Step {
-        self.socket
-            .send(Message::Text(encode(frame)))
-            .await
-            .map_err(|_| Closing::PeerGone)
+        let limit = self.state.config.write_timeout;
+        within(limit, self.socket.send(Message::Text(encode(frame)))).await
+    }
+}
+
+/// Waits for a write to the socket for at most `limit`: a peer that takes none of it in that
+/// time has stopped reading and is dropped. No timer is armed when the write completes at once.
+async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Step {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Closing::PeerGone),
+        Err(_) => Err(Closing::Stalled),
     }
 }
 

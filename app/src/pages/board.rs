@@ -125,7 +125,11 @@ pub(super) async fn read_panels(
 ) -> Result<Vec<Vec<SeriesData>>, AppError> {
     let history = expect_context::<crate::history::SharedHistory>().0;
     let mut asked = Vec::new();
-    for panel in dashboard.panels.iter().filter(|p| sources.contains(&p.source)) {
+    for panel in dashboard
+        .panels
+        .iter()
+        .filter(|p| sources.contains(&p.source))
+    {
         for text in &panel.series {
             let series: Series = text.parse().map_err(AppError::Invalid)?;
             asked.push((panel.source.clone(), series));

@@ -134,7 +134,10 @@ impl From<SeriesData> for WireSeries {
             t0,
             unit,
             dt,
-            v: s.points.iter().map(|(_, v)| to_wire_precision(*v)).collect(),
+            v: s.points
+                .iter()
+                .map(|(_, v)| to_wire_precision(*v))
+                .collect(),
             newest_count: s.newest_count,
             newest: s.newest,
         }
@@ -144,15 +147,14 @@ impl From<SeriesData> for WireSeries {
 impl From<WireSeries> for SeriesData {
     fn from(w: WireSeries) -> Self {
         let mut t = w.t0;
-        let points = w
-            .dt
-            .iter()
-            .zip(w.v)
-            .map(|(d, v)| {
-                t += d * w.unit;
-                (t, v)
-            })
-            .collect();
+        let points =
+            w.dt.iter()
+                .zip(w.v)
+                .map(|(d, v)| {
+                    t += d * w.unit;
+                    (t, v)
+                })
+                .collect();
         Self {
             name: w.name,
             step_ms: w.step_ms,
@@ -562,7 +564,8 @@ mod tests {
         assert_eq!(values, vec![24.5167, -0.00123457, 0.0, 123_457_000.0]);
         assert_eq!(back.newest, s.newest, "the newest sample goes as it is");
         assert_eq!(back.newest_count, 3);
-        let empty: SeriesData = serde_json::from_str(&serde_json::to_string(&SeriesData::default()).unwrap()).unwrap();
+        let empty: SeriesData =
+            serde_json::from_str(&serde_json::to_string(&SeriesData::default()).unwrap()).unwrap();
         assert_eq!(empty, SeriesData::default());
     }
 

@@ -87,7 +87,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
                 let history = history.clone();
                 async move {
                     let room = source_room(source).map_err(AppError::Invalid)?;
-                    Ok::<_, AppError>(history.snapshot(room, 0).await?)
+                    history.snapshot(room, 0).await
                 }
             })),
         )?;

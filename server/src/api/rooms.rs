@@ -25,12 +25,10 @@ use axum::handler::Handler;
 const MAX_PAGE: i64 = 1000;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/rooms/{room}/events",
-            get(list_events).post(publish.layer(DefaultBodyLimit::max(MAX_EVENT_BODY_BYTES))),
-        )
-        .route("/healthz", get(|| async { "ok" }))
+    Router::new().route(
+        "/api/rooms/{room}/events",
+        get(list_events).post(publish.layer(DefaultBodyLimit::max(MAX_EVENT_BODY_BYTES))),
+    )
 }
 
 /// Stores an event and pushes it to the room's watchers once committed.
@@ -60,7 +58,8 @@ struct Page {
     limit: Option<i64>,
 }
 
-/// Stored events after `since`, oldest first, at most `limit` (default and cap 1000).
+/// Stored events after `since`, oldest first, at most `limit` (default and cap 1000) and at most
+/// a page's bytes: a reader continues from the last seq until a page comes back empty.
 async fn list_events(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
@@ -73,5 +72,6 @@ async fn list_events(
     }
     let Query(page) = page?;
     let limit = page.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    Ok(Json(state.store.since(&room, page.since, limit).await?))
+    let (events, _) = state.store.since(&room, page.since, limit).await?;
+    Ok(Json(events))
 }

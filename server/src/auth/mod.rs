@@ -1,6 +1,6 @@
-//! Identity before anything else: every request but `/healthz`, the sign-in pages and static
-//! assets passes [`gate`], which finds who sent it (an API token, a session cookie, or anonymous
-//! access where enabled), checks its Host and, for cookie-authenticated changes, its origin, and
+//! Identity before anything else: every request but the probes (`/healthz`, `/readyz`), the
+//! sign-in pages and static assets passes [`gate`], which finds who sent it (an API token, a
+//! session cookie, or anonymous access where enabled), checks its Host and, for cookie-authenticated changes, its origin, and
 //! hands the [`Identity`] on to handlers, sockets and server functions.
 
 mod forms;
@@ -305,8 +305,8 @@ pub async fn gate(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    // Liveness answers whoever asks, by whatever name: probes use addresses, not names.
-    if path == "/healthz" {
+    // Probes answer whoever asks, by whatever name: they use addresses, not names.
+    if crate::health::is_probe(&path) {
         return next.run(request).await;
     }
     let host_known = request

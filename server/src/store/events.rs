@@ -12,6 +12,10 @@ use sqlx::types::Json;
 use super::Store;
 use crate::error::Result;
 
+/// Most event data one page of the log holds, as stored (JSONB, compressed where large): a page
+/// of 1,000 metric batches would otherwise be a gigabyte to decode and hold.
+pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
 /// An event on its way into the log, with the samples it carries when its room is a source's.
 pub struct Pending {
     pub(crate) room: RoomName,
@@ -66,6 +70,15 @@ struct Row {
     ts: DateTime<Utc>,
     kind: String,
     data: Json<serde_json::Value>,
+}
+
+/// A row of a page bounded by bytes: the event, its stored size and that of those before it.
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    #[sqlx(flatten)]
+    row: Row,
+    before: i64,
+    size: i64,
 }
 
 impl Row {
@@ -165,18 +178,40 @@ impl Store {
         })
     }
 
-    /// Up to `limit` events with `seq > after`, oldest first.
-    pub async fn since(&self, room: &RoomName, after: i64, limit: i64) -> Result<Vec<Event>> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, ts, kind, data FROM events
-             WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    /// Events with `seq > after`, oldest first: up to `limit`, and no more once they hold
+    /// [`PAGE_BYTES`] (the first always comes, however large). The flag says whether the page
+    /// stopped at either bound, so events after it may remain.
+    pub async fn since(
+        &self,
+        room: &RoomName,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<Event>, bool)> {
+        // Sizes as stored, read without decompressing: the events past the budget are neither
+        // sent by the database nor parsed here.
+        let rows: Vec<PageRow> = sqlx::query_as(
+            "SELECT * FROM (
+                 SELECT seq, ts, kind, data, pg_column_size(data)::int8 AS size,
+                        (sum(pg_column_size(data)) OVER (ORDER BY seq))::int8
+                            - pg_column_size(data) AS before
+                 FROM events WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3
+             ) page WHERE before < $4",
         )
         .bind(room.as_str())
         .bind(after)
         .bind(limit)
+        .bind(PAGE_BYTES)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|row| row.into_event(room)).collect()
+        let bounded = rows.len() as i64 == limit
+            || rows
+                .last()
+                .is_some_and(|last| last.before + last.size >= PAGE_BYTES);
+        let events = rows
+            .into_iter()
+            .map(|page| page.row.into_event(room))
+            .collect::<Result<_>>()?;
+        Ok((events, bounded))
     }
 
     /// The room's newest seq and its epoch; 0 and none for a room that never had an event.
@@ -231,7 +266,7 @@ impl Store {
     /// The newest `limit` events (oldest first) and the head they lead up to.
     pub async fn snapshot(&self, room: &RoomName, limit: i64) -> Result<RoomSnapshot> {
         let head = self.head(room).await?;
-        let events = self.since(room, (head.seq - limit).max(0), limit).await?;
+        let (events, _) = self.since(room, (head.seq - limit).max(0), limit).await?;
         Ok(RoomSnapshot {
             room: room.clone(),
             head: head.seq,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sqlx::{
     PgPool,
+    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -25,7 +26,9 @@ pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
 use tiers::Retention;
 
-use crate::error::RunError;
+use crate::error::{Result, RunError};
+
+static MIGRATIONS: Migrator = sqlx::migrate!("../migrations");
 
 #[derive(Clone)]
 pub struct Store {
@@ -49,7 +52,7 @@ impl Store {
                 .connect_lazy_with(options.clone())
         };
         let (reads, writer) = (pool(16), pool(1));
-        sqlx::migrate!("../migrations").run(&reads).await?;
+        MIGRATIONS.run(&reads).await?;
         Ok(Self {
             pool: reads,
             writer,
@@ -65,5 +68,19 @@ impl Store {
 
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// The newest migration this server was built with.
+    pub fn schema_wanted() -> i64 {
+        MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest migration the database has applied.
+    pub async fn schema(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

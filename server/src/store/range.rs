@@ -214,7 +214,9 @@ impl Request<'_> {
             .iter()
             .map(|(source, s)| (source.as_str(), s.name.as_str()))
             .unzip();
-        let stored: Vec<(i32, String, String, Json<Labels>, DateTime<Utc>)> = sqlx::query_as(
+        // Each series found: id, source, name, labels, and the rollup mark.
+        type Stored = (i32, String, String, Json<Labels>, DateTime<Utc>);
+        let stored: Vec<Stored> = sqlx::query_as(
             "SELECT id, source, name, labels, (SELECT at FROM rollup_state WHERE name = 'rolled')
              FROM series WHERE (source, name) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
         )
@@ -353,7 +355,8 @@ impl Read<'_> {
     /// Buckets of the raw samples in `[from, to)`: rows of the hot partitions, and blocks.
     async fn raw(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
         let aggregates = format!("min(value), max(value), sum(value), count(*), {NEWEST_SAMPLE}");
-        self.bucketed("samples", "ts", &aggregates, from, to).await?;
+        self.bucketed("samples", "ts", &aggregates, from, to)
+            .await?;
         if from >= to {
             return Ok(());
         }
@@ -424,7 +427,9 @@ impl Read<'_> {
                 max,
                 sum,
                 count,
-                newest: last_at.zip(last).map(|(at, v)| Newest(at.timestamp_micros(), v)),
+                newest: last_at
+                    .zip(last)
+                    .map(|(at, v)| Newest(at.timestamp_micros(), v)),
             };
             self.buckets
                 .entry(series)

@@ -219,7 +219,12 @@ async fn record_late(tx: &mut PgConnection, late: &[(i32, i64, f64)]) -> Result<
     .bind(buckets.iter().map(|(.., b)| b.min).collect::<Vec<_>>())
     .bind(buckets.iter().map(|(.., b)| b.max).collect::<Vec<_>>())
     .bind(buckets.iter().map(|(.., b)| b.sum).collect::<Vec<_>>())
-    .bind(buckets.iter().map(|(.., b)| b.newest.at()).collect::<Vec<_>>())
+    .bind(
+        buckets
+            .iter()
+            .map(|(.., b)| b.newest.at())
+            .collect::<Vec<_>>(),
+    )
     .bind(buckets.iter().map(|(.., b)| b.newest.1).collect::<Vec<_>>())
     .execute(tx)
     .await?;

@@ -66,8 +66,7 @@ const PARTITION_LOCK: i64 = JOB_LOCK + 1;
 const MOST_ROLLED: TimeDelta = TimeDelta::hours(1);
 /// A bucket's newest sample, time and value, from raw samples: the value of the greatest
 /// `(time, value)` (the time to the microsecond as a double, which keeps microseconds apart).
-pub(super) const NEWEST_SAMPLE: &str =
-    "max(ts), (max(ARRAY[date_part('epoch', ts), value]))[2]";
+pub(super) const NEWEST_SAMPLE: &str = "max(ts), (max(ARRAY[date_part('epoch', ts), value]))[2]";
 /// The same from buckets, of which those rolled up before it was kept have none.
 pub(super) const NEWEST_OF_BUCKETS: &str = "max(last_at),
     (max(ARRAY[date_part('epoch', last_at), last]) FILTER (WHERE last_at IS NOT NULL))[2]";

@@ -45,6 +45,14 @@ async fn events_survive_a_restart_on_the_private_cluster() {
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
 
+/// `/readyz` as a probe sees it, without credentials: its status and its checks.
+async fn readiness(app: &TestApp) -> (StatusCode, Value) {
+    let response = reqwest::get(format!("http://{}/readyz", app.addr))
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_gaps() {
     let data_dir = scratch_dir();
@@ -56,8 +64,19 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
     watcher.subscribe(&room, None).await;
     post_notice(&server, &room, "before").await;
     assert_eq!(watcher.next_event_seq(&room).await, 1);
+    let ready =
+        json!({"status": "ok", "checks": {"database": "ok", "schema": "ok", "writer": "ok"}});
+    assert_eq!(readiness(&server).await, (StatusCode::OK, ready.clone()));
 
     pg.stop().await.unwrap();
+    let (status, report) = readiness(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    assert_eq!(report["status"], "unready");
+    assert_eq!(report["checks"]["database"], "unreachable");
+    assert_eq!(
+        report["checks"]["writer"], "ok",
+        "nothing waits to be written"
+    );
     let response = server
         .http()
         .post(crate::helpers::events_url(&server, room.as_str()))
@@ -73,10 +92,42 @@ async fn while_the_database_is_down_publishes_fail_with_503_and_resume_without_g
     watcher.assert_answers_ping().await;
 
     let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    assert_eq!(
+        readiness(&server).await,
+        (StatusCode::OK, ready),
+        "ready again by itself"
+    );
     // The refused event took no seq: the next one follows straight on.
     assert_eq!(post_notice(&server, &room, "after").await["seq"], 2);
     assert_eq!(watcher.next_event_seq(&room).await, 2);
     server.stop().await.unwrap();
     pg.stop().await.unwrap();
     std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+#[tokio::test]
+async fn readiness_names_a_database_behind_the_schema_this_server_needs() {
+    let database = crate::helpers::EmptyDatabase::create("schema").await;
+    let server =
+        crate::helpers::start_with(|config| config.database_url = Some(database.url.clone())).await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    // As if another node of an older build had the database: its newest migration not applied.
+    let newest: i64 = sqlx::query_scalar(
+        "UPDATE _sqlx_migrations SET success = false
+         WHERE version = (SELECT max(version) FROM _sqlx_migrations) RETURNING version",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (status, report) = readiness(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{report}");
+    assert_eq!(report["checks"]["database"], "ok");
+    let schema = report["checks"]["schema"].as_str().unwrap();
+    assert!(
+        schema.starts_with("at migration ") && schema.ends_with(&format!("needs {newest}")),
+        "{schema}"
+    );
+    pool.close().await;
+    server.stop().await.unwrap();
+    database.drop().await;
 }

@@ -95,7 +95,11 @@ async fn posted_samples_are_stored_queryable_and_pushed_to_the_source_room() {
 
     let cpu = last_minute(&running, &source, "cpu").await;
     assert_eq!((cpu.min, cpu.max, cpu.count), (12.5, 13.5, 2));
-    assert_eq!(cpu.last, Some(13.5), "the newest sample, sent without a time: now");
+    assert_eq!(
+        cpu.last,
+        Some(13.5),
+        "the newest sample, sent without a time: now"
+    );
     assert!(sources(&running).await.contains(&source));
     running.stop().await.unwrap();
 }

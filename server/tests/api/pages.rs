@@ -43,3 +43,50 @@ async fn server_functions_answer_a_typed_error_with_its_status() {
     assert_eq!(error, AppError::NotFound("dashboard".into()));
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn pages_and_api_answers_come_compressed_with_an_id_and_headers_that_forbid_framing() {
+    let running = start().await;
+    let get = |path: &str, encoding: &str| {
+        running
+            .http()
+            .get(format!("http://{}{path}", running.addr))
+            .header("accept-encoding", encoding)
+            .send()
+    };
+    let page = get("/", "br").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers();
+    assert_eq!(headers["content-encoding"], "br");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 36, "a fresh UUID: {id}");
+
+    let api = get("/api/metrics/storage", "gzip").await.unwrap();
+    assert_eq!(api.status(), 200);
+    assert_eq!(api.headers()["content-encoding"], "gzip");
+    let plain = get("/api/metrics/storage", "identity").await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+
+    let traced = running
+        .http()
+        .get(format!("http://{}/healthz", running.addr))
+        .header("x-request-id", "from-the-proxy-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        traced.headers()["x-request-id"],
+        "from-the-proxy-1",
+        "a proxy's id is kept"
+    );
+    running.stop().await.unwrap();
+}

@@ -286,7 +286,9 @@ async fn watchers_are_told_how_many_watch_their_room() {
 #[tokio::test]
 async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts() {
     let server = crate::helpers::start_with(|config| {
-        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+        // Paused, not gone: however slowly this machine publishes, the reader is kept.
+        config.write_timeout = std::time::Duration::from_secs(600);
     })
     .await;
     let room = unique_room("slow");
@@ -361,5 +363,113 @@ async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts
         );
     }
     drop(join_all([paused.close(), fast.close(), publisher.close()]).await);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_is_dropped_after_the_write_timeout() {
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+        config.write_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let room = unique_room("stalled");
+    let mut stalled = Client::connect(&server).await;
+    stalled.subscribe(&room, None).await;
+    assert_eq!(server.hub.room_count(), 1, "the stalled reader's room");
+    // 24 MiB of events: more than the socket buffers on both ends hold, so the server's write
+    // to the reader that takes nothing waits.
+    let pad = "x".repeat(8 * 1024);
+    let mut publisher = Client::connect(&server).await;
+    for chunk in (1..=3000).collect::<Vec<i64>>().chunks(100) {
+        for &i in chunk {
+            let data = json!({"text": format!("n{i}"), "pad": pad});
+            publisher
+                .send(&ClientFrame::Publish {
+                    room: room.clone(),
+                    kind: EventKind::Notice,
+                    data,
+                    reference: None,
+                })
+                .await;
+        }
+        for _ in chunk {
+            assert!(matches!(
+                publisher.next().await,
+                ServerFrame::Published { .. }
+            ));
+        }
+    }
+    // The server lets go of the reader, and so of its room, by itself. Bounded only so a
+    // server that never does fails here instead of hanging.
+    let mut waited = 0;
+    while server.hub.room_count() > 0 {
+        assert!(waited < 600, "still holding the reader that never reads");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    drop(stalled);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_one() {
+    use rand::{Rng, SeedableRng, distr::Alphanumeric, rngs::StdRng};
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+    })
+    .await;
+    let room = unique_room("bulky");
+    // 400 events of 12 KiB that do not compress: 4.8 MiB stored, more than a page holds.
+    const N: i64 = 400;
+    let mut rng = StdRng::seed_from_u64(7);
+    for i in 1..=N {
+        let pad: String = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(12 * 1024)
+            .map(char::from)
+            .collect();
+        let response = server
+            .http()
+            .post(crate::helpers::events_url(&server, room.as_str()))
+            .json(&json!({"kind": "notice", "data": {"text": format!("n{i}"), "pad": pad}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    let mut read = Vec::new();
+    let mut pages = 0;
+    loop {
+        let since = read.last().copied().unwrap_or(0);
+        let url = crate::helpers::events_url(&server, room.as_str());
+        let page: Vec<serde_json::Value> = server
+            .get(format!("{url}?since={since}&limit=1000"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages += 1;
+        read.extend(page.iter().map(|e| e["seq"].as_i64().unwrap()));
+    }
+    assert_eq!(
+        read,
+        (1..=N).collect::<Vec<_>>(),
+        "every event, once, in order"
+    );
+    assert!(pages > 1, "one page held all {N}: not bounded by bytes");
+
+    let mut reader = Client::connect(&server).await;
+    let (replayed, head) = reader.resume(&room, 0).await;
+    assert_eq!(head, N);
+    assert_eq!(
+        replayed,
+        (1..=N).collect::<Vec<_>>(),
+        "a replay goes on past pages cut short by their bytes"
+    );
     server.stop().await.unwrap();
 }

@@ -142,12 +142,18 @@ fn expected(
     width_secs: f64,
 ) -> Vec<Bucket> {
     let width = (width_secs * 1e6).round() as i64;
-    let mut buckets: BTreeMap<i64, (f64, f64, f64, i64, (i64, f64))> = BTreeMap::new();
+    /// Min, max, sum, count, and the newest sample (time, value).
+    type Agg = (f64, f64, f64, i64, (i64, f64));
+    let mut buckets: BTreeMap<i64, Agg> = BTreeMap::new();
     for (ts, value) in written.iter().filter(|(ts, _)| *ts >= from && *ts < to) {
         let micros = ts.timestamp_micros();
-        let b = buckets
-            .entry(micros - micros.rem_euclid(width))
-            .or_insert((*value, *value, 0.0, 0, (micros, *value)));
+        let b = buckets.entry(micros - micros.rem_euclid(width)).or_insert((
+            *value,
+            *value,
+            0.0,
+            0,
+            (micros, *value),
+        ));
         b.0 = b.0.min(*value);
         b.1 = b.1.max(*value);
         b.2 += value;
@@ -424,24 +430,22 @@ async fn rollups_equal_a_direct_aggregate_of_the_raw_samples_late_ones_and_a_res
             )
         };
         type Rolled = (i32, DateTime<Utc>, i64, f64, f64, f64, DateTime<Utc>, f64);
-        let rolled_up: Vec<Rolled> =
-            sqlx::query_as(&query(&format!("SELECT * FROM {tier}")))
-                .bind(end)
-                .fetch_all(&private.pool)
-                .await
-                .unwrap();
-        let direct: Vec<Rolled> =
-            sqlx::query_as(&query(&format!(
-                "SELECT series, date_bin('{width}', ts, 'epoch') AS t, count(*) AS count,
-                        min(value) AS min, max(value) AS max, sum(value) AS sum,
-                        max(ts) AS last_at,
-                        (array_agg(value ORDER BY ts DESC, value DESC))[1] AS last
-                 FROM samples GROUP BY 1, 2"
-            )))
+        let rolled_up: Vec<Rolled> = sqlx::query_as(&query(&format!("SELECT * FROM {tier}")))
             .bind(end)
             .fetch_all(&private.pool)
             .await
             .unwrap();
+        let direct: Vec<Rolled> = sqlx::query_as(&query(&format!(
+            "SELECT series, date_bin('{width}', ts, 'epoch') AS t, count(*) AS count,
+                        min(value) AS min, max(value) AS max, sum(value) AS sum,
+                        max(ts) AS last_at,
+                        (array_agg(value ORDER BY ts DESC, value DESC))[1] AS last
+                 FROM samples GROUP BY 1, 2"
+        )))
+        .bind(end)
+        .fetch_all(&private.pool)
+        .await
+        .unwrap();
         assert!(!direct.is_empty());
         assert_eq!(
             rolled_up, direct,

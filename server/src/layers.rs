@@ -1,0 +1,44 @@
+//! What every response passes through, outside the routes: a request id, compression, and the
+//! headers that keep pages from being framed or sniffed.
+
+use axum::{
+    Router,
+    http::{HeaderName, HeaderValue, header},
+};
+use tower_http::{
+    compression::CompressionLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
+
+/// The header a request's id travels in, both ways: a proxy's id is kept, else one is made.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// No page may be framed (clickjacking), plugins never run, forms post only here.
+const CSP: &str = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'";
+
+pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    // Spans name the path only: a socket's `?token=` must never reach a log.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or_default();
+        tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path())
+    });
+    let set = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    // The last layer added is the outermost: the id is set before the span that logs it.
+    router
+        .layer(CompressionLayer::new())
+        .layer(set(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(header::REFERRER_POLICY, "same-origin"))
+        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
