@@ -113,13 +113,15 @@ impl fmt::Display for Pattern {
 }
 
 /// What an API token may do, within what its user may: `read:<room pattern>`,
-/// `publish:<room pattern>`, `ingest:<source pattern>` or `admin` (all its user may).
+/// `publish:<room pattern>`, `ingest:<source pattern>`, `metrics` (scrape the server's own
+/// metrics, an admin's token only) or `admin` (all its user may).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Scope {
     Read(Pattern),
     Publish(Pattern),
     Ingest(Pattern),
+    Metrics,
     Admin,
 }
 
@@ -131,9 +133,11 @@ impl Scope {
             "read" => Ok(Self::Read(pattern()?)),
             "publish" => Ok(Self::Publish(pattern()?)),
             "ingest" => Ok(Self::Ingest(pattern()?)),
+            "metrics" if text == "metrics" => Ok(Self::Metrics),
             "admin" if text == "admin" => Ok(Self::Admin),
             _ => Err(format!(
-                "unknown scope {text:?}: read:<rooms>, publish:<rooms>, ingest:<sources> or admin"
+                "unknown scope {text:?}: read:<rooms>, publish:<rooms>, ingest:<sources>, \
+                 metrics or admin"
             )),
         }
     }
@@ -158,6 +162,7 @@ impl fmt::Display for Scope {
             Self::Read(p) => write!(f, "read:{p}"),
             Self::Publish(p) => write!(f, "publish:{p}"),
             Self::Ingest(p) => write!(f, "ingest:{p}"),
+            Self::Metrics => f.write_str("metrics"),
             Self::Admin => f.write_str("admin"),
         }
     }
@@ -231,6 +236,12 @@ impl Identity {
         self.may_edit()
             && self.may_read(crate::alerts::ROOM)
             && self.rooms.contains(&Pattern::any())
+    }
+
+    /// Scrape the server's own metrics (`GET /metrics`): an admin, or an admin's token with the
+    /// `metrics` scope — a scrape token that can do nothing else.
+    pub fn may_scrape(&self) -> bool {
+        self.role == Role::Admin && self.scoped(|s| *s == Scope::Metrics)
     }
 
     /// See and end their own sessions, make and revoke their own tokens: a signed-in user, or a

@@ -199,7 +199,8 @@ pub enum TokenCommand {
         /// Whose token it is: it may never do more than this user.
         #[arg(long)]
         user: String,
-        /// `read:<rooms>`, `publish:<rooms>`, `ingest:<sources>` or `admin`; repeat for more.
+        /// `read:<rooms>`, `publish:<rooms>`, `ingest:<sources>`, `metrics` or `admin`; repeat
+        /// for more.
         #[arg(long = "scope", required = true, value_parser = |text: &str| Scope::parse(text))]
         scopes: Vec<Scope>,
         /// How long the token lasts (`90s`, `30d`); forever without.

@@ -156,7 +156,10 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, "request failed");
         }
         let body = json!({ "error": self.code(), "message": self.public_message() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        // For the refusal counts (`telemetry::count_refusals`).
+        response.extensions_mut().insert(self.code());
+        response
     }
 }
 

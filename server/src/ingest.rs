@@ -1,14 +1,11 @@
 //! The single writer: validated events queue here, are committed in batches, and are handed to
 //! the hub in commit order, so every room's live stream is in seq order.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::time::Instant;
 
 use app::{
     metrics::room_source,
-    protocol::{Event, NewEvent, Payload, RoomName},
+    protocol::{Event, EventKind, NewEvent, Payload, RoomName},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +14,7 @@ use crate::{
     error::{Error, Result},
     hub::Hub,
     store::{Appended, Pending, Store},
+    telemetry::Telemetry,
 };
 
 /// Most publish requests committed in one transaction.
@@ -45,26 +43,31 @@ pub struct Ingest {
     store: Store,
     /// Series one metrics source may have.
     max_series: usize,
-    /// Events committed since the start.
-    committed: Arc<AtomicU64>,
+    telemetry: Telemetry,
 }
 
 impl Ingest {
     /// Starts the writer; what it commits goes to `hub`'s rooms, and its samples to `feed`.
-    pub fn spawn(store: Store, hub: Hub, feed: Feed, max_series: usize) -> Self {
+    pub fn spawn(
+        store: Store,
+        hub: Hub,
+        feed: Feed,
+        max_series: usize,
+        telemetry: Telemetry,
+    ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        let committed = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write(requests, store.clone(), hub, feed, committed.clone()));
+        tokio::spawn(write(requests, store.clone(), hub, feed, telemetry.clone()));
         Self {
             queue,
             store,
             max_series,
-            committed,
+            telemetry,
         }
     }
 
+    /// Events committed since the start.
     pub fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Relaxed)
+        self.telemetry.events_stored()
     }
 
     /// Publish requests waiting for the writer.
@@ -126,7 +129,7 @@ async fn write(
     store: Store,
     hub: Hub,
     feed: Feed,
-    committed: Arc<AtomicU64>,
+    telemetry: Telemetry,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = requests.recv().await {
@@ -145,13 +148,19 @@ async fn write(
             replies.push(request.stored);
             events.extend(request.events);
         }
+        let began = Instant::now();
         match store.append(events).await {
             Ok(Appended {
                 events,
                 epochs,
                 samples,
             }) => {
-                committed.fetch_add(events.len() as u64, Ordering::Relaxed);
+                telemetry.commit_took(began.elapsed());
+                for kind in EventKind::ALL {
+                    let of_kind = events.iter().filter(|e| e.kind == kind).count();
+                    telemetry.committed(kind, of_kind as u64);
+                }
+                telemetry.samples(samples.iter().map(|(_, points)| points.len() as u64).sum());
                 let mut stored = events.into_iter();
                 for (reply, size) in replies.into_iter().zip(sizes) {
                     let events: Vec<Event> = stored.by_ref().take(size).collect();

@@ -19,6 +19,7 @@ pub mod rate;
 pub mod retention;
 pub mod storage;
 pub mod store;
+pub mod telemetry;
 pub mod ws;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -43,6 +44,7 @@ use hub::Hub;
 use ingest::Ingest;
 use pages::Pages;
 use store::Store;
+use telemetry::Telemetry;
 
 /// How often rooms whose membership changed are told their watcher count.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
@@ -64,6 +66,7 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// How notifications are sent (one HTTP client and its connection pool for all).
     pub senders: Senders,
+    pub telemetry: Telemetry,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::stop`].
@@ -113,11 +116,13 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let shutdown = CancellationToken::new();
     let hub = Hub::default();
     let (feed, committed) = Feed::new();
+    let telemetry = Telemetry::default();
     let ingest = Ingest::spawn(
         store.clone(),
         hub.clone(),
         feed,
         config.max_series_per_source,
+        telemetry.clone(),
     );
     let ready = async {
         storage::prepare(&store).await?;
@@ -184,6 +189,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         auth,
+        telemetry,
     };
     if config.host_metrics {
         let own = collector::Own {
@@ -240,6 +246,7 @@ fn router(state: AppState, pages: Pages) -> Router {
         .merge(api::router())
         .merge(auth::router())
         .merge(health::router())
+        .merge(telemetry::router())
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,
@@ -256,6 +263,10 @@ fn router(state: AppState, pages: Pages) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.auth.clone(),
             auth::gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.telemetry.clone(),
+            telemetry::count_refusals,
         ));
     layers::around(routes).with_state(state)
 }

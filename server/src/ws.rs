@@ -387,12 +387,14 @@ impl Connection {
         loop {
             let (page, full) = self.state.store.since(room, last, REPLAY_PAGE).await?;
             last = page.last().map_or(last, |event| event.seq);
+            let read = page.len();
             let page = if conflate {
                 conflate_metrics(page)
             } else {
                 page
             };
-            let limit = self.state.config.write_timeout;
+            self.state.telemetry.conflated((read - page.len()) as u64);
+            let (limit, frames) = (self.state.config.write_timeout, page.len() as u64);
             for event in page {
                 let frame = Message::Text(encode(&ServerFrame::Event(event)));
                 if within(limit, self.socket.feed(frame)).await.is_err() {
@@ -403,6 +405,7 @@ impl Connection {
             if within(limit, self.socket.flush()).await.is_err() {
                 return Ok(last);
             }
+            self.state.telemetry.delivered(frames);
             if let Some(position) = self.sent.get_mut(room) {
                 position.seq = last;
             }
@@ -433,17 +436,19 @@ impl Connection {
         delivery: Result<Delivery, BroadcastStreamRecvError>,
     ) -> Step {
         let mut next = Some((room, delivery));
-        let mut written = 0;
+        let (mut written, mut delivered) = (0, 0);
         while let Some((room, delivery)) = next.take() {
             let frame = match delivery {
                 Ok(Delivery::Event { seq, frame }) => {
                     // Absent only after an unsubscribe raced this delivery: then nothing is due.
-                    self.sent.get_mut(&room).and_then(|sent| {
+                    let due = self.sent.get_mut(&room).and_then(|sent| {
                         (seq > sent.seq).then(|| {
                             sent.seq = seq;
                             frame
                         })
-                    })
+                    });
+                    delivered += u64::from(due.is_some());
+                    due
                 }
                 Ok(Delivery::Presence { frame }) => Some(frame),
                 Ok(Delivery::Epoch(epoch)) => {
@@ -458,6 +463,7 @@ impl Connection {
                 }
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     tracing::debug!(%room, missed, "slow subscriber catching up from the store");
+                    self.state.telemetry.caught_up();
                     // Boxed, as a rare path: see `serve`.
                     Box::pin(self.resync(room, true)).await?;
                     None
@@ -472,6 +478,8 @@ impl Connection {
                 next = self.rooms.next().now_or_never().flatten();
             }
         }
+        // Counted once a turn: a shared counter touched per frame would cost the fan-out.
+        self.state.telemetry.delivered(delivered);
         within(self.state.config.write_timeout, self.socket.flush()).await
     }
 
@@ -509,6 +517,9 @@ impl Connection {
     }
 
     async fn send(&mut self, frame: &ServerFrame) -> Step {
+        if let ServerFrame::Error { code, .. } = frame {
+            self.state.telemetry.refused(*code);
+        }
         let limit = self.state.config.write_timeout;
         within(limit, self.socket.send(Message::Text(encode(frame)))).await
     }

@@ -1,7 +1,8 @@
 //! Identity before anything else: every request but the probes (`/healthz`, `/readyz`), the
 //! sign-in pages and static assets passes [`gate`], which finds who sent it (an API token, a
-//! session cookie, or anonymous access where enabled), checks its Host and, for cookie-authenticated changes, its origin, and
-//! hands the [`Identity`] on to handlers, sockets and server functions.
+//! session cookie, or anonymous access where enabled), checks its Host and, for
+//! cookie-authenticated changes, its origin, and hands the [`Identity`] on to handlers, sockets
+//! and server functions.
 
 mod forms;
 mod live;
@@ -287,14 +288,15 @@ pub fn router() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
 }
 
-/// Paths anyone may fetch: liveness, static assets and the sign-in pages.
+/// Paths anyone may fetch: static assets and the sign-in pages.
 fn is_open(path: &str) -> bool {
     matches!(path, "/favicon.svg" | "/login" | "/setup" | "/logout") || path.starts_with("/pkg/")
 }
 
-/// Pages are what a browser navigates to; the API and sockets answer in JSON instead.
+/// Pages are what a browser navigates to; the API, sockets and the metrics scrape answer
+/// without sending anyone to sign in.
 fn is_page(path: &str) -> bool {
-    !(path.starts_with("/api/") || path == "/ws")
+    !(path.starts_with("/api/") || path == "/ws" || path == "/metrics")
 }
 
 /// The middleware every request passes; see the module's documentation.

@@ -70,6 +70,11 @@ impl Store {
         self.retention
     }
 
+    /// Connections of the read pool: open, and of them idle.
+    pub fn pool_use(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// The newest migration this server was built with.
     pub fn schema_wanted() -> i64 {
         MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)

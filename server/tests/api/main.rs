@@ -13,3 +13,4 @@ mod pages;
 mod realtime;
 mod startup;
 mod storage;
+mod telemetry;

@@ -368,9 +368,12 @@ async fn a_paused_reader_delays_nobody_and_ends_consistent_without_losing_alerts
 
 #[tokio::test]
 async fn a_reader_that_never_reads_is_dropped_after_the_write_timeout() {
+    // A database of its own: 24 MiB of events the shared one would keep from run to run.
+    let database = crate::helpers::EmptyDatabase::create("stalled").await;
     let server = crate::helpers::start_with(|config| {
         (config.publish_rate, config.publish_burst) = (1e6, 1e6);
         config.write_timeout = std::time::Duration::from_secs(1);
+        config.database_url = Some(database.url.clone());
     })
     .await;
     let room = unique_room("stalled");
@@ -410,13 +413,16 @@ async fn a_reader_that_never_reads_is_dropped_after_the_write_timeout() {
     }
     drop(stalled);
     server.stop().await.unwrap();
+    database.drop().await;
 }
 
 #[tokio::test]
 async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_one() {
     use rand::{Rng, SeedableRng, distr::Alphanumeric, rngs::StdRng};
+    let database = crate::helpers::EmptyDatabase::create("bulky").await;
     let server = crate::helpers::start_with(|config| {
-        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+        config.database_url = Some(database.url.clone());
     })
     .await;
     let room = unique_room("bulky");
@@ -472,4 +478,5 @@ async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_o
         "a replay goes on past pages cut short by their bytes"
     );
     server.stop().await.unwrap();
+    database.drop().await;
 }
