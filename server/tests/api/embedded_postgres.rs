@@ -131,3 +131,117 @@ async fn readiness_names_a_database_behind_the_schema_this_server_needs() {
     server.stop().await.unwrap();
     database.drop().await;
 }
+
+#[tokio::test]
+async fn a_database_restart_under_steady_publishing_loses_nothing_acknowledged() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let data_dir = scratch_dir();
+    let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    let url = pg.url();
+    let server = crate::helpers::start_with(|config| {
+        config.database_url = Some(url);
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    })
+    .await;
+    let room = unique_room("flowing");
+    let mut watcher = Client::connect(&server).await;
+    watcher.subscribe(&room, None).await;
+
+    // A publisher that keeps going through the outage, noting each answer.
+    let publishing = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let (http, url) = (
+            server.http().clone(),
+            crate::helpers::events_url(&server, room.as_str()),
+        );
+        let publishing = publishing.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut i = 0;
+            while publishing.load(Ordering::Relaxed) {
+                i += 1;
+                let text = format!("n{i}");
+                let response = http
+                    .post(&url)
+                    .json(&json!({"kind": "notice", "data": {"text": text}}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let body: Value = response.json().await.unwrap();
+                answers.push((text, status, body));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            answers
+        })
+    };
+    // A moment of steady publishing on either side of the outage.
+    let steady = || tokio::time::sleep(std::time::Duration::from_millis(300));
+    steady().await;
+    pg.stop().await.unwrap();
+    let (status, _) = readiness(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    // Back by itself; bounded only so a server that never recovers fails here.
+    let mut waited = 0;
+    while readiness(&server).await.0 != StatusCode::OK {
+        assert!(waited < 300, "not ready again after the database came back");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    steady().await;
+    publishing.store(false, Ordering::Relaxed);
+    let answers = publisher.await.unwrap();
+
+    let acknowledged: Vec<(i64, &str)> = answers
+        .iter()
+        .filter(|(_, status, _)| *status == StatusCode::CREATED)
+        .map(|(text, _, body)| (body["seq"].as_i64().unwrap(), text.as_str()))
+        .collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(_, status, _)| *status != StatusCode::CREATED)
+        .map(|(_, status, body)| {
+            assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            body
+        })
+        .collect();
+    assert!(!refused.is_empty(), "some publishes fell in the outage");
+    assert!(refused.iter().all(|body| body["error"] == "unavailable"));
+    assert!(
+        acknowledged.len() > 2,
+        "publishes went through on both sides of the outage"
+    );
+
+    let log = stored(&server, &room).await;
+    let logged: Vec<(i64, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["data"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged, acknowledged,
+        "every acknowledged event is stored at its seq, and the seqs have no gap"
+    );
+    let head = acknowledged.last().unwrap().0;
+    assert_eq!(
+        seqs(&watcher.events_until(&room, head).await),
+        (1..=head).collect::<Vec<_>>(),
+        "the watcher saw every stored event once, in order"
+    );
+    server.stop().await.unwrap();
+    pg.stop().await.unwrap();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+}
+
+fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
