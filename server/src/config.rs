@@ -45,6 +45,12 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 64, value_parser = at_least_one)]
     pub max_rooms_per_connection: usize,
 
+    /// Subscribes per second one connection may make (each reads the room's head and may replay
+    /// its log), after a burst of twice the rooms it may watch: a page subscribing all its rooms
+    /// at once, and again on a reload.
+    #[arg(long, env = "WATCHROOM_SUBSCRIBE_RATE", default_value_t = 10.0, value_parser = positive_number)]
+    pub subscribe_rate: f64,
+
     /// Sustained publishes per second one connection may make.
     #[arg(long, env = "WATCHROOM_PUBLISH_RATE", default_value_t = 200.0, value_parser = positive_number)]
     pub publish_rate: f64,
@@ -290,6 +296,7 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.heartbeat, Duration::from_secs(15));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
+        assert_eq!(config.subscribe_rate, 10.0);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

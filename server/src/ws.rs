@@ -32,6 +32,7 @@ use crate::{
     auth::{Credential, Hold},
     error::Error,
     hub::{Delivery, encode},
+    rate::TokenBucket,
 };
 
 /// Events read from the store per query while replaying.
@@ -114,6 +115,8 @@ struct Connection {
     credential: Credential,
     /// Replies to publishes, in the order they were made.
     acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
+    /// Each subscribe costs queries: a client that cycles subscribe and unsubscribe is slowed.
+    subscribes: TokenBucket,
 }
 
 /// Serves one socket until it closes. `hold`, its place under its credential, is kept (and so
@@ -129,6 +132,10 @@ async fn serve(
     let shutdown = state.shutdown.clone();
     // A child of the shutdown token: one wait covers both.
     let stop = hold.revoked.clone();
+    let subscribes = TokenBucket::new(
+        state.config.subscribe_rate,
+        2.0 * state.config.max_rooms_per_connection as f64,
+    );
     let mut conn = Connection {
         identity,
         credential,
@@ -137,6 +144,7 @@ async fn serve(
         rooms: StreamMap::new(),
         sent: HashMap::new(),
         acks: FuturesOrdered::new(),
+        subscribes,
     };
     let mut heartbeat = interval_at(Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -245,6 +253,15 @@ impl Connection {
                 if !self.identity.may_read(room.as_str()) {
                     let message = format!("you may not watch {room}");
                     return self.refuse(ErrorCode::Forbidden, message, Some(room)).await;
+                }
+                if !self.subscribes.take() {
+                    let message = format!(
+                        "subscribing faster than {} a second; wait and subscribe again",
+                        self.state.config.subscribe_rate
+                    );
+                    return self
+                        .refuse(ErrorCode::RateLimited, message, Some(room))
+                        .await;
                 }
                 match self.subscribe(room.clone(), since, epoch).await {
                     Ok((head, epoch)) => {

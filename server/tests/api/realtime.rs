@@ -188,6 +188,50 @@ async fn watching_more_rooms_than_allowed_is_refused() {
 }
 
 #[tokio::test]
+async fn subscribing_over_and_over_is_rate_limited_per_connection() {
+    // A burst of twice the 2 rooms a connection may watch, then one subscribe in 1,000 s.
+    let server = crate::helpers::start_with(|config| {
+        config.max_rooms_per_connection = 2;
+        config.subscribe_rate = 0.001;
+    })
+    .await;
+    let room = unique_room("churn");
+    let mut client = Client::connect(&server).await;
+    let (mut subscribed, mut limited) = (0, 0);
+    for _ in 0..10 {
+        client
+            .send(&ClientFrame::Subscribe {
+                room: room.clone(),
+                since: None,
+                epoch: None,
+            })
+            .await;
+        match client.next().await {
+            ServerFrame::Subscribed { .. } => subscribed += 1,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                room: Some(r),
+                ..
+            } if r == room => limited += 1,
+            other => panic!("expected subscribed or rate_limited, got {other:?}"),
+        }
+        client
+            .send(&ClientFrame::Unsubscribe { room: room.clone() })
+            .await;
+        assert!(matches!(
+            client.next().await,
+            ServerFrame::Unsubscribed { .. }
+        ));
+    }
+    assert_eq!((subscribed, limited), (4, 6), "the burst, then refusals");
+    client.assert_answers_ping().await;
+    // Another connection has an allowance of its own.
+    let mut other = Client::connect(&server).await;
+    other.subscribe(&room, None).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
     let server = crate::helpers::start_with(|config| {
         (config.publish_rate, config.publish_burst) = (0.5, 3.0)
