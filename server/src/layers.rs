@@ -15,7 +15,8 @@ use tower_http::{
 /// The header a request's id travels in, both ways: a proxy's id is kept, else one is made.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// No page may be framed (clickjacking), plugins never run, forms post only here.
+/// For what is not a page (pages set their own, with their scripts' nonce): nothing may frame
+/// it (clickjacking), plugins never run, forms post only here.
 const CSP: &str = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'";
 
 pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {

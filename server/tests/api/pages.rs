@@ -45,7 +45,7 @@ async fn server_functions_answer_a_typed_error_with_its_status() {
 }
 
 #[tokio::test]
-async fn pages_and_api_answers_come_compressed_with_an_id_and_headers_that_forbid_framing() {
+async fn answers_come_compressed_with_an_id_and_pages_allow_only_their_own_nonced_scripts() {
     let running = start().await;
     let get = |path: &str, encoding: &str| {
         running
@@ -58,23 +58,54 @@ async fn pages_and_api_answers_come_compressed_with_an_id_and_headers_that_forbi
     assert_eq!(page.status(), 200);
     let headers = page.headers();
     assert_eq!(headers["content-encoding"], "br");
-    assert!(
-        headers["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("frame-ancestors 'none'")
-    );
+    let policy = headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "same-origin");
     let id = headers["x-request-id"].to_str().unwrap();
     assert_eq!(id.len(), 36, "a fresh UUID: {id}");
 
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("scripts only with a nonce");
+    let page = get("/", "identity").await.unwrap();
+    let again = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!again.contains(nonce), "a fresh nonce each response");
+    let html = page.text().await.unwrap();
+    let next = again
+        .split("'nonce-")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0);
+    assert_eq!(
+        html.matches(&format!("nonce=\"{next}\"")).count(),
+        scripts,
+        "every script carries the response's nonce"
+    );
+
     let api = get("/api/metrics/storage", "gzip").await.unwrap();
     assert_eq!(api.status(), 200);
     assert_eq!(api.headers()["content-encoding"], "gzip");
     let plain = get("/api/metrics/storage", "identity").await.unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(
+        plain.headers()["content-security-policy"],
+        "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'",
+        "not a page: no scripts to allow"
+    );
 
     let traced = running
         .http()
