@@ -62,26 +62,17 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Report>) {
     };
     checks.insert("database", database);
     checks.insert("schema", schema);
-    let waiting = state.ingest.queued();
-    checks.insert(
-        "writer",
-        match state.ingest.is_full() {
-            false => "ok".into(),
-            true => format!("behind: its queue is full ({waiting} requests waiting)"),
-        },
-    );
-    let ok = checks.values().all(|c| c == "ok");
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let writer = match state.ingest.is_full() {
+        false => "ok".into(),
+        true => format!(
+            "behind: its queue is full ({} requests waiting)",
+            state.ingest.queued()
+        ),
     };
-    let status_text = if ok { "ok" } else { "unready" };
-    (
-        status,
-        Json(Report {
-            status: status_text,
-            checks,
-        }),
-    )
+    checks.insert("writer", writer);
+    let (code, status) = match checks.values().all(|c| c == "ok") {
+        true => (StatusCode::OK, "ok"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "unready"),
+    };
+    (code, Json(Report { status, checks }))
 }
