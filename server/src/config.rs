@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub write_timeout: Duration,
 
+    /// Connections (HTTP and WebSocket) open at once; one more is closed as it arrives. Keep the
+    /// process's file descriptor limit above it.
+    #[arg(long, env = "WATCHROOM_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = at_least_one)]
+    pub max_connections: usize,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -297,6 +302,7 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_secs(15));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.subscribe_rate, 10.0);
+        assert_eq!(config.max_connections, 20_000);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

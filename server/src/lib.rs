@@ -13,6 +13,7 @@ pub mod health;
 pub mod hub;
 pub mod ingest;
 mod layers;
+mod listener;
 pub mod pages;
 pub mod prometheus;
 pub mod rate;
@@ -208,8 +209,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let stopping = shutdown.clone();
     // Pushes are small frames that must leave at once: Nagle's algorithm would hold them back
     // waiting for the peer's delayed ACK, adding tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let listener = listener::Capped::new(listener, config.max_connections).tap_io(|connection| {
+        if let Err(e) = connection.tcp().set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });

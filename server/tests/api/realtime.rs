@@ -524,3 +524,40 @@ async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_o
     server.stop().await.unwrap();
     database.drop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_as_they_arrive_until_one_leaves() {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+    let server = crate::helpers::start_with(|config| config.max_connections = 3).await;
+    /// A liveness probe over a fresh connection: the answer's first bytes, or none if closed.
+    async fn probe(addr: std::net::SocketAddr) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n";
+        // A closed connection may refuse the write or the read: either way, no answer.
+        let _ = tcp.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+    assert!(probe(server.addr).await.starts_with("HTTP/1.1 200"));
+    // Three peers that never send a request, as a slow client's connections: they hold every
+    // place (connections are accepted in the order they arrive).
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    assert_eq!(probe(server.addr).await, "", "closed without an answer");
+    drop(idle.pop());
+    // Its place is free once the server has seen it go. Bounded only so a place that is never
+    // given back fails here.
+    let mut tries = 0;
+    while !probe(server.addr).await.starts_with("HTTP/1.1 200") {
+        assert!(tries < 200, "no place came free");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tries += 1;
+    }
+    server.stop().await.unwrap();
+}
