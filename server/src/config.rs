@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = at_least_one)]
     pub max_connections: usize,
 
+    /// Bytes of events and samples waiting for the writer (about: parsed and as text); past
+    /// it, publishers and ingest requests wait for the writer to catch up.
+    #[arg(long, env = "WATCHROOM_INGEST_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one)]
+    pub ingest_queue_bytes: usize,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -303,6 +308,7 @@ mod tests {
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.subscribe_rate, 10.0);
         assert_eq!(config.max_connections, 20_000);
+        assert_eq!(config.ingest_queue_bytes, 256 << 20);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

@@ -1,13 +1,13 @@
 //! The single writer: validated events queue here, are committed in batches, and are handed to
 //! the hub in commit order, so every room's live stream is in seq order.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use app::{
     metrics::room_source,
     protocol::{Event, EventKind, NewEvent, Payload, RoomName},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::{
     alerts::Feed,
@@ -29,6 +29,8 @@ const QUEUE: usize = 8192;
 struct Request {
     events: Vec<Pending>,
     stored: oneshot::Sender<Result<Vec<Event>>>,
+    /// Its share of the queue's bytes, given back once it is committed.
+    held: OwnedSemaphorePermit,
 }
 
 impl Request {
@@ -40,6 +42,10 @@ impl Request {
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Request>,
+    /// The bytes the queue may hold (see [`Pending::bytes`]): a few large batches wait as many
+    /// small publishes would.
+    bytes: Arc<Semaphore>,
+    max_bytes: u32,
     store: Store,
     /// Series one metrics source may have.
     max_series: usize,
@@ -48,19 +54,16 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the writer; what it commits goes to `hub`'s rooms, and its samples to `feed`.
-    pub fn spawn(
-        store: Store,
-        hub: Hub,
-        feed: Feed,
-        max_series: usize,
-        telemetry: Telemetry,
-    ) -> Self {
+    pub fn spawn(store: Store, hub: Hub, feed: Feed, limits: Limits, telemetry: Telemetry) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
+        let max_bytes = u32::try_from(limits.queue_bytes).unwrap_or(u32::MAX).max(1);
         tokio::spawn(write(requests, store.clone(), hub, feed, telemetry.clone()));
         Self {
             queue,
+            bytes: Arc::new(Semaphore::new(max_bytes as usize)),
+            max_bytes,
             store,
-            max_series,
+            max_series: limits.series_per_source,
             telemetry,
         }
     }
@@ -75,9 +78,14 @@ impl Ingest {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
+    /// The bytes they hold.
+    pub fn queued_bytes(&self) -> usize {
+        self.max_bytes as usize - self.bytes.available_permits()
+    }
+
     /// Whether the writer is behind: publishers now wait for room in its queue.
     pub fn is_full(&self) -> bool {
-        self.queue.capacity() == 0
+        self.queue.capacity() == 0 || self.bytes.available_permits() == 0
     }
 
     /// Validates, commits and fans out `event`; returns it as stored once committed.
@@ -115,9 +123,24 @@ impl Ingest {
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
         // Here, not in the writer: a refused request must not fail the others committed with it.
         self.store.admit(&events, self.max_series).await?;
+        // One request larger than the whole allowance waits for all of it, and then goes alone.
+        let size = events.iter().map(Pending::bytes).sum::<usize>();
+        let size = u32::try_from(size)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_bytes);
+        let held = self
+            .bytes
+            .clone()
+            .acquire_many_owned(size)
+            .await
+            .map_err(|_| Error::Unavailable)?;
         let (stored, receipt) = oneshot::channel();
         self.queue
-            .send(Request { events, stored })
+            .send(Request {
+                events,
+                stored,
+                held,
+            })
             .await
             .map_err(|_| Error::Unavailable)?;
         Ok(async move { receipt.await.map_err(|_| Error::Unavailable)? })
@@ -142,10 +165,12 @@ async fn write(
         }
         let mut sizes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
+        let mut held = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         for request in batch.drain(..) {
             sizes.push(request.events.len());
             replies.push(request.stored);
+            held.push(request.held);
             events.extend(request.events);
         }
         let began = Instant::now();
@@ -179,5 +204,15 @@ async fn write(
                 }
             }
         }
+        // Their bytes are free now that the events have gone on (or failed).
+        drop(held);
     }
+}
+
+/// What one writer's queue may take.
+pub struct Limits {
+    /// Distinct series one metrics source may have.
+    pub series_per_source: usize,
+    /// Bytes waiting for the writer, about (see [`Pending::bytes`]).
+    pub queue_bytes: usize,
 }

@@ -118,13 +118,11 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let hub = Hub::default();
     let (feed, committed) = Feed::new();
     let telemetry = Telemetry::default();
-    let ingest = Ingest::spawn(
-        store.clone(),
-        hub.clone(),
-        feed,
-        config.max_series_per_source,
-        telemetry.clone(),
-    );
+    let limits = ingest::Limits {
+        series_per_source: config.max_series_per_source,
+        queue_bytes: config.ingest_queue_bytes,
+    };
+    let ingest = Ingest::spawn(store.clone(), hub.clone(), feed, limits, telemetry.clone());
     let ready = async {
         storage::prepare(&store).await?;
         store.seed_dashboards(&collector::host_source()).await?;

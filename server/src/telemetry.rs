@@ -61,6 +61,7 @@ struct Inner {
     connections: Gauge,
     rooms: Gauge,
     ingest_queue: Gauge,
+    ingest_queue_bytes: Gauge,
     database_connections: Family<PoolState, Gauge>,
 }
 
@@ -69,6 +70,7 @@ pub struct Live {
     pub connections: usize,
     pub rooms: usize,
     pub ingest_queue: usize,
+    pub ingest_queue_bytes: usize,
     /// Read connections open, and of them idle.
     pub database: (u32, usize),
 }
@@ -88,6 +90,7 @@ impl Default for Telemetry {
             connections: Gauge::default(),
             rooms: Gauge::default(),
             ingest_queue: Gauge::default(),
+            ingest_queue_bytes: Gauge::default(),
             database_connections: Family::default(),
         };
         let r = &mut inner.registry;
@@ -140,6 +143,11 @@ impl Default for Telemetry {
             "ingest_queue",
             "Publish and ingest requests waiting for the writer",
             inner.ingest_queue.clone(),
+        );
+        r.register(
+            "ingest_queue_bytes",
+            "Bytes those requests hold, about",
+            inner.ingest_queue_bytes.clone(),
         );
         r.register(
             "database_connections",
@@ -204,6 +212,7 @@ impl Telemetry {
         inner.connections.set(live.connections as i64);
         inner.rooms.set(live.rooms as i64);
         inner.ingest_queue.set(live.ingest_queue as i64);
+        inner.ingest_queue_bytes.set(live.ingest_queue_bytes as i64);
         let (open, idle) = live.database;
         let pool = |state: &str| PoolState {
             state: state.into(),
@@ -248,6 +257,7 @@ async fn scrape(
         connections: state.connections.len(),
         rooms: state.hub.room_count(),
         ingest_queue: state.ingest.queued(),
+        ingest_queue_bytes: state.ingest.queued_bytes(),
         database: state.store.pool_use(),
     };
     let text = state.telemetry.render(live);

@@ -26,6 +26,12 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// About the memory it holds until it is committed: its data parsed and as text, and its
+    /// samples.
+    pub fn bytes(&self) -> usize {
+        2 * self.text.len() + self.points.len() * std::mem::size_of::<Point>()
+    }
+
     /// One `metric` event carrying `points` of `room`'s source. They were validated as a batch,
     /// which may exceed the size of a publisher's event.
     pub fn samples(room: RoomName, points: Vec<Point>) -> Self {

@@ -499,3 +499,81 @@ async fn a_source_at_its_series_limit_takes_samples_of_its_series_but_no_new_one
     assert_eq!(last_minute(&running, &source, "b").await.count, 3);
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tight_ingest_queue_holds_no_more_than_its_bytes_and_every_request_goes_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const BUDGET: usize = 64 * 1024;
+    let app = start_with(|config| {
+        config.ingest_queue_bytes = BUDGET;
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    })
+    .await;
+    let source = unique_source("tight");
+    // Each batch alone is larger than the whole allowance: it waits for all of it.
+    let batch: Vec<Value> = (0..5000)
+        .map(|i| json!({"source": source, "series": format!("s{}", i % 10), "value": i}))
+        .collect();
+    let batch = json!(batch);
+    let room = unique_room("tight");
+    let url = crate::helpers::events_url(&app, room.as_str());
+    let pad = "p".repeat(8 * 1024);
+    let done = AtomicBool::new(false);
+    let work = async {
+        let batches = futures::future::join_all((0..6).map(|_| post_samples(&app, &batch)));
+        let notices = futures::future::join_all((0..40).map(|i| {
+            app.http()
+                .post(&url)
+                .json(&json!({"kind": "notice", "data": {"text": format!("n{i}"), "pad": pad}}))
+                .send()
+        }));
+        let (batches, notices) = futures::join!(batches, notices);
+        done.store(true, Ordering::Relaxed);
+        (batches, notices)
+    };
+    // Meanwhile, what the queue holds, as `/metrics` reports it.
+    let watch = async {
+        let mut seen = Vec::new();
+        while !done.load(Ordering::Relaxed) {
+            let text = app
+                .get(format!("http://{}/metrics", app.addr))
+                .await
+                .text()
+                .await
+                .unwrap();
+            let held = text
+                .lines()
+                .find_map(|l| l.strip_prefix("watchroom_ingest_queue_bytes "))
+                .map(|v| v.trim().parse::<usize>().unwrap())
+                .expect("the gauge is reported");
+            seen.push(held);
+        }
+        seen
+    };
+    let ((batches, notices), seen) = futures::join!(work, watch);
+    for response in batches {
+        assert_eq!(response.status(), 200);
+    }
+    for response in notices {
+        assert_eq!(response.unwrap().status(), 201);
+    }
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|held| *held <= BUDGET),
+        "held at most {BUDGET} bytes: {seen:?}"
+    );
+    let stored: i64 = range(
+        &app,
+        &source,
+        "s0",
+        Utc::now() - Duration::minutes(1),
+        Utc::now() + Duration::seconds(1),
+        1,
+    )
+    .await
+    .iter()
+    .map(|b| b.count)
+    .sum();
+    assert_eq!(stored, 6 * 500, "every sample of every batch");
+    app.stop().await.unwrap();
+}
