@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_INGEST_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one)]
     pub ingest_queue_bytes: usize,
 
+    /// Longest an HTTP request may take to be answered (its body read, its handler run); past it
+    /// the answer is 408. A response already streaming (an export) is not cut.
+    #[arg(long, env = "WATCHROOM_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -309,6 +314,7 @@ mod tests {
         assert_eq!(config.subscribe_rate, 10.0);
         assert_eq!(config.max_connections, 20_000);
         assert_eq!(config.ingest_queue_bytes, 256 << 20);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

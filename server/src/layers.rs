@@ -1,14 +1,17 @@
-//! What every response passes through, outside the routes: a request id, compression, and the
-//! headers that keep pages from being framed or sniffed.
+//! What every request and response passes through, outside the routes: a time limit, a request
+//! id, compression, and the headers that keep pages from being framed or sniffed.
+
+use std::time::Duration;
 
 use axum::{
     Router,
-    http::{HeaderName, HeaderValue, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
 };
 use tower_http::{
     compression::CompressionLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
+    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
@@ -19,7 +22,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// it (clickjacking), plugins never run, forms post only here.
 const CSP: &str = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'";
 
-pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+/// `router` with the layers; a request not answered within `limit` (a body trickled in, a
+/// handler stuck) gets 408. A response that has begun (an export, a page streaming) runs on.
+pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Duration) -> Router<S> {
     // Spans name the path only: a socket's `?token=` must never reach a log.
     let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
         let id = request
@@ -34,6 +39,10 @@ pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> 
     };
     // The last layer added is the outermost: the id is set before the span that logs it.
     router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limit,
+        ))
         .layer(CompressionLayer::new())
         .layer(set(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

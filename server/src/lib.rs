@@ -267,7 +267,8 @@ fn router(state: AppState, pages: Pages) -> Router {
             state.telemetry.clone(),
             telemetry::count_refusals,
         ));
-    layers::around(routes).with_state(state)
+    let limit = state.config.request_timeout;
+    layers::around(routes, limit).with_state(state)
 }
 
 impl Running {

@@ -561,3 +561,35 @@ async fn connections_beyond_the_cap_are_closed_as_they_arrive_until_one_leaves()
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_whose_body_trickles_in_is_answered_408_when_its_time_is_up() {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+    let server = crate::helpers::start_with(|config| {
+        config.request_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let room = unique_room("trickle");
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/rooms/{room}/events HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"kind\":",
+        server.addr,
+        server.token()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The rest of the body never comes; the answer does, by itself.
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        stored(&server, &room).await.len(),
+        0,
+        "nothing half-sent was stored"
+    );
+    server.stop().await.unwrap();
+}
