@@ -35,6 +35,10 @@ use crate::{
     rate::TokenBucket,
 };
 
+/// How long a closing socket waits for the client's close frame: a browser answers at once;
+/// past it the socket is dropped anyway.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: i64 = 500;
 /// Live frames written per flush when several are queued: one syscall carries them all.
@@ -200,15 +204,34 @@ async fn serve(
         }
         Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
     };
+    if matches!(step, Err(Closing::ShuttingDown | Closing::Revoked)) {
+        // Publishes it has taken are answered before it goes: each was (or will be) committed
+        // or refused, and the client must not be left guessing which.
+        while let Some(ack) = conn.acks.next().await {
+            if conn.send(&ack).await.is_err() {
+                break;
+            }
+        }
+    }
+    // Nothing more is delivered, and the rooms are free for others to count, from here.
+    conn.leave_all();
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         };
         let limit = conn.state.config.write_timeout;
-        let _ = within(limit, conn.socket.send(Message::Close(Some(frame)))).await;
+        if within(limit, conn.socket.send(Message::Close(Some(frame))))
+            .await
+            .is_ok()
+        {
+            // The closing handshake: read (and drop) what the client still sends until its own
+            // close. Closing a socket with unread bytes resets it, and the reset can overtake
+            // the last answers and the close frame on their way to the client.
+            let drained = async { while let Some(Ok(_)) = conn.socket.recv().await {} };
+            let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+        }
     }
-    conn.leave_all();
 }
 
 fn is_too_large(error: &axum::Error) -> bool {

@@ -659,7 +659,10 @@ async fn converse(
 #[tokio::test]
 async fn a_refused_notification_is_retried_until_taken_and_its_log_shows_the_attempts() {
     let receiver = Receiver::start(1).await;
-    let app = start().await;
+    // A database of its own: other tests' servers would otherwise share its outbox, and their
+    // attempts would count among the ones this test counts.
+    let database = EmptyDatabase::create("retry").await;
+    let app = start_with(|config| config.database_url = Some(database.url.clone())).await;
     let source = unique_source("retry");
     create_rule(&app, &source, json!({})).await;
     let channel = add_channel(&app, "webhook", &receiver, &source).await;
@@ -682,6 +685,7 @@ async fn a_refused_notification_is_retried_until_taken_and_its_log_shows_the_att
     assert_eq!(delivery["attempts"], 2);
     assert!(delivery["last_error"].as_str().unwrap().contains("503"));
     app.stop().await.unwrap();
+    database.drop().await;
 }
 
 #[tokio::test]

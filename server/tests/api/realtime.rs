@@ -593,3 +593,50 @@ async fn a_request_whose_body_trickles_in_is_answered_408_when_its_time_is_up() 
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_shutting_down_answers_every_publish_it_took_before_it_closes() {
+    use tokio_tungstenite::tungstenite::Message;
+    let server = crate::helpers::start_with(|config| {
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6)
+    })
+    .await;
+    let room = unique_room("draining");
+    let mut client = Client::connect(&server).await;
+    for i in 0..300 {
+        client
+            .send(&ClientFrame::Publish {
+                room: room.clone(),
+                kind: EventKind::Notice,
+                data: json!({"text": format!("n{i}")}),
+                reference: None,
+            })
+            .await;
+    }
+    // Once the first is answered, the server stops while the rest are in flight.
+    let mut acked = match client.next().await {
+        ServerFrame::Published { seq, .. } => vec![seq],
+        other => panic!("expected published, got {other:?}"),
+    };
+    let store = server.store.clone();
+    let stopping = tokio::spawn(server.stop());
+    let code = loop {
+        match client.next_message().await {
+            Message::Text(text) => match serde_json::from_str(&text).unwrap() {
+                ServerFrame::Published { seq, .. } => acked.push(seq),
+                ServerFrame::Error { code, .. } => panic!("refused: {code:?}"),
+                _ => {}
+            },
+            Message::Close(Some(frame)) => break frame.code,
+            other => panic!("expected frames, then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Restart);
+    stopping.await.unwrap().unwrap();
+    let (stored, _) = store.since(&room, 0, 1000).await.unwrap();
+    assert_eq!(
+        seqs(&stored),
+        acked,
+        "every publish the server stored was answered before the socket closed"
+    );
+}
