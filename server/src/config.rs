@@ -60,6 +60,10 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_MAX_ROOMS_PER_CONNECTION", default_value_t = 64, value_parser = at_least_one)]
     pub max_rooms_per_connection: usize,
 
+    /// Rooms with watchers on this server at once: each holds a buffer of recent events.
+    #[arg(long, env = "WATCHROOM_MAX_ROOMS", default_value_t = 100_000, value_parser = at_least_one)]
+    pub max_rooms: usize,
+
     /// Subscribes per second one connection may make (each reads the room's head and may replay
     /// its log), after a burst of twice the rooms it may watch: a page subscribing all its rooms
     /// at once, and again on a reload.
@@ -315,6 +319,7 @@ mod tests {
         assert_eq!(config.max_connections, 20_000);
         assert_eq!(config.ingest_queue_bytes, 256 << 20);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_rooms, 100_000);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

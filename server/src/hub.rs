@@ -118,6 +118,11 @@ impl Hub {
     pub fn room_count(&self) -> usize {
         self.rooms().len()
     }
+
+    /// Whether `room` has a member on this node.
+    pub fn is_open(&self, room: &RoomName) -> bool {
+        self.rooms().contains_key(room)
+    }
 }
 
 /// A frame as sent: encoded once, then shared by every socket it goes to.

@@ -273,6 +273,17 @@ impl Connection {
                         .refuse(ErrorCode::TooManyRooms, message, Some(room))
                         .await;
                 }
+                let hub = &self.state.hub;
+                let most = self.state.config.max_rooms;
+                if !hub.is_open(&room) && hub.room_count() >= most {
+                    let message = format!(
+                        "this server has watchers in as many rooms as it allows ({most}); \
+                         try again later"
+                    );
+                    return self
+                        .refuse(ErrorCode::TooManyRooms, message, Some(room))
+                        .await;
+                }
                 if !self.identity.may_read(room.as_str()) {
                     let message = format!("you may not watch {room}");
                     return self.refuse(ErrorCode::Forbidden, message, Some(room)).await;

@@ -232,6 +232,42 @@ async fn subscribing_over_and_over_is_rate_limited_per_connection() {
 }
 
 #[tokio::test]
+async fn rooms_beyond_the_servers_limit_are_refused_while_open_ones_stay_open_to_all() {
+    let server = crate::helpers::start_with(|config| config.max_rooms = 2).await;
+    let (first, second) = (unique_room("open-1"), unique_room("open-2"));
+    let mut one = Client::connect(&server).await;
+    one.subscribe(&first, None).await;
+    one.subscribe(&second, None).await;
+    let mut other = Client::connect(&server).await;
+    let third = unique_room("open-3");
+    other
+        .send(&ClientFrame::Subscribe {
+            room: third.clone(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+    match other.next().await {
+        ServerFrame::Error {
+            code: ErrorCode::TooManyRooms,
+            room,
+            message,
+            ..
+        } => {
+            assert_eq!(room, Some(third));
+            assert!(
+                message.contains("as many rooms as it allows (2)"),
+                "{message}"
+            );
+        }
+        other => panic!("expected too_many_rooms, got {other:?}"),
+    }
+    other.subscribe(&first, None).await;
+    assert_eq!(server.hub.room_count(), 2);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn publishing_faster_than_the_allowance_is_rate_limited() {
     let server = crate::helpers::start_with(|config| {
         (config.publish_rate, config.publish_burst) = (0.5, 3.0)
