@@ -6,7 +6,7 @@ use std::{
 };
 
 use app::auth::{Pattern, Role, Scope};
-use app::protocol::{ClientFrame, Epoch, Event, RoomName, ServerFrame};
+use app::protocol::{ClientFrame, Epoch, ErrorCode, Event, RoomName, ServerFrame};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -231,6 +231,25 @@ impl Client {
                 } if &r == room => return (before, head, epoch),
                 frame => before.push(frame),
             }
+        }
+    }
+
+    /// Subscribes to `room` expecting a refusal naming it; returns its code and message.
+    pub async fn subscribe_refused(&mut self, room: &RoomName) -> (ErrorCode, String) {
+        self.send(&ClientFrame::Subscribe {
+            room: room.clone(),
+            since: None,
+            epoch: None,
+        })
+        .await;
+        match self.next().await {
+            ServerFrame::Error {
+                code,
+                room: Some(refused),
+                message,
+                ..
+            } if &refused == room => (code, message),
+            other => panic!("expected the subscribe to {room} refused, got {other:?}"),
         }
     }
 

@@ -167,22 +167,8 @@ async fn watching_more_rooms_than_allowed_is_refused() {
     let mut client = Client::connect(&server).await;
     client.subscribe(&unique_room("one"), None).await;
     client.subscribe(&unique_room("two"), None).await;
-    let third = unique_room("three");
-    client
-        .send(&ClientFrame::Subscribe {
-            room: third.clone(),
-            since: None,
-            epoch: None,
-        })
-        .await;
-    match client.next().await {
-        ServerFrame::Error {
-            code: ErrorCode::TooManyRooms,
-            room,
-            ..
-        } => assert_eq!(room, Some(third)),
-        other => panic!("expected too_many_rooms, got {other:?}"),
-    }
+    let (code, _) = client.subscribe_refused(&unique_room("three")).await;
+    assert_eq!(code, ErrorCode::TooManyRooms);
     assert_eq!(server.hub.room_count(), 2);
     server.stop().await.unwrap();
 }
@@ -239,29 +225,12 @@ async fn rooms_beyond_the_servers_limit_are_refused_while_open_ones_stay_open_to
     one.subscribe(&first, None).await;
     one.subscribe(&second, None).await;
     let mut other = Client::connect(&server).await;
-    let third = unique_room("open-3");
-    other
-        .send(&ClientFrame::Subscribe {
-            room: third.clone(),
-            since: None,
-            epoch: None,
-        })
-        .await;
-    match other.next().await {
-        ServerFrame::Error {
-            code: ErrorCode::TooManyRooms,
-            room,
-            message,
-            ..
-        } => {
-            assert_eq!(room, Some(third));
-            assert!(
-                message.contains("as many rooms as it allows (2)"),
-                "{message}"
-            );
-        }
-        other => panic!("expected too_many_rooms, got {other:?}"),
-    }
+    let (code, message) = other.subscribe_refused(&unique_room("open-3")).await;
+    assert_eq!(code, ErrorCode::TooManyRooms);
+    assert!(
+        message.contains("as many rooms as it allows (2)"),
+        "{message}"
+    );
     other.subscribe(&first, None).await;
     assert_eq!(server.hub.room_count(), 2);
     server.stop().await.unwrap();
