@@ -262,40 +262,8 @@ impl Connection {
     async fn handle(&mut self, frame: ClientFrame) -> Step {
         match frame {
             ClientFrame::Subscribe { room, since, epoch } => {
-                if !self.rooms.contains_key(&room)
-                    && self.rooms.len() >= self.state.config.max_rooms_per_connection
-                {
-                    let message = format!(
-                        "a connection may watch at most {} rooms",
-                        self.state.config.max_rooms_per_connection
-                    );
-                    return self
-                        .refuse(ErrorCode::TooManyRooms, message, Some(room))
-                        .await;
-                }
-                let hub = &self.state.hub;
-                let most = self.state.config.max_rooms;
-                if !hub.is_open(&room) && hub.room_count() >= most {
-                    let message = format!(
-                        "this server has watchers in as many rooms as it allows ({most}); \
-                         try again later"
-                    );
-                    return self
-                        .refuse(ErrorCode::TooManyRooms, message, Some(room))
-                        .await;
-                }
-                if !self.identity.may_read(room.as_str()) {
-                    let message = format!("you may not watch {room}");
-                    return self.refuse(ErrorCode::Forbidden, message, Some(room)).await;
-                }
-                if !self.subscribes.take() {
-                    let message = format!(
-                        "subscribing faster than {} a second; wait and subscribe again",
-                        self.state.config.subscribe_rate
-                    );
-                    return self
-                        .refuse(ErrorCode::RateLimited, message, Some(room))
-                        .await;
+                if let Err((code, message)) = self.may_subscribe(&room) {
+                    return self.refuse(code, message, Some(room)).await;
                 }
                 match self.subscribe(room.clone(), since, epoch).await {
                     Ok((head, epoch)) => {
@@ -322,6 +290,36 @@ impl Connection {
             ClientFrame::Ping => self.send(&ServerFrame::Pong).await,
             ClientFrame::Pong => Ok(()),
         }
+    }
+
+    /// Whether this connection may subscribe to `room` now, or the refusal: its own room limit,
+    /// the server's, the identity's rooms, and its allowance of subscribes (each costs queries).
+    fn may_subscribe(&mut self, room: &RoomName) -> Result<(), (ErrorCode, String)> {
+        let config = &self.state.config;
+        let hub = &self.state.hub;
+        if !self.rooms.contains_key(room) && self.rooms.len() >= config.max_rooms_per_connection {
+            let most = config.max_rooms_per_connection;
+            let message = format!("a connection may watch at most {most} rooms");
+            return Err((ErrorCode::TooManyRooms, message));
+        }
+        if !hub.is_open(room) && hub.room_count() >= config.max_rooms {
+            let message = format!(
+                "this server has watchers in as many rooms as it allows ({}); try again later",
+                config.max_rooms
+            );
+            return Err((ErrorCode::TooManyRooms, message));
+        }
+        if !self.identity.may_read(room.as_str()) {
+            return Err((ErrorCode::Forbidden, format!("you may not watch {room}")));
+        }
+        if !self.subscribes.take() {
+            let message = format!(
+                "subscribing faster than {} a second; wait and subscribe again",
+                config.subscribe_rate
+            );
+            return Err((ErrorCode::RateLimited, message));
+        }
+        Ok(())
     }
 
     /// Queues the event for the writer; its `published` reply follows once it is committed, while

@@ -388,6 +388,13 @@ impl EmptyDatabase {
     }
 }
 
+/// The value of the sample `name` (labels included, as written) in a `/metrics` scrape.
+pub fn scraped(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 /// One series of `source` over `[from, to)` in about `buckets` buckets, through the API.
 pub async fn range(
     running: &TestApp,

@@ -541,12 +541,9 @@ async fn a_tight_ingest_queue_holds_no_more_than_its_bytes_and_every_request_goe
                 .text()
                 .await
                 .unwrap();
-            let held = text
-                .lines()
-                .find_map(|l| l.strip_prefix("watchroom_ingest_queue_bytes "))
-                .map(|v| v.trim().parse::<usize>().unwrap())
+            let held = crate::helpers::scraped(&text, "watchroom_ingest_queue_bytes")
                 .expect("the gauge is reported");
-            seen.push(held);
+            seen.push(held as usize);
         }
         seen
     };

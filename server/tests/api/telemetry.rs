@@ -4,7 +4,7 @@ use app::auth::Role;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Client, TestApp, events_url, post_notice, start, unique_room};
+use crate::helpers::{Client, TestApp, events_url, post_notice, scraped, start, unique_room};
 
 /// A scrape with `token`: its status and text.
 async fn scrape(app: &TestApp, token: &str) -> (StatusCode, String) {
@@ -26,11 +26,9 @@ async fn scrape(app: &TestApp, token: &str) -> (StatusCode, String) {
     (status, response.text().await.unwrap())
 }
 
-/// The value of the sample `name` (with its labels, as written) in a scrape; 0 when absent.
+/// The value of the sample `name` in a scrape; 0 when absent (a counter not yet touched).
 fn value(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    scraped(text, name).unwrap_or(0.0)
 }
 
 #[tokio::test]
