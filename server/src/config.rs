@@ -52,6 +52,16 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
 
+    /// Longest one database read for a page or the API may run (`statement_timeout`); past it
+    /// the request is refused as unavailable rather than holding a connection others wait for.
+    #[arg(long, env = "WATCHROOM_QUERY_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
+    pub query_timeout: Duration,
+
+    /// Longest the writer waits for a room's row lock (`lock_timeout`) that another database
+    /// session holds; past it that room's publishes are refused and the other rooms go on.
+    #[arg(long, env = "WATCHROOM_LOCK_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
+    pub lock_timeout: Duration,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -320,6 +330,8 @@ mod tests {
         assert_eq!(config.ingest_queue_bytes, 256 << 20);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.max_rooms, 100_000);
+        assert_eq!(config.query_timeout, Duration::from_secs(15));
+        assert_eq!(config.lock_timeout, Duration::from_secs(2));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

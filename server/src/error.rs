@@ -53,6 +53,10 @@ pub enum Error {
     /// The single writer is gone (the server is stopping).
     #[error("the event store is unavailable")]
     Unavailable,
+    /// Another database session holds the room's row lock (an operator's open transaction):
+    /// the room's publishes are refused until it lets go; other rooms go on.
+    #[error("room {0} is locked in the database by another session; try again later")]
+    Locked(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -79,7 +83,9 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Limited(_) => ErrorCode::RateLimited,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Unavailable | Self::Database(_) | Self::Damaged(_) => ErrorCode::Unavailable,
+            Self::Unavailable | Self::Locked(_) | Self::Database(_) | Self::Damaged(_) => {
+                ErrorCode::Unavailable
+            }
         }
     }
 
@@ -94,9 +100,16 @@ impl Error {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Unavailable | Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Locked(_) | Self::Database(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether a statement gave up waiting for a lock another session holds (`lock_timeout`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03"))
     }
 
     /// Whether the server, not the client, failed: only these are logged as errors.
@@ -106,7 +119,8 @@ impl Error {
 
     /// The message a client sees: the full text for its own mistakes, nothing internal otherwise.
     pub fn public_message(&self) -> String {
-        if self.is_servers() {
+        // Which room is held is the operator's to know; it says nothing of the server's insides.
+        if self.is_servers() && !matches!(self, Self::Locked(_)) {
             "the server could not complete the request; try again".into()
         } else {
             self.to_string()

@@ -1,7 +1,7 @@
 //! The single writer: validated events queue here, are committed in batches, and are handed to
 //! the hub in commit order, so every room's live stream is in seq order.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use app::{
     metrics::room_source,
@@ -154,59 +154,150 @@ async fn write(
     feed: Feed,
     telemetry: Telemetry,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Rooms found locked by another database session: while they stay locked their publishes
+    // are refused at once instead of each batch waiting out the lock timeout again.
+    let mut locked_rooms: HashSet<String> = HashSet::new();
     while let Some(first) = requests.recv().await {
         let mut samples = first.samples();
-        batch.push(first);
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH && samples < MAX_BATCH_SAMPLES {
             let Ok(next) = requests.try_recv() else { break };
             samples += next.samples();
             batch.push(next);
         }
-        let mut sizes = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut held = Vec::with_capacity(batch.len());
-        let mut events = Vec::new();
-        for request in batch.drain(..) {
-            sizes.push(request.events.len());
-            replies.push(request.stored);
-            held.push(request.held);
-            events.extend(request.events);
+        if !locked_rooms.is_empty() {
+            let suspects: Vec<&str> = rooms(&batch)
+                .into_iter()
+                .filter(|room| locked_rooms.contains(*room))
+                .collect();
+            if !suspects.is_empty() {
+                // Unknown when the database does not answer: then the commit fails anyway.
+                let still = store.locked(&suspects).await.unwrap_or_default();
+                locked_rooms
+                    .retain(|room| !suspects.contains(&room.as_str()) || still.contains(room));
+                batch = refuse(batch, &still);
+            }
         }
         let began = Instant::now();
-        match store.append(events).await {
-            Ok(Appended {
-                events,
-                epochs,
-                samples,
-            }) => {
-                telemetry.commit_took(began.elapsed());
-                for kind in EventKind::ALL {
-                    let of_kind = events.iter().filter(|e| e.kind == kind).count();
-                    telemetry.committed(kind, of_kind as u64);
-                }
-                telemetry.samples(samples.iter().map(|(_, points)| points.len() as u64).sum());
-                let mut stored = events.into_iter();
-                for (reply, size) in replies.into_iter().zip(sizes) {
-                    let events: Vec<Event> = stored.by_ref().take(size).collect();
-                    for event in &events {
-                        hub.publish(event, &epochs[event.room.as_str()]);
-                    }
-                    // The publisher may have gone; the events are stored and pushed regardless.
-                    let _ = reply.send(Ok(events));
-                }
-                feed.send(samples);
+        let outcome = match append(&store, batch).await {
+            Err((batch, e)) if e.is_lock_timeout() => {
+                let locked = store.locked(&rooms(&batch)).await.unwrap_or_default();
+                tracing::warn!(
+                    rooms = ?locked,
+                    "rooms locked by another database session: their publishes are refused"
+                );
+                locked_rooms.extend(locked.iter().cloned());
+                // The rest once more; if the lock was let go meanwhile, all of it.
+                append(&store, refuse(batch, &locked)).await
             }
-            Err(e) => {
-                tracing::error!(error = %e, requests = replies.len(), "committing events failed");
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable));
+            outcome => outcome,
+        };
+        match outcome {
+            Ok((appended, replies)) => {
+                telemetry.commit_took(began.elapsed());
+                deliver(appended, replies, &hub, &feed, &telemetry);
+            }
+            Err((batch, e)) => {
+                tracing::error!(error = %e, requests = batch.len(), "committing events failed");
+                for request in batch {
+                    let _ = request.stored.send(Err(Error::Unavailable));
                 }
             }
         }
-        // Their bytes are free now that the events have gone on (or failed).
-        drop(held);
     }
+}
+
+/// A committed request's way back: its sender, how many events it had, and the queue bytes it
+/// held until now.
+type Reply = (
+    oneshot::Sender<Result<Vec<Event>>>,
+    usize,
+    OwnedSemaphorePermit,
+);
+
+/// Commits `batch`'s requests in one transaction; a batch that fails comes back whole.
+async fn append(
+    store: &Store,
+    batch: Vec<Request>,
+) -> Result<(Appended, Vec<Reply>), (Vec<Request>, Error)> {
+    let mut events = Vec::new();
+    let mut replies = Vec::with_capacity(batch.len());
+    for request in batch {
+        replies.push((request.stored, request.events.len(), request.held));
+        events.extend(request.events);
+    }
+    match store.append(events).await {
+        Ok(appended) => Ok((appended, replies)),
+        Err((events, e)) => {
+            let mut events = events.into_iter();
+            let batch = replies
+                .into_iter()
+                .map(|(stored, size, held)| Request {
+                    events: events.by_ref().take(size).collect(),
+                    stored,
+                    held,
+                })
+                .collect();
+            Err((batch, e))
+        }
+    }
+}
+
+/// Hands committed events to their publishers, the rooms and the alert evaluator.
+fn deliver(appended: Appended, replies: Vec<Reply>, hub: &Hub, feed: &Feed, telemetry: &Telemetry) {
+    let Appended {
+        events,
+        epochs,
+        samples,
+    } = appended;
+    for kind in EventKind::ALL {
+        let of_kind = events.iter().filter(|e| e.kind == kind).count();
+        telemetry.committed(kind, of_kind as u64);
+    }
+    telemetry.samples(samples.iter().map(|(_, points)| points.len() as u64).sum());
+    let mut stored = events.into_iter();
+    // Each request's bytes are freed as it is answered.
+    for (reply, size, _held) in replies {
+        let events: Vec<Event> = stored.by_ref().take(size).collect();
+        for event in &events {
+            hub.publish(event, &epochs[event.room.as_str()]);
+        }
+        // The publisher may have gone; the events are stored and pushed regardless.
+        let _ = reply.send(Ok(events));
+    }
+    feed.send(samples);
+}
+
+/// The rooms `batch` writes to, each once.
+fn rooms(batch: &[Request]) -> Vec<&str> {
+    let rooms: HashSet<&str> = batch
+        .iter()
+        .flat_map(|request| &request.events)
+        .map(|pending| pending.room.as_str())
+        .collect();
+    rooms.into_iter().collect()
+}
+
+/// Refuses the requests of `batch` that write to a room of `locked`, and keeps the others.
+fn refuse(batch: Vec<Request>, locked: &[String]) -> Vec<Request> {
+    if locked.is_empty() {
+        return batch;
+    }
+    let mut kept = Vec::with_capacity(batch.len());
+    for request in batch {
+        let room = request
+            .events
+            .iter()
+            .find(|pending| locked.iter().any(|room| room == pending.room.as_str()));
+        match room {
+            Some(pending) => {
+                let error = Error::Locked(pending.room.to_string());
+                let _ = request.stored.send(Err(error));
+            }
+            None => kept.push(request),
+        }
+    }
+    kept
 }
 
 /// What one writer's queue may take.

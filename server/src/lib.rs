@@ -44,7 +44,7 @@ pub use error::{Error, Result, RunError};
 use hub::Hub;
 use ingest::Ingest;
 use pages::Pages;
-use store::Store;
+use store::{Store, Timeouts};
 use telemetry::Telemetry;
 
 /// How often rooms whose membership changed are told their watcher count.
@@ -97,7 +97,11 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
     };
     let retention = storage::retention(config);
     let connected = async {
-        let store = Store::connect(url.parse::<PgConnectOptions>()?).await?;
+        let timeouts = Timeouts {
+            query: config.query_timeout,
+            lock: config.lock_timeout,
+        };
+        let store = Store::connect(url.parse::<PgConnectOptions>()?, timeouts).await?;
         Ok::<_, RunError>(store.keeping(retention))
     };
     match connected.await {

@@ -1,6 +1,6 @@
 //! The durable event log: rooms, their heads and their events, each with a gapless per-room seq.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use app::{
     metrics::{self, Point, room_source},
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Most event data one page of the log holds, as stored (JSONB, compressed where large): a page
 /// of 1,000 metric batches would otherwise be a gigabyte to decode and hold.
@@ -62,6 +62,42 @@ pub struct Appended {
     pub samples: Vec<(String, Vec<Point>)>,
 }
 
+/// What the database gave a batch it committed.
+struct Written {
+    seqs: Vec<i64>,
+    ts: DateTime<Utc>,
+    epochs: HashMap<String, Epoch>,
+}
+
+impl Written {
+    fn apply(self, batch: Vec<Pending>) -> Appended {
+        let mut samples = Vec::new();
+        let events = batch
+            .into_iter()
+            .zip(self.seqs)
+            .map(|(pending, seq)| {
+                if let Some(source) = room_source(&pending.room)
+                    && !pending.points.is_empty()
+                {
+                    samples.push((source.to_owned(), pending.points));
+                }
+                Event {
+                    room: pending.room,
+                    seq,
+                    ts: self.ts,
+                    kind: pending.event.kind,
+                    data: pending.event.data,
+                }
+            })
+            .collect();
+        Appended {
+            events,
+            epochs: self.epochs,
+            samples,
+        }
+    }
+}
+
 /// Where a room's log stands.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Head {
@@ -104,13 +140,23 @@ impl Row {
 
 impl Store {
     /// Commits `batch` in one transaction, giving each event its room's next seq in batch order,
-    /// and returns the events as stored, in the same order, with their rooms' epochs. The samples of `metric` events in a
-    /// source's room are committed with them, so history and the live stream never disagree.
-    pub async fn append(&self, batch: Vec<Pending>) -> Result<Appended> {
-        let mut counts: HashMap<&str, i64> = HashMap::new();
-        for pending in &batch {
+    /// and returns the events as stored, in the same order, with their rooms' epochs. The
+    /// samples of `metric` events in a source's room are committed with them, so history and the
+    /// live stream never disagree. A batch that fails comes back whole, to be tried again.
+    pub async fn append(&self, batch: Vec<Pending>) -> Result<Appended, (Vec<Pending>, Error)> {
+        match self.write(&batch).await {
+            Ok(written) => Ok(written.apply(batch)),
+            Err(e) => Err((batch, e)),
+        }
+    }
+
+    async fn write(&self, batch: &[Pending]) -> Result<Written> {
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for pending in batch {
             *counts.entry(pending.room.as_str()).or_default() += 1;
         }
+        // In name order: writers on several nodes lock shared rooms in the same order, and
+        // cannot deadlock each other.
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
 
         let mut tx = self.writer.begin().await?;
@@ -131,40 +177,38 @@ impl Store {
             .iter()
             .map(|(name, head, ..)| (name.as_str(), head - counts[name.as_str()] + 1))
             .collect();
-
-        let mut texts = Vec::with_capacity(batch.len());
-        let mut samples: Vec<(String, Vec<Point>)> = Vec::new();
-        let mut stored = Vec::with_capacity(batch.len());
-        for pending in batch {
-            let next = next
-                .get_mut(pending.room.as_str())
-                .expect("every room of the batch got a head");
-            if let Some(source) = room_source(&pending.room).filter(|_| !pending.points.is_empty())
-            {
-                samples.push((source.to_owned(), pending.points));
-            }
-            texts.push(pending.text);
-            stored.push(Event {
-                room: pending.room,
-                seq: *next,
-                ts,
-                kind: pending.event.kind,
-                data: pending.event.data,
-            });
-            *next += 1;
-        }
+        let seqs: Vec<i64> = batch
+            .iter()
+            .map(|pending| {
+                let next = next
+                    .get_mut(pending.room.as_str())
+                    .expect("every room of the batch got a head");
+                *next += 1;
+                *next - 1
+            })
+            .collect();
         sqlx::query(
             "INSERT INTO events (room, seq, ts, kind, data)
              SELECT r, s, $3, k, d::json
              FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[]) AS u (r, s, k, d)",
         )
-        .bind(stored.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
-        .bind(stored.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(batch.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
+        .bind(&seqs)
         .bind(ts)
-        .bind(stored.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(&texts)
+        .bind(
+            batch
+                .iter()
+                .map(|e| e.event.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|e| e.text.as_str()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        let samples: Vec<(&str, &[Point])> = batch
+            .iter()
+            .filter(|pending| !pending.points.is_empty())
+            .filter_map(|pending| Some((room_source(&pending.room)?, pending.points.as_slice())))
+            .collect();
         let created = match samples.is_empty() {
             true => None,
             false => Some(self.series.insert(&mut tx, &samples).await?),
@@ -177,11 +221,28 @@ impl Store {
             .into_iter()
             .map(|(name, _, epoch, _)| (name, Epoch(epoch)))
             .collect();
-        Ok(Appended {
-            events: stored,
-            epochs,
-            samples,
-        })
+        Ok(Written { seqs, ts, epochs })
+    }
+
+    /// Those of `rooms` whose row another session holds locked now (asked without waiting).
+    pub async fn locked(&self, rooms: &[&str]) -> Result<Vec<String>> {
+        let mut tx = self.writer.begin().await?;
+        let existing: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM rooms WHERE name = ANY($1)")
+                .bind(rooms)
+                .fetch_all(&mut *tx)
+                .await?;
+        let free: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM rooms WHERE name = ANY($1) FOR UPDATE SKIP LOCKED",
+        )
+        .bind(rooms)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        Ok(existing
+            .into_iter()
+            .filter(|room| !free.contains(room))
+            .collect())
     }
 
     /// Events with `seq > after`, oldest first: up to `limit`, and no more once they hold

@@ -30,12 +30,39 @@ use crate::error::{Result, RunError};
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../migrations");
 
+/// How long the store's statements may wait or run, so one stuck lock or slow query fails its
+/// own requests instead of stalling everyone queued behind it.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A page's or the API's read (`statement_timeout` of the read pool).
+    pub query: Duration,
+    /// The writer's wait for a row lock held by another session (`lock_timeout`).
+    pub lock: Duration,
+}
+
+impl Timeouts {
+    /// Any statement of the writer: a batch commits in milliseconds, so this only ends a stall.
+    const WRITE: Duration = Duration::from_secs(30);
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            query: Duration::from_secs(15),
+            lock: Duration::from_secs(2),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    /// Everything but the writer: pages and API reads can queue here by the hundred.
+    /// Pages and API reads: they can queue here by the hundred, each bounded in time.
     pool: PgPool,
     /// The single writer's own connection, so a burst of reads never delays a commit.
     writer: PgPool,
+    /// Rollups, packing, retention and deletes: long by nature, so not bounded like reads, and
+    /// apart from them so a page never waits for an hour's rollup.
+    upkeep: PgPool,
     series: SeriesIds,
     retention: Retention,
 }
@@ -43,19 +70,31 @@ pub struct Store {
 impl Store {
     /// Connects and brings the schema up to date (nodes starting together migrate one at a
     /// time: sqlx holds an advisory lock while it migrates).
-    pub async fn connect(options: PgConnectOptions) -> Result<Self, RunError> {
+    pub async fn connect(options: PgConnectOptions, timeouts: Timeouts) -> Result<Self, RunError> {
         // While the database is away, requests fail after a few seconds instead of hanging.
-        let pool = |connections| {
+        let pool = |connections, settings: &[(&str, Duration)]| {
+            let settings = settings
+                .iter()
+                .map(|(name, limit)| (*name, format!("{}ms", limit.as_millis())));
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy_with(options.clone())
+                .connect_lazy_with(options.clone().options(settings))
         };
-        let (reads, writer) = (pool(16), pool(1));
-        MIGRATIONS.run(&reads).await?;
+        let reads = pool(16, &[("statement_timeout", timeouts.query)]);
+        let writer = pool(
+            1,
+            &[
+                ("lock_timeout", timeouts.lock),
+                ("statement_timeout", Timeouts::WRITE),
+            ],
+        );
+        let upkeep = pool(2, &[]);
+        MIGRATIONS.run(&upkeep).await?;
         Ok(Self {
             pool: reads,
             writer,
+            upkeep,
             series: SeriesIds::default(),
             retention: Retention::default(),
         })

@@ -3,7 +3,7 @@
 //! for it), and the series they belong to. `tiers` ages them; `range` reads them back.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -113,16 +113,22 @@ impl SeriesIds {
     pub async fn insert(
         &self,
         tx: &mut PgConnection,
-        sources: &[(String, Vec<Point>)],
+        sources: &[(&str, &[Point])],
     ) -> Result<Created> {
         let missing: Vec<SeriesKey> = {
             let known = self.known();
-            let mut missing = HashSet::new();
+            let mut missing = BTreeSet::new();
             for (source, points) in sources {
                 for point in points.iter().filter(|p| known.get(source, p).is_none()) {
-                    missing.insert((source.clone(), point.series.clone(), point.labels.clone()));
+                    missing.insert((
+                        source.to_string(),
+                        point.series.clone(),
+                        point.labels.clone(),
+                    ));
                 }
             }
+            // In order: writers on several nodes then take the new series' locks in the same
+            // order, and cannot deadlock each other.
             missing.into_iter().collect()
         };
         let created = if missing.is_empty() {

@@ -147,14 +147,14 @@ impl Store {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<()> {
-        let existing = partitions(&mut *self.pool.acquire().await?, table).await?;
+        let existing = partitions(&mut *self.upkeep.acquire().await?, table).await?;
         let mut start = floor(from, table.span);
         while start < to {
             let end = start + table.span;
             let kept = existing.contains(&start)
                 || (table == SAMPLES && self.has_late(start, end).await?);
             if !kept {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.upkeep.begin().await?;
                 // Nodes starting together would race to create the same partition.
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(PARTITION_LOCK)
@@ -187,7 +187,7 @@ impl Store {
         )
         .bind(from)
         .bind(to)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.upkeep)
         .await?)
     }
 
@@ -197,13 +197,13 @@ impl Store {
         table: Partitioned,
         before: DateTime<Utc>,
     ) -> Result<usize> {
-        let expired: Vec<_> = partitions(&mut *self.pool.acquire().await?, table)
+        let expired: Vec<_> = partitions(&mut *self.upkeep.acquire().await?, table)
             .await?
             .into_iter()
             .filter(|start| *start + table.span <= before)
             .collect();
         for start in &expired {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.upkeep.begin().await?;
             sqlx::query("SET LOCAL lock_timeout = '2s'")
                 .execute(&mut *tx)
                 .await?;
@@ -219,7 +219,7 @@ impl Store {
     pub async fn drop_late(&self, before: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query("DELETE FROM samples_late WHERE ts < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.upkeep)
             .await?;
         Ok(done.rows_affected())
     }
@@ -227,7 +227,7 @@ impl Store {
     async fn rolled(&self) -> Result<DateTime<Utc>> {
         Ok(
             sqlx::query_scalar("SELECT at FROM rollup_state WHERE name = 'rolled'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.upkeep)
                 .await?,
         )
     }
@@ -249,11 +249,11 @@ impl Store {
         }
         sqlx::query("UPDATE rollup_state SET at = greatest(at, $1) WHERE name = 'fence'")
             .bind(target)
-            .execute(&self.pool)
+            .execute(&self.upkeep)
             .await?;
         let oldest_late: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT min(t) FROM rollup_pending")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.upkeep)
                 .await?;
         let from = oldest_late.unwrap_or(rolled).min(rolled);
         self.ensure_partitions(MINUTES, from, target).await?;
@@ -264,7 +264,7 @@ impl Store {
             "SELECT brin_summarize_new_values(inhrelid) FROM pg_inherits
              WHERE inhparent = 'samples_ts'::regclass",
         )
-        .execute(&self.pool)
+        .execute(&self.upkeep)
         .await?;
 
         let mut tx = self
@@ -367,7 +367,7 @@ impl Store {
     /// blocks and drops its partition, in one transaction. Returns whether there was one.
     pub async fn compact(&self, before: DateTime<Utc>) -> Result<bool> {
         let cutoff = before.min(self.rolled().await?);
-        let Some(hour) = partitions(&mut *self.pool.acquire().await?, SAMPLES)
+        let Some(hour) = partitions(&mut *self.upkeep.acquire().await?, SAMPLES)
             .await?
             .into_iter()
             .find(|start| *start + SAMPLES.span <= cutoff)
@@ -377,7 +377,7 @@ impl Store {
         self.ensure_partitions(BLOCKS, hour, hour + SAMPLES.span)
             .await?;
         let partition = SAMPLES.name(hour);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.upkeep.begin().await?;
         if !job_lock(&mut tx).await? {
             return Ok(false);
         }
@@ -412,7 +412,7 @@ impl Store {
         let oldest: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT min(ts) FROM samples_late WHERE ts < $1")
                 .bind(cutoff)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.upkeep)
                 .await?;
         let Some(oldest) = oldest else {
             return Ok(false);
@@ -420,7 +420,7 @@ impl Store {
         let hour = floor(oldest, SAMPLES.span);
         let end = (hour + SAMPLES.span).min(cutoff);
         self.ensure_partitions(BLOCKS, hour, end).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.upkeep.begin().await?;
         if !job_lock(&mut tx).await? {
             return Ok(false);
         }
@@ -457,7 +457,7 @@ impl Store {
     /// Deletes a source's series (all of them, or the one named) with their samples in every
     /// tier; returns how many series went.
     pub async fn delete_series(&self, source: &str, series: Option<&Series>) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.upkeep.begin().await?;
         let ids: Vec<i32> = sqlx::query_scalar(
             "DELETE FROM series WHERE source = $1
                AND ($2::text IS NULL OR (name = $2 AND labels = $3))
@@ -487,7 +487,7 @@ impl Store {
 
     /// Rows, bytes and time span of each tier, and when retention next drops a partition.
     pub async fn storage(&self) -> Result<Storage> {
-        let mut db = self.pool.acquire().await?;
+        let mut db = self.upkeep.acquire().await?;
         let keep = self.retention;
         let mut tiers = Vec::new();
         let mut next_drop: Option<DateTime<Utc>> = None;

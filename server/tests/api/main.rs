@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod embedded_postgres;
 mod epochs;
+mod faults;
 mod helpers;
 mod history;
 mod live_path;

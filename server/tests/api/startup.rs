@@ -36,7 +36,7 @@ async fn nodes_starting_together_on_an_empty_database_all_start_and_seed_it_once
 #[tokio::test]
 async fn a_seed_racing_another_nodes_seed_succeeds_and_leaves_one_host_dashboard() {
     let database = EmptyDatabase::create("seed").await;
-    let store = server::store::Store::connect(database.url.parse().unwrap())
+    let store = server::store::Store::connect(database.url.parse().unwrap(), Default::default())
         .await
         .unwrap();
     let other_node = sqlx::PgPool::connect(&database.url).await.unwrap();
