@@ -1,12 +1,17 @@
 //! Faults from outside the server: a database session holding a room's lock, a server killed
 //! mid-ingest. Each is survived without losing what was acknowledged.
 
-use std::time::Duration;
+use std::{net::SocketAddr, process::Stdio, time::Duration};
 
+use app::{auth::Role, protocol::RoomName};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use server::store::Store;
 
-use crate::helpers::{database, events_url, post_notice, start_with, stored, unique_room};
+use crate::helpers::{
+    EmptyDatabase, database, events_url, http_with, post_notice, start_with, stored, token_in,
+    unique_room,
+};
 
 #[tokio::test]
 async fn a_room_locked_by_another_session_refuses_its_publishes_while_other_rooms_flow() {
@@ -23,7 +28,7 @@ async fn a_room_locked_by_another_session_refuses_its_publishes_while_other_room
         .await
         .unwrap();
 
-    let publish = |room: &app::protocol::RoomName, text: &str| {
+    let publish = |room: &RoomName, text: &str| {
         app.http()
             .post(events_url(&app, room.as_str()))
             .json(&json!({"kind": "notice", "data": {"text": text}}))
@@ -62,4 +67,196 @@ async fn a_room_locked_by_another_session_refuses_its_publishes_while_other_room
         ["before the lock", "after the lock"]
     );
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_past_the_query_timeout_is_refused_and_the_next_is_answered() {
+    let database = EmptyDatabase::create("query_timeout").await;
+    let app = start_with(|config| {
+        config.database_url = Some(database.url.clone());
+        config.query_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let room = unique_room("slow");
+    post_notice(&app, &room, "one").await;
+
+    // A migration or an operator's lock: every read of the log waits behind it.
+    let mut session = sqlx::PgPool::connect(&database.url)
+        .await
+        .unwrap()
+        .begin()
+        .await
+        .unwrap();
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    let refused = app.get(events_url(&app, room.as_str())).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "unavailable"
+    );
+
+    session.rollback().await.unwrap();
+    assert_eq!(stored(&app, &room).await.len(), 1);
+    app.stop().await.unwrap();
+    database.drop().await;
+}
+
+/// A server in a process of its own, to be killed.
+struct Process {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    async fn start(database_url: &str) -> Self {
+        // Free now; the server takes it a moment later.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", &addr.to_string(), "--host-metrics", "false"])
+            .args(["--database-url", database_url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let healthz = format!("http://{addr}/healthz");
+        for _ in 0..600 {
+            if reqwest::get(&healthz)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server process did not come up on {addr}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_killed_during_heavy_ingest_keeps_every_acknowledged_event_and_sample() {
+    const SAMPLES: usize = 2_000;
+    let database = EmptyDatabase::create("kill9").await;
+    let mut process = Process::start(&database.url).await;
+    let store = Store::connect(database.url.parse().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let http = http_with(&token_in(&store, Role::Admin, &["*"], &["admin"]).await);
+    let addr = process.addr;
+
+    // Each worker goes on until its first failure and returns what was acknowledged.
+    let sources: Vec<String> = (0..3).map(|w| format!("kill9-{w}")).collect();
+    let ingest = sources.iter().map(|source| {
+        let (http, source) = (http.clone(), source.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for k in 0.. {
+                let batch: Vec<Value> = (0..SAMPLES)
+                    .map(|_| json!({"source": source, "series": "s", "value": k}))
+                    .collect();
+                let sent = http
+                    .post(format!("http://{addr}/api/metrics"))
+                    .json(&batch)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => acknowledged.push(k),
+                    _ => break,
+                }
+            }
+            acknowledged
+        })
+    });
+    let ingest: Vec<_> = ingest.collect();
+    let rooms: Vec<RoomName> = (0..2).map(|_| unique_room("kill9")).collect();
+    let publish = rooms.iter().map(|room| {
+        let (http, room) = (http.clone(), room.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for k in 0.. {
+                let sent = http
+                    .post(format!("http://{addr}/api/rooms/{room}/events"))
+                    .json(&json!({"kind": "notice", "data": {"text": format!("{k}")}}))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let stored: Value = response.json().await.unwrap();
+                acknowledged.push((stored["seq"].as_i64().unwrap(), format!("{k}")));
+            }
+            acknowledged
+        })
+    });
+    let publish: Vec<_> = publish.collect();
+
+    // Until a good share has been acknowledged, then without warning.
+    let samples_of = |source: String| {
+        let store_url = database.url.clone();
+        async move {
+            let db = sqlx::PgPool::connect(&store_url).await.unwrap();
+            let rows: Vec<(f64, i64)> = sqlx::query_as(
+                "SELECT value, count(*) FROM samples
+                 WHERE series IN (SELECT id FROM series WHERE source = $1) GROUP BY value",
+            )
+            .bind(source)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            db.close().await;
+            rows
+        }
+    };
+    while samples_of(sources[0].clone()).await.len() < 5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    process.child.kill().await.unwrap();
+
+    let mut acknowledged_samples = Vec::new();
+    for worker in ingest {
+        acknowledged_samples.push(worker.await.unwrap());
+    }
+    let mut acknowledged_events = Vec::new();
+    for worker in publish {
+        acknowledged_events.push(worker.await.unwrap());
+    }
+
+    // A new server on the same database starts and finds everything it was told was stored.
+    let app = start_with(|config| config.database_url = Some(database.url.clone())).await;
+    for (source, acknowledged) in sources.iter().zip(&acknowledged_samples) {
+        assert!(
+            !acknowledged.is_empty(),
+            "{source} had batches acknowledged"
+        );
+        let counts: std::collections::HashMap<i64, i64> = samples_of(source.clone())
+            .await
+            .into_iter()
+            .map(|(value, count)| (value as i64, count))
+            .collect();
+        for k in acknowledged {
+            assert_eq!(counts.get(k), Some(&(SAMPLES as i64)), "{source} batch {k}");
+        }
+    }
+    for (room, acknowledged) in rooms.iter().zip(&acknowledged_events) {
+        assert!(!acknowledged.is_empty(), "{room} had events acknowledged");
+        let events = stored(&app, room).await;
+        let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless");
+        for (seq, text) in acknowledged {
+            assert_eq!(
+                events[*seq as usize - 1]["data"]["text"],
+                *text,
+                "{room} {seq}"
+            );
+        }
+    }
+    app.stop().await.unwrap();
+    database.drop().await;
 }

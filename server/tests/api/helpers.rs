@@ -59,7 +59,7 @@ const NO_PASSWORD: &str =
 impl TestApp {
     /// Gives `running` an admin of its own (in whatever database it uses) and a token.
     pub async fn new(running: Running) -> Self {
-        let token = Self::token_in(&running.store, Role::Admin, &["*"], &["admin"]).await;
+        let token = token_in(&running.store, Role::Admin, &["*"], &["admin"]).await;
         Self {
             http: http_with(&token),
             running,
@@ -69,20 +69,7 @@ impl TestApp {
 
     /// A token of a new user with `role` and `rooms`, scoped to `scopes`.
     pub async fn token_for(&self, role: Role, rooms: &[&str], scopes: &[&str]) -> String {
-        Self::token_in(&self.store, role, rooms, scopes).await
-    }
-
-    async fn token_in(store: &Store, role: Role, rooms: &[&str], scopes: &[&str]) -> String {
-        let name = unique_room("user").as_str().replace(':', "-");
-        let rooms: Vec<Pattern> = rooms.iter().map(|p| Pattern::parse(p).unwrap()).collect();
-        store
-            .create_user(&name, NO_PASSWORD, role, &rooms, false)
-            .await
-            .expect("user created");
-        let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
-        server::auth::create_token(store, &name, "tests", &scopes, None)
-            .await
-            .expect("token created")
+        token_in(&self.store, role, rooms, scopes).await
     }
 
     pub fn token(&self) -> &str {
@@ -101,6 +88,20 @@ impl TestApp {
     pub async fn stop(self) -> Result<(), server::RunError> {
         self.running.stop().await
     }
+}
+
+/// A token of a new user of `store` with `role` and `rooms`, scoped to `scopes`.
+pub async fn token_in(store: &Store, role: Role, rooms: &[&str], scopes: &[&str]) -> String {
+    let name = unique_room("user").as_str().replace(':', "-");
+    let rooms: Vec<Pattern> = rooms.iter().map(|p| Pattern::parse(p).unwrap()).collect();
+    store
+        .create_user(&name, NO_PASSWORD, role, &rooms, false)
+        .await
+        .expect("user created");
+    let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+    server::auth::create_token(store, &name, "tests", &scopes, None)
+        .await
+        .expect("token created")
 }
 
 /// An HTTP client sending `token` with every request.
