@@ -1,18 +1,12 @@
 //! The server's own Postgres: what it stored outlives a restart of either, and a database that
 //! goes away fails requests clearly without losing or skipping anything.
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::os::unix::fs::PermissionsExt;
 
-use crate::helpers::{Client, TestApp, post_notice, stored, unique_room};
+use crate::helpers::{Client, TestApp, post_notice, scratch_dir, stored, unique_room};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::embedded_postgres::EmbeddedPostgres;
-
-/// Under the system temp dir: as root the cluster runs as `postgres`, which must reach it. The
-/// space and quote prove paths reach `pg_ctl` and the database URL escaped.
-fn scratch_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("{} it's", unique_room("pg").as_str()))
-}
 
 #[tokio::test]
 async fn events_survive_a_restart_on_the_private_cluster() {

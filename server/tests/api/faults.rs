@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use server::store::Store;
 
 use crate::helpers::{
-    EmptyDatabase, database, events_url, http_with, post_notice, start_with, stored, token_in,
-    unique_room,
+    EmptyDatabase, database, events_url, http_with, post_notice, scratch_dir, start_with, stored,
+    token_in, unique_room,
 };
 
 #[tokio::test]
@@ -259,4 +259,144 @@ async fn a_server_killed_during_heavy_ingest_keeps_every_acknowledged_event_and_
     }
     app.stop().await.unwrap();
     database.drop().await;
+}
+
+/// A tmpfs of its own, unmounted when dropped (a failing test included).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, megabytes: u32) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs (the tests run as root)"
+        );
+        // As root the cluster runs as `postgres`; its tablespace directory must be its own.
+        std::process::Command::new("chown")
+            .arg("postgres:")
+            .arg(&path)
+            .status()
+            .unwrap();
+        Self(path)
+    }
+
+    fn grow(&self, megabytes: u32) {
+        let grown = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(grown.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: after a failure the cluster may still have the disk open.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_publishes_without_losing_any_and_they_resume_when_space_returns() {
+    use rand::{Rng, SeedableRng, distr::Alphanumeric, rngs::StdRng};
+    use server::embedded_postgres::EmbeddedPostgres;
+
+    let data_dir = scratch_dir();
+    let pg = EmbeddedPostgres::start(&data_dir).await.unwrap();
+    // The database lives on a disk of 14 MB, 8 of them its own tables' when new (the WAL stays
+    // on the cluster's disk), at a path Postgres takes as a tablespace's (no quotes).
+    let path = std::env::temp_dir().join(unique_room("disk").as_str());
+    let disk = SmallDisk::mount(path.clone(), 14);
+    let admin = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    for statement in [
+        format!("CREATE TABLESPACE small LOCATION '{}'", disk.0.display()),
+        "CREATE DATABASE small TABLESPACE small".into(),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+    let url = pg.url().replace("/postgres?", "/small?");
+    let app = start_with(|config| {
+        config.database_url = Some(url.clone());
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    })
+    .await;
+    let room = unique_room("full");
+    // Incompressible, so each takes its 12 KiB on disk.
+    let publish = |rng: &mut StdRng, text: String| {
+        let pad: String = rng
+            .sample_iter(Alphanumeric)
+            .take(12 * 1024)
+            .map(char::from)
+            .collect();
+        app.http()
+            .post(events_url(&app, room.as_str()))
+            .json(&json!({"kind": "notice", "data": {"text": text, "pad": pad}}))
+            .send()
+    };
+
+    // Sixteen publishers until the disk is full (more than it holds, so that comes), each
+    // keeping what was acknowledged and the answer that stopped it.
+    let publishers = (0..16).map(|p| async move {
+        let mut rng = StdRng::seed_from_u64(p);
+        let mut acknowledged = Vec::new();
+        for i in 0..1_000 {
+            let text = format!("{p}.{i}");
+            let response = publish(&mut rng, text.clone()).await.unwrap();
+            if response.status() != StatusCode::CREATED {
+                return (
+                    acknowledged,
+                    response.status(),
+                    response.json::<Value>().await,
+                );
+            }
+            let stored: Value = response.json().await.unwrap();
+            acknowledged.push((stored["seq"].as_i64().unwrap(), text));
+        }
+        panic!("14 MB should have filled");
+    });
+    let mut acknowledged = Vec::new();
+    for (mine, status, body) in futures::future::join_all(publishers).await {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body.unwrap()["error"], "unavailable");
+        acknowledged.extend(mine);
+    }
+    acknowledged.sort();
+    assert!(
+        acknowledged.len() > 10,
+        "some went in before the disk filled"
+    );
+    let alive = reqwest::get(format!("http://{}/healthz", app.addr)).await;
+    assert!(alive.unwrap().status().is_success(), "the server stays up");
+
+    disk.grow(64);
+    let resumed = publish(&mut StdRng::seed_from_u64(99), "resumed".into()).await;
+    let resumed = resumed.unwrap();
+    assert_eq!(resumed.status(), StatusCode::CREATED, "space came back");
+    let seq = resumed.json::<Value>().await.unwrap()["seq"].as_i64();
+    assert_eq!(seq, Some(acknowledged.len() as i64 + 1), "no seq lost");
+
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let logged: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, data->>'text' FROM events WHERE room = $1 ORDER BY seq")
+            .bind(room.as_str())
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(logged[..acknowledged.len()], acknowledged[..]);
+    db.close().await;
+    admin.close().await;
+    app.stop().await.unwrap();
+    pg.stop().await.unwrap();
+    drop(disk);
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::remove_dir(&path).unwrap();
 }

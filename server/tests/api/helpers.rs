@@ -133,6 +133,13 @@ pub async fn start_bare(adjust: impl FnOnce(&mut Config)) -> Running {
     server::start(&config).await.expect("server starts")
 }
 
+/// A directory for a private cluster, under the system temp dir: as root the cluster runs as
+/// `postgres`, which must reach it. The space and quote prove paths reach `pg_ctl` and the
+/// database URL escaped.
+pub fn scratch_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{} it's", unique_room("pg").as_str()))
+}
+
 /// A room name no other test (or earlier run) uses.
 pub fn unique_room(label: &str) -> RoomName {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
