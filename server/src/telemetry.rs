@@ -63,6 +63,8 @@ struct Inner {
     ingest_queue: Gauge,
     ingest_queue_bytes: Gauge,
     database_connections: Family<PoolState, Gauge>,
+    tasks: Gauge,
+    resident_bytes: Gauge,
 }
 
 /// The live state a scrape reads.
@@ -73,6 +75,26 @@ pub struct Live {
     pub ingest_queue_bytes: usize,
     /// Read connections open, and of them idle.
     pub database: (u32, usize),
+}
+
+impl Live {
+    /// Tasks alive in the runtime: a leak of them (a socket's tasks outliving it) shows here.
+    fn tasks() -> usize {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    }
+
+    /// The process's resident memory, in bytes.
+    fn resident_bytes() -> u64 {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+        let (Ok(pid), Ok(mut system)) = (sysinfo::get_current_pid(), System::new()) else {
+            return 0;
+        };
+        let only = ProcessRefreshKind::nothing().with_memory();
+        system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, only);
+        system.process(pid).map_or(0, |p| p.memory())
+    }
 }
 
 impl Default for Telemetry {
@@ -92,6 +114,8 @@ impl Default for Telemetry {
             ingest_queue: Gauge::default(),
             ingest_queue_bytes: Gauge::default(),
             database_connections: Family::default(),
+            tasks: Gauge::default(),
+            resident_bytes: Gauge::default(),
         };
         let r = &mut inner.registry;
         r.register(
@@ -153,6 +177,16 @@ impl Default for Telemetry {
             "database_connections",
             "Connections of the read pool, by state",
             inner.database_connections.clone(),
+        );
+        r.register(
+            "tasks",
+            "Tasks alive in the server's runtime",
+            inner.tasks.clone(),
+        );
+        r.register(
+            "resident_memory_bytes",
+            "Resident memory of the server process",
+            inner.resident_bytes.clone(),
         );
         Self(Arc::new(inner))
     }
@@ -225,6 +259,8 @@ impl Telemetry {
             .database_connections
             .get_or_create(&pool("busy"))
             .set(i64::from(open) - idle as i64);
+        inner.tasks.set(Live::tasks() as i64);
+        inner.resident_bytes.set(Live::resident_bytes() as i64);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &inner.registry);

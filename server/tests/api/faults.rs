@@ -8,9 +8,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::store::Store;
 
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
 use crate::helpers::{
-    EmptyDatabase, database, events_url, http_with, post_notice, scratch_dir, start_with, stored,
-    token_in, unique_room,
+    EmptyDatabase, database, events_url, http_with, post_notice, scraped, scratch_dir, start_with,
+    stored, token_in, unique_room,
 };
 
 #[tokio::test]
@@ -111,7 +113,7 @@ struct Process {
 }
 
 impl Process {
-    async fn start(database_url: &str) -> Self {
+    async fn start(database_url: &str, args: &[&str]) -> Self {
         // Free now; the server takes it a moment later.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -120,6 +122,7 @@ impl Process {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--listen", &addr.to_string(), "--host-metrics", "false"])
             .args(["--database-url", database_url])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -143,7 +146,7 @@ impl Process {
 async fn a_server_killed_during_heavy_ingest_keeps_every_acknowledged_event_and_sample() {
     const SAMPLES: usize = 2_000;
     let database = EmptyDatabase::create("kill9").await;
-    let mut process = Process::start(&database.url).await;
+    let mut process = Process::start(&database.url, &[]).await;
     let store = Store::connect(database.url.parse().unwrap(), Default::default())
         .await
         .unwrap();
@@ -307,7 +310,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test]
 async fn a_full_disk_refuses_publishes_without_losing_any_and_they_resume_when_space_returns() {
-    use rand::{Rng, SeedableRng, distr::Alphanumeric, rngs::StdRng};
+    use rand::distr::Alphanumeric;
     use server::embedded_postgres::EmbeddedPostgres;
 
     let data_dir = scratch_dir();
@@ -399,4 +402,202 @@ async fn a_full_disk_refuses_publishes_without_losing_any_and_they_resume_when_s
     drop(disk);
     std::fs::remove_dir_all(&data_dir).unwrap();
     std::fs::remove_dir(&path).unwrap();
+}
+
+/// The figures of a scrape of `/metrics` a leak would show in.
+#[derive(Debug)]
+struct Footprint {
+    connections: f64,
+    rooms: f64,
+    tasks: f64,
+    resident_bytes: f64,
+}
+
+impl Footprint {
+    async fn of(http: &reqwest::Client, addr: SocketAddr) -> Self {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let read = |name| scraped(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
+        Self {
+            connections: read("watchroom_connections"),
+            rooms: read("watchroom_rooms"),
+            tasks: read("watchroom_tasks"),
+            resident_bytes: read("watchroom_resident_memory_bytes"),
+        }
+    }
+}
+
+/// One chaotic client's life, chosen by `rng`: it may behave, vanish mid-conversation, send
+/// garbage, stop reading, or drop a frame halfway.
+async fn chaotic_client(addr: SocketAddr, token: &str, rooms: &[RoomName], rng: &mut StdRng) {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let room = &rooms[rng.random_range(0..rooms.len())];
+    let subscribe = json!({"type": "subscribe", "room": room}).to_string();
+    let publish = json!({"type": "publish", "room": room, "kind": "notice",
+                         "data": {"text": "chaos"}})
+    .to_string();
+    let linger = Duration::from_millis(rng.random_range(0..1_500));
+    let url = format!("ws://{addr}/ws?token={token}");
+    match rng.random_range(0..5) {
+        // Behaves: subscribes, publishes, reads a while, says goodbye.
+        0 => {
+            let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+                return;
+            };
+            let _ = socket.send(Message::text(subscribe)).await;
+            for _ in 0..rng.random_range(1..5) {
+                let _ = socket.send(Message::text(publish.clone())).await;
+            }
+            let _ = tokio::time::timeout(linger, async {
+                while socket.next().await.is_some_and(|m| m.is_ok()) {}
+            })
+            .await;
+            let _ = socket.close(None).await;
+        }
+        // Vanishes: the connection dropped with publishes in flight, no close.
+        1 => {
+            let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+                return;
+            };
+            let _ = socket.send(Message::text(subscribe)).await;
+            let _ = socket.send(Message::text(publish)).await;
+            drop(socket);
+        }
+        // Garbage: not JSON, a binary frame, a frame past the limit.
+        2 => {
+            let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+                return;
+            };
+            let garbage = match rng.random_range(0..3) {
+                0 => Message::text("{not json"),
+                1 => Message::binary(vec![0u8; 64]),
+                _ => Message::text("x".repeat(256 * 1024)),
+            };
+            let _ = socket.send(garbage).await;
+            let _ = tokio::time::timeout(linger, socket.next()).await;
+        }
+        // Never reads: subscribed to a busy room, it lets its window fill.
+        3 => {
+            let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+                return;
+            };
+            let _ = socket.send(Message::text(subscribe)).await;
+            tokio::time::sleep(linger * 2).await;
+            drop(socket);
+        }
+        // Halfway: an upgrade, then half a frame header, then gone; or half a request.
+        _ => {
+            let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            let upgrade = format!(
+                "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            );
+            if rng.random_bool(0.5) {
+                let _ = tcp
+                    .write_all(&upgrade.as_bytes()[..upgrade.len() / 2])
+                    .await;
+                tokio::time::sleep(linger).await;
+                return;
+            }
+            let _ = tcp.write_all(upgrade.as_bytes()).await;
+            let mut answer = [0u8; 1024];
+            let _ = tokio::time::timeout(linger, tcp.read(&mut answer)).await;
+            // A masked text frame of 300 bytes, cut inside its header.
+            let _ = tcp.write_all(&[0x81, 0xFE, 0x01]).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn thirty_seconds_of_client_chaos_leave_no_connection_room_or_task_behind() {
+    let database = EmptyDatabase::create("chaos").await;
+    let process = Process::start(
+        &database.url,
+        &[
+            "--write-timeout",
+            "1s",
+            "--publish-rate",
+            "1000000",
+            "--publish-burst",
+            "1000000",
+        ],
+    )
+    .await;
+    let store = Store::connect(database.url.parse().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let token = token_in(&store, Role::Admin, &["*"], &["admin"]).await;
+    let http = http_with(&token);
+    let addr = process.addr;
+    let before = Footprint::of(&http, addr).await;
+
+    let rooms: Vec<RoomName> = (0..20).map(|_| unique_room("chaos")).collect();
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let clients = (0..500).map(|c| {
+        let (token, rooms) = (token.clone(), rooms.clone());
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c);
+            let mut lives = 0;
+            while tokio::time::Instant::now() < until {
+                chaotic_client(addr, &token, &rooms, &mut rng).await;
+                lives += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
+            }
+            lives
+        })
+    });
+    let mut lives = 0;
+    for client in clients.collect::<Vec<_>>() {
+        lives += client.await.unwrap();
+    }
+
+    // Everything the chaos opened goes, by itself; bounded only so a leak fails here.
+    let mut after = Footprint::of(&http, addr).await;
+    for _ in 0..300 {
+        if after.connections == 0.0 && after.rooms == 0.0 && after.tasks <= before.tasks {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = Footprint::of(&http, addr).await;
+    }
+    eprintln!("chaos: {lives} client lives; before {before:?}, after {after:?}");
+    assert_eq!(after.connections, 0.0, "sockets leaked");
+    assert_eq!(after.rooms, 0.0, "rooms leaked");
+    assert!(
+        after.tasks <= before.tasks,
+        "tasks leaked: {before:?} → {after:?}"
+    );
+    // The allocator keeps some of what the peak took; a leak of 500 clients' buffers per
+    // second would be far more.
+    assert!(
+        after.resident_bytes < before.resident_bytes + 64.0 * 1024.0 * 1024.0,
+        "memory grew: {before:?} → {after:?}"
+    );
+    // And it still serves.
+    post_notice_to(&http, addr, &rooms[0]).await;
+    drop(process);
+    drop(store);
+    database.drop().await;
+}
+
+async fn post_notice_to(http: &reqwest::Client, addr: SocketAddr, room: &RoomName) {
+    let response = http
+        .post(format!("http://{addr}/api/rooms/{room}/events"))
+        .json(&json!({"kind": "notice", "data": {"text": "after"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
 }
