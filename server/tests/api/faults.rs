@@ -120,7 +120,7 @@ impl Process {
             .local_addr()
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", &addr.to_string(), "--host-metrics", "false"])
+            .args(["--listen", &addr.to_string()])
             .args(["--database-url", database_url])
             .args(args)
             .stdout(Stdio::null())
@@ -146,7 +146,7 @@ impl Process {
 async fn a_server_killed_during_heavy_ingest_keeps_every_acknowledged_event_and_sample() {
     const SAMPLES: usize = 2_000;
     let database = EmptyDatabase::create("kill9").await;
-    let mut process = Process::start(&database.url, &[]).await;
+    let mut process = Process::start(&database.url, &["--host-metrics", "false"]).await;
     let store = Store::connect(database.url.parse().unwrap(), Default::default())
         .await
         .unwrap();
@@ -532,6 +532,8 @@ async fn thirty_seconds_of_client_chaos_leave_no_connection_room_or_task_behind(
             "1000000",
             "--publish-burst",
             "1000000",
+            "--max-sockets-per-identity",
+            "1000",
         ],
     )
     .await;
@@ -600,4 +602,68 @@ async fn post_notice_to(http: &reqwest::Client, addr: SocketAddr, room: &RoomNam
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_minute_at_an_everyday_mix_keeps_every_socket_and_request_and_memory_flat() {
+    let database = EmptyDatabase::create("soak").await;
+    // With the host collector, as operators run it; one token stands for 500 people and 200
+    // agents.
+    let one_for_all = [
+        "--max-sockets-per-identity",
+        "500",
+        "--publish-rate",
+        "1000",
+        "--publish-burst",
+        "2000",
+    ];
+    let process = Process::start(&database.url, &one_for_all).await;
+    let store = Store::connect(database.url.parse().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let token = token_in(&store, Role::Admin, &["*"], &["admin"]).await;
+    let pid = process.child.id().unwrap().to_string();
+    let soak = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--addr", &process.addr.to_string(), "--server-pid", &pid])
+        .args([
+            "--token",
+            &token,
+            "--subscribers",
+            "500",
+            "--sources",
+            "200",
+        ])
+        .args(["--soak-rounds", "6", "--soak-every", "10"])
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    assert!(soak.status.success());
+    let report = String::from_utf8(soak.stdout).unwrap();
+    eprintln!("{report}");
+    let field = |line: &str, name: &str| -> f64 {
+        let value = line
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {line}"));
+        value.parse().unwrap()
+    };
+    let rounds: Vec<&str> = report.lines().filter(|l| l.starts_with("round=")).collect();
+    assert_eq!(rounds.len(), 6);
+    for round in &rounds {
+        assert_eq!(field(round, "failures"), 0.0, "{round}");
+        assert_eq!(field(round, "sockets"), 500.0, "{round}");
+        // 500 sockets each see their source's sample event and the notice every second.
+        assert!(field(round, "deliveries") > 500.0 * 2.0 * 5.0, "{round}");
+    }
+    // Flat: after the first round has warmed the caches, memory does not keep growing.
+    let rss = |round: &str| field(round, "rss_kib");
+    let (first, last) = (rss(rounds[1]), rss(rounds[5]));
+    assert!(
+        last < first * 1.25 + 16_384.0,
+        "memory crept: {first} KiB → {last} KiB"
+    );
+    drop(process);
+    drop(store);
+    database.drop().await;
 }

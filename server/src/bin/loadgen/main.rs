@@ -1,6 +1,7 @@
 //! Load generator for a running Watchroom server: N WebSocket subscribers in one room and one
 //! publisher, reporting deliveries per second, publish→receive latency, and the server's RSS and
-//! CPU time per delivery (read from /proc, so it must run on the server's machine).
+//! CPU time per delivery (read from /proc, so it must run on the server's machine); or alert
+//! latency; or a soak at an everyday mix (`soak`).
 //!
 //! Loopback only: it refuses any address that is not on this machine.
 
@@ -20,6 +21,8 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt, future::join_all};
 use serde_json::json;
 use tokio_tungstenite::{connect_async_with_config, tungstenite::Message};
+
+mod soak;
 
 #[derive(Parser)]
 struct Args {
@@ -50,6 +53,16 @@ struct Args {
     /// Instead of fan-out: time this many alerts from sample to `firing` on a socket.
     #[arg(long)]
     alert_rounds: Option<usize>,
+    /// Instead of fan-out: a soak of this many rounds, `--subscribers` sockets watching
+    /// `--sources` sources that push samples every second.
+    #[arg(long)]
+    soak_rounds: Option<usize>,
+    /// Seconds per soak round (one report each).
+    #[arg(long, default_value_t = 60.0)]
+    soak_every: f64,
+    /// Sources pushing samples in a soak.
+    #[arg(long, default_value_t = 200)]
+    sources: usize,
 }
 
 struct Shared {
@@ -87,6 +100,15 @@ async fn main() {
     let url = format!("ws://{}/ws?token={}", args.addr, args.token);
     if let Some(rounds) = args.alert_rounds {
         return alert_latency(&args, &url, rounds).await;
+    }
+    if let Some(rounds) = args.soak_rounds {
+        let plan = soak::Plan {
+            sources: args.sources,
+            sockets: args.subscribers,
+            every: Duration::from_secs_f64(args.soak_every),
+            rounds,
+        };
+        return soak::run(args.addr, &args.token, args.server_pid, plan).await;
     }
     let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
     let shared = Arc::new(Shared {
