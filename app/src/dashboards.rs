@@ -93,6 +93,10 @@ pub struct Panel {
 pub struct Dashboard {
     pub name: String,
     pub panels: Vec<Panel>,
+    /// Counts its edits: an edit made to an older version than the stored one is refused, so
+    /// two people editing at once cannot overwrite each other.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// Dashboard names appear in addresses: lowercase letters, digits and `-`.
@@ -152,6 +156,7 @@ impl Dashboard {
         });
         Self {
             name: HOST.into(),
+            version: 0,
             panels: vec![
                 panel("CPU", PanelKind::Gauge, &["cpu.total"], Unit::Percent, busy),
                 panel(
@@ -205,13 +210,26 @@ impl Dashboard {
     }
 }
 
+/// The refusal of an edit to a dashboard someone else changed after the editor loaded it.
+#[cfg(feature = "ssr")]
+pub fn changed_since() -> AppError {
+    AppError::Conflict(
+        "this dashboard was changed by someone else since this page was loaded: \
+         reload it to see their change, then make yours again"
+            .into(),
+    )
+}
+
 /// Where dashboards are kept; the server provides it as context to server functions.
 #[cfg(feature = "ssr")]
 pub trait DashboardStore: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'static, Result<Vec<String>, AppError>>;
     fn get(&self, name: String) -> BoxFuture<'static, Result<Option<Dashboard>, AppError>>;
-    /// Creates or replaces.
-    fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>>;
+    /// Creates an empty dashboard, unless one of that name exists.
+    fn create(&self, name: String) -> BoxFuture<'static, Result<(), AppError>>;
+    /// Stores `dashboard` as its next version, refused with [`AppError::Conflict`] when the
+    /// stored one is no longer `dashboard.version`.
+    fn update(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>>;
     fn delete(&self, name: String) -> BoxFuture<'static, Result<(), AppError>>;
 }
 

@@ -18,6 +18,10 @@ pub enum AppError {
     /// The request names something that does not exist (`dashboard`, `panel`).
     #[error("no such {0}")]
     NotFound(String),
+    /// What the request changes was changed by someone else since it was read; the message
+    /// says to reload.
+    #[error("{0}")]
+    Conflict(String),
     /// Nobody is logged in.
     #[error("log in first")]
     Unauthenticated,
@@ -55,6 +59,7 @@ impl AppError {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

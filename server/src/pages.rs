@@ -137,9 +137,21 @@ impl DashboardStore for Pages {
         })
     }
 
-    fn save(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>> {
-        self.serve("saving a dashboard", |store| async move {
-            store.save_dashboard(&dashboard).await
+    fn create(&self, name: String) -> BoxFuture<'static, Result<(), AppError>> {
+        self.serve("creating a dashboard", |store| async move {
+            store.create_dashboard(&name).await
+        })
+    }
+
+    fn update(&self, dashboard: Dashboard) -> BoxFuture<'static, Result<(), AppError>> {
+        let work = self.serve("saving a dashboard", |store| async move {
+            store.update_dashboard(&dashboard).await
+        });
+        Box::pin(async move {
+            match work.await? {
+                true => Ok(()),
+                false => Err(app::dashboards::changed_since()),
+            }
         })
     }
 

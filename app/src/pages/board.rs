@@ -296,13 +296,7 @@ pub async fn create_dashboard(name: String) -> Result<(), AppError> {
         require_edit()?;
         check_name(&name).map_err(AppError::Invalid)?;
         let store = expect_context::<SharedDashboards>().0;
-        if store.get(name.clone()).await?.is_none() {
-            let dashboard = Dashboard {
-                name: name.clone(),
-                panels: Vec::new(),
-            };
-            store.save(dashboard).await?;
-        }
+        store.create(name.clone()).await?;
         leptos_axum::redirect(&format!("/d/{name}"));
         Ok(())
     })
@@ -386,10 +380,27 @@ impl From<&Panel> for PanelForm {
     }
 }
 
-/// Replaces the panel at `index`, or adds one at the end when there is no index.
+/// The dashboard `name` at `version`, the one its editor was showing; refused when it has
+/// changed since, as the panel `index` may be another one now.
+#[cfg(feature = "ssr")]
+async fn board_at(name: &str, version: i64) -> Result<Dashboard, AppError> {
+    let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+    let board = store
+        .get(name.to_owned())
+        .await?
+        .ok_or_else(|| AppError::NotFound("dashboard".into()))?;
+    if board.version != version {
+        return Err(crate::dashboards::changed_since());
+    }
+    Ok(board)
+}
+
+/// Replaces the panel at `index`, or adds one at the end when there is no index; `version` is
+/// the dashboard's as the editor showed it.
 #[server]
 pub async fn save_panel(
     dashboard: String,
+    version: i64,
     index: Option<usize>,
     panel: PanelForm,
 ) -> Result<(), AppError> {
@@ -402,11 +413,7 @@ pub async fn save_panel(
         require_edit()?;
         crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
         let panel = panel.panel().map_err(AppError::Invalid)?;
-        let store = expect_context::<SharedDashboards>().0;
-        let mut board = store
-            .get(dashboard.clone())
-            .await?
-            .ok_or_else(|| AppError::NotFound("dashboard".into()))?;
+        let mut board = board_at(&dashboard, version).await?;
         match index {
             Some(i) => {
                 *board
@@ -421,7 +428,7 @@ pub async fn save_panel(
             }
             None => board.panels.push(panel),
         }
-        store.save(board).await?;
+        expect_context::<SharedDashboards>().0.update(board).await?;
         leptos_axum::redirect(&format!("/d/{dashboard}"));
         Ok(())
     })
@@ -429,20 +436,17 @@ pub async fn save_panel(
 }
 
 #[server]
-pub async fn delete_panel(dashboard: String, index: usize) -> Result<(), AppError> {
+pub async fn delete_panel(dashboard: String, version: i64, index: usize) -> Result<(), AppError> {
     use crate::error::answer;
 
     answer(async move {
         require_edit()?;
         crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
-        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
-        let mut board = store
-            .get(dashboard.clone())
-            .await?
-            .ok_or_else(|| AppError::NotFound("dashboard".into()))?;
+        let mut board = board_at(&dashboard, version).await?;
         if index < board.panels.len() {
             board.panels.remove(index);
-            store.save(board).await?;
+            let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+            store.update(board).await?;
         }
         leptos_axum::redirect(&format!("/d/{dashboard}"));
         Ok(())
@@ -553,6 +557,7 @@ pub(super) fn BoardBody(
     may_edit: bool,
 ) -> impl IntoView {
     let name = data.dashboard.name.clone();
+    let version = data.dashboard.version;
     // One signal per panel, fed by one subscription per source room.
     let panels: Vec<(Panel, PanelSignal)> = data
         .dashboard
@@ -661,7 +666,7 @@ pub(super) fn BoardBody(
                 .into_iter()
                 .enumerate()
                 .map(|(index, (panel, series))| {
-                    view! { <PanelView dashboard=name.clone() index panel series markers window_ms now_ms edits may_edit/> }
+                    view! { <PanelView dashboard=name.clone() version index panel series markers window_ms now_ms edits may_edit/> }
                 })
                 .collect_view()}
         </div>
@@ -670,7 +675,7 @@ pub(super) fn BoardBody(
         {may_edit.then(|| view! {
             <details class="edit" open=move || edits.refusal(None).is_some()>
                 <summary>"Edit dashboard"</summary>
-                <PanelEditor dashboard=name.clone() index=None panel=PanelForm::default() edits/>
+                <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() edits/>
                 <ActionForm action=delete attr:class="danger">
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Delete this dashboard"</button>
@@ -683,6 +688,7 @@ pub(super) fn BoardBody(
 #[component]
 fn PanelView(
     dashboard: String,
+    version: i64,
     index: usize,
     panel: Panel,
     series: RwSignal<Vec<SeriesData>>,
@@ -714,6 +720,7 @@ fn PanelView(
                 {may_edit.then(|| view! {
                     <ActionForm action=edits.remove attr:class="panel-delete">
                         <input type="hidden" name="dashboard" value=delete_from.clone()/>
+                        <input type="hidden" name="version" value=version/>
                         <input type="hidden" name="index" value=index/>
                         <button type="submit" aria-label=delete_label.clone()>"×"</button>
                     </ActionForm>
@@ -723,7 +730,7 @@ fn PanelView(
             {may_edit.then(|| view! {
                 <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
                     <summary aria-label=edit_label.clone()>"Edit"</summary>
-                    <PanelEditor dashboard=dashboard.clone() index=Some(index) panel=form.clone() edits/>
+                    <PanelEditor dashboard=dashboard.clone() version index=Some(index) panel=form.clone() edits/>
                 </details>
             })}
         </article>
@@ -734,6 +741,7 @@ fn PanelView(
 #[component]
 fn PanelEditor(
     dashboard: String,
+    version: i64,
     index: Option<usize>,
     panel: PanelForm,
     edits: Edits,
@@ -749,6 +757,7 @@ fn PanelEditor(
         <ActionForm action=edits.save attr:class="panel-form">
             <h2>{if index.is_some() { "Change this panel" } else { "Add a panel" }}</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
+            <input type="hidden" name="version" value=version/>
             {index.map(|i| view! { <input type="hidden" name="index" value=i/> })}
             <label>"Title" <input name="panel[title]" required maxlength="80" value=panel.title/></label>
             <label>"Type " <select name="panel[kind]">{kinds}</select></label>

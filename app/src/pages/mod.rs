@@ -13,7 +13,7 @@ mod wall;
 
 pub use account::AccountMenu;
 pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
-pub use board::{Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard};
+pub use board::{Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, SavePanel};
 pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
 pub use replay::{ReadReplay, ReplayChunk};

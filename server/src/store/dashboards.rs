@@ -16,27 +16,40 @@ impl Store {
     }
 
     pub async fn dashboard(&self, name: &str) -> Result<Option<Dashboard>> {
-        let panels: Option<Json<Vec<Panel>>> =
-            sqlx::query_scalar("SELECT panels FROM dashboards WHERE name = $1")
+        let row: Option<(Json<Vec<Panel>>, i64)> =
+            sqlx::query_as("SELECT panels, version FROM dashboards WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(panels.map(|Json(panels)| Dashboard {
+        Ok(row.map(|(Json(panels), version)| Dashboard {
             name: name.to_owned(),
             panels,
+            version,
         }))
     }
 
-    pub async fn save_dashboard(&self, dashboard: &Dashboard) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO dashboards (name, panels) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET panels = EXCLUDED.panels, updated_at = now()",
+    /// Creates the empty dashboard `name`; one that exists is left as it is.
+    pub async fn create_dashboard(&self, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO dashboards (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores `dashboard`'s panels as its next version if the stored one is still
+    /// `dashboard.version`; says whether it was.
+    pub async fn update_dashboard(&self, dashboard: &Dashboard) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE dashboards SET panels = $2, version = version + 1, updated_at = now()
+             WHERE name = $1 AND version = $3",
         )
         .bind(&dashboard.name)
         .bind(Json(&dashboard.panels))
+        .bind(dashboard.version)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(updated.rows_affected() == 1)
     }
 
     pub async fn delete_dashboard(&self, name: &str) -> Result<()> {

@@ -730,9 +730,12 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
     let app = start().await;
     let source = unique_room("replay").as_str().replace('.', "-");
     let name = format!("replay-{}", source.rsplit('-').next().unwrap());
-    app.store
-        .save_dashboard(&Dashboard {
+    app.store.create_dashboard(&name).await.unwrap();
+    let updated = app
+        .store
+        .update_dashboard(&Dashboard {
             name: name.clone(),
+            version: 1,
             panels: vec![Panel {
                 title: "CPU".into(),
                 kind: PanelKind::Line,
@@ -742,8 +745,8 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
                 thresholds: None,
             }],
         })
-        .await
-        .unwrap();
+        .await;
+    assert!(updated.unwrap(), "the new dashboard is at version 1");
     let now = chrono::Utc::now();
     let samples: Vec<Value> = (1..=120)
         .map(|i| {

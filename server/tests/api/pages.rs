@@ -2,7 +2,7 @@
 
 use app::{
     error::AppError,
-    pages::{CreateDashboard, DeletePanel},
+    pages::{CreateDashboard, DeletePanel, SavePanel},
 };
 use leptos::server_fn::{ServerFn, error::FromServerFnError};
 
@@ -36,11 +36,88 @@ async fn server_functions_answer_a_typed_error_with_its_status() {
     let (status, error) = call(
         &running,
         DeletePanel::PATH,
-        &[("dashboard", "nobody-made-this"), ("index", "0")],
+        &[
+            ("dashboard", "nobody-made-this"),
+            ("version", "1"),
+            ("index", "0"),
+        ],
     )
     .await;
     assert_eq!(status, 404);
     assert_eq!(error, AppError::NotFound("dashboard".into()));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_edits_made_from_the_same_version_of_a_dashboard_cannot_overwrite_each_other() {
+    let running = start().await;
+    let name = crate::helpers::unique_room("edits")
+        .as_str()
+        .replace('.', "-");
+    let panel = |title: &'static str| {
+        let name = name.clone();
+        move |version: &'static str| {
+            vec![
+                ("dashboard", name.clone()),
+                ("version", version.to_owned()),
+                ("panel[title]", title.to_owned()),
+                ("panel[kind]", "stat".to_owned()),
+                ("panel[source]", "host:a".to_owned()),
+                ("panel[series]", "cpu.total".to_owned()),
+                ("panel[unit]", "percent".to_owned()),
+                ("panel[warn]", String::new()),
+                ("panel[critical]", String::new()),
+            ]
+        }
+    };
+    let answered = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let running = &running;
+        async move {
+            let response = running
+                .http()
+                .post(format!("http://{}{path}", running.addr))
+                .header("accept", "application/json")
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.bytes().await.unwrap();
+            (status, (status >= 400).then(|| AppError::de(body)))
+        }
+    };
+    let created = answered(CreateDashboard::PATH, vec![("name", name.clone())]).await;
+    assert_eq!(created.1, None);
+
+    // Two editors opened version 1; the first to save wins, the second is told to reload.
+    assert_eq!(answered(SavePanel::PATH, panel("Mine")("1")).await.1, None);
+    let (status, error) = answered(SavePanel::PATH, panel("Theirs")("1")).await;
+    assert_eq!(status, 409);
+    assert!(matches!(error, Some(AppError::Conflict(_))), "{error:?}");
+    let delete = |version: &'static str| {
+        let form = [
+            ("dashboard", name.as_str()),
+            ("version", version),
+            ("index", "0"),
+        ];
+        form.map(|(k, v)| (k, v.to_owned())).to_vec()
+    };
+    assert_eq!(answered(DeletePanel::PATH, delete("1")).await.0, 409);
+    // Creating it again leaves it as it is.
+    assert_eq!(
+        answered(CreateDashboard::PATH, vec![("name", name.clone())])
+            .await
+            .1,
+        None
+    );
+
+    let stored = running.store.dashboard(&name).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    let titles: Vec<&str> = stored.panels.iter().map(|p| p.title.as_str()).collect();
+    assert_eq!(titles, ["Mine"]);
+    assert_eq!(answered(DeletePanel::PATH, delete("2")).await.1, None);
+    let stored = running.store.dashboard(&name).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.panels.len()), (3, 0));
     running.stop().await.unwrap();
 }
 
