@@ -52,6 +52,13 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
 
+    /// Longest a client may take to send a request's headers, counted from the end of its last
+    /// request on a kept-alive connection; past it the connection is closed (a peer trickling
+    /// its headers a byte at a time holds nothing for long). So it is also how long an idle
+    /// kept-alive connection stays open.
+    #[arg(long, env = "WATCHROOM_HEADER_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+
     /// Longest one database read for a page or the API may run (`statement_timeout`); past it
     /// the request is refused as unavailable rather than holding a connection others wait for.
     #[arg(long, env = "WATCHROOM_QUERY_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
@@ -331,6 +338,7 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.max_rooms, 100_000);
         assert_eq!(config.query_timeout, Duration::from_secs(15));
+        assert_eq!(config.header_timeout, Duration::from_secs(30));
         assert_eq!(config.lock_timeout, Duration::from_secs(2));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod prometheus;
 pub mod rate;
 pub mod retention;
+mod serve;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
@@ -217,12 +218,13 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         }
     });
     let pages = Pages::new(store.clone(), state.alerts.clone());
-    let task = tokio::spawn(async move {
-        let app = router(state, pages).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopping.cancelled_owned())
-            .await
-    });
+    let header_timeout = config.header_timeout;
+    let task = tokio::spawn(serve::serve(
+        listener,
+        router(state, pages),
+        header_timeout,
+        stopping,
+    ));
     tracing::info!(%addr, "watchroom listening");
     Ok(Running {
         addr,

@@ -600,6 +600,37 @@ async fn a_request_whose_body_trickles_in_is_answered_408_when_its_time_is_up() 
 }
 
 #[tokio::test]
+async fn a_client_trickling_its_request_headers_is_closed_when_their_time_is_up() {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+    let server = crate::helpers::start_with(|config| {
+        config.header_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    // A slow loris: headers begun, never ended.
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nx-slow: ", server.addr);
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(closed.is_ok(), "the server closed the connection by itself");
+    // hyper answers 408 if it can; a connection closed without one is as good.
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_server_shutting_down_answers_every_publish_it_took_before_it_closes() {
     use tokio_tungstenite::tungstenite::Message;
     let server = crate::helpers::start_with(|config| {
