@@ -110,6 +110,11 @@ pub struct Config {
     )]
     pub max_series_per_source: usize,
 
+    /// Distinct series the store may hold in all, whatever their sources: many sources each
+    /// within their limit must not grow it (and each node's cache of series) without bound.
+    #[arg(long, env = "WATCHROOM_MAX_SERIES", default_value_t = 1_000_000, value_parser = at_least_one)]
+    pub max_series: usize,
+
     /// Collect this host's metrics (and the server's own) every second as source `host:<name>`.
     #[arg(long, env = "WATCHROOM_HOST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub host_metrics: bool,

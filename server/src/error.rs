@@ -38,6 +38,8 @@ pub enum Error {
         series: Series,
         limit: usize,
     },
+    #[error("the server holds {limit} series, the most it may; {series} would be one more")]
+    SeriesFull { series: Series, limit: usize },
     /// No identity came with a request that needs one.
     #[error("log in, or send an API token (Authorization: Bearer wr_…)")]
     Unauthenticated,
@@ -78,7 +80,7 @@ impl Error {
             Self::InvalidEvent(_) => ErrorCode::InvalidEvent,
             Self::InvalidSample(_) => ErrorCode::InvalidSample,
             Self::BadRequest { .. } => ErrorCode::BadFrame,
-            Self::TooManySeries { .. } => ErrorCode::TooManySeries,
+            Self::TooManySeries { .. } | Self::SeriesFull { .. } => ErrorCode::TooManySeries,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Limited(_) => ErrorCode::RateLimited,
@@ -92,9 +94,10 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { status, .. } => *status,
-            Self::InvalidRoom(_) | Self::InvalidSample(_) | Self::TooManySeries { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidRoom(_)
+            | Self::InvalidSample(_)
+            | Self::TooManySeries { .. }
+            | Self::SeriesFull { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

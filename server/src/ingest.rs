@@ -13,7 +13,7 @@ use crate::{
     alerts::Feed,
     error::{Error, Result},
     hub::Hub,
-    store::{Appended, Pending, Store},
+    store::{Appended, Pending, Reservation, SeriesLimits, Store},
     telemetry::Telemetry,
 };
 
@@ -31,6 +31,8 @@ struct Request {
     stored: oneshot::Sender<Result<Vec<Event>>>,
     /// Its share of the queue's bytes, given back once it is committed.
     held: OwnedSemaphorePermit,
+    /// The new series it adds, counted against the limits until it is committed.
+    reserved: Vec<Reservation>,
 }
 
 impl Request {
@@ -47,8 +49,8 @@ pub struct Ingest {
     bytes: Arc<Semaphore>,
     max_bytes: u32,
     store: Store,
-    /// Series one metrics source may have.
-    max_series: usize,
+    /// Series one metrics source, and the whole store, may have.
+    series: SeriesLimits,
     telemetry: Telemetry,
 }
 
@@ -63,7 +65,7 @@ impl Ingest {
             bytes: Arc::new(Semaphore::new(max_bytes as usize)),
             max_bytes,
             store,
-            max_series: limits.series_per_source,
+            series: limits.series,
             telemetry,
         }
     }
@@ -122,7 +124,7 @@ impl Ingest {
         events: Vec<Pending>,
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
         // Here, not in the writer: a refused request must not fail the others committed with it.
-        self.store.admit(&events, self.max_series).await?;
+        let reserved = self.store.admit(&events, self.series).await?;
         // One request larger than the whole allowance waits for all of it, and then goes alone.
         let size = events.iter().map(Pending::bytes).sum::<usize>();
         let size = u32::try_from(size)
@@ -140,6 +142,7 @@ impl Ingest {
                 events,
                 stored,
                 held,
+                reserved,
             })
             .await
             .map_err(|_| Error::Unavailable)?;
@@ -207,12 +210,12 @@ async fn write(
     }
 }
 
-/// A committed request's way back: its sender, how many events it had, and the queue bytes it
-/// held until now.
+/// A committed request's way back: its sender, how many events it had, and what it held until
+/// now (queue bytes, series reserved).
 type Reply = (
     oneshot::Sender<Result<Vec<Event>>>,
     usize,
-    OwnedSemaphorePermit,
+    (OwnedSemaphorePermit, Vec<Reservation>),
 );
 
 /// Commits `batch`'s requests in one transaction; a batch that fails comes back whole.
@@ -223,7 +226,8 @@ async fn append(
     let mut events = Vec::new();
     let mut replies = Vec::with_capacity(batch.len());
     for request in batch {
-        replies.push((request.stored, request.events.len(), request.held));
+        let held = (request.held, request.reserved);
+        replies.push((request.stored, request.events.len(), held));
         events.extend(request.events);
     }
     match store.append(events).await {
@@ -232,10 +236,11 @@ async fn append(
             let mut events = events.into_iter();
             let batch = replies
                 .into_iter()
-                .map(|(stored, size, held)| Request {
+                .map(|(stored, size, (held, reserved))| Request {
                     events: events.by_ref().take(size).collect(),
                     stored,
                     held,
+                    reserved,
                 })
                 .collect();
             Err((batch, e))
@@ -256,7 +261,7 @@ fn deliver(appended: Appended, replies: Vec<Reply>, hub: &Hub, feed: &Feed, tele
     }
     telemetry.samples(samples.iter().map(|(_, points)| points.len() as u64).sum());
     let mut stored = events.into_iter();
-    // Each request's bytes are freed as it is answered.
+    // Each request's bytes and series are freed as it is answered (the series now stored).
     for (reply, size, _held) in replies {
         let events: Vec<Event> = stored.by_ref().take(size).collect();
         for event in &events {
@@ -302,8 +307,8 @@ fn refuse(batch: Vec<Request>, locked: &[String]) -> Vec<Request> {
 
 /// What one writer's queue may take.
 pub struct Limits {
-    /// Distinct series one metrics source may have.
-    pub series_per_source: usize,
+    /// Distinct series a metrics source, and the store, may have.
+    pub series: SeriesLimits,
     /// Bytes waiting for the writer, about (see [`Pending::bytes`]).
     pub queue_bytes: usize,
 }

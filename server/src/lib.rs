@@ -124,7 +124,10 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let (feed, committed) = Feed::new();
     let telemetry = Telemetry::default();
     let limits = ingest::Limits {
-        series_per_source: config.max_series_per_source,
+        series: store::SeriesLimits {
+            per_source: config.max_series_per_source,
+            total: config.max_series,
+        },
         queue_bytes: config.ingest_queue_bytes,
     };
     let ingest = Ingest::spawn(store.clone(), hub.clone(), feed, limits, telemetry.clone());

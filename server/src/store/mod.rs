@@ -24,6 +24,7 @@ pub use alerts::{Notification, Outgoing};
 pub use block::Damaged;
 pub use events::{Appended, Head, Pending};
 use samples::SeriesIds;
+pub use samples::{Reservation, SeriesLimits};
 use tiers::Retention;
 
 use crate::error::{Result, RunError};

@@ -27,6 +27,11 @@ struct Known {
     ids: HashMap<String, HashMap<String, HashMap<Labels, i32>>>,
     /// Sources whose every stored series is in `ids`, so their count is known.
     complete: HashSet<String>,
+    /// Series admitted but not yet committed, by source: counted against the limits so that
+    /// requests admitted together cannot pass them by what they add together.
+    reserved: HashMap<String, HashSet<(String, Labels)>>,
+    /// Series stored in all, once counted (forgotten when a delete makes it stale).
+    total: Option<usize>,
 }
 
 impl Known {
@@ -44,9 +49,47 @@ impl Known {
     }
 
     fn count(&self, source: &str) -> usize {
-        self.ids
+        let reserved = self.reserved.get(source).map_or(0, HashSet::len);
+        let stored = self
+            .ids
             .get(source)
-            .map_or(0, |by_name| by_name.values().map(HashMap::len).sum())
+            .map_or(0, |by_name| by_name.values().map(HashMap::len).sum());
+        stored + reserved
+    }
+
+    fn is_reserved(&self, source: &str, point: &Point) -> bool {
+        self.reserved
+            .get(source)
+            .is_some_and(|series| series.contains(&(point.series.clone(), point.labels.clone())))
+    }
+}
+
+/// How many series may be stored: per source, and in all.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesLimits {
+    pub per_source: usize,
+    pub total: usize,
+}
+
+/// Series a request was admitted with, counted against the limits until it is committed (then
+/// they are stored) or fails; dropping it gives them back.
+pub struct Reservation {
+    ids: SeriesIds,
+    source: String,
+    series: Vec<(String, Labels)>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut known = self.ids.known();
+        if let Some(reserved) = known.reserved.get_mut(&self.source) {
+            for series in &self.series {
+                reserved.remove(series);
+            }
+            if reserved.is_empty() {
+                known.reserved.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -65,16 +108,21 @@ impl SeriesIds {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Refuses `points` of `source` when they would take it past `limit` series, naming the
-    /// first series too many. Requests are admitted concurrently, so a burst of them can pass
-    /// the limit by what they add together; it holds from then on.
+    /// Reserves the new series of `points` of `source`, or refuses them when they would take it
+    /// past its limit or the store past its total, naming the first series too many.
     pub async fn admit(
         &self,
         pool: &PgPool,
         source: &str,
         points: &[Point],
-        limit: usize,
-    ) -> Result<()> {
+        limits: SeriesLimits,
+    ) -> Result<Reservation> {
+        if self.known().total.is_none() {
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM series")
+                .fetch_one(pool)
+                .await?;
+            self.known().total = Some(total as usize);
+        }
         if !self.known().complete.contains(source) {
             let stored: Vec<(i32, String, Json<Labels>)> =
                 sqlx::query_as("SELECT id, name, labels FROM series WHERE source = $1")
@@ -87,25 +135,49 @@ impl SeriesIds {
             }
             known.complete.insert(source.to_owned());
         }
-        let known = self.known();
-        let mut room = limit.saturating_sub(known.count(source));
+        let mut known = self.known();
+        let reserved: usize = known.reserved.values().map(HashSet::len).sum();
+        let in_all = known.total.unwrap_or_default() + reserved;
+        let mut room = limits.per_source.saturating_sub(known.count(source));
+        let mut room_in_all = limits.total.saturating_sub(in_all);
         let mut new = HashSet::new();
-        for point in points.iter().filter(|p| known.get(source, p).is_none()) {
+        for point in points
+            .iter()
+            .filter(|p| known.get(source, p).is_none() && !known.is_reserved(source, p))
+        {
             if new.insert((point.series.as_str(), &point.labels)) {
+                let series = || Series {
+                    name: point.series.clone(),
+                    labels: point.labels.clone(),
+                };
                 if room == 0 {
                     return Err(Error::TooManySeries {
                         source_name: source.to_owned(),
-                        series: Series {
-                            name: point.series.clone(),
-                            labels: point.labels.clone(),
-                        },
-                        limit,
+                        series: series(),
+                        limit: limits.per_source,
+                    });
+                }
+                if room_in_all == 0 {
+                    return Err(Error::SeriesFull {
+                        series: series(),
+                        limit: limits.total,
                     });
                 }
                 room -= 1;
+                room_in_all -= 1;
             }
         }
-        Ok(())
+        let series: Vec<(String, Labels)> = new
+            .into_iter()
+            .map(|(name, labels)| (name.to_owned(), labels.clone()))
+            .collect();
+        let reserved = known.reserved.entry(source.to_owned()).or_default();
+        reserved.extend(series.iter().cloned());
+        Ok(Reservation {
+            ids: self.clone(),
+            source: source.to_owned(),
+            series,
+        })
     }
 
     /// Inserts `points` of each source inside the caller's transaction, creating series first
@@ -182,11 +254,15 @@ impl SeriesIds {
         let mut known = self.known();
         known.ids.remove(source);
         known.complete.remove(source);
+        known.total = None;
     }
 
     /// Remembers the series the committed transaction created; a rolled-back one forgets them.
     pub fn committed(&self, created: Created) {
         let mut known = self.known();
+        if let Some(total) = &mut known.total {
+            *total += created.0.len();
+        }
         for (key, id) in created.0 {
             known.insert(key, id);
         }
@@ -270,18 +346,22 @@ async fn create_series(
 }
 
 impl Store {
-    /// Refuses a request whose samples would take a source past `limit` series.
-    pub async fn admit(&self, batch: &[Pending], limit: usize) -> Result<()> {
+    /// Reserves the series a request's samples would add, or refuses it when they would take a
+    /// source or the store past its limit.
+    pub async fn admit(&self, batch: &[Pending], limits: SeriesLimits) -> Result<Vec<Reservation>> {
+        let mut reservations = Vec::new();
         for pending in batch {
             if let Some(source) = room_source(&pending.room)
                 && !pending.points.is_empty()
             {
-                self.series
-                    .admit(&self.pool, source, &pending.points, limit)
+                let reserved = self
+                    .series
+                    .admit(&self.pool, source, &pending.points, limits)
                     .await?;
+                reservations.push(reserved);
             }
         }
-        Ok(())
+        Ok(reservations)
     }
 
     /// Every source that has sent a sample, by name.

@@ -501,6 +501,48 @@ async fn a_source_at_its_series_limit_takes_samples_of_its_series_but_no_new_one
 }
 
 #[tokio::test]
+async fn requests_admitted_together_cannot_pass_a_series_limit_by_what_they_add_together() {
+    let database = crate::helpers::EmptyDatabase::create("series_cap").await;
+    let app = start_with(|config| {
+        config.database_url = Some(database.url.clone());
+        config.max_series_per_source = 10;
+        config.max_series = 14;
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    })
+    .await;
+    // Twenty requests at once, each with a new series of one source: ten fit.
+    let source = unique_source("burst");
+    let one_new = |i: usize| json!([{"source": source, "series": format!("s{i}"), "value": 1}]);
+    let bodies: Vec<Value> = (0..20).map(one_new).collect();
+    let answers = futures::future::join_all(bodies.iter().map(|b| post_samples(&app, b))).await;
+    let taken = answers.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(taken, 10, "exactly the source's limit");
+    assert!(
+        answers
+            .iter()
+            .all(|r| [200, 400].contains(&r.status().as_u16()))
+    );
+
+    // Other sources, each within its own limit, fill the store's: 14 in all.
+    let other = unique_source("other");
+    let five: Vec<Value> = (0..5)
+        .map(|i| json!({"source": other, "series": format!("s{i}"), "value": 1}))
+        .collect();
+    let response = post_samples(&app, &json!(five)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_series");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("the server holds 14 series"), "{message}");
+    assert_eq!(post_samples(&app, &json!(five[..4])).await.status(), 200);
+    let known = answers.iter().position(|r| r.status() == 200).unwrap();
+    let again = post_samples(&app, &one_new(known)).await;
+    assert_eq!(again.status(), 200, "a stored series still comes in");
+    app.stop().await.unwrap();
+    database.drop().await;
+}
+
+#[tokio::test]
 async fn a_tight_ingest_queue_holds_no_more_than_its_bytes_and_every_request_goes_through() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const BUDGET: usize = 64 * 1024;
