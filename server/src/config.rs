@@ -42,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = at_least_one)]
     pub max_connections: usize,
 
+    /// Connections open at once from one address (an office behind one NAT counts as one).
+    /// Behind a reverse proxy every connection comes from the proxy: raise it to
+    /// `max_connections` there, and cap per address in the proxy.
+    #[arg(long, env = "WATCHROOM_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1_000, value_parser = at_least_one)]
+    pub max_connections_per_address: usize,
+
     /// Bytes of events and samples waiting for the writer (about: parsed and as text); past
     /// it, publishers and ingest requests wait for the writer to catch up.
     #[arg(long, env = "WATCHROOM_INGEST_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one)]
@@ -339,6 +345,7 @@ mod tests {
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.subscribe_rate, 10.0);
         assert_eq!(config.max_connections, 20_000);
+        assert_eq!(config.max_connections_per_address, 1_000);
         assert_eq!(config.ingest_queue_bytes, 256 << 20);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.max_rooms, 100_000);

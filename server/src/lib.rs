@@ -215,7 +215,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let stopping = shutdown.clone();
     // Pushes are small frames that must leave at once: Nagle's algorithm would hold them back
     // waiting for the peer's delayed ACK, adding tens of milliseconds.
-    let listener = listener::Capped::new(listener, config.max_connections).tap_io(|connection| {
+    let (max, per_address) = (config.max_connections, config.max_connections_per_address);
+    let listener = listener::Capped::new(listener, max, per_address).tap_io(|connection| {
         if let Err(e) = connection.tcp().set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }

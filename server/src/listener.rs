@@ -1,12 +1,13 @@
-//! The listening socket: at most so many connections at once, so idle or slow peers (a request
-//! trickled in a byte at a time) cannot take every file descriptor; one more is closed as it
-//! arrives.
+//! The listening socket: at most so many connections at once, and so many from one address, so
+//! idle or slow peers (a request trickled in a byte at a time) cannot take every file
+//! descriptor, nor one machine every place; one more is closed as it arrives.
 
 use std::{
+    collections::HashMap,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -20,13 +21,65 @@ use tokio::{
 pub struct Capped {
     tcp: TcpListener,
     open: Arc<Semaphore>,
+    from: Addresses,
 }
 
 impl Capped {
-    pub fn new(tcp: TcpListener, max: usize) -> Self {
+    /// At most `max` connections, and `per_address` from any one address.
+    pub fn new(tcp: TcpListener, max: usize, per_address: usize) -> Self {
         Self {
             tcp,
             open: Arc::new(Semaphore::new(max)),
+            from: Addresses {
+                open: Arc::default(),
+                max: per_address,
+            },
+        }
+    }
+}
+
+/// Connections open from each address.
+#[derive(Clone)]
+struct Addresses {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+impl Addresses {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Counts only change whole under this lock, so a poisoned map is intact.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more connection from `ip`, if it has fewer than its share open.
+    fn take(&self, ip: IpAddr) -> Option<AddressPlace> {
+        let mut open = self.open();
+        let count = open.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPlace {
+            from: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place among its address's; given back when dropped.
+struct AddressPlace {
+    from: Addresses,
+    ip: IpAddr,
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut open = self.from.open();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -38,11 +91,22 @@ impl Listener for Capped {
     async fn accept(&mut self) -> (Counted, SocketAddr) {
         loop {
             let (tcp, addr) = Listener::accept(&mut self.tcp).await;
+            let Some(place) = self.from.take(addr.ip()) else {
+                tracing::debug!(%addr, "connection closed: its address has its share open");
+                continue;
+            };
             let Ok(permit) = self.open.clone().try_acquire_owned() else {
                 tracing::debug!(%addr, "connection closed: as many are open as allowed");
                 continue;
             };
-            return (Counted { tcp, _open: permit }, addr);
+            let places = (permit, place);
+            return (
+                Counted {
+                    tcp,
+                    _places: places,
+                },
+                addr,
+            );
         }
     }
 
@@ -51,10 +115,10 @@ impl Listener for Capped {
     }
 }
 
-/// A connection that holds its place under the cap until it is dropped.
+/// A connection that holds its places under the caps until it is dropped.
 pub struct Counted {
     tcp: TcpStream,
-    _open: OwnedSemaphorePermit,
+    _places: (OwnedSemaphorePermit, AddressPlace),
 }
 
 impl Counted {

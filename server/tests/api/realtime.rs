@@ -600,6 +600,55 @@ async fn a_request_whose_body_trickles_in_is_answered_408_when_its_time_is_up() 
 }
 
 #[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections_and_others_still_get_in() {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpSocket, TcpStream},
+    };
+    let server = crate::helpers::start_with(|config| {
+        config.max_connections_per_address = 2;
+    })
+    .await;
+    /// A probe from `from`: the answer's first bytes, or none if the connection was closed.
+    async fn probe(to: std::net::SocketAddr, from: [u8; 4]) -> String {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let mut tcp = socket.connect(to).await.unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n";
+        let _ = tcp.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+    let idle = [
+        TcpStream::connect(server.addr).await.unwrap(),
+        TcpStream::connect(server.addr).await.unwrap(),
+    ];
+    assert_eq!(
+        probe(server.addr, [127, 0, 0, 1]).await,
+        "",
+        "a third from 127.0.0.1"
+    );
+    assert!(
+        probe(server.addr, [127, 0, 0, 2])
+            .await
+            .starts_with("HTTP/1.1 200"),
+        "another address has its own share"
+    );
+    drop(idle);
+    let mut tries = 0;
+    while !probe(server.addr, [127, 0, 0, 1])
+        .await
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(tries < 200, "the address's places never came free");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tries += 1;
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_client_trickling_its_request_headers_is_closed_when_their_time_is_up() {
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
