@@ -24,6 +24,14 @@ struct Row {
     data: Json<serde_json::Value>,
 }
 
+/// A row of a page bounded by bytes, with how many rows the page had before the bound cut it.
+#[derive(sqlx::FromRow)]
+struct SizedRow {
+    #[sqlx(flatten)]
+    row: Row,
+    fetched: i64,
+}
+
 impl Row {
     fn into_event(self) -> Result<Event> {
         let decode = |what: String| sqlx::Error::Decode(what.into());
@@ -110,8 +118,32 @@ impl Store {
         let Some(readable) = readable(visible).filter(|_| !kinds.is_empty()) else {
             return Ok(EventPage::default());
         };
-        let mut sql =
-            QueryBuilder::<Postgres>::new("SELECT room, seq, ts, kind, data FROM events WHERE ");
+        let filter = &query.filter;
+        // One room: its own index, in which the room is fixed and (ts, seq) orders its events.
+        let one_room = filter
+            .room
+            .as_ref()
+            .filter(|p| !p.as_str().contains('*'))
+            .map(|p| p.as_str().to_owned());
+        let (older, cursor) = match &query.page {
+            Page::First => (true, None),
+            Page::Older(cursor) => (true, Some(cursor)),
+            Page::Newer(cursor) => (false, Some(cursor)),
+        };
+        let order = if older { "DESC" } else { "ASC" };
+        let columns = match one_room {
+            Some(_) => format!("ts {order}, seq {order}"),
+            None => format!("ts {order}, room {order}, seq {order}"),
+        };
+        // The page is also bounded by the bytes of its events as stored, like a room's log
+        // (`PAGE_BYTES`): the rows past the bound are neither sent nor decoded.
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT * FROM (
+                 SELECT room, seq, ts, kind, data, count(*) OVER () AS fetched,
+                        (sum(pg_column_size(data)) OVER (ORDER BY {columns}))::int8
+                            - pg_column_size(data) AS before
+                 FROM (SELECT room, seq, ts, kind, data FROM events WHERE "
+        ));
         let named: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
         match kinds.as_slice() {
             [EventKind::Notice, EventKind::Alert] | [EventKind::Alert, EventKind::Notice] => {
@@ -125,13 +157,6 @@ impl Store {
                 .push_bind(patterns)
                 .push(")");
         }
-        let filter = &query.filter;
-        // One room: its own index, in which the room is fixed and (ts, seq) orders its events.
-        let one_room = filter
-            .room
-            .as_ref()
-            .filter(|p| !p.as_str().contains('*'))
-            .map(|p| p.as_str().to_owned());
         match (&one_room, &filter.room) {
             (Some(room), _) => {
                 sql.push(" AND room = ").push_bind(room.clone());
@@ -169,11 +194,6 @@ impl Store {
             Some(_) => "(ts, seq)",
             None => "(ts, room, seq)",
         };
-        let (older, cursor) = match &query.page {
-            Page::First => (true, None),
-            Page::Older(cursor) => (true, Some(cursor)),
-            Page::Newer(cursor) => (false, Some(cursor)),
-        };
         if let Some(cursor) = cursor {
             sql.push(format_args!(
                 " AND {key} {} (",
@@ -185,18 +205,17 @@ impl Store {
             }
             sql.push(", ").push_bind(cursor.seq).push(")");
         }
-        let order = if older { "DESC" } else { "ASC" };
-        let columns = match one_room {
-            Some(_) => format!("ts {order}, seq {order}"),
-            None => format!("ts {order}, room {order}, seq {order}"),
-        };
         sql.push(format_args!(" ORDER BY {columns} LIMIT "))
-            .push_bind(query.page_size() as i64 + 1);
+            .push_bind(query.page_size() as i64 + 1)
+            .push(") page) sized WHERE before < ")
+            .push_bind(super::events::PAGE_BYTES)
+            .push(format_args!(" ORDER BY {columns}"));
 
-        let rows: Vec<Row> = sql.build_query_as().fetch_all(&self.pool).await?;
-        let more = rows.len() > query.page_size();
+        let rows: Vec<SizedRow> = sql.build_query_as().fetch_all(&self.pool).await?;
+        let cut = rows.first().is_some_and(|r| r.fetched > rows.len() as i64);
+        let more = cut || rows.len() > query.page_size();
+        let rows = rows.into_iter().map(|sized| sized.row);
         let mut events = rows
-            .into_iter()
             .take(query.page_size())
             .map(Row::into_event)
             .collect::<Result<Vec<_>>>()?;

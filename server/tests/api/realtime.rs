@@ -518,6 +518,27 @@ async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_o
     );
     assert!(pages > 1, "one page held all {N}: not bounded by bytes");
 
+    // The history API's pages too: newest first, cut by bytes, every one reached by its cursor.
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<app::history::Cursor> = None;
+    loop {
+        let mut url = format!("http://{}/api/events?room={room}&limit=500", server.addr);
+        url.extend(cursor.map(|c| format!("&cursor={c}")));
+        let page: app::history::EventPage = server.get(url).await.json().await.unwrap();
+        pages += 1;
+        seen.extend(page.events.iter().map(|e| e.seq));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=N).rev().collect::<Vec<_>>(), "every event, once");
+    assert!(
+        pages > 1,
+        "one history page held all {N}: not bounded by bytes"
+    );
+
     let mut reader = Client::connect(&server).await;
     let (replayed, head) = reader.resume(&room, 0).await;
     assert_eq!(head, N);
