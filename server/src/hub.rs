@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use app::protocol::{Epoch, Event, RoomName, ServerFrame};
@@ -19,8 +19,13 @@ const ROOM_BUFFER: usize = 1024;
 /// A frame ready to send to every member of a room.
 #[derive(Clone, Debug)]
 pub enum Delivery {
-    /// A stored event; its seq lets a member drop what a replay already sent.
-    Event { seq: i64, frame: Utf8Bytes },
+    /// A stored event; its seq lets a member drop what a replay already sent, and `published`
+    /// (when its publish reached the server) times its way to each socket.
+    Event {
+        seq: i64,
+        frame: Utf8Bytes,
+        published: Instant,
+    },
     /// A watcher count: state, not history, so it is never replayed.
     Presence { frame: Utf8Bytes },
     /// The epoch of the events that follow; sent when it differs from the one before (and once
@@ -74,9 +79,9 @@ impl Hub {
         }
     }
 
-    /// Pushes a committed event of `epoch` to the room's members, if it has any (a bulk of
-    /// samples nobody watches is not even encoded).
-    pub fn publish(&self, event: &Event, epoch: &Epoch) {
+    /// Pushes a committed event of `epoch`, published at `published`, to the room's members, if
+    /// it has any (a bulk of samples nobody watches is not even encoded).
+    pub fn publish(&self, event: &Event, epoch: &Epoch, published: Instant) {
         let tx = {
             let mut rooms = self.rooms();
             let Some(room) = rooms.get_mut(&event.room) else {
@@ -91,7 +96,11 @@ impl Hub {
         let seq = event.seq;
         let frame = encode(&ServerFrame::Event(event.clone()));
         // An error only means every member left since the lookup.
-        let _ = tx.send(Delivery::Event { seq, frame });
+        let _ = tx.send(Delivery::Event {
+            seq,
+            frame,
+            published,
+        });
     }
 
     /// Tells each room whose membership changed how many watch it now. Joins and leaves come in

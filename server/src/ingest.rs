@@ -33,6 +33,8 @@ struct Request {
     held: OwnedSemaphorePermit,
     /// The new series it adds, counted against the limits until it is committed.
     reserved: Vec<Reservation>,
+    /// When it reached the server, for the publish→deliver latency.
+    since: Instant,
 }
 
 impl Request {
@@ -143,6 +145,7 @@ impl Ingest {
                 stored,
                 held,
                 reserved,
+                since: Instant::now(),
             })
             .await
             .map_err(|_| Error::Unavailable)?;
@@ -210,13 +213,14 @@ async fn write(
     }
 }
 
-/// A committed request's way back: its sender, how many events it had, and what it held until
-/// now (queue bytes, series reserved).
-type Reply = (
-    oneshot::Sender<Result<Vec<Event>>>,
-    usize,
-    (OwnedSemaphorePermit, Vec<Reservation>),
-);
+/// A committed request's way back: its sender, how many events it had, when it came, and what
+/// it held until now (queue bytes, series reserved).
+struct Reply {
+    stored: oneshot::Sender<Result<Vec<Event>>>,
+    size: usize,
+    since: Instant,
+    held: (OwnedSemaphorePermit, Vec<Reservation>),
+}
 
 /// Commits `batch`'s requests in one transaction; a batch that fails comes back whole.
 async fn append(
@@ -226,8 +230,12 @@ async fn append(
     let mut events = Vec::new();
     let mut replies = Vec::with_capacity(batch.len());
     for request in batch {
-        let held = (request.held, request.reserved);
-        replies.push((request.stored, request.events.len(), held));
+        replies.push(Reply {
+            stored: request.stored,
+            size: request.events.len(),
+            since: request.since,
+            held: (request.held, request.reserved),
+        });
         events.extend(request.events);
     }
     match store.append(events).await {
@@ -236,11 +244,12 @@ async fn append(
             let mut events = events.into_iter();
             let batch = replies
                 .into_iter()
-                .map(|(stored, size, (held, reserved))| Request {
-                    events: events.by_ref().take(size).collect(),
-                    stored,
-                    held,
-                    reserved,
+                .map(|reply| Request {
+                    events: events.by_ref().take(reply.size).collect(),
+                    stored: reply.stored,
+                    held: reply.held.0,
+                    reserved: reply.held.1,
+                    since: reply.since,
                 })
                 .collect();
             Err((batch, e))
@@ -262,13 +271,13 @@ fn deliver(appended: Appended, replies: Vec<Reply>, hub: &Hub, feed: &Feed, tele
     telemetry.samples(samples.iter().map(|(_, points)| points.len() as u64).sum());
     let mut stored = events.into_iter();
     // Each request's bytes and series are freed as it is answered (the series now stored).
-    for (reply, size, _held) in replies {
-        let events: Vec<Event> = stored.by_ref().take(size).collect();
+    for reply in replies {
+        let events: Vec<Event> = stored.by_ref().take(reply.size).collect();
         for event in &events {
-            hub.publish(event, &epochs[event.room.as_str()]);
+            hub.publish(event, &epochs[event.room.as_str()], reply.since);
         }
         // The publisher may have gone; the events are stored and pushed regardless.
-        let _ = reply.send(Ok(events));
+        let _ = reply.stored.send(Ok(events));
     }
     feed.send(samples);
 }

@@ -58,6 +58,7 @@ struct Inner {
     conflated: Counter,
     refusals: Family<Reason, Counter>,
     commit_seconds: Histogram,
+    deliver_seconds: Histogram,
     connections: Gauge,
     rooms: Gauge,
     ingest_queue: Gauge,
@@ -109,6 +110,7 @@ impl Default for Telemetry {
             refusals: Family::default(),
             // 0.5 ms to 4 s.
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            deliver_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             connections: Gauge::default(),
             rooms: Gauge::default(),
             ingest_queue: Gauge::default(),
@@ -152,6 +154,12 @@ impl Default for Telemetry {
             "writer_commit_seconds",
             "Time the writer took to commit one batch",
             inner.commit_seconds.clone(),
+        );
+        r.register(
+            "publish_deliver_seconds",
+            "Time from a publish reaching the server to its event written to a socket (the \
+             oldest of each socket's delivery turn)",
+            inner.deliver_seconds.clone(),
         );
         r.register(
             "connections",
@@ -206,6 +214,10 @@ impl Telemetry {
 
     pub fn commit_took(&self, took: Duration) {
         self.0.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn publish_delivered(&self, took: Duration) {
+        self.0.deliver_seconds.observe(took.as_secs_f64());
     }
 
     pub fn delivered(&self, frames: u64) {

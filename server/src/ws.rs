@@ -486,9 +486,15 @@ impl Connection {
     ) -> Step {
         let mut next = Some((room, delivery));
         let (mut written, mut delivered) = (0, 0);
+        let mut oldest: Option<std::time::Instant> = None;
         while let Some((room, delivery)) = next.take() {
             let frame = match delivery {
-                Ok(Delivery::Event { seq, frame }) => {
+                Ok(Delivery::Event {
+                    seq,
+                    frame,
+                    published,
+                }) => {
+                    oldest = oldest.or(Some(published));
                     // Absent only after an unsubscribe raced this delivery: then nothing is due.
                     let due = self.sent.get_mut(&room).and_then(|sent| {
                         (seq > sent.seq).then(|| {
@@ -527,9 +533,14 @@ impl Connection {
                 next = self.rooms.next().now_or_never().flatten();
             }
         }
-        // Counted once a turn: a shared counter touched per frame would cost the fan-out.
+        within(self.state.config.write_timeout, self.socket.flush()).await?;
+        // Counted once a turn, with the turn's oldest publish timed: shared figures touched per
+        // frame would cost the fan-out.
         self.state.telemetry.delivered(delivered);
-        within(self.state.config.write_timeout, self.socket.flush()).await
+        if let Some(published) = oldest.filter(|_| delivered > 0) {
+            self.state.telemetry.publish_delivered(published.elapsed());
+        }
+        Ok(())
     }
 
     /// Sends what this socket has not had of `room` from the store: it fell a whole room
