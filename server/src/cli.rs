@@ -1,5 +1,6 @@
-//! Administration from the command line (`server user create`, `server token create`), run
-//! against the configured database, or the private cluster when there is none.
+//! Administration from the command line (`server user create`, `server token create`,
+//! `server backup`), run against the configured database, or the private cluster when there is
+//! none.
 
 use std::io::{BufRead, Write};
 
@@ -20,6 +21,11 @@ pub async fn run(
     output: &mut dyn Write,
 ) -> Result<(), RunError> {
     let (store, embedded) = open_store(config).await?;
+    let url = match (&config.database_url, &embedded) {
+        (Some(url), _) => url.clone(),
+        (None, Some(pg)) => pg.url(),
+        (None, None) => unreachable!("without a database URL the private cluster runs"),
+    };
     let refused = |e: crate::Error| RunError::Refused(e.to_string());
     let done = match command {
         Command::User(UserCommand::Create {
@@ -62,9 +68,48 @@ pub async fn run(
             Ok(token) => writeln!(output, "{token}").map_err(RunError::from),
             Err(e) => Err(refused(e)),
         },
+        Command::Backup { file } => {
+            let file = path(file)?;
+            pg_tool(
+                "pg_dump",
+                &["--format=custom", "--file", file, "--dbname", &url],
+            )
+            .map(|()| eprintln!("backed up to {file}"))
+        }
+        // Atomically: a restore that fails leaves the database as it was.
+        Command::Restore { file } => pg_tool(
+            "pg_restore",
+            &[
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--single-transaction",
+                "--dbname",
+                &url,
+                path(file)?,
+            ],
+        )
+        .map(|()| eprintln!("restored from {}", file.display())),
     };
     if let Some(pg) = embedded.filter(|pg| pg.started_here()) {
         pg.stop().await?;
     }
     done
+}
+
+fn path(file: &std::path::Path) -> Result<&str, RunError> {
+    file.to_str()
+        .ok_or_else(|| RunError::Refused(format!("{} is not UTF-8", file.display())))
+}
+
+/// Runs one of Postgres' client programs, of the installed version the private cluster uses.
+fn pg_tool(tool: &str, args: &[&str]) -> Result<(), RunError> {
+    let program = crate::embedded_postgres::tool(tool)?;
+    let output = std::process::Command::new(&program).args(args).output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let why = String::from_utf8_lossy(&output.stderr);
+        Err(RunError::Refused(format!("{tool} failed: {}", why.trim())))
+    }
 }

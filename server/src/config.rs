@@ -225,6 +225,11 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Writes the whole database (events, samples, accounts, dashboards, alerts) to `file`, in
+    /// pg_dump's custom format; the server may go on running.
+    Backup { file: PathBuf },
+    /// Replaces the whole database with a backup's contents; stop the server first.
+    Restore { file: PathBuf },
 }
 
 #[derive(Clone, Debug, Subcommand)]

@@ -182,6 +182,11 @@ fn path_str(path: &Path) -> Result<&str> {
 
 /// The newest installed server's binaries: Debian keeps them out of PATH, under
 /// /usr/lib/postgresql/<major>/bin; elsewhere `pg_ctl` on PATH is the server's own.
+/// The path of Postgres' program `name` (`pg_dump`), from the installed server binaries.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    Ok(find_bin_dir()?.join(name))
+}
+
 fn find_bin_dir() -> Result<PathBuf> {
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()

@@ -239,3 +239,54 @@ async fn a_database_restart_under_steady_publishing_loses_nothing_acknowledged()
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
+
+#[tokio::test]
+async fn a_backup_restored_into_a_new_private_cluster_has_every_event() {
+    use server::config::Command;
+    let (old_dir, new_dir) = (scratch_dir(), scratch_dir());
+    let backup = std::env::temp_dir().join(format!("{}.dump", unique_room("backup").as_str()));
+    let mut config = crate::helpers::config();
+    config.database_url = None;
+    config.data_dir = old_dir.clone();
+    let room = unique_room("kept");
+
+    let old = TestApp::new(server::start(&config).await.unwrap()).await;
+    for text in ["one", "two"] {
+        post_notice(&old, &room, text).await;
+    }
+    // As an operator would, beside the running server.
+    let cli = |config: server::Config, command: Command| async move {
+        let (mut input, mut output) = (&b""[..], Vec::new());
+        server::cli::run(&config, &command, &mut input, &mut output).await
+    };
+    let file = backup.clone();
+    cli(config.clone(), Command::Backup { file }).await.unwrap();
+    old.stop().await.unwrap();
+
+    config.data_dir = new_dir.clone();
+    let file = backup.clone();
+    cli(config.clone(), Command::Restore { file })
+        .await
+        .unwrap();
+    let new = TestApp::new(server::start(&config).await.unwrap()).await;
+    let texts: Vec<Value> = stored(&new, &room)
+        .await
+        .iter()
+        .map(|e| e["data"]["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("one"), json!("two")]);
+    assert_eq!(post_notice(&new, &room, "three").await["seq"], 3);
+    new.stop().await.unwrap();
+
+    let missing = std::env::temp_dir().join("no-such-backup.dump");
+    let refused = cli(config.clone(), Command::Restore { file: missing }).await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("pg_restore failed")),
+        "a restore that cannot read its file says so"
+    );
+    // The private cluster of `new_dir` was stopped by the server; its data stays until now.
+    for dir in [old_dir, new_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::remove_file(backup).unwrap();
+}
