@@ -227,6 +227,10 @@ async fn append(
     store: &Store,
     batch: Vec<Request>,
 ) -> Result<(Appended, Vec<Reply>), (Vec<Request>, Error)> {
+    // Every request of it refused: nothing to commit.
+    if batch.is_empty() {
+        return Ok((Appended::default(), Vec::new()));
+    }
     let mut events = Vec::new();
     let mut replies = Vec::with_capacity(batch.len());
     for request in batch {

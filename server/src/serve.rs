@@ -1,7 +1,7 @@
 //! Serving HTTP: axum's accept loop, with hyper's timer on so a client that trickles its request
 //! headers (a slow loris) is closed after `header_timeout` instead of holding its connection.
 
-use std::{convert::Infallible, net::SocketAddr, pin::pin, time::Duration};
+use std::{net::SocketAddr, pin::pin, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo, serve::Listener};
 use hyper_util::{
@@ -34,14 +34,13 @@ where
             accepted = listener.accept() => accepted,
             _ = stopping.cancelled() => break,
         };
-        let service = router
-            .clone()
-            .map_request(move |request: axum::http::Request<hyper::body::Incoming>| {
+        let service = router.clone().map_request(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
-            })
-            .map_err(|never: Infallible| match never {});
+            },
+        );
         let service = TowerToHyperService::new(service);
         let (builder, stopping) = (builder.clone(), stopping.clone());
         open.spawn(async move {

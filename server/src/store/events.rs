@@ -56,6 +56,7 @@ impl Pending {
 
 /// What a committed batch became: its events in batch order, the epoch of each room, and the
 /// samples committed with them, by source.
+#[derive(Default)]
 pub struct Appended {
     pub events: Vec<Event>,
     pub epochs: HashMap<String, Epoch>,
