@@ -56,6 +56,10 @@ fn parse_line(line: &str, now: DateTime<Utc>) -> Result<Point, String> {
     if let Some(inner) = rest.strip_prefix('{') {
         rest = parse_labels(inner, &mut labels)?;
     }
+    // Else `node-1 5` would read as series `node` of value -1 at 5 ms past the epoch.
+    if !rest.is_empty() && !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+        return Err(format!("expected whitespace after {name:?}, not {rest:?}"));
+    }
     let mut fields = rest.split_ascii_whitespace();
     let value = fields.next().ok_or("expected a value after the name")?;
     let value = parse_value(value)?;
@@ -95,6 +99,21 @@ fn parse_value(value: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`scripts/fuzz`): a name ran straight into a signed number.
+    #[test]
+    fn a_name_running_into_its_value_is_refused() {
+        let now = Utc::now();
+        for line in ["vtt-00\x0c-00", "node-1 5", "cpu-2", "up{job=\"a\"}1"] {
+            let refused = parse(line, now).unwrap_err();
+            assert!(
+                refused.reason.contains("expected whitespace"),
+                "{line:?}: {refused}"
+            );
+        }
+        let spaced = parse("up{job=\"a\"}\t1", now).unwrap();
+        assert_eq!(spaced.points[0].value, 1.0);
+    }
 
     #[test]
     fn reads_names_labels_values_and_timestamps_and_skips_comments() {
