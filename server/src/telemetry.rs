@@ -158,7 +158,7 @@ impl Default for Telemetry {
         r.register(
             "publish_deliver_seconds",
             "Time from a publish reaching the server to its event written to a socket (the \
-             oldest of each socket's delivery turn)",
+             oldest of a delivery turn; one turn in 16 of each socket)",
             inner.deliver_seconds.clone(),
         );
         r.register(

@@ -551,23 +551,29 @@ async fn pages_of_large_events_stop_at_their_bytes_and_readers_still_get_every_o
     database.drop().await;
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_are_closed_as_they_arrive_until_one_leaves() {
+/// A liveness probe over a fresh connection from the address `from`: the answer's first bytes,
+/// or none if the server closed it.
+async fn probe_from(to: std::net::SocketAddr, from: [u8; 4]) -> String {
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
-        net::TcpStream,
+        net::TcpSocket,
     };
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut tcp = socket.connect(to).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n";
+    // A closed connection may refuse the write or the read: either way, no answer.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_as_they_arrive_until_one_leaves() {
+    use tokio::net::TcpStream;
     let server = crate::helpers::start_with(|config| config.max_connections = 3).await;
-    /// A liveness probe over a fresh connection: the answer's first bytes, or none if closed.
-    async fn probe(addr: std::net::SocketAddr) -> String {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let request = b"GET /healthz HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n";
-        // A closed connection may refuse the write or the read: either way, no answer.
-        let _ = tcp.write_all(request).await;
-        let mut answer = Vec::new();
-        let _ = tcp.read_to_end(&mut answer).await;
-        String::from_utf8_lossy(&answer).into_owned()
-    }
+    let probe = |addr| probe_from(addr, [127, 0, 0, 1]);
     assert!(probe(server.addr).await.starts_with("HTTP/1.1 200"));
     // Three peers that never send a request, as a slow client's connections: they hold every
     // place (connections are accepted in the order they arrive).
@@ -622,43 +628,29 @@ async fn a_request_whose_body_trickles_in_is_answered_408_when_its_time_is_up() 
 
 #[tokio::test]
 async fn one_address_holds_at_most_its_share_of_connections_and_others_still_get_in() {
-    use tokio::{
-        io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpSocket, TcpStream},
-    };
+    use tokio::net::TcpStream;
     let server = crate::helpers::start_with(|config| {
         config.max_connections_per_address = 2;
     })
     .await;
-    /// A probe from `from`: the answer's first bytes, or none if the connection was closed.
-    async fn probe(to: std::net::SocketAddr, from: [u8; 4]) -> String {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind((from, 0).into()).unwrap();
-        let mut tcp = socket.connect(to).await.unwrap();
-        let request = b"GET /healthz HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n";
-        let _ = tcp.write_all(request).await;
-        let mut answer = Vec::new();
-        let _ = tcp.read_to_end(&mut answer).await;
-        String::from_utf8_lossy(&answer).into_owned()
-    }
     let idle = [
         TcpStream::connect(server.addr).await.unwrap(),
         TcpStream::connect(server.addr).await.unwrap(),
     ];
     assert_eq!(
-        probe(server.addr, [127, 0, 0, 1]).await,
+        probe_from(server.addr, [127, 0, 0, 1]).await,
         "",
         "a third from 127.0.0.1"
     );
     assert!(
-        probe(server.addr, [127, 0, 0, 2])
+        probe_from(server.addr, [127, 0, 0, 2])
             .await
             .starts_with("HTTP/1.1 200"),
         "another address has its own share"
     );
     drop(idle);
     let mut tries = 0;
-    while !probe(server.addr, [127, 0, 0, 1])
+    while !probe_from(server.addr, [127, 0, 0, 1])
         .await
         .starts_with("HTTP/1.1 200")
     {

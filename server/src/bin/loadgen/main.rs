@@ -20,7 +20,9 @@ use app::{
 use clap::Parser;
 use futures::{SinkExt, StreamExt, future::join_all};
 use serde_json::json;
-use tokio_tungstenite::{connect_async_with_config, tungstenite::Message};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async_with_config, tungstenite::Message,
+};
 
 mod soak;
 
@@ -212,34 +214,40 @@ async fn subscriber(
         .send(Message::text(subscribe))
         .await
         .expect("subscribe");
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = socket.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
-            // Server frames are told apart by their leading `type` rather than parsed: the
-            // generator shares the cores with the server it measures.
-            if text.starts_with(r#"{"type":"ping""#) {
-                let pong = serde_json::to_string(&ClientFrame::Pong).expect("frames serialise");
-                let _ = socket.send(Message::text(pong)).await;
-                continue;
-            }
-            if !text.starts_with(r#"{"type":"event""#) || !shared.measuring.load(Ordering::Relaxed)
-            {
-                continue;
-            }
-            shared.deliveries.fetch_add(1, Ordering::Relaxed);
-            // The generator shares the cores with the server: read the stamp without parsing.
-            if let Some(t) = stamp(&text) {
-                let now = shared.start.elapsed().as_micros() as u64;
-                shared
-                    .latencies_us
-                    .lock()
-                    .unwrap()
-                    .push(now.saturating_sub(t) as u32);
-            }
+    tokio::spawn(read_events(socket, move |text| {
+        if !shared.measuring.load(Ordering::Relaxed) {
+            return;
         }
-    })
+        shared.deliveries.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = stamp(text) {
+            let now = shared.start.elapsed().as_micros() as u64;
+            shared
+                .latencies_us
+                .lock()
+                .unwrap()
+                .push(now.saturating_sub(t) as u32);
+        }
+    }))
+}
+
+/// Reads `socket` until it ends, answering pings and handing each event frame to `on_event`.
+/// Server frames are told apart by their leading `type` rather than parsed: the generator shares
+/// the cores with the server it measures.
+async fn read_events(
+    mut socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    mut on_event: impl FnMut(&str),
+) {
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        if text.starts_with(r#"{"type":"ping""#) {
+            let pong = serde_json::to_string(&ClientFrame::Pong).expect("frames serialise");
+            let _ = socket.send(Message::text(pong)).await;
+        } else if text.starts_with(r#"{"type":"event""#) {
+            on_event(&text);
+        }
+    }
 }
 
 /// The publisher's `"t":` microsecond stamp in an event frame.

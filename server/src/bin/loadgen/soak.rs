@@ -15,11 +15,11 @@ use app::{
     metrics::source_room,
     protocol::{ClientFrame, RoomName},
 };
-use futures::{SinkExt, StreamExt, future::join_all};
+use futures::{SinkExt, future::join_all};
 use serde_json::json;
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
-use crate::{proc_cpu_ticks, proc_rss_kib, stamp};
+use crate::{proc_cpu_ticks, proc_rss_kib, read_events, stamp};
 
 /// Series each source sends every second.
 const SERIES: usize = 10;
@@ -185,22 +185,15 @@ async fn watch(url: String, rooms: [RoomName; 2], start: Instant, round: Arc<Rou
     }
     round.open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        while let Some(Ok(message)) = socket.next().await {
-            let Message::Text(text) = message else {
-                continue;
-            };
-            if text.starts_with(r#"{"type":"ping""#) {
-                let pong = serde_json::to_string(&ClientFrame::Pong).expect("frames serialise");
-                let _ = socket.send(Message::text(pong)).await;
-            } else if text.starts_with(r#"{"type":"event""#) {
-                round.deliveries.fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = stamp(&text) {
-                    let now = start.elapsed().as_micros() as u64;
-                    let took = now.saturating_sub(t) as u32;
-                    round.notice_us.lock().unwrap().push(took);
-                }
+        read_events(socket, |text| {
+            round.deliveries.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = stamp(text) {
+                let now = start.elapsed().as_micros() as u64;
+                let took = now.saturating_sub(t) as u32;
+                round.notice_us.lock().unwrap().push(took);
             }
-        }
+        })
+        .await;
         round.open.fetch_sub(1, Ordering::Relaxed);
         round.failures.fetch_add(1, Ordering::Relaxed);
     });
