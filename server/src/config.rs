@@ -14,6 +14,11 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
+    /// Redis shared by several nodes on one database (`redis://host:6379`): each node's events
+    /// reach the others' sockets through it. Needs `DATABASE_URL`.
+    #[arg(long, env = "WATCHROOM_REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// Postgres to use. When unset, a private cluster is run under `data_dir`.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,

@@ -25,7 +25,8 @@ pub fn is_probe(path: &str) -> bool {
 
 #[derive(Serialize)]
 struct Report {
-    /// `ok`, or `unready` when any check is not `ok`.
+    /// `ok`; `unready` (503) when a check other than the bus is not `ok`; `degraded` (200) when
+    /// only the bus is down.
     status: &'static str,
     /// Each check and what it found: `ok`, or what is wrong.
     checks: BTreeMap<&'static str, String>,
@@ -70,9 +71,18 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Report>) {
         ),
     };
     checks.insert("writer", writer);
-    let (code, status) = match checks.values().all(|c| c == "ok") {
+    let (code, mut status) = match checks.values().all(|c| c == "ok") {
         true => (StatusCode::OK, "ok"),
         false => (StatusCode::SERVICE_UNAVAILABLE, "unready"),
     };
+    // Without Redis a node still serves its own clients (and the others' events from the
+    // store): it stays in the load balancer, saying what it lacks.
+    if let Some(bus) = state.hub.bus().status() {
+        let described = bus.describe();
+        if described != "ok" && status == "ok" {
+            status = "degraded";
+        }
+        checks.insert("bus", described);
+    }
     (code, Json(Report { status, checks }))
 }

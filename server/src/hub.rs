@@ -1,8 +1,10 @@
 //! Live fan-out on this node: one broadcast channel per room with members, each frame serialised
-//! once for all of them.
+//! once for all of them. Events reach a room from this node's writer and from the other nodes
+//! through the bus, in any order and possibly with some lost on the way; a room pushes them in
+//! seq order, each once, filling what is missing from the store.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -12,15 +14,24 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::{bus::Bus, store::Store, telemetry::Telemetry};
+
 /// How many frames a room buffers for its slowest member before that member lags and must
 /// catch up from the store.
 const ROOM_BUFFER: usize = 1024;
+/// How long an event that came ahead of its turn waits for those before it before they are
+/// read from the store: two nodes publishing to one room usually overtake each other by less.
+const FILL_GRACE: Duration = Duration::from_millis(50);
+/// Events read from the store per query while filling.
+const FILL_PAGE: i64 = 500;
+/// The wait before trying a fill again while the store does not answer.
+const FILL_RETRY: Duration = Duration::from_secs(1);
 
 /// A frame ready to send to every member of a room.
 #[derive(Clone, Debug)]
 pub enum Delivery {
     /// A stored event; its seq lets a member drop what a replay already sent, and `published`
-    /// (when its publish reached the server) times its way to each socket.
+    /// (when its publish reached a server) times its way to each socket.
     Event {
         seq: i64,
         frame: Utf8Bytes,
@@ -33,20 +44,111 @@ pub enum Delivery {
     Epoch(Epoch),
 }
 
+/// A committed event as it reaches a room: encoded once, for the sockets and the bus alike.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub seq: i64,
+    pub epoch: Epoch,
+    pub frame: Utf8Bytes,
+    pub published: Instant,
+}
+
 struct Room {
     tx: broadcast::Sender<Delivery>,
     /// Members joined or left since the last presence frame.
     presence_due: bool,
     /// The epoch of the last event pushed.
     epoch: Option<Epoch>,
+    /// The newest seq pushed, or known to be in every member's replay; none until the first
+    /// event or subscriber says where the log stands.
+    last: Option<i64>,
+    /// Events that came before their turn, waiting for those in between.
+    early: BTreeMap<i64, Arrival>,
+    /// Whether a fill from the store is under way (one at a time per room).
+    filling: bool,
 }
 
-#[derive(Clone, Default)]
+impl Room {
+    /// Pushes `arrival` if it is next, holds it if events before it are missing (returning the
+    /// seq a fill must reach when one should start), and drops it if it was pushed already.
+    fn arrive(&mut self, arrival: Arrival) -> Option<i64> {
+        if self.epoch.as_ref() != Some(&arrival.epoch) {
+            // The log started over (or this is the room's first event here): its seqs count
+            // from 1 again, and nothing held of the old log is due.
+            if self.epoch.is_some() {
+                self.last = Some(0);
+                self.early.clear();
+            }
+            self.epoch = Some(arrival.epoch.clone());
+            let _ = self.tx.send(Delivery::Epoch(arrival.epoch.clone()));
+        }
+        match self.last {
+            Some(last) if arrival.seq <= last => None,
+            Some(last) if arrival.seq > last + 1 => {
+                let target = arrival.seq - 1;
+                self.early.insert(arrival.seq, arrival);
+                (!self.filling).then(|| {
+                    self.filling = true;
+                    target
+                })
+            }
+            _ => {
+                self.push(arrival);
+                while let Some((&next, _)) = self.early.first_key_value() {
+                    let last = self.last.unwrap_or(0);
+                    if next > last + 1 {
+                        break;
+                    }
+                    let held = self.early.remove(&next).expect("it was just seen");
+                    if next == last + 1 {
+                        self.push(held);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn push(&mut self, arrival: Arrival) {
+        self.last = Some(arrival.seq);
+        // An error only means every member left; the room goes with the last of them.
+        let _ = self.tx.send(Delivery::Event {
+            seq: arrival.seq,
+            frame: arrival.frame,
+            published: arrival.published,
+        });
+    }
+
+    /// Gives up on the events before the first held one: the store no longer has them.
+    fn skip_gap(&mut self) {
+        if let Some((&first, _)) = self.early.first_key_value() {
+            self.last = Some(first - 1);
+            let next = self.early.remove(&first).expect("it was just seen");
+            self.arrive(next);
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Hub {
     rooms: Arc<Mutex<HashMap<RoomName, Room>>>,
+    /// Where missing events are read from.
+    store: Store,
+    /// The other nodes.
+    bus: Bus,
+    telemetry: Telemetry,
 }
 
 impl Hub {
+    pub fn new(store: Store, bus: Bus, telemetry: Telemetry) -> Self {
+        Self {
+            rooms: Arc::default(),
+            store,
+            bus,
+            telemetry,
+        }
+    }
+
     fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Room>> {
         // Nothing under this lock can panic halfway through an update, so a poisoned map is intact.
         self.rooms
@@ -57,13 +159,30 @@ impl Hub {
     /// Joins `room`, creating it on first use.
     pub fn join(&self, room: &RoomName) -> broadcast::Receiver<Delivery> {
         let mut rooms = self.rooms();
-        let room = rooms.entry(room.clone()).or_insert_with(|| Room {
-            tx: broadcast::channel(ROOM_BUFFER).0,
-            presence_due: false,
-            epoch: None,
+        let entry = rooms.entry(room.clone()).or_insert_with(|| {
+            self.bus.watch(room);
+            Room {
+                tx: broadcast::channel(ROOM_BUFFER).0,
+                presence_due: false,
+                epoch: None,
+                last: None,
+                early: BTreeMap::new(),
+                filling: false,
+            }
         });
-        room.presence_due = true;
-        room.tx.subscribe()
+        entry.presence_due = true;
+        entry.tx.subscribe()
+    }
+
+    /// Tells `room` where its log stood when a member read it after joining: everything up to
+    /// `head` is in that member's replay, so a room that knew nothing yet pushes from there on.
+    pub fn opened(&self, room: &RoomName, head: i64, epoch: &Epoch) {
+        if let Some(room) = self.rooms().get_mut(room)
+            && room.last.is_none()
+            && room.epoch.as_ref().is_none_or(|ours| ours == epoch)
+        {
+            room.last = Some(head);
+        }
     }
 
     /// Call after dropping a receiver from [`Hub::join`]: frees the room once nobody is in it.
@@ -74,33 +193,166 @@ impl Hub {
         };
         if room.tx.receiver_count() == 0 {
             rooms.remove(name);
+            self.bus.unwatch(name);
         } else {
             room.presence_due = true;
         }
     }
 
-    /// Pushes a committed event of `epoch`, published at `published`, to the room's members, if
-    /// it has any (a bulk of samples nobody watches is not even encoded).
+    /// Pushes an event this node committed to the room's members here, and to the other nodes.
     pub fn publish(&self, event: &Event, epoch: &Epoch, published: Instant) {
-        let tx = {
-            let mut rooms = self.rooms();
-            let Some(room) = rooms.get_mut(&event.room) else {
-                return;
-            };
-            if room.epoch.as_ref() != Some(epoch) {
-                room.epoch = Some(epoch.clone());
-                let _ = room.tx.send(Delivery::Epoch(epoch.clone()));
-            }
-            room.tx.clone()
-        };
-        let seq = event.seq;
-        let frame = encode(&ServerFrame::Event(event.clone()));
-        // An error only means every member left since the lookup.
-        let _ = tx.send(Delivery::Event {
-            seq,
-            frame,
+        // A bulk of samples nobody watches is not even encoded.
+        if !self.bus.is_remote() && !self.is_open(&event.room) {
+            return;
+        }
+        let arrival = Arrival {
+            seq: event.seq,
+            epoch: epoch.clone(),
+            frame: encode(&ServerFrame::Event(event.clone())),
             published,
+        };
+        self.bus.send(&event.room, &arrival);
+        self.arrive(&event.room, arrival);
+    }
+
+    /// Pushes an event committed here or on another node to the room's members in its turn.
+    pub fn arrive(&self, name: &RoomName, arrival: Arrival) {
+        let target = match self.rooms().get_mut(name) {
+            Some(room) => room.arrive(arrival),
+            None => return,
+        };
+        if let Some(target) = target {
+            self.spawn_fill(name.clone(), target, FILL_GRACE);
+        }
+    }
+
+    /// Reads from the store what `name` is missing up to `target` (and any later gap found on
+    /// the way), after `grace` for it to arrive by itself.
+    fn spawn_fill(&self, name: RoomName, mut target: i64, grace: Duration) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            loop {
+                let (after, epoch) = {
+                    let mut rooms = hub.rooms();
+                    let Some(room) = rooms.get_mut(&name) else {
+                        return;
+                    };
+                    let last = room.last.unwrap_or(0);
+                    if let Some((&first, _)) = room.early.first_key_value() {
+                        target = target.max(first - 1);
+                    }
+                    if last >= target {
+                        room.filling = false;
+                        return;
+                    }
+                    (last, room.epoch.clone())
+                };
+                match hub.fill(&name, after, epoch.as_ref()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(room = %name, after, target, "events missing from the store; skipped");
+                        let mut rooms = hub.rooms();
+                        let Some(room) = rooms.get_mut(&name) else {
+                            return;
+                        };
+                        room.skip_gap();
+                        if room.last.unwrap_or(0) < target {
+                            room.last = Some(target);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, room = %name, "filling from the store failed; trying again");
+                        tokio::time::sleep(FILL_RETRY).await;
+                    }
+                }
+            }
         });
+    }
+
+    /// Pushes one page of `name`'s stored events after `after`; false when the store has none.
+    async fn fill(
+        &self,
+        name: &RoomName,
+        after: i64,
+        epoch: Option<&Epoch>,
+    ) -> crate::Result<bool> {
+        let head = self.store.head(name).await?;
+        // The log started over since: its first events are due, under the new epoch.
+        let after = match (&head.epoch, epoch) {
+            (Some(theirs), Some(ours)) if theirs != ours => 0,
+            _ => after,
+        };
+        let (events, _) = self.store.since(name, after, FILL_PAGE).await?;
+        let Some(epoch) = head.epoch.filter(|_| !events.is_empty()) else {
+            return Ok(false);
+        };
+        self.telemetry.filled(events.len() as u64);
+        let now = Instant::now();
+        let first = events[0].seq;
+        for event in events {
+            let seq = event.seq;
+            let arrival = Arrival {
+                seq,
+                epoch: epoch.clone(),
+                frame: encode(&ServerFrame::Event(event)),
+                published: now,
+            };
+            let mut rooms = self.rooms();
+            let Some(room) = rooms.get_mut(name) else {
+                return Ok(true);
+            };
+            // Retention took the events before the first one kept: there is nothing to wait for.
+            if seq == first && first > after + 1 && room.epoch.as_ref() == Some(&epoch) {
+                room.last = Some(room.last.unwrap_or(0).max(first - 1));
+            }
+            room.arrive(arrival);
+        }
+        Ok(true)
+    }
+
+    /// Compares every room here with its head in the store every `every`, and fills those
+    /// behind: the last events before a quiet spell, lost on the way, have no later event to
+    /// reveal the gap. Needed only when other nodes publish.
+    pub fn spawn_sweep(&self, every: Duration, until: CancellationToken) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            while until.run_until_cancelled(tick.tick()).await.is_some() {
+                hub.sweep().await;
+            }
+        });
+    }
+
+    /// Fills every room here that is behind its head in the store.
+    pub async fn sweep(&self) {
+        let names: Vec<String> = self.rooms().keys().map(|r| r.to_string()).collect();
+        if names.is_empty() {
+            return;
+        }
+        let heads = match self.store.heads(&names).await {
+            Ok(heads) => heads,
+            Err(e) => {
+                tracing::warn!(error = %e, "comparing rooms with the store failed");
+                return;
+            }
+        };
+        for (name, head) in heads {
+            let behind = match self.rooms().get_mut(&name) {
+                Some(room)
+                    if !room.filling
+                        && room.last.is_some_and(|last| last < head.seq)
+                        && room.epoch == head.epoch =>
+                {
+                    room.filling = true;
+                    true
+                }
+                _ => false,
+            };
+            if behind {
+                self.spawn_fill(name, head.seq, Duration::ZERO);
+            }
+        }
     }
 
     /// Tells each room whose membership changed how many watch it now. Joins and leaves come in
@@ -132,6 +384,16 @@ impl Hub {
     pub fn is_open(&self, room: &RoomName) -> bool {
         self.rooms().contains_key(room)
     }
+
+    /// How this node reaches the others.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The rooms with members here.
+    pub fn open_rooms(&self) -> Vec<RoomName> {
+        self.rooms().keys().cloned().collect()
+    }
 }
 
 /// A frame as sent: encoded once, then shared by every socket it goes to.
@@ -145,17 +407,85 @@ pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
 mod tests {
     use super::*;
 
+    fn room() -> Room {
+        Room {
+            tx: broadcast::channel(16).0,
+            presence_due: false,
+            epoch: None,
+            last: None,
+            early: BTreeMap::new(),
+            filling: false,
+        }
+    }
+
+    fn arrival(seq: i64) -> Arrival {
+        Arrival {
+            seq,
+            epoch: Epoch("e".into()),
+            frame: Utf8Bytes::from(seq.to_string()),
+            published: Instant::now(),
+        }
+    }
+
+    fn pushed(rx: &mut broadcast::Receiver<Delivery>) -> Vec<i64> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|d| match d {
+                Delivery::Event { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_room_is_freed_when_its_last_member_leaves() {
-        let hub = Hub::default();
-        let room = RoomName::parse("r").unwrap();
-        let first = hub.join(&room);
-        let second = hub.join(&room);
-        drop(first);
-        hub.leave(&room);
-        assert_eq!(hub.room_count(), 1);
-        drop(second);
-        hub.leave(&room);
-        assert_eq!(hub.room_count(), 0);
+    fn events_ahead_of_their_turn_wait_and_duplicates_are_dropped() {
+        let mut room = room();
+        let mut rx = room.tx.subscribe();
+        room.last = Some(2);
+        assert_eq!(room.arrive(arrival(2)), None, "already pushed");
+        assert_eq!(
+            room.arrive(arrival(5)),
+            Some(4),
+            "3 and 4 are missing: a fill starts"
+        );
+        assert_eq!(
+            room.arrive(arrival(4)),
+            None,
+            "held; the fill is already under way"
+        );
+        assert_eq!(room.arrive(arrival(3)), None);
+        assert_eq!(room.arrive(arrival(4)), None);
+        assert_eq!(pushed(&mut rx), vec![3, 4, 5]);
+        assert_eq!(room.last, Some(5));
+        assert!(room.early.is_empty());
+    }
+
+    #[test]
+    fn a_gap_the_store_cannot_fill_is_skipped_to_the_next_held_event() {
+        let mut room = room();
+        let mut rx = room.tx.subscribe();
+        room.last = Some(1);
+        room.arrive(arrival(4));
+        room.arrive(arrival(6));
+        room.skip_gap();
+        assert_eq!(pushed(&mut rx), vec![4]);
+        assert_eq!(room.early.keys().copied().collect::<Vec<_>>(), vec![6]);
+    }
+
+    #[test]
+    fn a_new_epoch_counts_from_the_start() {
+        let mut room = room();
+        let mut rx = room.tx.subscribe();
+        room.arrive(arrival(7));
+        let mut restarted = arrival(1);
+        restarted.epoch = Epoch("f".into());
+        room.arrive(restarted);
+        let deliveries: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| match d {
+                Delivery::Event { seq, .. } => format!("event {seq}"),
+                Delivery::Epoch(epoch) => format!("epoch {}", epoch.0),
+                Delivery::Presence { .. } => "presence".into(),
+            })
+            .collect();
+        assert_eq!(deliveries, vec!["epoch e", "event 7", "epoch f", "event 1"]);
     }
 }

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod collector;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod escape;
 pub mod health;
 pub mod hub;
 pub mod ingest;
+pub mod jobs;
 mod layers;
 mod listener;
 pub mod pages;
@@ -39,17 +41,22 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use alerts::{Alerts, Feed, notify::Senders};
 use auth::Auth;
+use bus::Bus;
 pub use config::Config;
 use embedded_postgres::EmbeddedPostgres;
 pub use error::{Error, Result, RunError};
 use hub::Hub;
 use ingest::Ingest;
+use jobs::Leadership;
 use pages::Pages;
 use store::{Store, Timeouts};
 use telemetry::Telemetry;
 
 /// How often rooms whose membership changed are told their watcher count.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// How often, with other nodes, each room here is compared with its head in the store: the
+/// longest a lost message's event waits when no later event reveals the gap.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -118,11 +125,30 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
 
 /// Connects to (or starts) Postgres, migrates it, binds the listener and serves in the background.
 pub async fn start(config: &Config) -> Result<Running, RunError> {
+    let telemetry = Telemetry::default();
+    let (bus, links) = match (&config.redis_url, &config.database_url) {
+        (None, _) => (Bus::Local, None),
+        (Some(url), Some(_)) => {
+            let (bus, links) = Bus::redis(url, telemetry.clone())?;
+            (bus, Some(links))
+        }
+        (Some(_), None) => {
+            return Err(RunError::Refused(
+                "--redis-url joins nodes that share one database: set DATABASE_URL too (the \
+                 private Postgres serves a single node)"
+                    .into(),
+            ));
+        }
+    };
     let (store, embedded) = open_store(config).await?;
     let shutdown = CancellationToken::new();
-    let hub = Hub::default();
+    let hub = Hub::new(store.clone(), bus.clone(), telemetry.clone());
+    // Alone, a node does the cluster's jobs; with others, the one holding the lease does.
+    let leader = match bus.is_remote() {
+        true => Leadership::contend(store.clone(), shutdown.clone()),
+        false => Leadership::alone(),
+    };
     let (feed, committed) = Feed::new();
-    let telemetry = Telemetry::default();
     let limits = ingest::Limits {
         series: store::SeriesLimits {
             per_source: config.max_series_per_source,
@@ -130,11 +156,19 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         },
         queue_bytes: config.ingest_queue_bytes,
     };
-    let ingest = Ingest::spawn(store.clone(), hub.clone(), feed, limits, telemetry.clone());
+    let ingest = Ingest::spawn(
+        store.clone(),
+        hub.clone(),
+        feed.clone(),
+        limits,
+        telemetry.clone(),
+    );
     let ready = async {
         storage::prepare(&store).await?;
         store.seed_dashboards(&collector::host_source()).await?;
-        let alerts = Alerts::start(&store, ingest.clone(), committed, shutdown.clone()).await?;
+        let job = (leader.clone(), bus);
+        let alerts =
+            Alerts::start(&store, ingest.clone(), committed, job, shutdown.clone()).await?;
         let senders = Senders::new(config)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok::<_, RunError>((listener, alerts, senders))
@@ -155,6 +189,16 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     leptos.site_addr = config.listen;
     leptos.site_root = config.site_root.to_string_lossy().into();
 
+    if let Some(links) = links {
+        let receivers = bus::Receivers {
+            hub: hub.clone(),
+            alerts: alerts.clone(),
+            feed,
+            leader: leader.clone(),
+        };
+        links.spawn(receivers, shutdown.clone());
+        hub.spawn_sweep(SWEEP_EVERY, shutdown.clone());
+    }
     let addr = listener.local_addr()?;
     let auth = Auth::new(config, addr, store.clone(), shutdown.clone());
     auth.start(shutdown.clone()).await;
@@ -169,18 +213,21 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         alerts.clone(),
         senders.clone(),
         public_url.clone(),
+        leader.clone(),
         &background,
         shutdown.clone(),
     );
     retention::spawn(
         store.clone(),
         retention::Policy::of(config),
+        leader.clone(),
         &background,
         shutdown.clone(),
     );
     storage::spawn(
         store.clone(),
         config.rollup_every,
+        leader,
         &background,
         shutdown.clone(),
     );

@@ -8,7 +8,7 @@ use app::protocol::EventKind;
 use chrono::Utc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, store::Store};
+use crate::{config::Config, jobs::Leadership, store::Store};
 
 /// Events removed per statement: a few milliseconds of work each.
 const BATCH: i64 = 2_000;
@@ -35,8 +35,15 @@ impl Policy {
     }
 }
 
-/// Applies `policy` every `policy.every` until `shutdown`.
-pub fn spawn(store: Store, policy: Policy, tracker: &TaskTracker, shutdown: CancellationToken) {
+/// Applies `policy` every `policy.every` while this node leads the cluster's jobs, until
+/// `shutdown`.
+pub fn spawn(
+    store: Store,
+    policy: Policy,
+    leader: Leadership,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
     tracker.spawn(async move {
         // The first round waits one period: a node starting has other work for its connections.
         let first = tokio::time::Instant::now() + policy.every;
@@ -46,6 +53,9 @@ pub fn spawn(store: Store, policy: Policy, tracker: &TaskTracker, shutdown: Canc
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !leader.is_leading() {
+                continue;
             }
             for (kind, keep) in &policy.keep {
                 let removed = tokio::select! {

@@ -10,6 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Config,
     error::Result,
+    jobs::Leadership,
     store::{
         Store,
         tiers::{BLOCKS, HOURS, MINUTES, Retention, SAMPLES},
@@ -40,8 +41,15 @@ pub async fn prepare(store: &Store) -> Result<()> {
     store.ensure_partitions(SAMPLES, now, now + AHEAD).await
 }
 
-/// Runs a round of upkeep `every` so often until `shutdown`, by the store's retention.
-pub fn spawn(store: Store, every: Duration, tracker: &TaskTracker, shutdown: CancellationToken) {
+/// Runs a round of upkeep `every` so often while this node leads the cluster's jobs, until
+/// `shutdown`, by the store's retention.
+pub fn spawn(
+    store: Store,
+    every: Duration,
+    leader: Leadership,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
     tracker.spawn(async move {
         // The first round waits one period: a node starting has other work for its connections.
         let first = tokio::time::Instant::now() + every;
@@ -51,6 +59,9 @@ pub fn spawn(store: Store, every: Duration, tracker: &TaskTracker, shutdown: Can
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !leader.is_leading() {
+                continue;
             }
             let round = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -66,6 +66,9 @@ struct Inner {
     database_connections: Family<PoolState, Gauge>,
     tasks: Gauge,
     resident_bytes: Gauge,
+    filled: Counter,
+    bus_dropped: Counter,
+    bus_up: Gauge,
 }
 
 /// The live state a scrape reads.
@@ -76,6 +79,8 @@ pub struct Live {
     pub ingest_queue_bytes: usize,
     /// Read connections open, and of them idle.
     pub database: (u32, usize),
+    /// Whether the bus to the other nodes is up; none on a single node.
+    pub bus_up: Option<bool>,
 }
 
 impl Live {
@@ -118,6 +123,9 @@ impl Default for Telemetry {
             database_connections: Family::default(),
             tasks: Gauge::default(),
             resident_bytes: Gauge::default(),
+            filled: Counter::default(),
+            bus_dropped: Counter::default(),
+            bus_up: Gauge::default(),
         };
         let r = &mut inner.registry;
         r.register(
@@ -196,6 +204,21 @@ impl Default for Telemetry {
             "Resident memory of the server process",
             inner.resident_bytes.clone(),
         );
+        r.register(
+            "filled_events",
+            "Events a room read from the store because they had not come from the bus in their turn",
+            inner.filled.clone(),
+        );
+        r.register(
+            "bus_dropped",
+            "Events not sent to the other nodes while the bus was down (they read them from the store)",
+            inner.bus_dropped.clone(),
+        );
+        r.register(
+            "bus_up",
+            "1 while this node is connected to the bus to the other nodes (Redis), 0 while not",
+            inner.bus_up.clone(),
+        );
         Self(Arc::new(inner))
     }
 }
@@ -218,6 +241,14 @@ impl Telemetry {
 
     pub fn publish_delivered(&self, took: Duration) {
         self.0.deliver_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn filled(&self, events: u64) {
+        self.0.filled.inc_by(events);
+    }
+
+    pub fn bus_dropped(&self, events: u64) {
+        self.0.bus_dropped.inc_by(events);
     }
 
     pub fn delivered(&self, frames: u64) {
@@ -273,6 +304,9 @@ impl Telemetry {
             .set(i64::from(open) - idle as i64);
         inner.tasks.set(Live::tasks() as i64);
         inner.resident_bytes.set(Live::resident_bytes() as i64);
+        if let Some(up) = live.bus_up {
+            inner.bus_up.set(i64::from(up));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &inner.registry);
@@ -307,6 +341,7 @@ async fn scrape(
         ingest_queue: state.ingest.queued(),
         ingest_queue_bytes: state.ingest.queued_bytes(),
         database: state.store.pool_use(),
+        bus_up: state.hub.bus().status().map(|status| status.is_up()),
     };
     let text = state.telemetry.render(live);
     let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";

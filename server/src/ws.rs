@@ -378,6 +378,7 @@ impl Connection {
         let live = self.state.hub.join(&room);
         self.rooms.insert(room.clone(), BroadcastStream::new(live));
         let (head, epoch) = self.state.store.open(&room).await?;
+        self.state.hub.opened(&room, head, &epoch);
         let seq = match (since, theirs) {
             (Some(_), Some(theirs)) if theirs != epoch => {
                 self.announce_reset(&room, epoch.clone()).await;

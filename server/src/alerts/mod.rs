@@ -1,6 +1,8 @@
 //! Alerts: one task evaluates the rules on samples as the writer commits them (and once a second
 //! for pending periods, windows and missing data), stores every transition in room `alerts`, and
-//! answers what stands now; [`notify`] tells the channels.
+//! answers what stands now; [`notify`] tells the channels. With several nodes only the one
+//! leading evaluates, fed the other nodes' samples by the bus; every node applies every change
+//! to the rules, acknowledgements and silences, wherever it was made.
 
 mod eval;
 pub mod notify;
@@ -21,14 +23,17 @@ use app::{
     protocol::{EventKind, NewEvent, RoomName},
 };
 use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use eval::{Evaluator, backtest};
 
 use crate::{
+    bus::Bus,
     error::{Error, Result, RunError},
     ingest::Ingest,
+    jobs::Leadership,
     store::{Pending, Store},
 };
 
@@ -73,12 +78,19 @@ impl Feed {
     }
 }
 
-enum Command {
+/// A change to what the evaluator follows, made on one node and applied on each.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
     SetRule(StoredRule),
-    RemoveRule(i64),
+    RemoveRule { id: i64 },
     Ack(Ack),
     Silence(Silence),
-    Unsilence(i64),
+    Unsilence { id: i64 },
+}
+
+enum Command {
+    Change(Change),
     Instances(oneshot::Sender<Vec<Instance>>),
 }
 
@@ -86,28 +98,55 @@ enum Command {
 #[derive(Clone)]
 pub struct Alerts {
     commands: mpsc::Sender<Command>,
+    /// Where changes made here go to the other nodes.
+    bus: Bus,
     /// Woken when transitions were committed, for the notifier.
     pub(crate) committed: Arc<Notify>,
 }
 
 /// What the evaluator task owns.
 struct Evaluation {
-    eval: Evaluator,
-    acks: HashMap<Key, Ack>,
-    silences: Vec<Silence>,
+    state: Followed,
+    store: Store,
+    leader: Leadership,
     ingest: Ingest,
     committed: Arc<Notify>,
 }
 
-impl Alerts {
-    /// Loads the rules, where each instance stood (from room `alerts`), acknowledgements and
-    /// silences, then follows `samples` until `shutdown`.
-    pub async fn start(
-        store: &Store,
-        ingest: Ingest,
-        samples: mpsc::Receiver<Committed>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, RunError> {
+/// What the evaluator follows, as the store has it.
+struct Followed {
+    eval: Evaluator,
+    acks: HashMap<Key, Ack>,
+    silences: Vec<Silence>,
+}
+
+impl Followed {
+    /// Every instance followed, with its acknowledgement and silence, most urgent first.
+    fn instances(&self) -> Vec<Instance> {
+        let now = now();
+        let mut list = self.eval.instances();
+        for instance in &mut list {
+            instance.ack = self
+                .acks
+                .get(&instance.key)
+                .filter(|ack| ack.since == instance.since)
+                .cloned();
+            instance.silenced = self.silences.iter().any(|s| {
+                s.starts <= now
+                    && s.matchers.matches(
+                        &instance.name,
+                        &instance.key.source,
+                        &instance.key.labels,
+                        &instance.rule_labels,
+                    )
+            });
+        }
+        list.sort_by(Instance::urgency);
+        list
+    }
+
+    /// The rules, where each instance stood (from room `alerts`), acknowledgements and silences.
+    async fn load(store: &Store) -> Result<Self> {
         let now = now();
         let mut eval = Evaluator::default();
         for rule in store.alert_rules().await? {
@@ -123,18 +162,38 @@ impl Alerts {
             .map(|ack| (ack.key.clone(), ack))
             .collect();
         let silences = store.alert_silences().await?;
-        let (commands, receive) = mpsc::channel(64);
-        let committed = Arc::new(Notify::new());
-        let task = Evaluation {
+        Ok(Self {
             eval,
             acks,
             silences,
+        })
+    }
+}
+
+impl Alerts {
+    /// Loads what the store has of alerts, then follows `samples` while this node leads,
+    /// until `shutdown`.
+    pub async fn start(
+        store: &Store,
+        ingest: Ingest,
+        samples: mpsc::Receiver<Committed>,
+        (leader, bus): (Leadership, Bus),
+        shutdown: CancellationToken,
+    ) -> Result<Self, RunError> {
+        let state = Followed::load(store).await?;
+        let (commands, receive) = mpsc::channel(64);
+        let committed = Arc::new(Notify::new());
+        let task = Evaluation {
+            state,
+            store: store.clone(),
+            leader,
             ingest,
             committed: committed.clone(),
         };
         tokio::spawn(task.run(samples, receive, shutdown));
         Ok(Self {
             commands,
+            bus,
             committed,
         })
     }
@@ -146,24 +205,35 @@ impl Alerts {
             .map_err(|_| Error::Unavailable)
     }
 
+    /// Applies `change` here and on the other nodes.
+    async fn change(&self, change: Change) -> Result<()> {
+        self.bus.share(&change);
+        self.apply(change).await
+    }
+
+    /// Applies `change`, made here or on another node, to this node's evaluator.
+    pub async fn apply(&self, change: Change) -> Result<()> {
+        self.send(Command::Change(change)).await
+    }
+
     pub async fn set_rule(&self, rule: StoredRule) -> Result<()> {
-        self.send(Command::SetRule(rule)).await
+        self.change(Change::SetRule(rule)).await
     }
 
     pub async fn remove_rule(&self, id: i64) -> Result<()> {
-        self.send(Command::RemoveRule(id)).await
+        self.change(Change::RemoveRule { id }).await
     }
 
     pub async fn ack(&self, ack: Ack) -> Result<()> {
-        self.send(Command::Ack(ack)).await
+        self.change(Change::Ack(ack)).await
     }
 
     pub async fn silence(&self, silence: Silence) -> Result<()> {
-        self.send(Command::Silence(silence)).await
+        self.change(Change::Silence(silence)).await
     }
 
     pub async fn unsilence(&self, id: i64) -> Result<()> {
-        self.send(Command::Unsilence(id)).await
+        self.change(Change::Unsilence { id }).await
     }
 
     /// Every instance followed, with its acknowledgement and silence, most urgent first.
@@ -213,22 +283,34 @@ impl Evaluation {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leader = self.leader.clone();
         loop {
             let transitions = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(batch) = samples.recv() => {
-                    let now = now();
-                    let mut out = Vec::new();
-                    for (source, points) in &batch {
-                        out.extend(self.eval.observe(source, points, now));
+                Some(batch) = samples.recv() => match leader.is_leading() {
+                    true => {
+                        let now = now();
+                        let mut out = Vec::new();
+                        for (source, points) in &batch {
+                            out.extend(self.state.eval.observe(source, points, now));
+                        }
+                        out
                     }
-                    out
-                }
-                Some(command) = commands.recv() => self.command(command),
-                _ = tick.tick() => {
+                    false => Vec::new(),
+                },
+                Some(command) = commands.recv() => self.command(command).await,
+                _ = tick.tick(), if leader.is_leading() => {
                     let now = now();
-                    self.silences.retain(|s| s.ends > now);
-                    self.eval.tick(now)
+                    self.state.silences.retain(|s| s.ends > now);
+                    self.state.eval.tick(now)
+                }
+                leading = leader.changed() => {
+                    // Where the last leader left each instance is in the store; what this node
+                    // held from its own last turn is not.
+                    if leading {
+                        self.reload().await;
+                    }
+                    Vec::new()
                 }
             };
             if !transitions.is_empty() {
@@ -237,42 +319,61 @@ impl Evaluation {
         }
     }
 
-    fn command(&mut self, command: Command) -> Vec<Transition> {
-        match command {
-            Command::SetRule(rule) => return self.eval.set_rule(rule, now()),
-            Command::RemoveRule(id) => {
-                self.acks.retain(|key, _| key.rule != id);
-                return self.eval.remove_rule(id, now());
-            }
-            Command::Ack(ack) => {
-                self.acks.insert(ack.key.clone(), ack);
-            }
-            Command::Silence(silence) => self.silences.push(silence),
-            Command::Unsilence(id) => self.silences.retain(|s| s.id != id),
-            Command::Instances(reply) => {
-                let now = now();
-                let mut list = self.eval.instances();
-                for instance in &mut list {
-                    instance.ack = self
-                        .acks
-                        .get(&instance.key)
-                        .filter(|ack| ack.since == instance.since)
-                        .cloned();
-                    instance.silenced = self.silences.iter().any(|s| {
-                        s.starts <= now
-                            && s.matchers.matches(
-                                &instance.name,
-                                &instance.key.source,
-                                &instance.key.labels,
-                                &instance.rule_labels,
-                            )
-                    });
+    /// Follows the store's state from scratch, retrying until it answers.
+    async fn reload(&mut self) {
+        loop {
+            match Followed::load(&self.store).await {
+                Ok(state) => return self.state = state,
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading the alert state to lead failed; trying again");
+                    tokio::time::sleep(TICK).await;
                 }
-                list.sort_by(Instance::urgency);
-                let _ = reply.send(list);
             }
         }
-        Vec::new()
+    }
+
+    async fn command(&mut self, command: Command) -> Vec<Transition> {
+        let state = &mut self.state;
+        let transitions = match command {
+            Command::Change(Change::SetRule(rule)) => state.eval.set_rule(rule, now()),
+            Command::Change(Change::RemoveRule { id }) => {
+                state.acks.retain(|key, _| key.rule != id);
+                state.eval.remove_rule(id, now())
+            }
+            Command::Change(Change::Ack(ack)) => {
+                state.acks.insert(ack.key.clone(), ack);
+                Vec::new()
+            }
+            Command::Change(Change::Silence(silence)) => {
+                state.silences.push(silence);
+                Vec::new()
+            }
+            Command::Change(Change::Unsilence { id }) => {
+                state.silences.retain(|s| s.id != id);
+                Vec::new()
+            }
+            Command::Instances(reply) => {
+                // A node that does not lead follows no instance: it answers from the store,
+                // where the leader keeps every transition.
+                let list = match self.leader.is_leading() {
+                    true => state.instances(),
+                    false => match Followed::load(&self.store).await {
+                        Ok(stored) => stored.instances(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading alert instances failed");
+                            return Vec::new();
+                        }
+                    },
+                };
+                let _ = reply.send(list);
+                Vec::new()
+            }
+        };
+        // Rule changes are evaluated by the leader alone: the others would store them again.
+        match self.leader.is_leading() {
+            true => transitions,
+            false => Vec::new(),
+        }
     }
 
     /// Stores the transitions in room `alerts` (which pushes them) in the order they happened.
@@ -282,7 +383,7 @@ impl Evaluation {
         let events = transitions
             .into_iter()
             .map(|mut t| {
-                t.silenced = self.silences.iter().any(|s| s.covers(&t, now));
+                t.silenced = self.state.silences.iter().any(|s| s.covers(&t, now));
                 Pending::new(
                     room.clone(),
                     event(headline(&t), News::Transition(t)),

@@ -17,6 +17,7 @@ use super::{Alerts, headline};
 use crate::{
     Config,
     error::{Result, RunError},
+    jobs::Leadership,
     store::{Notification, Store},
 };
 
@@ -40,6 +41,7 @@ pub fn spawn(
     alerts: Alerts,
     senders: Senders,
     public_url: Arc<str>,
+    leader: Leadership,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -60,7 +62,8 @@ pub fn spawn(
                 _ = shutdown.cancelled() => return,
                 _ = notifier.alerts.committed.notified() => {}
                 _ = tick.tick() => {}
-                _ = repeats.tick() => {
+                // Repeats are queued by one node: two would send each twice.
+                _ = repeats.tick(), if leader.is_leading() => {
                     if let Err(e) = notifier.repeat().await {
                         tracing::warn!(error = %e, "repeating notifications failed");
                     }

@@ -301,6 +301,25 @@ impl Store {
         ))
     }
 
+    /// Where each of `rooms` that has a log stands, in one query.
+    pub async fn heads(&self, rooms: &[String]) -> Result<Vec<(RoomName, Head)>> {
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT name, head, epoch FROM rooms WHERE name = ANY($1)")
+                .bind(rooms)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, seq, epoch)| {
+                let head = Head {
+                    seq,
+                    epoch: Some(Epoch(epoch)),
+                };
+                Some((RoomName::parse(&name).ok()?, head))
+            })
+            .collect())
+    }
+
     /// The room's newest seq and its epoch, making the room (empty, with a new epoch) if it has
     /// no log yet: a subscriber always knows which life of the log its seqs count in.
     pub async fn open(&self, room: &RoomName) -> Result<(i64, Epoch)> {
