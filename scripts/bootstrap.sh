@@ -61,6 +61,8 @@ ensure_postgres_binaries() {
 }
 
 ensure_test_tools() {
+  # The scale-out tests run Redis servers of their own, on ports of their own.
+  command -v redis-server >/dev/null || apt_install redis-server
   command -v chromium >/dev/null || apt_install chromium
   command -v npm >/dev/null || apt_install nodejs npm
   local e2e="$ROOT/end2end"

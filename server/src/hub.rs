@@ -182,6 +182,7 @@ impl Hub {
             && room.epoch.as_ref().is_none_or(|ours| ours == epoch)
         {
             room.last = Some(head);
+            room.epoch = Some(epoch.clone());
         }
     }
 

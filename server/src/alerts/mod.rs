@@ -90,7 +90,7 @@ pub enum Change {
 }
 
 enum Command {
-    Change(Change),
+    Change(Box<Change>),
     Instances(oneshot::Sender<Vec<Instance>>),
 }
 
@@ -213,7 +213,7 @@ impl Alerts {
 
     /// Applies `change`, made here or on another node, to this node's evaluator.
     pub async fn apply(&self, change: Change) -> Result<()> {
-        self.send(Command::Change(change)).await
+        self.send(Command::Change(Box::new(change))).await
     }
 
     pub async fn set_rule(&self, rule: StoredRule) -> Result<()> {
@@ -333,30 +333,13 @@ impl Evaluation {
     }
 
     async fn command(&mut self, command: Command) -> Vec<Transition> {
-        let state = &mut self.state;
-        let transitions = match command {
-            Command::Change(Change::SetRule(rule)) => state.eval.set_rule(rule, now()),
-            Command::Change(Change::RemoveRule { id }) => {
-                state.acks.retain(|key, _| key.rule != id);
-                state.eval.remove_rule(id, now())
-            }
-            Command::Change(Change::Ack(ack)) => {
-                state.acks.insert(ack.key.clone(), ack);
-                Vec::new()
-            }
-            Command::Change(Change::Silence(silence)) => {
-                state.silences.push(silence);
-                Vec::new()
-            }
-            Command::Change(Change::Unsilence { id }) => {
-                state.silences.retain(|s| s.id != id);
-                Vec::new()
-            }
+        match command {
+            Command::Change(change) => self.change(*change),
             Command::Instances(reply) => {
                 // A node that does not lead follows no instance: it answers from the store,
                 // where the leader keeps every transition.
                 let list = match self.leader.is_leading() {
-                    true => state.instances(),
+                    true => self.state.instances(),
                     false => match Followed::load(&self.store).await {
                         Ok(stored) => stored.instances(),
                         Err(e) => {
@@ -366,6 +349,29 @@ impl Evaluation {
                     },
                 };
                 let _ = reply.send(list);
+                Vec::new()
+            }
+        }
+    }
+
+    fn change(&mut self, change: Change) -> Vec<Transition> {
+        let state = &mut self.state;
+        let transitions = match change {
+            Change::SetRule(rule) => state.eval.set_rule(rule, now()),
+            Change::RemoveRule { id } => {
+                state.acks.retain(|key, _| key.rule != id);
+                state.eval.remove_rule(id, now())
+            }
+            Change::Ack(ack) => {
+                state.acks.insert(ack.key.clone(), ack);
+                Vec::new()
+            }
+            Change::Silence(silence) => {
+                state.silences.push(silence);
+                Vec::new()
+            }
+            Change::Unsilence { id } => {
+                state.silences.retain(|s| s.id != id);
                 Vec::new()
             }
         };

@@ -29,7 +29,7 @@ fn alerts_room() -> RoomName {
 }
 
 /// A source no other test sends, so only this test's rules see it.
-fn unique_source(label: &str) -> String {
+pub(crate) fn unique_source(label: &str) -> String {
     unique_room(label).as_str().to_owned()
 }
 
@@ -38,7 +38,7 @@ fn url(app: &TestApp, path: &str) -> String {
 }
 
 /// Creates a rule for `source` (series `cpu`, `> 90` unless `extra` says otherwise); its id.
-async fn create_rule(app: &TestApp, source: &str, extra: Value) -> i64 {
+pub(crate) async fn create_rule(app: &TestApp, source: &str, extra: Value) -> i64 {
     let mut rule = json!({"name": "cpu hot", "source": source, "series": "cpu", "op": ">",
         "threshold": 90, "severity": "critical", "summary": "{{source}} cpu {{value}}%"});
     for (k, v) in extra.as_object().unwrap() {
@@ -57,7 +57,7 @@ async fn create_rule(app: &TestApp, source: &str, extra: Value) -> i64 {
         .unwrap()
 }
 
-async fn sample(app: &TestApp, source: &str, value: f64) {
+pub(crate) async fn sample(app: &TestApp, source: &str, value: f64) {
     let body = json!([{"source": source, "series": "cpu", "value": value}]);
     let response = app
         .http()
@@ -69,14 +69,14 @@ async fn sample(app: &TestApp, source: &str, value: f64) {
     assert_eq!(response.status(), 200);
 }
 
-async fn watch_alerts(app: &TestApp) -> Client {
+pub(crate) async fn watch_alerts(app: &TestApp) -> Client {
     let mut client = Client::connect(app).await;
     client.subscribe(&alerts_room(), None).await;
     client
 }
 
 /// The next event of room `alerts` about rule `rule`.
-async fn next_news(client: &mut Client, rule: i64) -> News {
+pub(crate) async fn next_news(client: &mut Client, rule: i64) -> News {
     loop {
         let ServerFrame::Event(event) = client.next().await else {
             continue;
@@ -98,7 +98,7 @@ async fn next_news(client: &mut Client, rule: i64) -> News {
     }
 }
 
-async fn next_transition(client: &mut Client, rule: i64) -> Transition {
+pub(crate) async fn next_transition(client: &mut Client, rule: i64) -> Transition {
     match next_news(client, rule).await {
         News::Transition(t) => t,
         other => panic!("expected a transition, got {other:?}"),
@@ -111,7 +111,7 @@ async fn instances(app: &TestApp, rule: i64) -> Vec<Instance> {
 }
 
 /// Stored transitions of `rule`, oldest first.
-async fn stored_transitions(app: &TestApp, rule: i64) -> Vec<Transition> {
+pub(crate) async fn stored_transitions(app: &TestApp, rule: i64) -> Vec<Transition> {
     let events: Vec<Value> = app
         .get(url(app, "/api/rooms/alerts/events?limit=1000"))
         .await

@@ -11,8 +11,8 @@ use server::store::Store;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::helpers::{
-    EmptyDatabase, database, events_url, http_with, post_notice, scraped, scratch_dir, start_with,
-    stored, token_in, unique_room,
+    EmptyDatabase, Process, database, events_url, http_with, post_notice, scraped, scratch_dir,
+    start_with, stored, token_in, unique_room,
 };
 
 #[tokio::test]
@@ -107,41 +107,6 @@ async fn a_read_past_the_query_timeout_is_refused_and_the_next_is_answered() {
 }
 
 /// A server in a process of its own, to be killed.
-struct Process {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    async fn start(database_url: &str, args: &[&str]) -> Self {
-        // Free now; the server takes it a moment later.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", &addr.to_string()])
-            .args(["--database-url", database_url])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let healthz = format!("http://{addr}/healthz");
-        for _ in 0..600 {
-            if reqwest::get(&healthz)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Self { child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server process did not come up on {addr}");
-    }
-}
-
 #[tokio::test]
 async fn a_server_killed_during_heavy_ingest_keeps_every_acknowledged_event_and_sample() {
     const SAMPLES: usize = 2_000;

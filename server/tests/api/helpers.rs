@@ -1,6 +1,8 @@
 //! Starts real servers against a real Postgres and talks to them as clients do.
 
 use std::{
+    net::SocketAddr,
+    process::Stdio,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -187,7 +189,12 @@ impl Client {
 
     /// Opens a socket with `token` (in the query, as clients that cannot set headers do).
     pub async fn connect_with(running: &Running, token: &str) -> Self {
-        let url = format!("ws://{}/ws?token={token}", running.addr);
+        Self::connect_to(running.addr, token).await
+    }
+
+    /// Opens a socket to whatever serves at `addr` (another process, a proxy) with `token`.
+    pub async fn connect_to(addr: SocketAddr, token: &str) -> Self {
+        let url = format!("ws://{addr}/ws?token={token}");
         let (socket, _) = connect_async(url).await.expect("socket opens");
         let mut client = Self { socket };
         match client.next().await {
@@ -427,4 +434,109 @@ pub async fn range(
         .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// A port free now, for a process to take a moment later.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A server in a process of its own (`target/debug/server`), so it can be killed outright.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub async fn start(database_url: &str, args: &[&str]) -> Self {
+        let addr = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", &addr.to_string()])
+            .args(["--database-url", database_url])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let healthz = format!("http://{addr}/healthz");
+        for _ in 0..600 {
+            if reqwest::get(&healthz)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Self { child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server process did not come up on {addr}");
+    }
+}
+
+/// A Redis of the test's own, on a port of its own, keeping nothing on disk; it can be stopped
+/// and started again on the same port.
+pub struct PrivateRedis {
+    addr: SocketAddr,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let mut redis = Self {
+            addr: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Starts it (again) and waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.addr.port().to_string(),
+            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if self.answers().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not come up on {}", self.addr);
+    }
+
+    async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = TcpStream::connect(self.addr).await else {
+            return false;
+        };
+        let mut reply = [0; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills it, as a crash or a restart would.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
 }

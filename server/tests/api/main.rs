@@ -3,6 +3,7 @@
 
 mod alerts;
 mod auth;
+mod cluster;
 mod embedded_postgres;
 mod epochs;
 mod faults;

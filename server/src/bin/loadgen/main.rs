@@ -28,15 +28,20 @@ mod soak;
 
 #[derive(Parser)]
 struct Args {
-    /// Server address (loopback).
+    /// Server address (loopback); the publisher's node.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: std::net::SocketAddr,
+    /// Another node of the same cluster (loopback): subscribers alternate between the two, so
+    /// half of them get each event through the bus.
+    #[arg(long)]
+    also: Option<std::net::SocketAddr>,
     /// An API token that may read and publish the benchmark's room (`server token create`).
     #[arg(long, env = "WATCHROOM_TOKEN")]
     token: String,
-    /// PID of the server process, for its CPU time and RSS.
-    #[arg(long)]
-    server_pid: u32,
+    /// PID of the server process, for its CPU time and RSS; once per node of a cluster (their
+    /// sums are reported).
+    #[arg(long, required = true)]
+    server_pid: Vec<u32>,
     /// Subscribed connections.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -74,7 +79,17 @@ struct Shared {
     latencies_us: std::sync::Mutex<Vec<u32>>,
 }
 
-fn proc_cpu_ticks(pid: u32) -> u64 {
+/// CPU ticks of every process of `pids`.
+fn proc_cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter().copied().map(cpu_ticks).sum()
+}
+
+/// Resident KiB of every process of `pids`.
+fn proc_rss_kib(pids: &[u32]) -> u64 {
+    pids.iter().copied().map(rss_kib).sum()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("server pid readable");
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
@@ -82,7 +97,7 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn proc_rss_kib(pid: u32) -> u64 {
+fn rss_kib(pid: u32) -> u64 {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server pid readable");
     let line = status
@@ -96,12 +111,16 @@ fn proc_rss_kib(pid: u32) -> u64 {
 async fn main() {
     let args = Args::parse();
     assert!(
-        args.addr.ip().is_loopback(),
+        args.addr.ip().is_loopback() && args.also.is_none_or(|also| also.ip().is_loopback()),
         "load is only ever sent to a loopback address"
     );
-    let url = format!("ws://{}/ws?token={}", args.addr, args.token);
+    let urls: Vec<String> = std::iter::once(args.addr)
+        .chain(args.also)
+        .map(|addr| format!("ws://{addr}/ws?token={}", args.token))
+        .collect();
+    let pids = &args.server_pid;
     if let Some(rounds) = args.alert_rounds {
-        return alert_latency(&args, &url, rounds).await;
+        return alert_latency(&args, &urls[0], rounds).await;
     }
     if let Some(rounds) = args.soak_rounds {
         let plan = soak::Plan {
@@ -110,7 +129,7 @@ async fn main() {
             every: Duration::from_secs_f64(args.soak_every),
             rounds,
         };
-        return soak::run(args.addr, &args.token, args.server_pid, plan).await;
+        return soak::run(args.addr, &args.token, args.server_pid[0], plan).await;
     }
     let room = RoomName::parse(format!("bench.{}", std::process::id())).unwrap();
     let shared = Arc::new(Shared {
@@ -120,13 +139,13 @@ async fn main() {
         latencies_us: std::sync::Mutex::new(Vec::new()),
     });
 
-    let rss_before = proc_rss_kib(args.server_pid);
+    let rss_before = proc_rss_kib(pids);
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
         let opened = join_all(
             chunk
                 .iter()
-                .map(|_| subscriber(&url, &room, shared.clone())),
+                .map(|i| subscriber(&urls[i % urls.len()], &room, shared.clone())),
         )
         .await;
         subscribers.extend(opened);
@@ -134,7 +153,7 @@ async fn main() {
     eprintln!("{} subscribers connected", args.subscribers);
     if args.idle {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss_after = proc_rss_kib(args.server_pid);
+        let rss_after = proc_rss_kib(pids);
         let per = (rss_after.saturating_sub(rss_before)) as f64 / args.subscribers as f64;
         println!(
             "idle connections={} server_rss_before={}KiB after={}KiB per_connection={:.1}KiB",
@@ -144,21 +163,21 @@ async fn main() {
     }
 
     let publisher = tokio::spawn(publish(
-        url.clone(),
+        urls[0].clone(),
         room.clone(),
         args.rate,
         args.window,
         shared.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_before = proc_cpu_ticks(args.server_pid);
+    let cpu_before = proc_cpu_ticks(pids);
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
     shared.measuring.store(true, Ordering::Relaxed);
     let began = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
-    let cpu_after = proc_cpu_ticks(args.server_pid);
+    let cpu_after = proc_cpu_ticks(pids);
     let delivered = shared.deliveries.load(Ordering::Relaxed) - delivered_before;
     publisher.abort();
 
@@ -174,8 +193,9 @@ async fn main() {
             / 1000.0
     };
     println!(
-        "subscribers={} rate={} window={} seconds={:.1} deliveries={} deliveries_per_s={:.0} \
+        "nodes={} subscribers={} rate={} window={} seconds={:.1} deliveries={} deliveries_per_s={:.0} \
          latency_ms p50={:.2} p99={:.2} max={:.2} server_cpu_s={:.2} cpu_us_per_delivery={:.3} server_rss={}KiB",
+        urls.len(),
         args.subscribers,
         if args.rate > 0.0 {
             format!("{}", args.rate)
@@ -191,7 +211,7 @@ async fn main() {
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
         cpu_secs,
         cpu_secs * 1e6 / delivered.max(1) as f64,
-        proc_rss_kib(args.server_pid),
+        proc_rss_kib(pids),
     );
 }
 

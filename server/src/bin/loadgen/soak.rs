@@ -105,11 +105,11 @@ pub async fn run(addr: std::net::SocketAddr, token: &str, server_pid: u32, plan:
     }
 
     let ticks_per_sec = 100.0; // Linux USER_HZ
-    let mut cpu = proc_cpu_ticks(server_pid);
+    let mut cpu = proc_cpu_ticks(&[server_pid]);
     let mut at = Instant::now();
     for n in 1..=plan.rounds {
         tokio::time::sleep(plan.every).await;
-        let (cpu_now, now) = (proc_cpu_ticks(server_pid), Instant::now());
+        let (cpu_now, now) = (proc_cpu_ticks(&[server_pid]), Instant::now());
         let cpu_pct = (cpu_now - cpu) as f64 / ticks_per_sec / (now - at).as_secs_f64() * 100.0;
         (cpu, at) = (cpu_now, now);
         let ingest = percentiles(&round.ingest_us);
@@ -118,7 +118,7 @@ pub async fn run(addr: std::net::SocketAddr, token: &str, server_pid: u32, plan:
             "round={n} at_s={:.0} rss_kib={} cpu_pct={cpu_pct:.1} sockets={} deliveries={} \
              failures={} ingest_ms p50={:.2} p99={:.2} notice_ms p50={:.2} p99={:.2}",
             start.elapsed().as_secs_f64(),
-            proc_rss_kib(server_pid),
+            proc_rss_kib(&[server_pid]),
             round.open.load(Ordering::Relaxed),
             round.deliveries.swap(0, Ordering::Relaxed),
             round.failures.swap(0, Ordering::Relaxed),
