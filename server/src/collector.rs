@@ -74,6 +74,11 @@ impl Own {
         let committed = self.ingest.committed();
         let rate = (committed - events.0) as f64 / events.1.elapsed().as_secs_f64().max(1e-3);
         *events = (committed, Instant::now());
+        let bus_up = self
+            .hub
+            .bus()
+            .status()
+            .map(|bus| f64::from(u8::from(bus.is_up())));
         [
             ("watchroom.connections", self.connections.len() as f64),
             ("watchroom.rooms", self.hub.room_count() as f64),
@@ -81,6 +86,8 @@ impl Own {
             ("watchroom.ingest_queue", self.ingest.queued() as f64),
         ]
         .into_iter()
+        // With other nodes: whether this one reaches them through Redis.
+        .chain(bus_up.map(|up| ("watchroom.bus_up", up)))
         .map(|(series, value)| point(series, value, now, Labels::new()))
         .collect()
     }

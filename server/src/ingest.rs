@@ -13,7 +13,7 @@ use crate::{
     alerts::Feed,
     error::{Error, Result},
     hub::Hub,
-    store::{Appended, Pending, Reservation, SeriesLimits, Store},
+    store::{Appended, Pending, Reservation, Store},
     telemetry::Telemetry,
 };
 
@@ -51,23 +51,27 @@ pub struct Ingest {
     bytes: Arc<Semaphore>,
     max_bytes: u32,
     store: Store,
-    /// Series one metrics source, and the whole store, may have.
-    series: SeriesLimits,
     telemetry: Telemetry,
 }
 
 impl Ingest {
     /// Starts the writer; what it commits goes to `hub`'s rooms, and its samples to `feed`.
-    pub fn spawn(store: Store, hub: Hub, feed: Feed, limits: Limits, telemetry: Telemetry) -> Self {
+    /// The queue holds about `queue_bytes` (see [`Pending::bytes`]) before publishers wait.
+    pub fn spawn(
+        store: Store,
+        hub: Hub,
+        feed: Feed,
+        queue_bytes: usize,
+        telemetry: Telemetry,
+    ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        let max_bytes = u32::try_from(limits.queue_bytes).unwrap_or(u32::MAX).max(1);
+        let max_bytes = u32::try_from(queue_bytes).unwrap_or(u32::MAX).max(1);
         tokio::spawn(write(requests, store.clone(), hub, feed, telemetry.clone()));
         Self {
             queue,
             bytes: Arc::new(Semaphore::new(max_bytes as usize)),
             max_bytes,
             store,
-            series: limits.series,
             telemetry,
         }
     }
@@ -126,7 +130,7 @@ impl Ingest {
         events: Vec<Pending>,
     ) -> Result<impl Future<Output = Result<Vec<Event>>> + use<>> {
         // Here, not in the writer: a refused request must not fail the others committed with it.
-        let reserved = self.store.admit(&events, self.series).await?;
+        let reserved = self.store.admit(&events).await?;
         // One request larger than the whole allowance waits for all of it, and then goes alone.
         let size = events.iter().map(Pending::bytes).sum::<usize>();
         let size = u32::try_from(size)
@@ -181,11 +185,11 @@ async fn write(
                 let still = store.locked(&suspects).await.unwrap_or_default();
                 locked_rooms
                     .retain(|room| !suspects.contains(&room.as_str()) || still.contains(room));
-                batch = refuse(batch, &still);
+                batch = refuse(batch, |request| locked_room(request, &still));
             }
         }
         let began = Instant::now();
-        let outcome = match append(&store, batch).await {
+        let mut outcome = match append(&store, batch).await {
             Err((batch, e)) if e.is_lock_timeout() => {
                 let locked = store.locked(&rooms(&batch)).await.unwrap_or_default();
                 tracing::warn!(
@@ -194,9 +198,55 @@ async fn write(
                 );
                 locked_rooms.extend(locked.iter().cloned());
                 // The rest once more; if the lock was let go meanwhile, all of it.
-                append(&store, refuse(batch, &locked)).await
+                append(
+                    &store,
+                    refuse(batch, |request| locked_room(request, &locked)),
+                )
+                .await
             }
             outcome => outcome,
+        };
+        // Other nodes' writers created series of a source meanwhile, taking it past its limit
+        // with this batch: the requests adding to it that no longer fit are refused, in batch
+        // order, and the rest tried again.
+        let outcome = loop {
+            outcome = match outcome {
+                Err((
+                    batch,
+                    Error::TooManySeries {
+                        source_name,
+                        series,
+                        limit,
+                    },
+                )) if batch.iter().any(|r| adds_series_to(r, &source_name) > 0) => {
+                    let stored = store.series_count(&source_name).await.unwrap_or(limit);
+                    let mut room = limit.saturating_sub(stored);
+                    // If the count says all fit, it is already stale: the last request adding
+                    // to it goes anyway, so each try has fewer.
+                    let last = batch
+                        .iter()
+                        .rposition(|r| adds_series_to(r, &source_name) > 0)
+                        .expect("one adds to it");
+                    let (mut index, mut refused) = (0, false);
+                    let kept = refuse(batch, |request| {
+                        let adds = adds_series_to(request, &source_name);
+                        let fits = adds <= room && (index != last || refused);
+                        index += 1;
+                        if fits {
+                            room -= adds;
+                            return None;
+                        }
+                        refused = true;
+                        Some(Error::TooManySeries {
+                            source_name: source_name.clone(),
+                            series: series.clone(),
+                            limit,
+                        })
+                    });
+                    append(&store, kept).await
+                }
+                outcome => break outcome,
+            };
         };
         match outcome {
             Ok((appended, replies)) => {
@@ -286,6 +336,11 @@ fn deliver(appended: Appended, replies: Vec<Reply>, hub: &Hub, feed: &Feed, tele
     feed.send(samples);
 }
 
+/// How many series `request` adds to `source`.
+fn adds_series_to(request: &Request, source: &str) -> usize {
+    request.reserved.iter().map(|r| r.adds_to(source)).sum()
+}
+
 /// The rooms `batch` writes to, each once.
 fn rooms(batch: &[Request]) -> Vec<&str> {
     let rooms: HashSet<&str> = batch
@@ -296,20 +351,12 @@ fn rooms(batch: &[Request]) -> Vec<&str> {
     rooms.into_iter().collect()
 }
 
-/// Refuses the requests of `batch` that write to a room of `locked`, and keeps the others.
-fn refuse(batch: Vec<Request>, locked: &[String]) -> Vec<Request> {
-    if locked.is_empty() {
-        return batch;
-    }
+/// Answers the requests of `batch` that `refusal` refuses with its error, and keeps the others.
+fn refuse(batch: Vec<Request>, mut refusal: impl FnMut(&Request) -> Option<Error>) -> Vec<Request> {
     let mut kept = Vec::with_capacity(batch.len());
     for request in batch {
-        let room = request
-            .events
-            .iter()
-            .find(|pending| locked.iter().any(|room| room == pending.room.as_str()));
-        match room {
-            Some(pending) => {
-                let error = Error::Locked(pending.room.to_string());
+        match refusal(&request) {
+            Some(error) => {
                 let _ = request.stored.send(Err(error));
             }
             None => kept.push(request),
@@ -318,10 +365,11 @@ fn refuse(batch: Vec<Request>, locked: &[String]) -> Vec<Request> {
     kept
 }
 
-/// What one writer's queue may take.
-pub struct Limits {
-    /// Distinct series a metrics source, and the store, may have.
-    pub series: SeriesLimits,
-    /// Bytes waiting for the writer, about (see [`Pending::bytes`]).
-    pub queue_bytes: usize,
+/// The refusal of a request writing to a room of `locked`.
+fn locked_room(request: &Request, locked: &[String]) -> Option<Error> {
+    let pending = request
+        .events
+        .iter()
+        .find(|pending| locked.iter().any(|room| room == pending.room.as_str()))?;
+    Some(Error::Locked(pending.room.to_string()))
 }

@@ -110,7 +110,11 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
             lock: config.lock_timeout,
         };
         let store = Store::connect(url.parse::<PgConnectOptions>()?, timeouts).await?;
-        Ok::<_, RunError>(store.keeping(retention))
+        let limits = store::SeriesLimits {
+            per_source: config.max_series_per_source,
+            total: config.max_series,
+        };
+        Ok::<_, RunError>(store.keeping(retention).limiting(limits))
     };
     match connected.await {
         Ok(store) => Ok((store, embedded)),
@@ -149,18 +153,11 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         false => Leadership::alone(),
     };
     let (feed, committed) = Feed::new();
-    let limits = ingest::Limits {
-        series: store::SeriesLimits {
-            per_source: config.max_series_per_source,
-            total: config.max_series,
-        },
-        queue_bytes: config.ingest_queue_bytes,
-    };
     let ingest = Ingest::spawn(
         store.clone(),
         hub.clone(),
         feed.clone(),
-        limits,
+        config.ingest_queue_bytes,
         telemetry.clone(),
     );
     let ready = async {

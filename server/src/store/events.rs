@@ -212,7 +212,11 @@ impl Store {
             .collect();
         let created = match samples.is_empty() {
             true => None,
-            false => Some(self.series.insert(&mut tx, &samples).await?),
+            false => Some(
+                self.series
+                    .insert(&mut tx, &samples, self.limits.per_source)
+                    .await?,
+            ),
         };
         tx.commit().await?;
         if let Some(created) = created {

@@ -67,6 +67,7 @@ pub struct Store {
     /// apart from them so a page never waits for an hour's rollup.
     upkeep: PgPool,
     series: SeriesIds,
+    limits: SeriesLimits,
     retention: Retention,
 }
 
@@ -99,6 +100,7 @@ impl Store {
             writer,
             upkeep,
             series: SeriesIds::default(),
+            limits: SeriesLimits::default(),
             retention: Retention::default(),
         })
     }
@@ -106,6 +108,11 @@ impl Store {
     /// The store keeping samples as long as `retention` says, and answering ranges within it.
     pub fn keeping(self, retention: Retention) -> Self {
         Self { retention, ..self }
+    }
+
+    /// The store holding at most `limits` series.
+    pub fn limiting(self, limits: SeriesLimits) -> Self {
+        Self { limits, ..self }
     }
 
     pub fn retention(&self) -> Retention {

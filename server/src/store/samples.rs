@@ -71,12 +71,32 @@ pub struct SeriesLimits {
     pub total: usize,
 }
 
+/// A store opened by a tool rather than a server limits nothing.
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            per_source: usize::MAX,
+            total: usize::MAX,
+        }
+    }
+}
+
 /// Series a request was admitted with, counted against the limits until it is committed (then
 /// they are stored) or fails; dropping it gives them back.
 pub struct Reservation {
     ids: SeriesIds,
     source: String,
     series: Vec<(String, Labels)>,
+}
+
+impl Reservation {
+    /// How many series it adds to `source`.
+    pub fn adds_to(&self, source: &str) -> usize {
+        match self.source == source {
+            true => self.series.len(),
+            false => 0,
+        }
+    }
 }
 
 impl Drop for Reservation {
@@ -186,6 +206,7 @@ impl SeriesIds {
         &self,
         tx: &mut PgConnection,
         sources: &[(&str, &[Point])],
+        per_source: usize,
     ) -> Result<Created> {
         let missing: Vec<SeriesKey> = {
             let known = self.known();
@@ -206,7 +227,7 @@ impl SeriesIds {
         let created = if missing.is_empty() {
             Vec::new()
         } else {
-            create_series(tx, &missing).await?
+            create_series(tx, &missing, per_source).await?
         };
         let mut fresh = Known::default();
         for (key, id) in &created {
@@ -314,10 +335,24 @@ async fn record_late(tx: &mut PgConnection, late: &[(i32, i64, f64)]) -> Result<
 }
 
 /// Creates the `missing` series (or finds them, had another writer made them) and returns ids.
+/// Creates the series of `missing` that are new, and refuses them (rolling back) if that takes
+/// a source past `per_source`: counted in the database, whichever node created its series.
 async fn create_series(
     tx: &mut PgConnection,
     missing: &[SeriesKey],
+    per_source: usize,
 ) -> Result<Vec<(SeriesKey, i32)>> {
+    let sources: BTreeSet<&str> = missing.iter().map(|(s, ..)| s.as_str()).collect();
+    let sources: Vec<&str> = sources.into_iter().collect();
+    // Writers of several nodes creating one source's series take turns, in name order (no
+    // deadlock), each counting what the one before committed.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('watchroom.series:' || s, 0))
+         FROM (SELECT unnest($1::text[]) AS s ORDER BY 1) AS sources",
+    )
+    .bind(&sources)
+    .execute(&mut *tx)
+    .await?;
     let rows: Vec<(i32, String, String, Json<Labels>)> = sqlx::query_as(
         "INSERT INTO series (source, name, labels)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
@@ -337,8 +372,31 @@ async fn create_series(
             .collect::<Vec<_>>(),
     )
     .bind(missing.iter().map(|(_, _, l)| Json(l)).collect::<Vec<_>>())
-    .fetch_all(tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT source, count(*) FROM series WHERE source = ANY($1) GROUP BY source",
+    )
+    .bind(&sources)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some((source, _)) = counts
+        .into_iter()
+        .find(|(_, count)| *count as u64 > per_source as u64)
+    {
+        let (_, name, labels) = missing
+            .iter()
+            .find(|(s, ..)| *s == source)
+            .expect("only sources of `missing` are counted");
+        return Err(Error::TooManySeries {
+            source_name: source,
+            series: Series {
+                name: name.clone(),
+                labels: labels.clone(),
+            },
+            limit: per_source,
+        });
+    }
     Ok(rows
         .into_iter()
         .map(|(id, source, name, labels)| ((source, name, labels.0), id))
@@ -348,7 +406,7 @@ async fn create_series(
 impl Store {
     /// Reserves the series a request's samples would add, or refuses it when they would take a
     /// source or the store past its limit.
-    pub async fn admit(&self, batch: &[Pending], limits: SeriesLimits) -> Result<Vec<Reservation>> {
+    pub async fn admit(&self, batch: &[Pending]) -> Result<Vec<Reservation>> {
         let mut reservations = Vec::new();
         for pending in batch {
             if let Some(source) = room_source(&pending.room)
@@ -356,12 +414,21 @@ impl Store {
             {
                 let reserved = self
                     .series
-                    .admit(&self.pool, source, &pending.points, limits)
+                    .admit(&self.pool, source, &pending.points, self.limits)
                     .await?;
                 reservations.push(reserved);
             }
         }
         Ok(reservations)
+    }
+
+    /// How many series `source` has stored.
+    pub async fn series_count(&self, source: &str) -> Result<usize> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE source = $1")
+            .bind(source)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as usize)
     }
 
     /// Every source that has sent a sample, by name.

@@ -403,6 +403,53 @@ async fn of_three_nodes_one_evaluates_alerts_and_another_takes_over_when_it_stop
 }
 
 #[tokio::test]
+async fn a_source_series_limit_holds_across_nodes_creating_its_series_at_once() {
+    let database = EmptyDatabase::create("series_cluster").await;
+    let limited = |config: &mut server::Config| {
+        config.database_url = Some(database.url.clone());
+        config.max_series_per_source = 10;
+        (config.publish_rate, config.publish_burst) = (1e6, 1e6);
+    };
+    let nodes = [start_with(limited).await, start_with(limited).await];
+    // Each node alone would let ten in; twenty requests at once, alternating between them.
+    let source = unique_source("spread");
+    let bodies: Vec<Value> = (0..20)
+        .map(|i| serde_json::json!([{"source": source, "series": format!("s{i}"), "value": 1}]))
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().enumerate().map(|(i, body)| {
+        let node = &nodes[i % 2];
+        node.http()
+            .post(format!("http://{}/api/metrics", node.addr))
+            .json(body)
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 400].contains(s)),
+        "{statuses:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM series WHERE source = $1")
+        .bind(&source)
+        .fetch_one(&sqlx::PgPool::connect(&database.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored, 10);
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+    database.drop().await;
+}
+
+#[tokio::test]
 async fn a_redis_url_without_a_database_url_is_refused_at_start() {
     let mut config = config();
     config.database_url = None;
