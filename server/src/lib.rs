@@ -58,8 +58,39 @@ const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 /// longest a lost message's event waits when no later event reveals the gap.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// What every handler shares: one allocation, so handing it to a request or keeping it for a
+/// socket's life costs a pointer, not a copy of every handle.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts handlers extract by themselves.
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for Telemetry {
+    fn from_ref(state: &AppState) -> Self {
+        state.telemetry.clone()
+    }
+}
+
+pub struct Shared {
     pub leptos: LeptosOptions,
     pub store: Store,
     pub hub: Hub,
@@ -228,7 +259,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         &background,
         shutdown.clone(),
     );
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         leptos,
         store: store.clone(),
         ingest,
@@ -241,7 +272,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         connections: TaskTracker::new(),
         auth,
         telemetry,
-    };
+    }));
     if config.host_metrics {
         let own = collector::Own {
             hub: state.hub.clone(),

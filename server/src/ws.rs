@@ -195,49 +195,8 @@ async fn serve(
             }
         };
     }
-    let close = match step {
-        Err(Closing::Silent) => Some((
-            close_code::POLICY,
-            "no frame within two heartbeat intervals",
-        )),
-        Err(Closing::TooLarge) => Some((close_code::SIZE, "frame larger than the server accepts")),
-        Err(Closing::Revoked) => Some((
-            close_code::POLICY,
-            "the session or token is no longer valid; sign in again",
-        )),
-        Err(Closing::ShuttingDown) => {
-            Some((close_code::RESTART, "server restarting; resume with since"))
-        }
-        Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
-    };
-    if matches!(step, Err(Closing::ShuttingDown | Closing::Revoked)) {
-        // Publishes it has taken are answered before it goes: each was (or will be) committed
-        // or refused, and the client must not be left guessing which.
-        while let Some(ack) = conn.acks.next().await {
-            if conn.send(&ack).await.is_err() {
-                break;
-            }
-        }
-    }
-    // Nothing more is delivered, and the rooms are free for others to count, from here.
-    conn.leave_all();
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let limit = conn.state.config.write_timeout;
-        if within(limit, conn.socket.send(Message::Close(Some(frame))))
-            .await
-            .is_ok()
-        {
-            // The closing handshake: read (and drop) what the client still sends until its own
-            // close. Closing a socket with unread bytes resets it, and the reset can overtake
-            // the last answers and the close frame on their way to the client.
-            let drained = async { while let Some(Ok(_)) = conn.socket.recv().await {} };
-            let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
-        }
-    }
+    // Boxed: the closing runs once, and would otherwise sit inline in every watcher's task.
+    Box::pin(conn.close(step)).await;
 }
 
 fn is_too_large(error: &axum::Error) -> bool {
@@ -247,6 +206,56 @@ fn is_too_large(error: &axum::Error) -> bool {
 }
 
 impl Connection {
+    /// Ends the connection as `step` says: answers what it took, leaves its rooms, and sends
+    /// the close frame with its reason when there is one.
+    async fn close(mut self, step: Step) {
+        let close = match step {
+            Err(Closing::Silent) => Some((
+                close_code::POLICY,
+                "no frame within two heartbeat intervals",
+            )),
+            Err(Closing::TooLarge) => {
+                Some((close_code::SIZE, "frame larger than the server accepts"))
+            }
+            Err(Closing::Revoked) => Some((
+                close_code::POLICY,
+                "the session or token is no longer valid; sign in again",
+            )),
+            Err(Closing::ShuttingDown) => {
+                Some((close_code::RESTART, "server restarting; resume with since"))
+            }
+            Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
+        };
+        if matches!(step, Err(Closing::ShuttingDown | Closing::Revoked)) {
+            // Publishes it has taken are answered before it goes: each was (or will be) committed
+            // or refused, and the client must not be left guessing which.
+            while let Some(ack) = self.acks.next().await {
+                if self.send(&ack).await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Nothing more is delivered, and the rooms are free for others to count, from here.
+        self.leave_all();
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let limit = self.state.config.write_timeout;
+            if within(limit, self.socket.send(Message::Close(Some(frame))))
+                .await
+                .is_ok()
+            {
+                // The closing handshake: read (and drop) what the client still sends until its own
+                // close. Closing a socket with unread bytes resets it, and the reset can overtake
+                // the last answers and the close frame on their way to the client.
+                let drained = async { while let Some(Ok(_)) = self.socket.recv().await {} };
+                let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+            }
+        }
+    }
+
     async fn receive(&mut self, message: Message) -> Step {
         match message {
             Message::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
