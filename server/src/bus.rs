@@ -206,14 +206,6 @@ impl Bus {
             Self::Redis(redis) => Some(&redis.status),
         }
     }
-
-    /// This node's name on the bus.
-    pub fn node(&self) -> Option<u64> {
-        match self {
-            Self::Local => None,
-            Self::Redis(redis) => Some(redis.node),
-        }
-    }
 }
 
 /// Where what comes from the other nodes goes.

@@ -42,6 +42,9 @@ pub enum Delivery {
     /// The epoch of the events that follow; sent when it differs from the one before (and once
     /// after the room is made here), so a member can tell that the room's log started over.
     Epoch(Epoch),
+    /// Events are missing that the store could not give in time (it is away): each member reads
+    /// what it lacks from the store itself, as one that fell behind does.
+    Gap,
 }
 
 /// A committed event as it reaches a room: encoded once, for the sockets and the bus alike.
@@ -84,6 +87,14 @@ impl Room {
         }
         match self.last {
             Some(last) if arrival.seq <= last => None,
+            Some(last) if arrival.seq > last + 1 && self.early.len() >= ROOM_BUFFER => {
+                // Held as long as a room's buffer while the store does not answer: the members
+                // take it from here, each from where it is.
+                self.early.clear();
+                self.last = Some(arrival.seq);
+                let _ = self.tx.send(Delivery::Gap);
+                None
+            }
             Some(last) if arrival.seq > last + 1 => {
                 let target = arrival.seq - 1;
                 self.early.insert(arrival.seq, arrival);
@@ -461,6 +472,24 @@ mod tests {
     }
 
     #[test]
+    fn a_room_holding_a_buffer_of_early_events_sends_its_members_to_the_store() {
+        let mut room = room();
+        let mut rx = room.tx.subscribe();
+        room.last = Some(1);
+        for seq in 3..3 + ROOM_BUFFER as i64 {
+            room.arrive(arrival(seq));
+        }
+        assert_eq!(room.early.len(), ROOM_BUFFER);
+        room.arrive(arrival(3 + ROOM_BUFFER as i64));
+        assert!(room.early.is_empty());
+        assert_eq!(room.last, Some(3 + ROOM_BUFFER as i64));
+        let gaps = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter(|d| matches!(d, Delivery::Gap))
+            .count();
+        assert_eq!(gaps, 1);
+    }
+
+    #[test]
     fn a_gap_the_store_cannot_fill_is_skipped_to_the_next_held_event() {
         let mut room = room();
         let mut rx = room.tx.subscribe();
@@ -485,6 +514,7 @@ mod tests {
                 Delivery::Event { seq, .. } => format!("event {seq}"),
                 Delivery::Epoch(epoch) => format!("epoch {}", epoch.0),
                 Delivery::Presence { .. } => "presence".into(),
+                Delivery::Gap => "gap".into(),
             })
             .collect();
         assert_eq!(deliveries, vec!["epoch e", "event 7", "epoch f", "event 1"]);

@@ -532,6 +532,11 @@ impl Connection {
                     }
                     None
                 }
+                Ok(Delivery::Gap) => {
+                    tracing::debug!(%room, "events missing on the way here; reading them from the store");
+                    Box::pin(self.resync(room, true)).await?;
+                    None
+                }
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     tracing::debug!(%room, missed, "slow subscriber catching up from the store");
                     self.state.telemetry.caught_up();
@@ -563,7 +568,8 @@ impl Connection {
     }
 
     /// Sends what this socket has not had of `room` from the store: it fell a whole room
-    /// buffer behind (then metrics are conflated), or the room's log started over.
+    /// buffer behind or events went missing on their way to this node (then metrics are
+    /// conflated), or the room's log started over.
     async fn resync(&mut self, room: RoomName, conflate: bool) -> Step {
         if let Err(e) = self.replay(&room, conflate).await {
             let since = self.sent.get(&room).map(|position| position.seq);
