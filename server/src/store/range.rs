@@ -134,6 +134,11 @@ impl Buckets {
     }
 }
 
+/// Most buckets one request may read, over all its series (span ÷ width × series): a dashboard
+/// of 20 charts of 600 buckets asks for 12,000; far more is a mistake or an attack, and would
+/// hold a read connection and the memory of the answer for long.
+pub const MAX_BUCKETS: i64 = 200_000;
+
 impl Store {
     /// The samples of one series in `[from, to)`: see [`Store::ranges`].
     pub async fn range(
@@ -165,6 +170,16 @@ impl Store {
         let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
         let now = Utc::now();
         let (tier, width) = Tier::choose(width, from, now, &self.retention)?;
+        let span = (to - from).num_microseconds().unwrap_or(i64::MAX).max(0);
+        let per_series = span / width.num_microseconds().unwrap_or(1).max(1) + 1;
+        let asked = per_series.saturating_mul(series.len() as i64);
+        if asked > MAX_BUCKETS {
+            return Err(Error::bad_request(format!(
+                "{} series over this range come to {asked} buckets, more than the {MAX_BUCKETS} \
+                 one request may read: ask for fewer series, a shorter range or wider buckets",
+                series.len()
+            )));
+        }
         let request = Request {
             series,
             from,
