@@ -134,10 +134,10 @@ impl Buckets {
     }
 }
 
-/// Most buckets one request may read, over all its series (span ÷ width × series): a dashboard
-/// of 20 charts of 600 buckets asks for 12,000; far more is a mistake or an attack, and would
-/// hold a read connection and the memory of the answer for long.
-pub const MAX_BUCKETS: i64 = 200_000;
+/// Most stored values one request may read over all its series (span ÷ the tier's interval ×
+/// series, raw samples counted at one a second): a dashboard of 20 one-second series over a day
+/// reads 1.7 M; far more is a mistake or an attack, and would hold a read connection for long.
+pub const MAX_ROWS: i64 = 4_000_000;
 
 impl Store {
     /// The samples of one series in `[from, to)`: see [`Store::ranges`].
@@ -170,13 +170,15 @@ impl Store {
         let width = TimeDelta::microseconds((snap_width(width_secs) * 1e6).round().max(1.0) as i64);
         let now = Utc::now();
         let (tier, width) = Tier::choose(width, from, now, &self.retention)?;
-        let span = (to - from).num_microseconds().unwrap_or(i64::MAX).max(0);
-        let per_series = span / width.num_microseconds().unwrap_or(1).max(1) + 1;
-        let asked = per_series.saturating_mul(series.len() as i64);
-        if asked > MAX_BUCKETS {
+        // What the tier holds over the span, raw samples counted at one a second: the rows
+        // read, whatever the width (buckets narrower than the samples only return the samples).
+        let span = (to - from).num_seconds().max(0);
+        let row = tier.width().num_seconds().max(1);
+        let rows = (span / row + 1).saturating_mul(series.len() as i64);
+        if rows > MAX_ROWS {
             return Err(Error::bad_request(format!(
-                "{} series over this range come to {asked} buckets, more than the {MAX_BUCKETS} \
-                 one request may read: ask for fewer series, a shorter range or wider buckets",
+                "{} series over this range come to about {rows} stored values, more than the \
+                 {MAX_ROWS} one request may read: ask for fewer series or a shorter range",
                 series.len()
             )));
         }

@@ -678,23 +678,23 @@ async fn an_editor_deletes_a_series_or_a_whole_source_and_it_can_start_over() {
 }
 
 #[tokio::test]
-async fn one_request_may_not_read_more_buckets_than_the_cap_over_all_its_series() {
+async fn one_request_may_not_read_more_stored_values_than_the_cap_over_all_its_series() {
     let app = start().await;
     let source = unique_room("wide").as_str().replace('.', "-");
     let series: Vec<(String, Series)> = (0..100)
         .map(|i| (source.clone(), format!("s{i}").parse().unwrap()))
         .collect();
     let to = Utc::now();
-    // 100 series of a day in one-minute buckets: 144,100 buckets, within the cap.
-    let day = app
-        .store
-        .ranges(&series, to - TimeDelta::days(1), to, 60.0)
-        .await;
-    assert_eq!(day.unwrap().len(), 100);
-    // A week of them: 1,008,100 buckets.
-    let refused = app
+    // 100 series over a week of one-minute rollups: 1,008,100 values, within the cap.
+    let week = app
         .store
         .ranges(&series, to - TimeDelta::days(7), to, 60.0)
+        .await;
+    assert_eq!(week.unwrap().len(), 100);
+    // A day of their raw samples (one-second buckets), counted at one a second: 8,640,100.
+    let refused = app
+        .store
+        .ranges(&series, to - TimeDelta::days(1), to, 1.0)
         .await
         .expect_err("refused");
     let message = refused.to_string();
