@@ -204,6 +204,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let (listener, alerts, senders) = match ready.await {
         Ok(ready) => ready,
         Err(e) => {
+            // The contender for the lease stops, letting it go.
+            shutdown.cancel();
             if let Some(pg) = embedded {
                 let _ = pg.stop().await;
             }
