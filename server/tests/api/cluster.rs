@@ -24,7 +24,7 @@ use crate::{
         create_rule, next_transition, sample, stored_transitions, unique_source, watch_alerts,
     },
     helpers::{
-        Client, EmptyDatabase, PrivateRedis, Process, TestApp, config, post_notice, start,
+        Client, EmptyDatabase, PrivateRedis, Process, TestApp, config, post_notice, scraped, start,
         start_with, token_in, unique_room,
     },
 };
@@ -38,6 +38,17 @@ async fn node(database: &EmptyDatabase, redis: &PrivateRedis) -> TestApp {
         config.redis_url = Some(redis.url());
     })
     .await
+}
+
+/// `watchroom_bus_up` in `node`'s `/metrics`.
+async fn bus_up(node: &TestApp) -> f64 {
+    let text = node
+        .get(format!("http://{}/metrics", node.addr))
+        .await
+        .text()
+        .await
+        .unwrap();
+    scraped(&text, "watchroom_bus_up").expect("a node with a bus reports it")
 }
 
 /// What `/readyz` says of the bus, polled until `expected` is in it.
@@ -204,6 +215,7 @@ async fn with_redis_away_each_node_serves_its_own_clients_and_no_event_is_missed
     redis.stop().await;
     let report = readiness_until(&a, "redis unreachable").await;
     assert_eq!(report["status"], "degraded", "{report}");
+    assert_eq!(bus_up(&a).await, 0.0);
     readiness_until(&b, "redis unreachable").await;
     // A's own publish reaches A's socket with Redis away (B's before it come from the store).
     let during = post_notice(&a, &room, "a during").await["seq"]
@@ -216,6 +228,7 @@ async fn with_redis_away_each_node_serves_its_own_clients_and_no_event_is_missed
     redis.restart().await;
     readiness_until(&a, "ok").await;
     readiness_until(&b, "ok").await;
+    assert_eq!(bus_up(&a).await, 1.0);
     let after = post_notice(&a, &room, "a after").await["seq"]
         .as_i64()
         .unwrap();
