@@ -113,6 +113,18 @@ async fn events_published_on_any_node_reach_every_node_in_order_once() {
     for watcher in &mut watchers {
         assert_eq!(watcher.next_event_seq(&room).await, last + 1);
     }
+    // The node without a publisher had them through Redis, not (all) from the store.
+    let text = nodes[0]
+        .get(format!("http://{}/metrics", nodes[0].addr))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let filled = scraped(&text, "watchroom_filled_events_total").expect("counted");
+    assert!(
+        filled < last as f64,
+        "{filled} of {last} read from the store"
+    );
     assert_eq!(
         readiness_until(&nodes[0], "ok").await["status"],
         "ok",
