@@ -319,6 +319,9 @@ async fn subscribe(
     } = receivers;
     let mut backoff = Backoff::default();
     while !until.is_cancelled() {
+        // Joins and leaves while away are in what the hub watches when the subscription is made
+        // anew: the queue need not keep them (churn during a long outage would pile up).
+        while interest.try_recv().is_ok() {}
         let connected = tokio::select! {
             connected = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()) => {
                 connected.unwrap_or_else(|_| Err(timed_out()))
