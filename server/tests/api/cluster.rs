@@ -364,6 +364,26 @@ async fn clients_of_a_node_killed_under_publishing_resume_on_another_with_every_
     database.drop().await;
 }
 
+/// Sends `value` to every one of `nodes` until `watcher` hears of a transition of `rule`: the
+/// rule reaches the leader by the bus, and a new leader takes the lease within a second or two.
+async fn sample_until_news(
+    nodes: &[TestApp],
+    source: &str,
+    value: f64,
+    watcher: &mut Client,
+    rule: i64,
+) -> app::alerts::Transition {
+    loop {
+        for node in nodes {
+            sample(node, source, value).await;
+        }
+        let next = tokio::time::timeout(Duration::from_millis(300), next_transition(watcher, rule));
+        if let Ok(transition) = next.await {
+            return transition;
+        }
+    }
+}
+
 #[tokio::test]
 async fn of_three_nodes_one_evaluates_alerts_and_another_takes_over_when_it_stops() {
     let database = EmptyDatabase::create("alerts_once").await;
@@ -379,18 +399,7 @@ async fn of_three_nodes_one_evaluates_alerts_and_another_takes_over_when_it_stop
     let mut watcher = watch_alerts(&nodes[0]).await;
 
     // Every node takes the same samples: a node evaluating on its own would fire again.
-    let fired = loop {
-        for node in &nodes {
-            sample(node, &source, 95.0).await;
-        }
-        let next = tokio::time::timeout(
-            Duration::from_millis(300),
-            next_transition(&mut watcher, rule),
-        );
-        if let Ok(transition) = next.await {
-            break transition;
-        }
-    };
+    let fired = sample_until_news(&nodes, &source, 95.0, &mut watcher, rule).await;
     assert_eq!(fired.state, State::Firing);
     for node in &nodes {
         sample(node, &source, 10.0).await;
@@ -412,16 +421,14 @@ async fn of_three_nodes_one_evaluates_alerts_and_another_takes_over_when_it_stop
         node.stop().await.unwrap();
     }
     let mut watcher = watch_alerts(&last).await;
-    let fired = loop {
-        sample(&last, &source, 97.0).await;
-        let next = tokio::time::timeout(
-            Duration::from_millis(300),
-            next_transition(&mut watcher, rule),
-        );
-        if let Ok(transition) = next.await {
-            break transition;
-        }
-    };
+    let fired = sample_until_news(
+        std::slice::from_ref(&last),
+        &source,
+        97.0,
+        &mut watcher,
+        rule,
+    )
+    .await;
     assert_eq!(fired.state, State::Firing);
     last.stop().await.unwrap();
     database.drop().await;
@@ -472,6 +479,18 @@ async fn a_source_series_limit_holds_across_nodes_creating_its_series_at_once() 
         node.stop().await.unwrap();
     }
     database.drop().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_redis_url_is_refused_at_start_naming_the_flag() {
+    let mut config = config();
+    config.redis_url = Some("tcp://nowhere".into());
+    let refused = server::start(&config).await.err().expect("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("--redis-url \"tcp://nowhere\""),
+        "{message}"
+    );
 }
 
 #[tokio::test]
