@@ -352,6 +352,8 @@ pub enum ErrorCode {
     Forbidden,
     /// No such thing (an alert rule, silence or channel by that id).
     NotFound,
+    /// Someone else changed it since the version the request names: read it again.
+    Conflict,
     /// Retention removed events the subscription asked for: `since` names the newest seq
     /// removed, and what is kept follows.
     HistoryTruncated,

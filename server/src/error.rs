@@ -52,6 +52,9 @@ pub enum Error {
     /// What the request names does not exist; the message says what.
     #[error("{0}")]
     NotFound(String),
+    /// Someone else changed it since the version the request names; the message says what.
+    #[error("{0}")]
+    Conflict(String),
     /// The single writer is gone (the server is stopping).
     #[error("the event store is unavailable")]
     Unavailable,
@@ -85,6 +88,7 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::Limited(_) => ErrorCode::RateLimited,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable | Self::Locked(_) | Self::Database(_) | Self::Damaged(_) => {
                 ErrorCode::Unavailable
             }
@@ -103,6 +107,7 @@ impl Error {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable | Self::Locked(_) | Self::Database(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -137,6 +142,7 @@ impl From<Error> for AppError {
             Error::Unauthenticated => Self::Unauthenticated,
             Error::Forbidden(why) => Self::Forbidden(why),
             Error::NotFound(what) => Self::NotFound(what),
+            Error::Conflict(why) => Self::Conflict(why),
             error if error.is_servers() => Self::Unavailable,
             error => Self::Invalid(error.to_string()),
         }

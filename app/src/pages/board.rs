@@ -1,19 +1,19 @@
 //! `/d/{name}`: a saved dashboard, its panels drawn from history and moved on by pushes, and the
 //! forms that edit it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    chart::{Gauge, LineChart, SeriesData, Stat},
+    chart::{Crosshair, Gauge, LineChart, SeriesData, Stat},
     follow_events, loaded,
     replay::Replay,
 };
 use crate::{
-    dashboards::{Dashboard, Panel, PanelKind, Unit},
+    dashboards::{Choice, Dashboard, Panel, PanelKind, Unit},
     error::AppError,
     history::Marker,
     metrics::Series,
@@ -44,7 +44,10 @@ pub struct BoardPage {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoardData {
+    /// As stored: panels name their variables (`$source`), as their edit forms must keep them.
     pub dashboard: Dashboard,
+    /// The dashboard's variables, each with the value the page shows.
+    pub variables: Vec<Choice>,
     pub window_ms: i64,
     pub now_ms: i64,
     /// Each source room the panels show, with its head (and epoch) when the page was drawn;
@@ -85,22 +88,65 @@ pub(super) fn range_secs(range: &str) -> Result<i64, AppError> {
         .ok_or_else(|| AppError::Invalid(format!("unknown range {range:?}")))
 }
 
-/// A dashboard and what its panels may show: the sources the identity may read.
+/// Most values a variable offers.
+#[cfg(feature = "ssr")]
+const MAX_VALUES: usize = 500;
+
+/// A dashboard as one identity sees it with the variables `asked` in the page's address.
+#[cfg(feature = "ssr")]
+pub(super) struct Readable {
+    /// As stored.
+    pub stored: Dashboard,
+    /// With the variables replaced by their chosen values.
+    pub resolved: Dashboard,
+    pub variables: Vec<Choice>,
+    /// The resolved panels' sources the identity may read.
+    pub sources: Vec<String>,
+    pub identity: crate::auth::Identity,
+}
+
 #[cfg(feature = "ssr")]
 pub(super) async fn readable_board(
     name: String,
-) -> Result<Option<(Dashboard, Vec<String>, crate::auth::Identity)>, AppError> {
+    asked: &BTreeMap<String, String>,
+) -> Result<Option<Readable>, AppError> {
     let identity = crate::auth::identity()?;
     // A name no dashboard can have names none: it is not worth a query.
     if crate::dashboards::check_name(&name).is_err() {
         return Ok(None);
     }
     let store = expect_context::<crate::dashboards::SharedDashboards>().0;
-    let Some(dashboard) = store.get(name).await? else {
+    let Some(stored) = store.get(name).await? else {
         return Ok(None);
     };
+    let history = expect_context::<crate::history::SharedHistory>().0;
+    let mut variables = Vec::new();
+    for variable in &stored.variables {
+        let Ok(pattern) = crate::auth::Pattern::parse(&variable.sources) else {
+            continue;
+        };
+        // The store filters by a part of the name; the pattern decides.
+        let part = variable.sources.split('*').max_by_key(|p| p.len());
+        let (_, found) = history
+            .sources(
+                part.unwrap_or_default().to_owned(),
+                MAX_VALUES,
+                0,
+                identity.clone(),
+            )
+            .await?;
+        let values = found
+            .into_iter()
+            .map(|(source, _)| source)
+            .filter(|source| pattern.matches(source))
+            .collect();
+        let asked = asked.get(&variable.name).map(String::as_str);
+        variables.push(Choice::new(variable, values, asked));
+    }
+    let mut resolved = stored.clone();
+    resolved.resolve(&variables);
     // Sources outside the identity's rooms do not exist for it: their panels stay empty.
-    let mut sources: Vec<String> = dashboard
+    let mut sources: Vec<String> = resolved
         .panels
         .iter()
         .map(|p| p.source.clone())
@@ -110,7 +156,13 @@ pub(super) async fn readable_board(
         .collect();
     sources.sort();
     sources.dedup();
-    Ok(Some((dashboard, sources, identity)))
+    Ok(Some(Readable {
+        stored,
+        resolved,
+        variables,
+        sources,
+        identity,
+    }))
 }
 
 /// Every panel's series over `[from, to)` in buckets of `step_ms`; panels of sources not in
@@ -217,11 +269,13 @@ fn moment(at: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
         .map_err(|reason| AppError::Invalid(format!("at: {reason}")))
 }
 
+/// `vars`: the page's choice of each variable, by name.
 #[server]
 pub async fn load_board(
     name: String,
     range: String,
     at: Option<String>,
+    #[server(default)] vars: BTreeMap<String, String>,
 ) -> Result<BoardPage, AppError> {
     use crate::{error::answer, history::NOTICES_ROOM, protocol::RoomName};
     use futures::future::try_join_all;
@@ -229,7 +283,14 @@ pub async fn load_board(
     answer(async move {
         let secs = range_secs(&range)?;
         let replay_at = at.as_deref().map(moment).transpose()?;
-        let Some((dashboard, sources, identity)) = readable_board(name).await? else {
+        let Some(Readable {
+            stored,
+            resolved,
+            variables,
+            sources,
+            identity,
+        }) = readable_board(name, &vars).await?
+        else {
             return Ok(BoardPage {
                 board: None,
                 may_edit: crate::auth::identity()?.may_edit(),
@@ -256,11 +317,12 @@ pub async fn load_board(
             .checked_sub_signed(chrono::Duration::seconds(secs))
             .unwrap_or(crate::history::EARLIEST);
         let step_ms = step_ms(secs);
-        let panels = read_panels(&dashboard, &sources, from, to, step_ms).await?;
+        let panels = read_panels(&resolved, &sources, from, to, step_ms).await?;
         let markers = read_markers(&sources, &identity, from, to).await?;
         Ok(BoardPage {
             board: Some(BoardData {
-                dashboard,
+                dashboard: stored,
+                variables,
                 window_ms: secs * 1000,
                 now_ms: to.timestamp_millis(),
                 heads,
@@ -428,6 +490,7 @@ pub async fn save_panel(
             }
             None => board.panels.push(panel),
         }
+        board.check().map_err(AppError::Invalid)?;
         expect_context::<SharedDashboards>().0.update(board).await?;
         leptos_axum::redirect(&format!("/d/{dashboard}"));
         Ok(())
@@ -454,6 +517,31 @@ pub async fn delete_panel(dashboard: String, version: i64, index: usize) -> Resu
     .await
 }
 
+/// Replaces dashboard `name` at `version` with the one in `json` (an export, edited or from
+/// elsewhere); the name in the JSON is ignored, so an export can be imported under another name.
+#[server]
+pub async fn import_dashboard(name: String, version: i64, json: String) -> Result<(), AppError> {
+    use crate::error::answer;
+
+    answer(async move {
+        require_edit()?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| AppError::Invalid(format!("not JSON: {e}")))?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("name".into(), name.clone().into());
+            fields.insert("version".into(), version.into());
+        }
+        let dashboard =
+            Dashboard::from_json(value.to_string().as_bytes()).map_err(AppError::Invalid)?;
+        board_at(&name, version).await?;
+        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+        store.update(dashboard).await?;
+        leptos_axum::redirect(&format!("/d/{name}"));
+        Ok(())
+    })
+    .await
+}
+
 type PanelSignal = RwSignal<Vec<SeriesData>>;
 
 /// The edits a dashboard page makes. The page reloads its data after each removal and each save
@@ -462,6 +550,7 @@ type PanelSignal = RwSignal<Vec<SeriesData>>;
 pub(super) struct Edits {
     save: ServerAction<SavePanel>,
     remove: ServerAction<DeletePanel>,
+    import: ServerAction<ImportDashboard>,
     /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
     saving: RwSignal<Option<Option<usize>>>,
     /// Counts the edits that change what the page shows.
@@ -473,6 +562,7 @@ impl Edits {
         let edits = Self {
             save: ServerAction::new(),
             remove: ServerAction::new(),
+            import: ServerAction::new(),
             saving: RwSignal::new(None),
             taken: RwSignal::new(0),
         };
@@ -493,6 +583,16 @@ impl Edits {
         });
         Effect::new(move || {
             if edits.remove.version().get() > 0 {
+                edits.taken.update(|n| *n += 1);
+            }
+        });
+        Effect::new(move || {
+            let imported = edits.import.version().get() > 0
+                && edits
+                    .import
+                    .value()
+                    .with_untracked(|v| matches!(v, Some(Ok(()))));
+            if imported {
                 edits.taken.update(|n| *n += 1);
             }
         });
@@ -520,10 +620,19 @@ pub fn Board() -> impl IntoView {
             .unwrap_or_else(|| DEFAULT_RANGE.to_owned())
     };
     let at = move || query.read().get("at").filter(|at| !at.is_empty());
+    // Every other parameter may choose a variable; the dashboard's own say which do.
+    let vars = move || {
+        query.with(|q| {
+            q.latest_values()
+                .filter(|(key, _)| !matches!(key.as_ref(), "range" | "at"))
+                .map(|(key, value)| (key.to_string(), value.to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
     let edits = Edits::new();
     let data = Resource::new(
-        move || (name(), range(), at(), edits.taken.get()),
-        |(name, range, at, _)| load_board(name, range, at),
+        move || (name(), range(), at(), vars(), edits.taken.get()),
+        |(name, range, at, vars, _)| load_board(name, range, at, vars),
     );
     loaded(data, move |page: BoardPage| match page.board {
         Some(data) => {
@@ -549,6 +658,19 @@ fn Missing(name: String, may_edit: bool) -> impl IntoView {
     }
 }
 
+/// What a page shows of `live`: everything pushed, or while `paused` what there was when it
+/// paused (pushes go on arriving in `live`, and show on resume).
+fn held<T: Clone + PartialEq + Send + Sync + 'static>(
+    live: RwSignal<T>,
+    paused: RwSignal<bool>,
+) -> Signal<T> {
+    Memo::new(move |before: Option<&T>| match before {
+        Some(before) if paused.get() => before.clone(),
+        _ => live.get(),
+    })
+    .into()
+}
+
 #[component]
 pub(super) fn BoardBody(
     data: BoardData,
@@ -556,19 +678,25 @@ pub(super) fn BoardBody(
     edits: Edits,
     may_edit: bool,
 ) -> impl IntoView {
+    Crosshair::provide();
     let name = data.dashboard.name.clone();
     let version = data.dashboard.version;
-    // One signal per panel, fed by one subscription per source room.
-    let panels: Vec<(Panel, PanelSignal)> = data
+    let mut resolved = data.dashboard.clone();
+    resolved.resolve(&data.variables);
+    // One signal per panel, fed by one subscription per source room; each panel as stored
+    // (its form keeps `$source`) and with its source as chosen.
+    let panels: Vec<(Panel, String, PanelSignal)> = data
         .dashboard
         .panels
         .into_iter()
+        .zip(resolved.panels)
         .zip(data.panels)
-        .map(|(panel, series)| (panel, RwSignal::new(series)))
+        .map(|((panel, shown), series)| (panel, shown.source, RwSignal::new(series)))
         .collect();
     let window_ms = data.window_ms;
     let markers = RwSignal::new(data.markers);
     let replay = data.at_ms.is_some();
+    let paused = RwSignal::new(false);
     let add_marker = move |marker: Marker| {
         markers.update(|all| {
             // The same event can come twice: pushed and read, or kept by the page's alert feed
@@ -589,9 +717,9 @@ pub(super) fn BoardBody(
         // Per series name: each panel showing a series of that name, and where among the
         // panel's series it is.
         let mut targets: HashMap<String, Vec<(Series, PanelSignal, usize)>> = HashMap::new();
-        for (panel, signal) in panels
+        for (panel, _, signal) in panels
             .iter()
-            .filter(|(p, _)| Some(&p.source) == source.as_ref())
+            .filter(|(_, shown, _)| Some(shown) == source.as_ref())
         {
             for (i, text) in panel.series.iter().enumerate() {
                 if let Ok(series) = text.parse::<Series>() {
@@ -630,23 +758,70 @@ pub(super) fn BoardBody(
             })
         });
     }
-    let signals: Vec<PanelSignal> = panels.iter().map(|(_, signal)| *signal).collect();
+    let signals: Vec<PanelSignal> = panels.iter().map(|(.., signal)| *signal).collect();
     let now_ms = data.now_ms;
     let delete = ServerAction::<DeleteDashboard>::new();
-    // In a replay, other ranges stay at the replayed moment.
-    let at = data
-        .at_ms
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| {
-            format!(
-                "&at={}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            )
-        })
-        .unwrap_or_default();
+    // In a replay, other ranges and variables stay at the replayed moment, even one the
+    // address gave relative to now.
+    let at = StoredValue::new(
+        data.at_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    );
+    let chosen: BTreeMap<String, String> = data
+        .variables
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), c.chosen.clone()?)))
+        .collect();
     let player = data.at_ms.map(|at_ms| {
-        view! { <Replay name=name.clone() range=range.clone() at_ms window_ms panels=signals markers/> }
+        view! { <Replay name=name.clone() range=range.clone() vars=chosen at_ms window_ms panels=signals markers/> }
     });
+    // Links and pickers keep the rest of the address: the range keeps the variables, a variable
+    // keeps the range (and a replay's moment).
+    let query = use_query_map();
+    let with = move |key: &str, value: &str| {
+        let mut q = query.get_untracked();
+        if let Some(at) = at.get_value() {
+            q.replace("at", at);
+        }
+        q.replace(key.to_owned(), value.to_owned());
+        q.to_query_string()
+    };
+    let navigate = leptos_router::hooks::use_navigate();
+    let pickers = data
+        .variables
+        .into_iter()
+        .map(|choice| {
+            let navigate = navigate.clone();
+            let key = choice.name.clone();
+            let options = choice
+                .values
+                .iter()
+                .map(|v| view! { <option value=v.clone() selected=Some(v) == choice.chosen.as_ref()>{v.clone()}</option> })
+                .collect_view();
+            let others = query.with_untracked(|q| {
+                q.latest_values()
+                    .filter(|(k, _)| *k != key.as_str())
+                    .map(|(k, v)| view! { <input type="hidden" name=k.to_string() value=v.to_owned()/> })
+                    .collect_view()
+            });
+            view! {
+                <form method="get" class="variable">
+                    {others}
+                    <label>
+                        {format!("${} ", choice.name)}
+                        <select name=choice.name.clone() on:change=move |ev| {
+                            navigate(&with(&key, &event_target_value(&ev)), Default::default())
+                        }>{options}</select>
+                    </label>
+                    <noscript><button type="submit">"Show"</button></noscript>
+                </form>
+            }
+        })
+        .collect_view();
+    let shown_markers = held(markers, paused);
+    let import_to = name.clone();
+
     view! {
         <header class="board-head">
             <h1>{name.clone()}</h1>
@@ -656,17 +831,26 @@ pub(super) fn BoardBody(
                     .map(|(r, _)| {
                         // A plain link: the router's <A> marks every link to this path current.
                         let current = (*r == range).then_some("page");
-                        view! { <a href=format!("?range={r}{at}") aria-current=current>{*r}</a> }
+                        view! { <a href=with("range", r) aria-current=current>{*r}</a> }
                     })
                     .collect_view()}
             </nav>
+            {pickers}
+            {(!replay).then(|| view! {
+                <button type="button" class="pause" aria-pressed=move || paused.get().to_string()
+                    on:click=move |_| paused.update(|p| *p = !*p)>
+                    {move || if paused.get() { "Resume live" } else { "Pause live" }}
+                </button>
+            })}
+            <a class="export" href=format!("/api/dashboards/{name}") download=format!("{name}.json")>"Export JSON"</a>
         </header>
         <div class="panels">
             {panels
                 .into_iter()
                 .enumerate()
-                .map(|(index, (panel, series))| {
-                    view! { <PanelView dashboard=name.clone() version index panel series markers window_ms now_ms edits may_edit/> }
+                .map(|(index, (panel, source, series))| {
+                    let series = held(series, paused);
+                    view! { <PanelView dashboard=name.clone() version index panel source series markers=shown_markers window_ms now_ms edits may_edit/> }
                 })
                 .collect_view()}
         </div>
@@ -676,6 +860,19 @@ pub(super) fn BoardBody(
             <details class="edit" open=move || edits.refusal(None).is_some()>
                 <summary>"Edit dashboard"</summary>
                 <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() edits/>
+                <ActionForm action=edits.import attr:class="import">
+                    <h2>"Import JSON"</h2>
+                    <input type="hidden" name="name" value=import_to.clone()/>
+                    <input type="hidden" name="version" value=version/>
+                    <label>
+                        "Dashboard JSON (replaces this dashboard's variables and panels)"
+                        <textarea name="json" required rows="6" spellcheck="false"></textarea>
+                    </label>
+                    <button type="submit">"Import"</button>
+                    <p class="error" role="alert">
+                        {move || edits.import.value().get().and_then(Result::err).map(|e| e.to_string())}
+                    </p>
+                </ActionForm>
                 <ActionForm action=delete attr:class="danger">
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Delete this dashboard"</button>
@@ -690,9 +887,12 @@ fn PanelView(
     dashboard: String,
     version: i64,
     index: usize,
+    /// As stored, for its edit form.
     panel: Panel,
-    series: RwSignal<Vec<SeriesData>>,
-    markers: RwSignal<Vec<Marker>>,
+    /// Its source as shown: a variable's chosen value.
+    source: String,
+    series: Signal<Vec<SeriesData>>,
+    markers: Signal<Vec<Marker>>,
     window_ms: i64,
     now_ms: i64,
     edits: Edits,
@@ -716,7 +916,7 @@ fn PanelView(
         <article class=format!("panel panel-{}", panel.kind.as_str()) data-testid="panel">
             <header class="panel-head">
                 <h2>{panel.title}</h2>
-                <span class="source">{panel.source}</span>
+                <span class="source">{source}</span>
                 {may_edit.then(|| view! {
                     <ActionForm action=edits.remove attr:class="panel-delete">
                         <input type="hidden" name="dashboard" value=delete_from.clone()/>

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::axes;
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
@@ -178,8 +179,8 @@ pub fn level(value: f64, thresholds: Option<Thresholds>) -> &'static str {
     }
 }
 
-/// The vertical extent a chart shows: percentages always 0–100, other values from 0 (or their
-/// minimum, when negative) to a little above their maximum.
+/// The values a chart spans: percentages always 0–100, other values from 0 (or their minimum,
+/// when negative) to their maximum.
 fn extent(series: &[SeriesData], unit: Unit) -> (f64, f64) {
     if unit == Unit::Percent {
         return (0.0, 100.0);
@@ -189,7 +190,7 @@ fn extent(series: &[SeriesData], unit: Unit) -> (f64, f64) {
     if max <= min {
         (min, min + 1.0)
     } else {
-        (min, max + (max - min) * 0.1)
+        (min, max)
     }
 }
 
@@ -261,27 +262,93 @@ fn newest(series: &[SeriesData], fallback: i64) -> i64 {
         .unwrap_or(fallback)
 }
 
-/// A time-series line chart of one or more series.
+/// Gridlines a line chart aims for along each axis.
+const TIME_TICKS: usize = 6;
+const VALUE_TICKS: usize = 4;
+
+/// The instant the pointer is over on any chart of a page, shared so that every chart shows its
+/// cursor and values at that time (Grafana's shared crosshair).
+#[derive(Clone, Copy)]
+pub struct Crosshair(pub RwSignal<Option<i64>>);
+
+impl Crosshair {
+    pub fn provide() {
+        provide_context(Self(RwSignal::new(None)));
+    }
+
+    /// The page's crosshair, or one of this chart's own where the page shares none.
+    fn expect_or_own() -> RwSignal<Option<i64>> {
+        use_context::<Self>().map_or_else(|| RwSignal::new(None), |c| c.0)
+    }
+}
+
+/// What a legend says of a series over the range: the lowest, highest and mean of its buckets,
+/// and the newest sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    pub last: f64,
+}
+
+impl SeriesData {
+    pub fn summary(&self) -> Option<Summary> {
+        if self.points.is_empty() {
+            return None;
+        }
+        let values = self.points.iter().map(|(_, v)| *v);
+        let (min, max, sum) = values.fold((f64::MAX, f64::MIN, 0.0), |(lo, hi, sum), v| {
+            (lo.min(v), hi.max(v), sum + v)
+        });
+        Some(Summary {
+            min,
+            max,
+            avg: sum / self.points.len() as f64,
+            last: self.last()?,
+        })
+    }
+
+    /// The value of the bucket nearest `t`.
+    fn at(&self, t: i64) -> Option<f64> {
+        let nearest = self.points.iter().min_by_key(|(pt, _)| (pt - t).abs())?;
+        Some(nearest.1)
+    }
+}
+
+/// A time-series line chart of one or more series, with time and value gridlines, threshold
+/// bands, and a legend of each series' min, max, average and last value.
 #[component]
 pub fn LineChart(
-    series: RwSignal<Vec<SeriesData>>,
+    #[prop(into)] series: Signal<Vec<SeriesData>>,
     /// Notices and alerts drawn as lines at their time.
-    markers: RwSignal<Vec<Marker>>,
+    #[prop(into)]
+    markers: Signal<Vec<Marker>>,
     window_ms: i64,
     /// The chart's right edge before any point exists.
     now_ms: i64,
     unit: Unit,
     thresholds: Option<Thresholds>,
 ) -> impl IntoView {
-    let hover = RwSignal::new(None::<f64>);
-    let geometry = move || {
+    let crosshair = Crosshair::expect_or_own();
+    // The right edge, and the value ticks: the first is the chart's bottom, the last its top.
+    let geometry = Memo::new(move |_| {
         series.with(|all| {
-            let end = newest(all, now_ms);
-            (end, extent(all, unit))
+            let (lo, hi) = extent(all, unit);
+            let ticks = axes::value_ticks(lo, hi, unit, VALUE_TICKS);
+            let range = match (ticks.first(), ticks.last()) {
+                (Some(bottom), Some(top)) => (bottom.at, top.at),
+                _ => (lo, hi),
+            };
+            (newest(all, now_ms), range, ticks)
         })
+    });
+    let x = move |t: i64, end: i64| (t - (end - window_ms)) as f64 / window_ms as f64 * WIDTH;
+    let y = move |v: f64, (lo, hi): (f64, f64)| {
+        (HEIGHT - (v - lo) / (hi - lo) * HEIGHT).clamp(0.0, HEIGHT)
     };
     let lines = move || {
-        let (end, range) = geometry();
+        let (end, range, _) = geometry.get();
         series.with(|all| {
             all.iter()
                 .enumerate()
@@ -292,24 +359,50 @@ pub fn LineChart(
                 .collect_view()
         })
     };
-    let threshold_lines = move || {
-        let (_, (lo, hi)) = geometry();
+    let time_ticks = move || {
+        let (end, ..) = geometry.get();
+        axes::time_ticks(end - window_ms, end, TIME_TICKS)
+            .into_iter()
+            .map(|tick| (x(tick.at, end), tick.label))
+            .collect::<Vec<_>>()
+    };
+    let value_ticks = move || {
+        let (_, range, ticks) = geometry.get();
+        ticks
+            .into_iter()
+            .map(|tick| (y(tick.at, range), tick.label))
+            .collect::<Vec<_>>()
+    };
+    let grid = move || {
+        let vertical = time_ticks()
+            .into_iter()
+            .map(|(x, _)| view! { <line class="grid" x1=x x2=x y1="0" y2=HEIGHT/> });
+        let horizontal = value_ticks()
+            .into_iter()
+            .map(|(y, _)| view! { <line class="grid" x1="0" x2=WIDTH y1=y y2=y/> });
+        (vertical.collect_view(), horizontal.collect_view())
+    };
+    // From warn up to critical, and from critical up to the top.
+    let bands = move || {
+        let (_, range, _) = geometry.get();
         thresholds.map(|t| {
-            let y = |v: f64| HEIGHT - (v - lo) / (hi - lo) * HEIGHT;
-            view! {
-                <line class="threshold warn" x1="0" x2=WIDTH y1=y(t.warn) y2=y(t.warn)/>
-                <line class="threshold critical" x1="0" x2=WIDTH y1=y(t.critical) y2=y(t.critical)/>
-            }
+            let band = |class: &'static str, from: f64, to: f64| {
+                let (top, bottom) = (y(to, range), y(from, range));
+                view! { <rect class=format!("band {class}") x="0" width=WIDTH y=top height=bottom - top/> }
+            };
+            (
+                band("warn", t.warn, t.critical),
+                band("critical", t.critical, range.1.max(t.critical)),
+            )
         })
     };
     let marker_lines = move || {
-        let (end, _) = geometry();
-        let start = end - window_ms;
+        let (end, ..) = geometry.get();
         markers.with(|all| {
             all.iter()
-                .filter(|m| (start..=end).contains(&m.t_ms))
+                .filter(|m| (end - window_ms..=end).contains(&m.t_ms))
                 .map(|m| {
-                    let x = (m.t_ms - start) as f64 / window_ms as f64 * WIDTH;
+                    let x = x(m.t_ms, end);
                     view! {
                         <line class=format!("marker marker-{}", m.level) x1=x x2=x y1="0" y2=HEIGHT
                             data-seq=m.seq data-alert=m.alert.to_string()>
@@ -320,48 +413,63 @@ pub fn LineChart(
                 .collect_view()
         })
     };
-    let top_label = move || format::value(geometry().1.1, unit);
+    let percent = |at: f64, of: f64| format!("{:.2}%", at / of * 100.0);
+    let x_labels = move || {
+        time_ticks()
+            .into_iter()
+            .map(|(x, label)| view! { <span class="x-label" style:left=percent(x, WIDTH)>{label}</span> })
+            .collect_view()
+    };
+    let y_labels = move || {
+        value_ticks()
+            .into_iter()
+            .map(|(y, label)| view! { <span class="y-label" style:top=percent(y, HEIGHT)>{label}</span> })
+            .collect_view()
+    };
     let legend = move || {
         series.with(|all| {
             all.iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    let current = s
-                        .last()
-                        .map(|v| format::value(v, unit))
-                        .unwrap_or("–".into());
+                    let summary = s.summary();
+                    let cell = |pick: fn(Summary) -> f64| {
+                        summary.map_or("–".into(), |summary| format::value(pick(summary), unit))
+                    };
                     view! {
-                        <li class=format!("legend-{i}")>
-                            <span class="swatch"></span>
-                            {s.name.clone()} " " <strong>{current}</strong>
-                        </li>
+                        <tr class=format!("legend-{i}")>
+                            <th scope="row"><span class="swatch"></span>{s.name.clone()}</th>
+                            <td>{cell(|s| s.min)}</td>
+                            <td>{cell(|s| s.max)}</td>
+                            <td>{cell(|s| s.avg)}</td>
+                            <td class="last">{cell(|s| s.last)}</td>
+                        </tr>
                     }
                 })
                 .collect_view()
         })
     };
-    // Hover: the values nearest the pointer's time, read off in the panel's caption.
+    // The crosshair's instant, when it falls on this chart.
+    let hovered = move || {
+        let t = crosshair.get()?;
+        let (end, ..) = geometry.get();
+        (end - window_ms..=end).contains(&t).then_some((t, end))
+    };
     let readout = move || {
-        let fraction = hover.get()?;
-        let (end, _) = geometry();
-        let t = end - window_ms + (fraction * window_ms as f64) as i64;
+        let (t, _) = hovered()?;
         let time = chrono::DateTime::from_timestamp_millis(t)?
             .format("%H:%M:%S UTC")
             .to_string();
         let values = series.with(|all| {
             all.iter()
-                .filter_map(|s| {
-                    let nearest = s.points.iter().min_by_key(|(pt, _)| (pt - t).abs())?;
-                    Some(format!("{} {}", s.name, format::value(nearest.1, unit)))
-                })
+                .filter_map(|s| Some(format!("{} {}", s.name, format::value(s.at(t)?, unit))))
                 .collect::<Vec<_>>()
                 .join(" · ")
         });
         Some(format!("{time} — {values}"))
     };
     let cursor = move || {
-        hover.get().map(|f| {
-            let x = f * WIDTH;
+        hovered().map(|(t, end)| {
+            let x = x(t, end);
             view! { <line class="cursor" x1=x x2=x y1="0" y2=HEIGHT/> }
         })
     };
@@ -375,7 +483,9 @@ pub fn LineChart(
             {
                 let rect = svg.get_bounding_client_rect();
                 let fraction = (f64::from(ev.client_x()) - rect.left()) / rect.width();
-                hover.set(Some(fraction.clamp(0.0, 1.0)));
+                let (end, ..) = geometry.get_untracked();
+                let t = end - window_ms + (fraction.clamp(0.0, 1.0) * window_ms as f64) as i64;
+                crosshair.set(Some(t));
             }
         }
         #[cfg(not(feature = "hydrate"))]
@@ -384,22 +494,29 @@ pub fn LineChart(
 
     view! {
         <div class="chart">
-            <span class="axis-top">{top_label}</span>
-            <svg
-                viewBox=format!("0 0 {WIDTH} {HEIGHT}")
-                preserveAspectRatio="none"
-                role="img"
-                aria-label="line chart"
-                on:mousemove=on_move
-                on:mouseleave=move |_| hover.set(None)
-            >
-                {threshold_lines}
-                {marker_lines}
-                {lines}
-                {cursor}
-            </svg>
+            <div class="plot">
+                <svg
+                    viewBox=format!("0 0 {WIDTH} {HEIGHT}")
+                    preserveAspectRatio="none"
+                    role="img"
+                    aria-label="line chart"
+                    on:mousemove=on_move
+                    on:mouseleave=move |_| crosshair.set(None)
+                >
+                    {bands}
+                    {grid}
+                    {marker_lines}
+                    {lines}
+                    {cursor}
+                </svg>
+                <div class="y-labels" aria-hidden="true">{y_labels}</div>
+            </div>
+            <div class="x-labels" aria-hidden="true" data-testid="time-axis">{x_labels}</div>
             <p class="readout" aria-live="off">{readout}</p>
-            <ul class="legend">{legend}</ul>
+            <table class="legend">
+                <thead><tr><th scope="col">"series"</th><th scope="col">"min"</th><th scope="col">"max"</th><th scope="col">"avg"</th><th scope="col">"last"</th></tr></thead>
+                <tbody>{legend}</tbody>
+            </table>
         </div>
     }
 }
@@ -407,7 +524,7 @@ pub fn LineChart(
 /// The newest value, big, with its change over the window.
 #[component]
 pub fn Stat(
-    series: RwSignal<Vec<SeriesData>>,
+    #[prop(into)] series: Signal<Vec<SeriesData>>,
     unit: Unit,
     thresholds: Option<Thresholds>,
 ) -> impl IntoView {
@@ -445,7 +562,7 @@ pub fn Stat(
 /// The newest value on a half-circle dial coloured by its thresholds.
 #[component]
 pub fn Gauge(
-    series: RwSignal<Vec<SeriesData>>,
+    #[prop(into)] series: Signal<Vec<SeriesData>>,
     unit: Unit,
     thresholds: Option<Thresholds>,
 ) -> impl IntoView {
@@ -609,6 +726,22 @@ mod tests {
             101,
             "a window of 1000 ms holds 100 buckets, and the edge"
         );
+    }
+
+    #[test]
+    fn a_summary_spans_the_buckets_and_ends_on_the_newest_sample() {
+        let mut s = SeriesData {
+            step_ms: 10,
+            points: vec![(0, 4.0), (10, 1.0), (20, 7.0)],
+            newest_count: 1,
+            newest: Some((20, 7.0)),
+            ..SeriesData::default()
+        };
+        s.push(25, 9.0, 1000);
+        let summary = s.summary().unwrap();
+        assert_eq!((summary.min, summary.max, summary.last), (1.0, 8.0, 9.0));
+        assert!((summary.avg - 13.0 / 3.0).abs() < 1e-9, "{summary:?}");
+        assert_eq!(SeriesData::default().summary(), None);
     }
 
     #[test]

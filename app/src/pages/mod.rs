@@ -2,6 +2,7 @@
 
 mod account;
 mod alerts;
+mod axes;
 mod board;
 mod chart;
 mod history;

@@ -3,6 +3,8 @@
 //! so a replay shows what the live dashboard showed then. A timeline of the alerts and notices
 //! of the span lies under the panels, to scrub along and jump between.
 
+use std::collections::BTreeMap;
+
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,7 @@ pub struct ReplayChunk {
 pub async fn read_replay(
     name: String,
     range: String,
+    #[server(default)] vars: BTreeMap<String, String>,
     from_ms: i64,
     to_ms: i64,
     markers_only: bool,
@@ -61,7 +64,13 @@ pub async fn read_replay(
                 longest / 3_600_000
             )));
         }
-        let Some((dashboard, sources, identity)) = super::board::readable_board(name).await? else {
+        let Some(super::board::Readable {
+            resolved: dashboard,
+            sources,
+            identity,
+            ..
+        }) = super::board::readable_board(name, &vars).await?
+        else {
             return Err(AppError::NotFound("dashboard".into()));
         };
         let panels = match markers_only {
@@ -102,6 +111,8 @@ struct Ahead {
 pub fn Replay(
     name: String,
     range: String,
+    /// The dashboard's variables as the page chose them.
+    vars: BTreeMap<String, String>,
     /// Where the replay starts: the panels end here when the page opens.
     at_ms: i64,
     window_ms: i64,
@@ -116,13 +127,19 @@ pub fn Replay(
     // The timeline's span and markers: known once the page runs in a browser.
     let span = RwSignal::new(None::<(i64, i64)>);
     let timeline = RwSignal::new(Vec::<Marker>::new());
-    let live = format!("/d/{name}?range={range}");
+    // Source names need no escaping in an address.
+    let live = vars
+        .iter()
+        .fold(format!("/d/{name}?range={range}"), |url, (k, v)| {
+            format!("{url}&{k}={v}")
+        });
 
     #[cfg(feature = "hydrate")]
     let seek = {
         let player = Player {
             name: StoredValue::new(name.clone()),
             range: StoredValue::new(range.clone()),
+            vars: StoredValue::new(vars),
             window_ms,
             panels: StoredValue::new(panels),
             markers,
@@ -223,6 +240,7 @@ pub fn Replay(
 struct Player {
     name: StoredValue<String>,
     range: StoredValue<String>,
+    vars: StoredValue<BTreeMap<String, String>>,
     window_ms: i64,
     panels: StoredValue<Vec<RwSignal<Vec<SeriesData>>>>,
     markers: RwSignal<Vec<Marker>>,
@@ -254,11 +272,15 @@ impl Player {
     ) {
         let from = at_ms - self.window_ms;
         let to = (from + TIMELINE_MS).min(Self::now());
-        let (name, range) = (self.name.get_value(), self.range.get_value());
+        let (name, range, vars) = (
+            self.name.get_value(),
+            self.range.get_value(),
+            self.vars.get_value(),
+        );
         leptos::task::spawn_local(async move {
             // Once hydrated: the server rendered the player without its span.
             span.set(Some((from, to.max(at_ms))));
-            if let Ok(chunk) = read_replay(name, range, from, to.max(from + 1), true).await {
+            if let Ok(chunk) = read_replay(name, range, vars, from, to.max(from + 1), true).await {
                 timeline.set(chunk.markers);
             }
         });
@@ -361,9 +383,13 @@ impl Player {
         }
         let to = (from + chunk).min(now);
         self.ahead.update_value(|a| a.reading = true);
-        let (name, range) = (self.name.get_value(), self.range.get_value());
+        let (name, range, vars) = (
+            self.name.get_value(),
+            self.range.get_value(),
+            self.vars.get_value(),
+        );
         leptos::task::spawn_local(async move {
-            let chunk = read_replay(name, range, from, to, false).await;
+            let chunk = read_replay(name, range, vars, from, to, false).await;
             self.ahead.update_value(|ahead| {
                 if ahead.generation != generation {
                     return;
@@ -394,10 +420,14 @@ impl Player {
             ..Ahead::default()
         });
         self.head.set(t);
-        let (name, range) = (self.name.get_value(), self.range.get_value());
+        let (name, range, vars) = (
+            self.name.get_value(),
+            self.range.get_value(),
+            self.vars.get_value(),
+        );
         let window_ms = self.window_ms;
         leptos::task::spawn_local(async move {
-            let Ok(chunk) = read_replay(name, range, t - window_ms, t, false).await else {
+            let Ok(chunk) = read_replay(name, range, vars, t - window_ms, t, false).await else {
                 // Reading ahead tries again from here on the next tick.
                 self.ahead.update_value(|a| {
                     if a.generation == generation {

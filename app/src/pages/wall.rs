@@ -54,7 +54,9 @@ pub fn Wall() -> impl IntoView {
     };
     let data = Resource::new(shown, |name| async move {
         match name {
-            Some(name) => load_board(name, RANGE.into(), None).await.map(Some),
+            Some(name) => load_board(name, RANGE.into(), None, Default::default())
+                .await
+                .map(Some),
             None => Ok(None),
         }
     });

@@ -15,7 +15,7 @@ use axum::{
         DefaultBodyLimit, Path, Query, State,
         rejection::{BytesRejection, PathRejection, QueryRejection, StringRejection},
     },
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
@@ -29,6 +29,8 @@ use crate::{
     prometheus,
     store::Pending,
 };
+
+use super::require_content_type;
 
 /// Most buckets one range query returns: more than any chart is wide.
 const MAX_BUCKETS: u32 = 10_000;
@@ -87,23 +89,6 @@ fn may_ingest(identity: &Identity, source: &str) -> Result<()> {
         Err(Error::Forbidden(format!(
             "you may not send samples of source {source}"
         )))
-    }
-}
-
-/// Refuses a body not declared as one of `types`: a cross-site HTML form can only send form
-/// encodings and plain text, so ingest cannot be reached by one.
-fn require_content_type(headers: &HeaderMap, types: &[&str]) -> Result<()> {
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|value| value.trim().to_ascii_lowercase());
-    match declared {
-        Some(declared) if types.contains(&declared.as_str()) => Ok(()),
-        _ => Err(Error::BadRequest {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!("the body must be sent as {}", types.join(" or ")),
-        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Saved dashboards in Postgres, and the Host dashboard a fresh install starts with.
 
-use app::dashboards::{Dashboard, Panel};
+use app::dashboards::{Dashboard, Panel, Variable};
 use sqlx::types::Json;
 
 use super::Store;
@@ -16,16 +16,19 @@ impl Store {
     }
 
     pub async fn dashboard(&self, name: &str) -> Result<Option<Dashboard>> {
-        let row: Option<(Json<Vec<Panel>>, i64)> =
-            sqlx::query_as("SELECT panels, version FROM dashboards WHERE name = $1")
+        let row: Option<(Json<Vec<Variable>>, Json<Vec<Panel>>, i64)> =
+            sqlx::query_as("SELECT variables, panels, version FROM dashboards WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(Json(panels), version)| Dashboard {
-            name: name.to_owned(),
-            panels,
-            version,
-        }))
+        Ok(
+            row.map(|(Json(variables), Json(panels), version)| Dashboard {
+                name: name.to_owned(),
+                variables,
+                panels,
+                version,
+            }),
+        )
     }
 
     /// Creates the empty dashboard `name`; one that exists is left as it is.
@@ -37,19 +40,38 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `dashboard`'s panels as its next version if the stored one is still
-    /// `dashboard.version`; says whether it was.
+    /// Stores `dashboard` as its next version if the stored one is still `dashboard.version`;
+    /// says whether it was.
     pub async fn update_dashboard(&self, dashboard: &Dashboard) -> Result<bool> {
         let updated = sqlx::query(
-            "UPDATE dashboards SET panels = $2, version = version + 1, updated_at = now()
-             WHERE name = $1 AND version = $3",
+            "UPDATE dashboards SET variables = $2, panels = $3, version = version + 1,
+                                   updated_at = now()
+             WHERE name = $1 AND version = $4",
         )
         .bind(&dashboard.name)
+        .bind(Json(&dashboard.variables))
         .bind(Json(&dashboard.panels))
         .bind(dashboard.version)
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
+    }
+
+    /// Stores `dashboard` whatever version is stored, creating it if absent (provisioning from
+    /// a repository); answers the version it now has.
+    pub async fn put_dashboard(&self, dashboard: &Dashboard) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO dashboards (name, variables, panels) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET variables = excluded.variables, panels = excluded.panels,
+                     version = dashboards.version + 1, updated_at = now()
+             RETURNING version",
+        )
+        .bind(&dashboard.name)
+        .bind(Json(&dashboard.variables))
+        .bind(Json(&dashboard.panels))
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn delete_dashboard(&self, name: &str) -> Result<()> {
@@ -63,13 +85,15 @@ impl Store {
     /// Saves the Host dashboard for `host_source` when no dashboard exists yet. Nodes starting
     /// together on an empty database all try: the conflict clause lets every one of them succeed.
     pub async fn seed_dashboards(&self, host_source: &str) -> Result<(), RunError> {
+        let host = Dashboard::host(host_source);
         sqlx::query(
-            "INSERT INTO dashboards (name, panels)
-             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM dashboards)
+            "INSERT INTO dashboards (name, variables, panels)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM dashboards)
              ON CONFLICT (name) DO NOTHING",
         )
-        .bind(app::dashboards::HOST)
-        .bind(Json(&Dashboard::host(host_source).panels))
+        .bind(&host.name)
+        .bind(Json(&host.variables))
+        .bind(Json(&host.panels))
         .execute(&self.pool)
         .await?;
         Ok(())

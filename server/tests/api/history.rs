@@ -737,6 +737,7 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
         .update_dashboard(&Dashboard {
             name: name.clone(),
             version: 1,
+            variables: vec![],
             panels: vec![Panel {
                 title: "CPU".into(),
                 kind: PanelKind::Line,

@@ -1,12 +1,15 @@
 //! The pages' server functions over HTTP, as a script or a page without wasm calls them.
 
 use app::{
+    auth::Role,
+    dashboards::Dashboard,
     error::AppError,
-    pages::{CreateDashboard, DeletePanel, SavePanel},
+    pages::{BoardPage, CreateDashboard, DeletePanel, LoadBoard, SavePanel},
 };
 use leptos::server_fn::{ServerFn, error::FromServerFnError};
+use serde_json::{Value, json};
 
-use crate::helpers::start;
+use crate::helpers::{http_with, start, unique_room};
 
 /// Calls the server function at `path` with a form body, as JSON-speaking clients do.
 async fn call(
@@ -195,6 +198,181 @@ async fn answers_come_compressed_with_an_id_and_pages_allow_only_their_own_nonce
         traced.headers()["x-request-id"],
         "from-the-proxy-1",
         "a proxy's id is kept"
+    );
+    running.stop().await.unwrap();
+}
+
+/// A dashboard name of the test's own in a database kept between runs.
+fn unique_dashboard(label: &str) -> String {
+    unique_room(label).as_str().replace('.', "-")
+}
+
+#[tokio::test]
+async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_naming_its_field() {
+    let running = start().await;
+    let name = unique_dashboard("json");
+    let url = format!("http://{}/api/dashboards/{name}", running.addr);
+    let put = |http: &reqwest::Client, body: Value| {
+        http.put(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let mut board = serde_json::to_value(Dashboard {
+        name: name.clone(),
+        ..Dashboard::host("host:json-test")
+    })
+    .unwrap();
+    board.as_object_mut().unwrap().remove("version");
+
+    // Provisioning: created, then replaced whatever is stored, each time a version further.
+    let created = put(running.http(), board.clone()).await.unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.json::<Dashboard>().await.unwrap().version, 1);
+    let replaced = put(running.http(), board.clone()).await.unwrap();
+    assert_eq!(replaced.status(), 200);
+    let read: Dashboard = running.get(&url).await.json().await.unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(read.variables[0].sources, "host:*");
+    assert_eq!(read.panels[0].source, "$source");
+    let listed: Vec<String> = running
+        .get(format!("http://{}/api/dashboards", running.addr))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.contains(&name));
+
+    // An export sent back at its version replaces that version only.
+    let mut export = serde_json::to_value(&read).unwrap();
+    export["panels"][0]["title"] = "CPU now".into();
+    let at_two = put(running.http(), export.clone()).await.unwrap();
+    assert_eq!(at_two.status(), 200);
+    let again = put(running.http(), export.clone()).await.unwrap();
+    assert_eq!(again.status(), 409, "version 2 is gone");
+    let refusal: Value = again.json().await.unwrap();
+    assert_eq!(refusal["error"], "conflict");
+
+    let refused = |change: fn(&mut Value)| {
+        let mut body = board.clone();
+        change(&mut body);
+        let put = put(running.http(), body);
+        async move {
+            let response = put.await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body["message"].as_str().unwrap().to_owned())
+        }
+    };
+    let (status, message) = refused(|b| b["panels"][1]["kind"] = "pie".into()).await;
+    assert_eq!(status, 422);
+    assert!(
+        message.starts_with("panels[1].kind: unknown variant `pie`"),
+        "{message}"
+    );
+    let (_, message) = refused(|b| b["panels"][2]["source"] = "$host".into()).await;
+    assert_eq!(
+        message,
+        r#"panels[2].source: no variable "host" on this dashboard"#
+    );
+    let (_, message) = refused(|b| b["variables"][0]["sourcez"] = "x".into()).await;
+    assert!(
+        message.starts_with("variables[0].sourcez: unknown field `sourcez`"),
+        "{message}"
+    );
+    let (_, message) = refused(|b| b["name"] = "another".into()).await;
+    assert!(
+        message.starts_with("name: the body names \"another\""),
+        "{message}"
+    );
+
+    let viewer = http_with(&running.token_for(Role::Viewer, &["*"], &["read:*"]).await);
+    assert_eq!(put(&viewer, board.clone()).await.unwrap().status(), 403);
+    let stored = running.store.dashboard(&name).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.panels[0].title.as_str()),
+        (3, "CPU now")
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_variable_shows_the_source_the_address_chooses_among_those_stored() {
+    let running = start().await;
+    let prefix = unique_dashboard("var");
+    let (first, second) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    for (source, value) in [(&first, 11.0), (&second, 22.0)] {
+        let posted = running
+            .http()
+            .post(format!("http://{}/api/metrics", running.addr))
+            .json(&json!([{"source": source, "series": "load", "value": value}]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 200);
+    }
+    let name = unique_dashboard("vars");
+    let board = json!({
+        "name": name,
+        "variables": [{"name": "host", "sources": format!("{prefix}-*")}],
+        "panels": [{"title": "Load", "kind": "stat", "source": "$host", "series": ["load"]}],
+    });
+    let put = running
+        .http()
+        .put(format!("http://{}/api/dashboards/{name}", running.addr))
+        .header("content-type", "application/json")
+        .body(board.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    let load = |vars: &[(&str, &str)]| {
+        let mut form = vec![
+            ("name".to_owned(), name.clone()),
+            ("range".into(), "15m".into()),
+        ];
+        form.extend(
+            vars.iter()
+                .map(|(k, v)| (format!("vars[{k}]"), (*v).to_owned())),
+        );
+        let request = running
+            .http()
+            .post(format!("http://{}{}", running.addr, LoadBoard::PATH))
+            .header("accept", "application/json")
+            .form(&form)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            let page: BoardPage = response.json().await.unwrap();
+            let board = page.board.unwrap();
+            let choice = board.variables[0].clone();
+            let shown = board.panels[0][0].last();
+            assert_eq!(
+                board.dashboard.panels[0].source, "$host",
+                "as stored, for the editor"
+            );
+            (choice.values, choice.chosen, shown)
+        }
+    };
+    let (values, chosen, shown) = load(&[]).await;
+    assert_eq!(values, [first.clone(), second.clone()]);
+    assert_eq!(
+        (chosen.as_deref(), shown),
+        (Some(first.as_str()), Some(11.0)),
+        "the first"
+    );
+    let (_, chosen, shown) = load(&[("host", &second)]).await;
+    assert_eq!(
+        (chosen.as_deref(), shown),
+        (Some(second.as_str()), Some(22.0))
+    );
+    let (_, chosen, _) = load(&[("host", "host:elsewhere")]).await;
+    assert_eq!(
+        chosen.as_deref(),
+        Some(first.as_str()),
+        "not among the values: the first"
     );
     running.stop().await.unwrap();
 }

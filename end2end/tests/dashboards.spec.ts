@@ -1,0 +1,177 @@
+import { expect, test, type Page } from "@playwright/test";
+import { Server } from "./server";
+import { watchForErrors } from "./support";
+
+let server: Server;
+
+test.beforeAll(async () => {
+  server = await Server.start();
+});
+
+test.afterAll(async () => {
+  await server?.stop();
+});
+
+test.beforeEach(async ({ page }) => {
+  await server.signIn(page);
+});
+
+/** Opens `path` and waits for the socket, so the page is hydrated and following. */
+async function openLive(page: Page, path: string) {
+  await page.goto(`${server.url}${path}`);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+}
+
+/** The Host dashboard once the collector has pushed a CPU reading onto it. */
+async function openHost(page: Page, query = "") {
+  await openLive(page, `/d/host${query}`);
+  const legend = page.locator(".panel-line").first().locator(".legend .last");
+  await expect(legend.first()).not.toHaveText("–");
+}
+
+test("charts read at a glance: time labels suit the range, values have gridlines in their unit, legends summarise", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await openHost(page);
+  const cpu = page.getByTestId("panel").filter({ has: page.getByRole("heading", { name: "CPU use" }) });
+  const times = () => cpu.getByTestId("time-axis").locator(".x-label").allTextContents();
+
+  // A quarter of an hour: round minutes.
+  await expect.poll(async () => (await times()).length).toBeGreaterThanOrEqual(3);
+  for (const label of await times()) expect(label).toMatch(/^\d\d:\d\d$/);
+  await expect(cpu.locator(".y-label")).toHaveText(["0.0%", "25.0%", "50.0%", "75.0%", "100.0%"]);
+  await expect(cpu.locator(".grid")).not.toHaveCount(0);
+  await expect(cpu.locator(".band.warn")).toHaveCount(1);
+  // One legend row per series: min, max, avg and last, in the panel's unit.
+  const row = cpu.locator(".legend tbody tr");
+  await expect(row).toHaveCount(1);
+  await expect(row.locator("td")).toHaveText([/%$/, /%$/, /%$/, /%$/]);
+  const network = page.getByTestId("panel").filter({ has: page.getByRole("heading", { name: "Network" }) });
+  await expect(network.locator(".legend tbody tr")).toHaveCount(2);
+  await expect(network.locator(".y-label").last()).toHaveText(/\/s$/);
+
+  // A week: days; a year: months (and the year where January falls).
+  await page.getByRole("link", { name: "7d", exact: true }).click();
+  await expect(page).toHaveURL(/range=7d/);
+  await expect.poll(times).toContainEqual(expect.stringMatching(/^\d{1,2} [A-Z][a-z]{2}$/));
+  for (const label of await times()) expect(label).toMatch(/^\d{1,2} [A-Z][a-z]{2}$/);
+  await page.getByRole("link", { name: "1y", exact: true }).click();
+  await expect(page).toHaveURL(/range=1y/);
+  await expect.poll(times).toContainEqual(expect.stringMatching(/^([A-Z][a-z]{2}|\d{4})$/));
+  for (const label of await times()) expect(label).toMatch(/^([A-Z][a-z]{2}|\d{4})$/);
+  expect(errors).toEqual([]);
+});
+
+test("the crosshair moves on every chart at once, and a paused dashboard keeps its pushes for the resume", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await openHost(page);
+  const charts = page.locator(".panel-line");
+  const count = await charts.count();
+  expect(count).toBeGreaterThanOrEqual(4);
+
+  const first = charts.first().locator("svg");
+  const box = (await first.boundingBox())!;
+  await page.mouse.move(box.x + box.width * 0.8, box.y + box.height / 2);
+  // Every chart draws the cursor and reads its values at the same instant.
+  await expect(page.locator(".panel-line .cursor")).toHaveCount(count);
+  const readouts = await page.locator(".panel-line .readout").allTextContents();
+  const instant = readouts[0].split(" — ")[0];
+  expect(instant).toMatch(/^\d\d:\d\d:\d\d UTC$/);
+  for (const readout of readouts) expect(readout.startsWith(`${instant} — `)).toBe(true);
+  await page.mouse.move(0, 0);
+  await expect(page.locator(".panel-line .cursor")).toHaveCount(0);
+
+  const cpu = page.locator('.panel-line path[data-series="cpu.total"]');
+  await page.getByRole("button", { name: "Pause live" }).click();
+  await expect(page.getByRole("button", { name: "Resume live" })).toHaveAttribute("aria-pressed", "true");
+  const frozen = await cpu.getAttribute("d");
+  // The collector pushes every second: three of them arrive while paused, and none is drawn.
+  await page.waitForTimeout(3_000);
+  expect(await cpu.getAttribute("d")).toBe(frozen);
+  await page.getByRole("button", { name: "Resume live" }).click();
+  await expect(cpu).not.toHaveAttribute("d", frozen!);
+  expect(errors).toEqual([]);
+});
+
+test("one dashboard serves many sources: the picker switches source, the address keeps it, and JSON comes and goes", async ({ page }) => {
+  // The refused import is answered 400, which the browser logs.
+  const errors = watchForErrors(page, /the server responded with a status of 400/);
+  const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+  const name = `e2e-vars-${suffix}`;
+  const [first, second] = ["a", "b"].map((s) => `e2e-var-${suffix}-${s}`);
+  const post = async (source: string, value: number) => {
+    const response = await server.fetch("/api/metrics", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify([{ source, series: "load", value }]),
+    });
+    expect(response.status).toBe(200);
+  };
+  await post(first, 11);
+  await post(second, 22);
+  const put = await server.fetch(`/api/dashboards/${name}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      name,
+      variables: [{ name: "host", sources: `e2e-var-${suffix}-*` }],
+      panels: [{ title: "Load", kind: "stat", source: "$host", series: ["load"] }],
+    }),
+  });
+  expect(put.status).toBe(201);
+
+  await openLive(page, `/d/${name}`);
+  const stat = page.getByTestId("panel").getByTestId("stat-value");
+  await expect(stat).toHaveText("11");
+  const picker = page.getByLabel("$host");
+  await expect(picker.locator("option")).toHaveText([first, second]);
+  await picker.selectOption(second);
+  await expect(page).toHaveURL(new RegExp(`host=${second}`));
+  await expect(stat).toHaveText("22");
+  await expect(page.getByTestId("panel").locator(".source")).toHaveText(second);
+
+  // The address round-trips: a reload (or a link) shows the same source, and follows it live.
+  await page.getByRole("link", { name: "1h", exact: true }).click();
+  await expect(page).toHaveURL(new RegExp(`range=1h.*host=${second}|host=${second}.*range=1h`));
+  await page.reload();
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  await expect(page.getByLabel("$host")).toHaveValue(second);
+  await expect(stat).toHaveText("22");
+  await post(second, 33);
+  await expect(stat).toHaveText("33");
+
+  // Export is the API's JSON; an import that is wrong names the field and changes nothing.
+  const exported = page.getByRole("link", { name: "Export JSON" });
+  await expect(exported).toHaveAttribute("href", `/api/dashboards/${name}`);
+  const json = await (await server.fetch(`/api/dashboards/${name}`)).json();
+  expect(json.variables[0].name).toBe("host");
+  json.panels[0].kind = "pie";
+  await page.getByText("Edit dashboard").click();
+  await page.getByLabel("Dashboard JSON").fill(JSON.stringify(json));
+  await page.getByRole("button", { name: "Import" }).click();
+  await expect(page.locator("form.import").getByRole("alert")).toContainText("panels[0].kind: unknown variant `pie`");
+  json.panels[0].kind = "gauge";
+  json.panels[0].title = "Load now";
+  await page.getByLabel("Dashboard JSON").fill(JSON.stringify(json));
+  await page.getByRole("button", { name: "Import" }).click();
+  await expect(page.getByRole("heading", { name: "Load now" })).toBeVisible();
+  await expect(page.getByTestId("gauge-value")).toHaveText("33");
+  expect(errors).toEqual([]);
+});
+
+test("screenshots of the Host dashboard, dark and light, desktop and mobile", async ({ page }) => {
+  const errors = watchForErrors(page);
+  for (const [width, height] of [[1280, 900], [390, 844]]) {
+    await page.setViewportSize({ width, height });
+    for (const theme of ["dark", "light"]) {
+      await page.addInitScript((t) => localStorage.setItem("theme", t), theme);
+      await openHost(page);
+      await expect(page.locator("html")).toHaveAttribute("data-theme", theme);
+      // Panels stack on a phone: none is wider than the screen.
+      for (const box of await page.getByTestId("panel").evaluateAll((all) => all.map((p) => p.getBoundingClientRect().right))) {
+        expect(box).toBeLessThanOrEqual(width + 1);
+      }
+      await page.screenshot({ path: `test-results/screens/host-${theme}-${width}.png`, fullPage: true });
+    }
+  }
+  expect(errors).toEqual([]);
+});
