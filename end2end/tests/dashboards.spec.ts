@@ -92,6 +92,47 @@ test("the crosshair moves on every chart at once, and a paused dashboard keeps i
   expect(errors).toEqual([]);
 });
 
+test("a drag across a chart zooms every panel into that span, a double-click zooms out, and the address holds it", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await openHost(page);
+  const svg = page.locator(".panel-line").first().locator("svg");
+  const box = (await svg.boundingBox())!;
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.3, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, y, { steps: 5 });
+  await expect(page.locator(".selection")).toHaveCount(1);
+  await page.mouse.up();
+
+  await expect(page).toHaveURL(/from=.*&to=/);
+  const span = () => {
+    const url = new URL(page.url());
+    return [Date.parse(url.searchParams.get("from")!), Date.parse(url.searchParams.get("to")!)];
+  };
+  const [from, to] = span();
+  // A third of the quarter hour, give or take the pointer's pixels.
+  expect(to - from).toBeGreaterThan(4 * 60_000);
+  expect(to - from).toBeLessThan(5 * 60_000);
+  await expect(page.getByTestId("zoomed")).toContainText("UTC");
+  // Every panel is drawn over the span, still: no pause button, as nothing is followed.
+  await expect(page.getByRole("button", { name: "Pause live" })).toHaveCount(0);
+  const times = await page.locator(".panel-line").nth(1).getByTestId("time-axis").locator(".x-label").allTextContents();
+  expect(times.length).toBeGreaterThanOrEqual(2);
+
+  await page.reload();
+  await expect(page.getByTestId("zoomed")).toBeVisible();
+  await page.locator(".panel-line").first().locator("svg").dblclick();
+  await expect.poll(() => span()[0]).toBeLessThan(from);
+  const [wider, widerTo] = span();
+  expect(widerTo - wider).toBe(2 * (to - from));
+
+  await page.getByRole("link", { name: "Back to live" }).click();
+  await expect(page).toHaveURL(/range=15m/);
+  await expect(page).not.toHaveURL(/from=/);
+  await expect(page.getByRole("button", { name: "Pause live" })).toBeVisible();
+  expect(errors).toEqual([]);
+});
+
 test("one dashboard serves many sources: the picker switches source, the address keeps it, and JSON comes and goes", async ({ page }) => {
   // The refused import is answered 400, which the browser logs.
   const errors = watchForErrors(page, /the server responded with a status of 400/);

@@ -61,6 +61,8 @@ pub struct BoardData {
     pub sources: Vec<String>,
     /// In a replay, the moment the panels end at (milliseconds since the epoch).
     pub at_ms: Option<i64>,
+    /// A zoomed view's span (milliseconds since the epoch): drawn still, not followed.
+    pub zoomed: Option<(i64, i64)>,
 }
 
 /// Buckets per line: about one per horizontal pixel of a panel.
@@ -269,20 +271,55 @@ fn moment(at: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
         .map_err(|reason| AppError::Invalid(format!("at: {reason}")))
 }
 
-/// `vars`: the page's choice of each variable, by name.
+/// The shortest span a chart zooms into.
+pub const MIN_ZOOM_MS: i64 = 10_000;
+
+/// A zoomed view's span from its `from` and `to`.
+#[cfg(feature = "ssr")]
+fn zoom_span(from: &str, to: &str) -> Result<(i64, i64), AppError> {
+    let (from, to) = (
+        moment(from)?.timestamp_millis(),
+        moment(to)?.timestamp_millis(),
+    );
+    let longest = RANGES[RANGES.len() - 1].1 * 1000;
+    if to - from < MIN_ZOOM_MS || to - from > longest {
+        return Err(AppError::Invalid(format!(
+            "from–to spans {} s to {} days",
+            MIN_ZOOM_MS / 1000,
+            longest / 86_400_000
+        )));
+    }
+    Ok((from, to))
+}
+
+/// `vars`: the page's choice of each variable, by name. With `from` and `to` (RFC 3339 or
+/// `now-1h`), the panels show that span, still (a zoom), and `range` and `at` are ignored.
 #[server]
 pub async fn load_board(
     name: String,
     range: String,
     at: Option<String>,
     #[server(default)] vars: BTreeMap<String, String>,
+    #[server(default)] from: Option<String>,
+    #[server(default)] to: Option<String>,
 ) -> Result<BoardPage, AppError> {
     use crate::{error::answer, history::NOTICES_ROOM, protocol::RoomName};
     use futures::future::try_join_all;
 
     answer(async move {
-        let secs = range_secs(&range)?;
-        let replay_at = at.as_deref().map(moment).transpose()?;
+        let zoomed = match (from.as_deref(), to.as_deref()) {
+            (Some(from), Some(to)) => Some(zoom_span(from, to)?),
+            (None, None) => None,
+            _ => return Err(AppError::Invalid("a zoom needs both from and to".into())),
+        };
+        let replay_at = match zoomed {
+            Some(_) => None,
+            None => at.as_deref().map(moment).transpose()?,
+        };
+        let window_ms = match zoomed {
+            Some((from, to)) => to - from,
+            None => range_secs(&range)? * 1000,
+        };
         let Some(Readable {
             stored,
             resolved,
@@ -299,7 +336,7 @@ pub async fn load_board(
         let history = expect_context::<crate::history::SharedHistory>().0;
         // Heads before history: an event committed in between is then pushed, not lost.
         let mut rooms: Vec<RoomName> = Vec::new();
-        if replay_at.is_none() {
+        if replay_at.is_none() && zoomed.is_none() {
             rooms.extend(
                 sources
                     .iter()
@@ -312,24 +349,29 @@ pub async fn load_board(
             );
         }
         let heads = try_join_all(rooms.into_iter().map(|room| history.snapshot(room, 0))).await?;
-        let to = replay_at.unwrap_or_else(chrono::Utc::now);
+        let to = match zoomed {
+            Some((_, to)) => crate::history::within_bounds(to)
+                .ok_or_else(|| AppError::Invalid("to: not a time kept".into()))?,
+            None => replay_at.unwrap_or_else(chrono::Utc::now),
+        };
         let from = to
-            .checked_sub_signed(chrono::Duration::seconds(secs))
+            .checked_sub_signed(chrono::Duration::milliseconds(window_ms))
             .unwrap_or(crate::history::EARLIEST);
-        let step_ms = step_ms(secs);
+        let step_ms = step_ms(window_ms / 1000);
         let panels = read_panels(&resolved, &sources, from, to, step_ms).await?;
         let markers = read_markers(&sources, &identity, from, to).await?;
         Ok(BoardPage {
             board: Some(BoardData {
                 dashboard: stored,
                 variables,
-                window_ms: secs * 1000,
+                window_ms,
                 now_ms: to.timestamp_millis(),
                 heads,
                 panels,
                 markers,
                 sources,
                 at_ms: replay_at.map(|t| t.timestamp_millis()),
+                zoomed,
             }),
             may_edit: identity.may_edit(),
         })
@@ -624,15 +666,16 @@ pub fn Board() -> impl IntoView {
     let vars = move || {
         query.with(|q| {
             q.latest_values()
-                .filter(|(key, _)| !matches!(key.as_ref(), "range" | "at"))
+                .filter(|(key, _)| !matches!(key.as_ref(), "range" | "at" | "from" | "to"))
                 .map(|(key, value)| (key.to_string(), value.to_owned()))
                 .collect::<BTreeMap<_, _>>()
         })
     };
     let edits = Edits::new();
+    let span = move || (query.read().get("from"), query.read().get("to"));
     let data = Resource::new(
-        move || (name(), range(), at(), vars(), edits.taken.get()),
-        |(name, range, at, vars, _)| load_board(name, range, at, vars),
+        move || (name(), range(), at(), vars(), span(), edits.taken.get()),
+        |(name, range, at, vars, (from, to), _)| load_board(name, range, at, vars, from, to),
     );
     loaded(data, move |page: BoardPage| match page.board {
         Some(data) => {
@@ -777,17 +820,37 @@ pub(super) fn BoardBody(
         view! { <Replay name=name.clone() range=range.clone() vars=chosen at_ms window_ms panels=signals markers/> }
     });
     // Links and pickers keep the rest of the address: the range keeps the variables, a variable
-    // keeps the range (and a replay's moment).
+    // keeps the range (and a replay's moment, or a zoom). A range ends a zoom.
     let query = use_query_map();
     let with = move |key: &str, value: &str| {
         let mut q = query.get_untracked();
         if let Some(at) = at.get_value() {
             q.replace("at", at);
         }
+        if key == "range" {
+            q.remove("from");
+            q.remove("to");
+        }
         q.replace(key.to_owned(), value.to_owned());
         q.to_query_string()
     };
     let navigate = leptos_router::hooks::use_navigate();
+    if !replay {
+        zoom_from_charts(query, window_ms, navigate.clone());
+    }
+    let zoomed = data.zoomed.map(|(from, to)| {
+        let time = |t: i64| {
+            chrono::DateTime::from_timestamp_millis(t)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default()
+        };
+        view! {
+            <p class="zoomed" data-testid="zoomed">
+                {format!("{} – {} UTC", time(from), time(to))}
+                " " <a href=with("range", &range)>"Back to live"</a>
+            </p>
+        }
+    });
     let pickers = data
         .variables
         .into_iter()
@@ -836,7 +899,8 @@ pub(super) fn BoardBody(
                     .collect_view()}
             </nav>
             {pickers}
-            {(!replay).then(|| view! {
+            {zoomed}
+            {(!replay && data.zoomed.is_none()).then(|| view! {
                 <button type="button" class="pause" aria-pressed=move || paused.get().to_string()
                     on:click=move |_| paused.update(|p| *p = !*p)>
                     {move || if paused.get() { "Resume live" } else { "Pause live" }}
@@ -935,6 +999,45 @@ fn PanelView(
             })}
         </article>
     }
+}
+
+/// Takes the charts' zooms to the address: a span dragged across becomes `from`/`to`, still; a
+/// zoom out that reaches the present goes back to live at the shortest range that holds it.
+fn zoom_from_charts(
+    query: Memo<leptos_router::params::ParamsMap>,
+    window_ms: i64,
+    navigate: impl Fn(&str, leptos_router::NavigateOptions) + Clone + 'static,
+) {
+    let zoom = super::chart::Zoom::provide();
+    #[cfg(feature = "hydrate")]
+    Effect::new(move || {
+        let Some((from, to)) = zoom.get() else {
+            return;
+        };
+        let mut q = query.get_untracked();
+        for key in ["range", "at", "from", "to"] {
+            q.remove(key);
+        }
+        let span = to - from;
+        if to >= js_sys::Date::now() as i64 && span > window_ms {
+            let range = RANGES.iter().find(|(_, secs)| secs * 1000 >= span);
+            q.replace(
+                "range",
+                range.unwrap_or(&RANGES[RANGES.len() - 1]).0.to_owned(),
+            );
+        } else {
+            let time = |t: i64| {
+                chrono::DateTime::from_timestamp_millis(t)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default()
+            };
+            q.replace("from", time(from));
+            q.replace("to", time(to));
+        }
+        navigate(&q.to_query_string(), Default::default());
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (zoom, query, window_ms, navigate);
 }
 
 /// The form that adds a panel (no `index`) or changes the one at `index`, filled with `panel`.

@@ -282,6 +282,19 @@ impl Crosshair {
     }
 }
 
+/// A span a chart was asked to show: dragged across (zoom in) or double-clicked (zoom out, twice
+/// the span). The page provides it where zooming makes sense, and takes it to the address.
+#[derive(Clone, Copy)]
+pub struct Zoom(RwSignal<Option<(i64, i64)>>);
+
+impl Zoom {
+    pub fn provide() -> RwSignal<Option<(i64, i64)>> {
+        let asked = RwSignal::new(None);
+        provide_context(Self(asked));
+        asked
+    }
+}
+
 /// What a legend says of a series over the range: the lowest, highest and mean of its buckets,
 /// and the newest sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -331,6 +344,9 @@ pub fn LineChart(
     thresholds: Option<Thresholds>,
 ) -> impl IntoView {
     let crosshair = Crosshair::expect_or_own();
+    let zoom = use_context::<Zoom>();
+    // Where a drag to zoom began.
+    let dragged_from = RwSignal::new(None::<i64>);
     // The right edge, and the value ticks: the first is the chart's bottom, the last its top.
     let geometry = Memo::new(move |_| {
         series.with(|all| {
@@ -473,23 +489,53 @@ pub fn LineChart(
             view! { <line class="cursor" x1=x x2=x y1="0" y2=HEIGHT/> }
         })
     };
-    let on_move = move |ev: leptos::ev::MouseEvent| {
+    let selection = move || {
+        let (from, (to, end)) = (dragged_from.get()?, hovered()?);
+        let (left, right) = (x(from.min(to), end), x(from.max(to), end));
+        Some(view! { <rect class="selection" x=left width=right - left y="0" height=HEIGHT/> })
+    };
+    // The time under the pointer.
+    let time_at = move |ev: &leptos::ev::MouseEvent| -> Option<i64> {
         #[cfg(feature = "hydrate")]
         {
             use wasm_bindgen::JsCast;
-            if let Some(svg) = ev
-                .current_target()
-                .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
-            {
-                let rect = svg.get_bounding_client_rect();
-                let fraction = (f64::from(ev.client_x()) - rect.left()) / rect.width();
-                let (end, ..) = geometry.get_untracked();
-                let t = end - window_ms + (fraction.clamp(0.0, 1.0) * window_ms as f64) as i64;
-                crosshair.set(Some(t));
-            }
+            let svg = ev.current_target()?.dyn_into::<web_sys::Element>().ok()?;
+            let rect = svg.get_bounding_client_rect();
+            let fraction = (f64::from(ev.client_x()) - rect.left()) / rect.width();
+            let (end, ..) = geometry.get_untracked();
+            Some(end - window_ms + (fraction.clamp(0.0, 1.0) * window_ms as f64) as i64)
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = ev;
+        {
+            let _ = ev;
+            None
+        }
+    };
+    let on_move = move |ev: leptos::ev::MouseEvent| crosshair.set(time_at(&ev));
+    let on_down = move |ev: leptos::ev::MouseEvent| {
+        if zoom.is_some() && ev.button() == 0 {
+            ev.prevent_default();
+            dragged_from.set(time_at(&ev));
+        }
+    };
+    let on_up = move |ev: leptos::ev::MouseEvent| {
+        let (Some(Zoom(asked)), Some(from), Some(to)) = (zoom, dragged_from.get(), time_at(&ev))
+        else {
+            return;
+        };
+        dragged_from.set(None);
+        let (from, to) = (from.min(to), from.max(to));
+        // A click, or a drag too short to read, is not a zoom.
+        if to - from >= (window_ms / 100).max(super::board::MIN_ZOOM_MS) {
+            asked.set(Some((from, to)));
+        }
+    };
+    let on_double_click = move |_| {
+        if let Some(Zoom(asked)) = zoom {
+            let (end, ..) = geometry.get_untracked();
+            let middle = end - window_ms / 2;
+            asked.set(Some((middle - window_ms, middle + window_ms)));
+        }
     };
 
     view! {
@@ -501,12 +547,19 @@ pub fn LineChart(
                     role="img"
                     aria-label="line chart"
                     on:mousemove=on_move
-                    on:mouseleave=move |_| crosshair.set(None)
+                    on:mouseleave=move |_| {
+                        crosshair.set(None);
+                        dragged_from.set(None);
+                    }
+                    on:mousedown=on_down
+                    on:mouseup=on_up
+                    on:dblclick=on_double_click
                 >
                     {bands}
                     {grid}
                     {marker_lines}
                     {lines}
+                    {selection}
                     {cursor}
                 </svg>
                 <div class="y-labels" aria-hidden="true">{y_labels}</div>

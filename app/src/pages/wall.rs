@@ -54,7 +54,7 @@ pub fn Wall() -> impl IntoView {
     };
     let data = Resource::new(shown, |name| async move {
         match name {
-            Some(name) => load_board(name, RANGE.into(), None, Default::default())
+            Some(name) => load_board(name, RANGE.into(), None, Default::default(), None, None)
                 .await
                 .map(Some),
             None => Ok(None),

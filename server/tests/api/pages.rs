@@ -376,3 +376,52 @@ async fn a_variable_shows_the_source_the_address_chooses_among_those_stored() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_zoom_draws_its_span_still_and_a_half_given_or_too_short_span_is_refused() {
+    let running = start().await;
+    let load = |extra: &[(&str, &str)]| {
+        let mut form = vec![("name", "host"), ("range", "15m")];
+        form.extend_from_slice(extra);
+        let request = running
+            .http()
+            .post(format!("http://{}{}", running.addr, LoadBoard::PATH))
+            .header("accept", "application/json")
+            .form(&form)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            (response.status().as_u16(), response.bytes().await.unwrap())
+        }
+    };
+    let (status, body) = load(&[
+        ("from", "2026-11-20T10:00:00Z"),
+        ("to", "2026-11-20T10:02:30Z"),
+    ])
+    .await;
+    assert_eq!(status, 200);
+    let board = serde_json::from_slice::<BoardPage>(&body)
+        .unwrap()
+        .board
+        .unwrap();
+    let (from, to) = board.zoomed.unwrap();
+    assert_eq!(
+        (to - from, board.window_ms, board.now_ms),
+        (150_000, 150_000, to)
+    );
+    assert!(board.heads.is_empty(), "a zoom follows nothing");
+
+    for refused in [
+        &[("from", "2026-11-20T10:00:00Z")][..],
+        &[
+            ("from", "2026-11-20T10:00:00Z"),
+            ("to", "2026-11-20T10:00:05Z"),
+        ],
+        &[("from", "now-1h"), ("to", "now-2h")],
+    ] {
+        let (status, body) = load(refused).await;
+        assert_eq!(status, 400, "{refused:?}");
+        assert!(matches!(AppError::de(body), AppError::Invalid(_)));
+    }
+    running.stop().await.unwrap();
+}
