@@ -63,6 +63,43 @@ pub struct BoardData {
     pub at_ms: Option<i64>,
     /// A zoomed view's span (milliseconds since the epoch): drawn still, not followed.
     pub zoomed: Option<(i64, i64)>,
+    /// Per panel: the thresholds of the alert rules watching its series, drawn on line charts.
+    #[serde(default)]
+    pub rules: Vec<Vec<RuleLine>>,
+}
+
+/// An alert rule's threshold as a chart draws it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleLine {
+    pub rule: String,
+    pub threshold: f64,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+}
+
+/// Per panel of `dashboard` (its sources resolved), the rules whose source pattern takes the
+/// panel's source and whose series is one of the panel's.
+#[cfg(feature = "ssr")]
+async fn read_rule_lines(dashboard: &Dashboard) -> Result<Vec<Vec<RuleLine>>, AppError> {
+    let book = expect_context::<crate::alerts::SharedAlertBook>().0;
+    let rules = book.rules().await?;
+    Ok(dashboard
+        .panels
+        .iter()
+        .map(|panel| {
+            let series: Vec<Series> = panel.series.iter().filter_map(|s| s.parse().ok()).collect();
+            rules
+                .iter()
+                .map(|stored| &stored.rule)
+                .filter(|rule| rule.source.matches(&panel.source) && series.contains(&rule.series))
+                .map(|rule| RuleLine {
+                    rule: rule.name.clone(),
+                    threshold: rule.threshold,
+                    severity: rule.severity.as_str().to_owned(),
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Buckets per line: about one per horizontal pixel of a panel.
@@ -360,6 +397,7 @@ pub async fn load_board(
         let step_ms = step_ms(window_ms / 1000);
         let panels = read_panels(&resolved, &sources, from, to, step_ms).await?;
         let markers = read_markers(&sources, &identity, from, to).await?;
+        let rules = read_rule_lines(&resolved).await?;
         Ok(BoardPage {
             board: Some(BoardData {
                 dashboard: stored,
@@ -372,6 +410,7 @@ pub async fn load_board(
                 sources,
                 at_ms: replay_at.map(|t| t.timestamp_millis()),
                 zoomed,
+                rules,
             }),
             may_edit: identity.may_edit(),
         })
@@ -728,13 +767,17 @@ pub(super) fn BoardBody(
     resolved.resolve(&data.variables);
     // One signal per panel, fed by one subscription per source room; each panel as stored
     // (its form keeps `$source`) and with its source as chosen.
-    let panels: Vec<(Panel, String, PanelSignal)> = data
+    let mut rules = data.rules.into_iter();
+    let panels: Vec<(Panel, String, PanelSignal, Vec<RuleLine>)> = data
         .dashboard
         .panels
         .into_iter()
         .zip(resolved.panels)
         .zip(data.panels)
-        .map(|((panel, shown), series)| (panel, shown.source, RwSignal::new(series)))
+        .map(|((panel, shown), series)| {
+            let rules = rules.next().unwrap_or_default();
+            (panel, shown.source, RwSignal::new(series), rules)
+        })
         .collect();
     let window_ms = data.window_ms;
     let markers = RwSignal::new(data.markers);
@@ -760,9 +803,9 @@ pub(super) fn BoardBody(
         // Per series name: each panel showing a series of that name, and where among the
         // panel's series it is.
         let mut targets: HashMap<String, Vec<(Series, PanelSignal, usize)>> = HashMap::new();
-        for (panel, _, signal) in panels
+        for (panel, _, signal, _) in panels
             .iter()
-            .filter(|(_, shown, _)| Some(shown) == source.as_ref())
+            .filter(|(_, shown, ..)| Some(shown) == source.as_ref())
         {
             for (i, text) in panel.series.iter().enumerate() {
                 if let Ok(series) = text.parse::<Series>() {
@@ -801,7 +844,7 @@ pub(super) fn BoardBody(
             })
         });
     }
-    let signals: Vec<PanelSignal> = panels.iter().map(|(.., signal)| *signal).collect();
+    let signals: Vec<PanelSignal> = panels.iter().map(|(_, _, signal, _)| *signal).collect();
     let now_ms = data.now_ms;
     let delete = ServerAction::<DeleteDashboard>::new();
     // In a replay, other ranges and variables stay at the replayed moment, even one the
@@ -912,9 +955,9 @@ pub(super) fn BoardBody(
             {panels
                 .into_iter()
                 .enumerate()
-                .map(|(index, (panel, source, series))| {
+                .map(|(index, (panel, source, series, rules))| {
                     let series = held(series, paused);
-                    view! { <PanelView dashboard=name.clone() version index panel source series markers=shown_markers window_ms now_ms edits may_edit/> }
+                    view! { <PanelView dashboard=name.clone() version index panel source series rules markers=shown_markers window_ms now_ms edits may_edit/> }
                 })
                 .collect_view()}
         </div>
@@ -956,6 +999,7 @@ fn PanelView(
     /// Its source as shown: a variable's chosen value.
     source: String,
     series: Signal<Vec<SeriesData>>,
+    rules: Vec<RuleLine>,
     markers: Signal<Vec<Marker>>,
     window_ms: i64,
     now_ms: i64,
@@ -965,7 +1009,7 @@ fn PanelView(
     let (unit, thresholds) = (panel.unit, panel.thresholds);
     let body = match panel.kind {
         PanelKind::Line => {
-            view! { <LineChart series markers window_ms now_ms unit thresholds/> }.into_any()
+            view! { <LineChart series markers window_ms now_ms unit thresholds rules/> }.into_any()
         }
         PanelKind::Stat => view! { <Stat series unit thresholds/> }.into_any(),
         PanelKind::Gauge => view! { <Gauge series unit thresholds/> }.into_any(),

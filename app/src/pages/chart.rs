@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::axes;
+use super::{axes, board::RuleLine};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
@@ -342,6 +342,9 @@ pub fn LineChart(
     now_ms: i64,
     unit: Unit,
     thresholds: Option<Thresholds>,
+    /// Thresholds of the alert rules watching these series.
+    #[prop(optional)]
+    rules: Vec<RuleLine>,
 ) -> impl IntoView {
     let crosshair = Crosshair::expect_or_own();
     let zoom = use_context::<Zoom>();
@@ -410,6 +413,25 @@ pub fn LineChart(
                 band("warn", t.warn, t.critical),
                 band("critical", t.critical, range.1.max(t.critical)),
             )
+        })
+    };
+    let rules = StoredValue::new(rules);
+    // A rule's threshold outside the values shown is not drawn: at the edge it would mislead.
+    let rule_lines = move || {
+        let (_, range, _) = geometry.get();
+        rules.with_value(|rules| {
+            rules
+                .iter()
+                .filter(|r| (range.0..=range.1).contains(&r.threshold))
+                .map(|r| {
+                    let y = y(r.threshold, range);
+                    view! {
+                        <line class=format!("rule rule-{}", r.severity) x1="0" x2=WIDTH y1=y y2=y data-rule=r.rule.clone()>
+                            <title>{format!("{}: {}", r.rule, format::value(r.threshold, unit))}</title>
+                        </line>
+                    }
+                })
+                .collect_view()
         })
     };
     let marker_lines = move || {
@@ -557,6 +579,7 @@ pub fn LineChart(
                 >
                     {bands}
                     {grid}
+                    {rule_lines}
                     {marker_lines}
                     {lines}
                     {selection}

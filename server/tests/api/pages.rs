@@ -297,7 +297,7 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
 }
 
 #[tokio::test]
-async fn a_variable_shows_the_source_the_address_chooses_among_those_stored() {
+async fn a_variable_shows_the_source_the_address_chooses_among_those_stored_with_its_rules() {
     let running = start().await;
     let prefix = unique_dashboard("var");
     let (first, second) = (format!("{prefix}-a"), format!("{prefix}-b"));
@@ -315,8 +315,10 @@ async fn a_variable_shows_the_source_the_address_chooses_among_those_stored() {
     let board = json!({
         "name": name,
         "variables": [{"name": "host", "sources": format!("{prefix}-*")}],
-        "panels": [{"title": "Load", "kind": "stat", "source": "$host", "series": ["load"]}],
+        "panels": [{"title": "Load", "kind": "line", "source": "$host", "series": ["load"]}],
     });
+    let rule = json!({"name": "busy b", "series": "load", "threshold": 20, "severity": "warning"});
+    crate::alerts::create_rule(&running, &second, rule).await;
     let put = running
         .http()
         .put(format!("http://{}/api/dashboards/{name}", running.addr))
