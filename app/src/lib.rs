@@ -18,7 +18,7 @@ use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
     SsrMode,
-    components::{Route, Router, Routes},
+    components::{A, Route, Router, Routes},
     path,
 };
 
@@ -77,7 +77,12 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="topbar">
                 <a class="brand" href="/">"Watchroom"</a>
-                <nav class="sections"><a href="/alerts">"Alerts"</a><a href="/history">"History"</a></nav>
+                <nav class="sections" aria-label="sections">
+                    <A href="/" exact=true>"Dashboards"</A>
+                    <a href="/#sources">"Sources"</a>
+                    <A href="/alerts">"Alerts"</A>
+                    <A href="/history">"History"</A>
+                </nav>
                 <live::ConnectionBadge/>
                 <pages::AlertCenter/>
                 <ThemeToggle/>

@@ -216,3 +216,27 @@ test("screenshots of the Host dashboard, dark and light, desktop and mobile", as
   }
   expect(errors).toEqual([]);
 });
+
+test("the header leads to every section, and the dashboard list finds one by a part of its name", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const name = `e2e-find-${Date.now()}`;
+  const created = await server.fetch(`/api/dashboards/${name}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name, panels: [] }),
+  });
+  expect(created.status).toBe(201);
+  await openLive(page, "/alerts");
+  const nav = page.getByRole("navigation", { name: "sections" });
+  await expect(nav.getByRole("link", { name: "Alerts" })).toHaveAttribute("aria-current", "page");
+  await nav.getByRole("link", { name: "Dashboards" }).click();
+  await expect(page).toHaveURL(`${server.url}/`);
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  const list = page.locator(".dashboard-list li:visible");
+  expect(await list.count()).toBeGreaterThan(1);
+  await page.getByLabel("Search dashboards").fill(name.slice(4));
+  await expect(list).toHaveCount(1);
+  await list.getByRole("link").click();
+  await expect(page.getByRole("heading", { name })).toBeVisible();
+  expect(errors).toEqual([]);
+});

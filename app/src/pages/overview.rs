@@ -139,14 +139,28 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let matched = data.matched;
     let create = ServerAction::<CreateDashboard>::new();
     let may_edit = data.may_edit;
+    // Dashboards are few: the list is all there, and a search only hides what does not match.
+    let search = RwSignal::new(String::new());
     let storage = data.storage;
     view! {
         <section class="dashboards" aria-labelledby="dashboards-title">
-            <h1 id="dashboards-title">"Dashboards"</h1>
+            <header class="sources-head">
+                <h1 id="dashboards-title">"Dashboards"</h1>
+                <label>
+                    "Search dashboards "
+                    <input type="search" placeholder="host" on:input=move |ev| search.set(event_target_value(&ev))/>
+                </label>
+            </header>
             <ul class="dashboard-list">
                 {dashboards
                     .into_iter()
-                    .map(|name| view! { <li><A href=format!("/d/{name}")>{name.clone()}</A></li> })
+                    .map(|name| {
+                        let hidden = {
+                            let name = name.clone();
+                            move || !name.contains(search.get().trim())
+                        };
+                        view! { <li hidden=hidden><A href=format!("/d/{name}")>{name.clone()}</A></li> }
+                    })
                     .collect_view()}
             </ul>
             {may_edit.then(|| view! {
@@ -159,7 +173,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                 </ActionForm>
             })}
         </section>
-        <section aria-labelledby="sources-title">
+        <section id="sources" aria-labelledby="sources-title">
             <header class="sources-head">
                 <h1 id="sources-title">"Sources"</h1>
                 // A plain GET form: the filter is part of the address, with or without script.
