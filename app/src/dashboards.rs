@@ -15,6 +15,8 @@ pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_PANELS: usize = 48;
 /// The dashboard a fresh install starts with.
 pub const HOST: &str = "host";
+/// The grid's columns: the widest a panel can be.
+pub const MAX_WIDTH: u8 = 4;
 /// Most variables on one dashboard.
 pub const MAX_VARIABLES: usize = 8;
 /// Names a variable cannot take: the page's address uses them (`?range=1h&source=…`).
@@ -29,16 +31,22 @@ pub enum PanelKind {
     Stat,
     /// The newest value against its thresholds.
     Gauge,
+    /// The newest value of each of many series, sortable.
+    Table,
+    /// The source's latest notices and alerts, newest first; it shows no series.
+    Logs,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 3] = [Self::Line, Self::Stat, Self::Gauge];
+    pub const ALL: [PanelKind; 5] = [Self::Line, Self::Stat, Self::Gauge, Self::Table, Self::Logs];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Line => "line",
             Self::Stat => "stat",
             Self::Gauge => "gauge",
+            Self::Table => "table",
+            Self::Logs => "logs",
         }
     }
 
@@ -94,6 +102,9 @@ pub struct Panel {
     pub unit: Unit,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,
+    /// Columns of the grid it spans (1–4); none: its kind's own (a line chart two, others one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u8>,
 }
 
 /// A name panels use as `$name` for their source, whose values are the stored sources matching
@@ -197,6 +208,13 @@ impl Variable {
 }
 
 impl Panel {
+    pub fn width(&self) -> u8 {
+        self.width.unwrap_or(match self.kind {
+            PanelKind::Line | PanelKind::Table | PanelKind::Logs => 2,
+            PanelKind::Stat | PanelKind::Gauge => 1,
+        })
+    }
+
     /// The variable this panel's source names, if it names one.
     pub fn variable(&self) -> Option<&str> {
         self.source.strip_prefix('$')
@@ -210,14 +228,21 @@ impl Panel {
             Some(name) => check_variable_name(name)?,
             None => crate::metrics::source_room(&self.source).map(drop)?,
         }
-        if self.series.is_empty() || self.series.len() > 8 {
+        if self.kind == PanelKind::Logs {
+            if !self.series.is_empty() {
+                return Err("a logs panel shows its source's events, not series".into());
+            }
+        } else if self.series.is_empty() || self.series.len() > 8 {
             return Err("a panel shows 1–8 series".into());
         }
         for series in &self.series {
             series.parse::<crate::metrics::Series>()?;
         }
-        if self.kind != PanelKind::Line && self.series.len() > 1 {
+        if matches!(self.kind, PanelKind::Stat | PanelKind::Gauge) && self.series.len() > 1 {
             return Err(format!("a {} panel shows one series", self.kind.as_str()));
+        }
+        if self.width.is_some_and(|w| !(1..=MAX_WIDTH).contains(&w)) {
+            return Err(format!("width: 1–{MAX_WIDTH} columns"));
         }
         if let Some(t) = self.thresholds
             && !(t.warn.is_finite() && t.critical.is_finite() && t.warn <= t.critical)
@@ -302,6 +327,7 @@ impl Dashboard {
             series: series.iter().map(|s| (*s).to_owned()).collect(),
             unit,
             thresholds,
+            width: None,
         };
         let busy = Some(Thresholds {
             warn: 70.0,
@@ -493,5 +519,15 @@ mod tests {
             critical: 1.0,
         });
         assert!(panel.check().is_err());
+        panel.thresholds = None;
+        panel.kind = PanelKind::Table;
+        panel.check().unwrap();
+        panel.width = Some(5);
+        assert_eq!(panel.check().unwrap_err(), "width: 1–4 columns");
+        panel.width = Some(4);
+        panel.kind = PanelKind::Logs;
+        assert!(panel.check().is_err(), "a logs panel shows no series");
+        panel.series.clear();
+        panel.check().unwrap();
     }
 }

@@ -477,13 +477,16 @@ pub struct Marker {
     pub room: RoomName,
     pub seq: i64,
     pub alert: bool,
+    /// An alert's source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Marker {
     /// The marker `event` makes on a dashboard showing `sources`: every notice, and the alert
     /// transitions of those sources into firing, resolved or no data.
     pub fn of(event: &Event, sources: &[String]) -> Option<Self> {
-        let (level, text, alert) = match event.kind {
+        let (level, text, source) = match event.kind {
             EventKind::Notice => {
                 let notice = crate::protocol::Notice::of(event)?;
                 let text = match notice.title {
@@ -493,7 +496,7 @@ impl Marker {
                 (
                     notice.level.unwrap_or_default().as_str().to_owned(),
                     text,
-                    false,
+                    None,
                 )
             }
             EventKind::Alert => {
@@ -511,7 +514,7 @@ impl Marker {
                     State::NoData => "nodata",
                     State::Normal | State::Pending => return None,
                 };
-                (level.to_owned(), alert.text, true)
+                (level.to_owned(), alert.text, Some(t.key.source))
             }
             EventKind::Metric => return None,
         };
@@ -521,7 +524,8 @@ impl Marker {
             text,
             room: event.room.clone(),
             seq: event.seq,
-            alert,
+            alert: source.is_some(),
+            source,
         })
     }
 }

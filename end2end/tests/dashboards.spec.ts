@@ -240,3 +240,71 @@ test("the header leads to every section, and the dashboard list finds one by a p
   await expect(page.getByRole("heading", { name })).toBeVisible();
   expect(errors).toEqual([]);
 });
+
+test("a table sorts its series, a logs panel lists its source's notices live, and the keyboard arranges the grid", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+  const name = `e2e-grid-${suffix}`;
+  const source = `e2e-grid-${suffix}`;
+  const samples = [["queue.a", 5], ["queue.b", 50], ["queue.c", 20]].map(([series, value]) => ({ source, series, value }));
+  const posted = await server.fetch("/api/metrics", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(samples),
+  });
+  expect(posted.status).toBe(200);
+  const put = await server.fetch(`/api/dashboards/${name}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      name,
+      panels: [
+        { title: "Queues", kind: "table", source, series: ["queue.a", "queue.b", "queue.c"], thresholds: { warn: 10, critical: 40 } },
+        { title: "Events", kind: "logs", source, series: [] },
+      ],
+    }),
+  });
+  expect(put.status).toBe(201);
+  await openLive(page, `/d/${name}`);
+
+  const table = page.getByTestId("panel").filter({ hasText: "Queues" });
+  const names = table.locator("tbody th");
+  await expect(names).toHaveText(["queue.a", "queue.b", "queue.c"]);
+  await expect(table.locator("tbody td")).toHaveText(["5", "50", "20"]);
+  await expect(table.locator("tbody td").nth(1)).toHaveClass(/critical/);
+  await table.getByRole("button", { name: "Value" }).click();
+  await expect(names).toHaveText(["queue.a", "queue.c", "queue.b"]);
+  await expect(table.getByRole("columnheader", { name: "Value" })).toHaveAttribute("aria-sort", "ascending");
+  await table.getByRole("button", { name: "Value" }).click();
+  await expect(names).toHaveText(["queue.b", "queue.c", "queue.a"]);
+
+  const logs = page.getByTestId("logs");
+  const notice = await server.fetch(`/api/rooms/metrics:${source}/events`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ kind: "notice", data: { text: "queue drained", level: "warning" } }),
+  });
+  expect(notice.status).toBe(201);
+  await expect(logs.locator("li")).toHaveCount(1);
+  await expect(logs.locator("li")).toContainText("queue drained");
+
+  // Arranged from the keyboard: the table moves after the logs, then widens to the whole row.
+  await expect(page.getByTestId("panel").first()).toContainText("Queues");
+  await table.getByRole("button", { name: "Move later: Queues" }).focus();
+  await page.keyboard.press("Enter");
+  await expect(page.getByTestId("panel").first()).toContainText("Events");
+  const moved = page.getByTestId("panel").filter({ hasText: "Queues" });
+  await expect(moved).toHaveAttribute("data-width", "2");
+  await moved.getByRole("button", { name: "Wider: Queues" }).focus();
+  await page.keyboard.press("Enter");
+  await expect(moved).toHaveAttribute("data-width", "3");
+  await moved.getByRole("button", { name: "Wider: Queues" }).focus();
+  await page.keyboard.press("Enter");
+  await expect(moved).toHaveAttribute("data-width", "4");
+  const [row, panel] = await Promise.all([
+    page.locator(".panels").boundingBox(),
+    moved.boundingBox(),
+  ]);
+  expect(Math.round(panel!.width)).toBe(Math.round(row!.width));
+  expect(errors).toEqual([]);
+});

@@ -8,7 +8,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    chart::{Crosshair, Gauge, LineChart, SeriesData, Stat},
+    chart::{Crosshair, Gauge, LineChart, Logs, SeriesData, Stat, ValueTable},
     follow_events, loaded,
     replay::Replay,
 };
@@ -500,6 +500,7 @@ impl PanelForm {
                 .collect(),
             unit: Unit::parse(&self.unit).ok_or("unknown unit")?,
             thresholds,
+            width: None,
         };
         panel.check()?;
         Ok(panel)
@@ -559,10 +560,15 @@ pub async fn save_panel(
         let mut board = board_at(&dashboard, version).await?;
         match index {
             Some(i) => {
-                *board
+                let stored = board
                     .panels
                     .get_mut(i)
-                    .ok_or_else(|| AppError::NotFound("panel".into()))? = panel
+                    .ok_or_else(|| AppError::NotFound("panel".into()))?;
+                // The form does not carry the panel's place on the grid.
+                *stored = Panel {
+                    width: stored.width,
+                    ..panel
+                };
             }
             None if board.panels.len() >= MAX_PANELS => {
                 return Err(AppError::Invalid(format!(
@@ -592,6 +598,49 @@ pub async fn delete_panel(dashboard: String, version: i64, index: usize) -> Resu
             let store = expect_context::<crate::dashboards::SharedDashboards>().0;
             store.update(board).await?;
         }
+        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        Ok(())
+    })
+    .await
+}
+
+/// How a panel moves on the grid: a place earlier or later, a column wider or narrower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrange {
+    Earlier,
+    Later,
+    Wider,
+    Narrower,
+}
+
+#[server]
+pub async fn arrange_panel(
+    dashboard: String,
+    version: i64,
+    index: usize,
+    change: Arrange,
+) -> Result<(), AppError> {
+    use crate::{dashboards::MAX_WIDTH, error::answer};
+
+    answer(async move {
+        require_edit()?;
+        crate::dashboards::check_name(&dashboard).map_err(AppError::Invalid)?;
+        let mut board = board_at(&dashboard, version).await?;
+        let last = board.panels.len().saturating_sub(1);
+        let panel = board
+            .panels
+            .get_mut(index)
+            .ok_or_else(|| AppError::NotFound("panel".into()))?;
+        let width = panel.width();
+        match change {
+            Arrange::Earlier => board.panels.swap(index, index.saturating_sub(1)),
+            Arrange::Later => board.panels.swap(index, (index + 1).min(last)),
+            Arrange::Wider => panel.width = Some((width + 1).min(MAX_WIDTH)),
+            Arrange::Narrower => panel.width = Some(width.saturating_sub(1).max(1)),
+        }
+        let store = expect_context::<crate::dashboards::SharedDashboards>().0;
+        store.update(board).await?;
         leptos_axum::redirect(&format!("/d/{dashboard}"));
         Ok(())
     })
@@ -632,6 +681,7 @@ pub(super) struct Edits {
     save: ServerAction<SavePanel>,
     remove: ServerAction<DeletePanel>,
     import: ServerAction<ImportDashboard>,
+    arrange: ServerAction<ArrangePanel>,
     /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
     saving: RwSignal<Option<Option<usize>>>,
     /// Counts the edits that change what the page shows.
@@ -644,6 +694,7 @@ impl Edits {
             save: ServerAction::new(),
             remove: ServerAction::new(),
             import: ServerAction::new(),
+            arrange: ServerAction::new(),
             saving: RwSignal::new(None),
             taken: RwSignal::new(0),
         };
@@ -663,7 +714,7 @@ impl Edits {
             }
         });
         Effect::new(move || {
-            if edits.remove.version().get() > 0 {
+            if edits.remove.version().get() + edits.arrange.version().get() > 0 {
                 edits.taken.update(|n| *n += 1);
             }
         });
@@ -1013,6 +1064,8 @@ fn PanelView(
         }
         PanelKind::Stat => view! { <Stat series unit thresholds/> }.into_any(),
         PanelKind::Gauge => view! { <Gauge series unit thresholds/> }.into_any(),
+        PanelKind::Table => view! { <ValueTable series unit thresholds/> }.into_any(),
+        PanelKind::Logs => view! { <Logs markers source=source.clone()/> }.into_any(),
     };
     let form = PanelForm::from(&panel);
     let (delete_label, edit_label) = (
@@ -1020,8 +1073,35 @@ fn PanelView(
         format!("Edit panel {}", panel.title),
     );
     let delete_from = dashboard.clone();
+    let width = panel.width();
+    // Buttons, so the keyboard arranges the grid as well as a pointer.
+    let arrange = may_edit.then(|| {
+        [
+            ("earlier", "↑", "Move earlier"),
+            ("later", "↓", "Move later"),
+            ("narrower", "⇥⇤", "Narrower"),
+            ("wider", "⇤⇥", "Wider"),
+        ]
+        .map(|(change, sign, label)| {
+            let (dashboard, title) = (dashboard.clone(), panel.title.clone());
+            view! {
+                <ActionForm action=edits.arrange>
+                    <input type="hidden" name="dashboard" value=dashboard/>
+                    <input type="hidden" name="version" value=version/>
+                    <input type="hidden" name="index" value=index/>
+                    <input type="hidden" name="change" value=change/>
+                    <button type="submit" aria-label=format!("{label}: {title}") title=label>{sign}</button>
+                </ActionForm>
+            }
+        })
+        .collect_view()
+    });
     view! {
-        <article class=format!("panel panel-{}", panel.kind.as_str()) data-testid="panel">
+        <article
+            class=format!("panel panel-{}", panel.kind.as_str())
+            data-width=width
+            data-testid="panel"
+        >
             <header class="panel-head">
                 <h2>{panel.title}</h2>
                 <span class="source">{source}</span>
@@ -1033,6 +1113,7 @@ fn PanelView(
                         <button type="submit" aria-label=delete_label.clone()>"×"</button>
                     </ActionForm>
                 })}
+                {arrange.map(|buttons| view! { <div class="arrange">{buttons}</div> })}
             </header>
             {body}
             {may_edit.then(|| view! {
@@ -1111,7 +1192,7 @@ fn PanelEditor(
             <label>"Source" <input name="panel[source]" required placeholder="host:web-1" value=panel.source/></label>
             <label>
                 "Series (comma-separated)"
-                <input name="panel[series]" required placeholder="cpu.total" value=panel.series/>
+                <input name="panel[series]" placeholder="cpu.total (none for logs)" value=panel.series/>
             </label>
             <label>"Unit " <select name="panel[unit]">{units}</select></label>
             <label>"Warn at" <input name="panel[warn]" inputmode="decimal" value=panel.warn/></label>

@@ -672,6 +672,93 @@ pub fn Gauge(
     }
 }
 
+/// The newest value of each series, in a table sorted by name or by value (click a heading; again
+/// to reverse).
+#[component]
+pub fn ValueTable(
+    #[prop(into)] series: Signal<Vec<SeriesData>>,
+    unit: Unit,
+    thresholds: Option<Thresholds>,
+) -> impl IntoView {
+    // (by value, descending)
+    let order = RwSignal::new((false, false));
+    let rows = move || {
+        let (by_value, descending) = order.get();
+        let mut rows: Vec<(String, Option<f64>)> =
+            series.with(|all| all.iter().map(|s| (s.name.clone(), s.last())).collect());
+        if by_value {
+            rows.sort_by(|a, b| a.1.unwrap_or(f64::MIN).total_cmp(&b.1.unwrap_or(f64::MIN)));
+        } else {
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        if descending {
+            rows.reverse();
+        }
+        rows.into_iter()
+            .map(|(name, value)| {
+                let class = value.map_or("ok", |v| level(v, thresholds));
+                let text = value.map_or("–".into(), |v| format::value(v, unit));
+                view! { <tr><th scope="row">{name}</th><td class=class>{text}</td></tr> }
+            })
+            .collect_view()
+    };
+    let heading = move |label: &'static str, by_value: bool| {
+        let sorted = move || {
+            let (by, descending) = order.get();
+            match (by == by_value, descending) {
+                (false, _) => "none",
+                (true, false) => "ascending",
+                (true, true) => "descending",
+            }
+        };
+        view! {
+            <th scope="col" aria-sort=sorted>
+                <button type="button" on:click=move |_| order.update(|(by, descending)| {
+                    *descending = *by == by_value && !*descending;
+                    *by = by_value;
+                })>{label}</button>
+            </th>
+        }
+    };
+    view! {
+        <table class="value-table">
+            <thead><tr>{heading("Series", false)}{heading("Value", true)}</tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+/// Most lines a logs panel lists.
+const LOG_LINES: usize = 20;
+
+/// The newest notices of `source`'s room and alerts of `source`, newest first.
+#[component]
+pub fn Logs(#[prop(into)] markers: Signal<Vec<Marker>>, source: String) -> impl IntoView {
+    let room = crate::metrics::source_room(&source).ok();
+    let lines = move || {
+        markers.with(|all| {
+            all.iter()
+                .rev()
+                .filter(|m| Some(&m.room) == room.as_ref() || m.source.as_ref() == Some(&source))
+                .take(LOG_LINES)
+                .map(|m| {
+                    let time = chrono::DateTime::from_timestamp_millis(m.t_ms)
+                        .map(|t| t.format("%H:%M:%S").to_string())
+                        .unwrap_or_default();
+                    view! {
+                        <li class=format!("log marker-{}", m.level)>
+                            <time>{time}</time> " " <span class="level">{m.level.clone()}</span> " " {m.text.clone()}
+                        </li>
+                    }
+                })
+                .collect_view()
+        })
+    };
+    view! {
+        <ol class="logs" data-testid="logs">{lines}</ol>
+    }
+}
+
 /// A small line of the recent past, for lists.
 #[component]
 pub fn Sparkline(series: RwSignal<SeriesData>, window_ms: i64, now_ms: i64) -> impl IntoView {

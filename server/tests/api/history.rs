@@ -745,6 +745,7 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
                 series: vec!["cpu".into()],
                 unit: Unit::Percent,
                 thresholds: None,
+                width: None,
             }],
         })
         .await;
