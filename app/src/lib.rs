@@ -15,7 +15,7 @@ pub mod protocol;
 pub mod room;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
     SsrMode,
     components::{A, Route, Router, Routes},
@@ -34,6 +34,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="dark light"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <HashedStylesheet options=options.clone() id="leptos"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -72,7 +73,6 @@ pub fn App() -> impl IntoView {
     pages::AlertFeed::provide();
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/watchroom.css"/>
         <Title text="Watchroom"/>
         <Router>
             <header class="topbar">

@@ -105,7 +105,7 @@ test("a dashboard made in the page persists, its panel follows samples POSTed fo
   await page.getByLabel("Source").fill(source);
   await page.getByLabel("Series (comma-separated)").fill("depth, lag");
   await page.getByRole("button", { name: "Add panel" }).click();
-  await expect(page.getByRole("alert")).toContainText("a gauge panel shows one series");
+  await expect(page.locator("details.edit > form.panel-form").getByRole("alert")).toContainText("a gauge panel shows one series");
   await expect(page.getByTestId("panel")).toHaveCount(0);
 
   await page.getByLabel("Title").fill("Queue depth");

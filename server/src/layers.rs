@@ -1,11 +1,15 @@
 //! What every request and response passes through, outside the routes: a time limit, a request
-//! id, compression, and the headers that keep pages from being framed or sniffed.
+//! id, compression, the headers that keep pages from being framed or sniffed, and how long the
+//! browser keeps the site's files.
 
 use std::time::Duration;
 
 use axum::{
     Router,
+    extract::Request,
     http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::Response,
 };
 use tower_http::{
     compression::CompressionLayer,
@@ -24,7 +28,12 @@ const CSP: &str = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; f
 
 /// `router` with the layers; a request not answered within `limit` (a body trickled in, a
 /// handler stuck) gets 408. A response that has begun (an export, a page streaming) runs on.
-pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Duration) -> Router<S> {
+/// `hashed_assets`: the site's file names carry their content's hash.
+pub fn around<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limit: Duration,
+    hashed_assets: bool,
+) -> Router<S> {
     // Spans name the path only: a socket's `?token=` must never reach a log.
     let trace = TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
         let id = request
@@ -39,6 +48,9 @@ pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Durati
     };
     // The last layer added is the outermost: the id is set before the span that logs it.
     router
+        .layer(axum::middleware::from_fn(move |request, next| {
+            cache_assets(hashed_assets, request, next)
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limit,
@@ -51,4 +63,21 @@ pub fn around<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Durati
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// How long a browser keeps the wasm, script and stylesheet: a year without asking again when
+/// their names carry their content's hash (a new build has new names), else it asks each time.
+async fn cache_assets(hashed: bool, request: Request, next: Next) -> Response {
+    let asset = request.uri().path().starts_with("/pkg/");
+    let mut response = next.run(request).await;
+    if asset && response.status().is_success() {
+        let keep = match hashed {
+            true => "public, max-age=31536000, immutable",
+            false => "no-cache",
+        };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(keep));
+    }
+    response
 }

@@ -218,6 +218,12 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         .leptos_options;
     leptos.site_addr = config.listen;
     leptos.site_root = config.site_root.to_string_lossy().into();
+    // A release build by cargo-leptos names the site's files by their hashes and leaves the
+    // hashes beside the binary; a plain `cargo build` serves them unhashed.
+    leptos.hash_files = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(leptos.hash_file.as_ref())))
+        .is_some_and(|hashes| hashes.exists());
 
     if let Some(links) = links {
         let receivers = bus::Receivers {
@@ -230,7 +236,13 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         hub.spawn_sweep(SWEEP_EVERY, shutdown.clone());
     }
     let addr = listener.local_addr()?;
-    let auth = Auth::new(config, addr, store.clone(), shutdown.clone());
+    let stylesheet = leptos_meta::HashedStylesheet(leptos_meta::HashedStylesheetProps {
+        options: leptos.clone(),
+        id: None,
+        root: None,
+    })
+    .to_html();
+    let auth = Auth::new(config, addr, store.clone(), stylesheet, shutdown.clone());
     auth.start(shutdown.clone()).await;
     hub.spawn_presence(PRESENCE_EVERY, shutdown.clone());
     let public_url: Arc<str> = match &config.public_url {
@@ -355,7 +367,8 @@ fn router(state: AppState, pages: Pages) -> Router {
             telemetry::count_refusals,
         ));
     let limit = state.config.request_timeout;
-    layers::around(routes, limit).with_state(state)
+    let hashed = state.leptos.hash_files;
+    layers::around(routes, limit, hashed).with_state(state)
 }
 
 impl Running {

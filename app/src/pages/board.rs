@@ -524,6 +524,22 @@ impl From<&Panel> for PanelForm {
     }
 }
 
+/// Where an edit of dashboard `name` goes back to: the page it was made on, its range and
+/// variables kept, else the dashboard as it opens.
+#[cfg(feature = "ssr")]
+fn return_to(name: &str) -> String {
+    let board = format!("/d/{name}");
+    let referer = use_context::<http::request::Parts>().and_then(|request| {
+        let referer = request.headers.get(http::header::REFERER)?.to_str().ok()?;
+        // Only the path is kept: the redirect stays on this site whatever the header says.
+        let (_, rest) = referer.split_once("://")?;
+        let path = &rest[rest.find('/')?..];
+        let query = path.strip_prefix(board.as_str())?;
+        (query.is_empty() || query.starts_with('?')).then(|| path.to_owned())
+    });
+    referer.unwrap_or(board)
+}
+
 /// The dashboard `name` at `version`, the one its editor was showing; refused when it has
 /// changed since, as the panel `index` may be another one now.
 #[cfg(feature = "ssr")]
@@ -579,7 +595,7 @@ pub async fn save_panel(
         }
         board.check().map_err(AppError::Invalid)?;
         expect_context::<SharedDashboards>().0.update(board).await?;
-        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        leptos_axum::redirect(&return_to(&dashboard));
         Ok(())
     })
     .await
@@ -598,7 +614,7 @@ pub async fn delete_panel(dashboard: String, version: i64, index: usize) -> Resu
             let store = expect_context::<crate::dashboards::SharedDashboards>().0;
             store.update(board).await?;
         }
-        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        leptos_axum::redirect(&return_to(&dashboard));
         Ok(())
     })
     .await
@@ -641,7 +657,7 @@ pub async fn arrange_panel(
         }
         let store = expect_context::<crate::dashboards::SharedDashboards>().0;
         store.update(board).await?;
-        leptos_axum::redirect(&format!("/d/{dashboard}"));
+        leptos_axum::redirect(&return_to(&dashboard));
         Ok(())
     })
     .await
@@ -666,7 +682,7 @@ pub async fn import_dashboard(name: String, version: i64, json: String) -> Resul
         board_at(&name, version).await?;
         let store = expect_context::<crate::dashboards::SharedDashboards>().0;
         store.update(dashboard).await?;
-        leptos_axum::redirect(&format!("/d/{name}"));
+        leptos_axum::redirect(&return_to(&name));
         Ok(())
     })
     .await
@@ -1113,12 +1129,12 @@ fn PanelView(
                         <button type="submit" aria-label=delete_label.clone()>"×"</button>
                     </ActionForm>
                 })}
-                {arrange.map(|buttons| view! { <div class="arrange">{buttons}</div> })}
             </header>
             {body}
             {may_edit.then(|| view! {
                 <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
                     <summary aria-label=edit_label.clone()>"Edit"</summary>
+                    <div class="arrange" role="group" aria-label="Place on the grid">{arrange}</div>
                     <PanelEditor dashboard=dashboard.clone() version index=Some(index) panel=form.clone() edits/>
                 </details>
             })}

@@ -31,7 +31,7 @@ pub struct SeriesData {
     pub points: Vec<(i64, f64)>,
     /// Samples averaged into the newest bucket.
     pub newest_count: i64,
-    /// The newest sample (time, value); the newest bucket's average before any push.
+    /// The newest sample (value, and its bucket's time until a push gives its own).
     pub newest: Option<(i64, f64)>,
 }
 
@@ -43,10 +43,13 @@ impl SeriesData {
             .iter()
             .map(|b| (b.t.timestamp_millis(), b.avg))
             .collect();
+        let newest = buckets
+            .last()
+            .map(|b| (b.t.timestamp_millis(), b.last.unwrap_or(b.avg)));
         Self {
             name,
             step_ms,
-            newest: points.last().copied(),
+            newest,
             newest_count: buckets.last().map_or(0, |b| b.count),
             points,
         }
@@ -461,7 +464,15 @@ pub fn LineChart(
     let y_labels = move || {
         value_ticks()
             .into_iter()
-            .map(|(y, label)| view! { <span class="y-label" style:top=percent(y, HEIGHT)>{label}</span> })
+            .map(|(y, label)| {
+                // Under its line at the top, where above it would cover the panel's title.
+                let class = if y < HEIGHT * 0.1 {
+                    "y-label top"
+                } else {
+                    "y-label"
+                };
+                view! { <span class=class style:top=percent(y, HEIGHT)>{label}</span> }
+            })
             .collect_view()
     };
     let legend = move || {

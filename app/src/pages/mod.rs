@@ -14,7 +14,10 @@ mod wall;
 
 pub use account::AccountMenu;
 pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
-pub use board::{Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, SavePanel};
+pub use board::{
+    ArrangePanel, Board, BoardPage, CreateDashboard, DeletePanel, ImportDashboard, LoadBoard,
+    SavePanel,
+};
 pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
 pub use replay::{ReadReplay, ReplayChunk};

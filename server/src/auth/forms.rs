@@ -43,10 +43,15 @@ pub async fn login_page(State(auth): State<Auth>, Query(next): Query<Next>) -> R
     if let Ok(false) = auth.has_users().await {
         return Redirect::to("/setup").into_response();
     }
-    login_form(StatusCode::OK, next.next.as_deref(), None)
+    login_form(&auth, StatusCode::OK, next.next.as_deref(), None)
 }
 
-fn login_form(status: StatusCode, next: Option<&str>, error: Option<&str>) -> Response {
+fn login_form(
+    auth: &Auth,
+    status: StatusCode,
+    next: Option<&str>,
+    error: Option<&str>,
+) -> Response {
     let next = html_escaped(local_target(next));
     let body = format!(
         r#"<h1>Sign in</h1>{}
@@ -58,7 +63,7 @@ fn login_form(status: StatusCode, next: Option<&str>, error: Option<&str>) -> Re
 </form>"#,
         error_paragraph(error)
     );
-    (status, page("Sign in", &body)).into_response()
+    (status, page(auth, "Sign in", &body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -79,6 +84,7 @@ pub async fn login(
     if super::check_user_name(&login.name).is_err() {
         auth.addresses.fail(&address);
         return login_form(
+            &auth,
             StatusCode::UNAUTHORIZED,
             login.next.as_deref(),
             Some(LOGIN_FAILED),
@@ -90,6 +96,7 @@ pub async fn login(
     if auth.addresses.is_blocked(&address) || !auth.accounts.reserve(&account_key) {
         let message = "Too many failed attempts; wait a few minutes and try again.";
         return login_form(
+            &auth,
             StatusCode::TOO_MANY_REQUESTS,
             login.next.as_deref(),
             Some(message),
@@ -110,6 +117,7 @@ pub async fn login(
     let Some(account) = account.filter(|_| verified) else {
         auth.addresses.fail(&address);
         return login_form(
+            &auth,
             StatusCode::UNAUTHORIZED,
             login.next.as_deref(),
             Some(LOGIN_FAILED),
@@ -186,7 +194,7 @@ fn setup_form(auth: &Auth, status: StatusCode, error: Option<&str>) -> Response 
 </form>"#,
         error_paragraph(error)
     );
-    (status, page("Set up", &body)).into_response()
+    (status, page(auth, "Set up", &body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -251,7 +259,8 @@ fn error_paragraph(error: Option<&str>) -> String {
 }
 
 /// A whole page around `body`, in the dashboard's style.
-fn page(title: &str, body: &str) -> Html<String> {
+fn page(auth: &Auth, title: &str, body: &str) -> Html<String> {
+    let stylesheet = &auth.stylesheet;
     Html(format!(
         r#"<!DOCTYPE html>
 <html lang="en" data-theme="dark">
@@ -261,7 +270,7 @@ fn page(title: &str, body: &str) -> Html<String> {
 <meta name="color-scheme" content="dark light">
 <title>{title} · Watchroom</title>
 <link rel="icon" type="image/svg+xml" href="/favicon.svg">
-<link rel="stylesheet" href="/pkg/watchroom.css">
+{stylesheet}
 </head>
 <body>
 <header class="topbar"><a class="brand" href="/">Watchroom</a></header>

@@ -76,6 +76,9 @@ pub struct AuthState {
     origins: Vec<String>,
     /// Host headers this server answers to.
     hosts: Vec<String>,
+    /// The site's stylesheet `<link>` (by its hashed name when the site has them), so the
+    /// sign-in pages look like the rest.
+    stylesheet: String,
     /// Cookies only over https.
     secure: bool,
     anonymous: Option<Identity>,
@@ -94,6 +97,7 @@ impl Auth {
         config: &Config,
         addr: SocketAddr,
         store: Store,
+        stylesheet: String,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let port = addr.port();
@@ -134,6 +138,7 @@ impl Auth {
                 .is_some_and(|url| url.starts_with("https://")),
             origins,
             hosts,
+            stylesheet,
             anonymous: config.anonymous.map(|role| Identity {
                 name: None,
                 role,

@@ -117,10 +117,10 @@ impl Buckets {
             .or_insert(agg);
     }
 
-    fn into_vec(self) -> Vec<Bucket> {
+    fn to_vec(&self) -> Vec<Bucket> {
         self.0
-            .into_iter()
-            .filter_map(|(t, a)| {
+            .iter()
+            .filter_map(|(&t, a)| {
                 Some(Bucket {
                     t: DateTime::from_timestamp_micros(t)?,
                     min: a.min,
@@ -271,12 +271,12 @@ impl Request<'_> {
         {
             read.tiers(self.tier, self.from, self.to, *rolled).await?;
         }
-        let mut buckets = read.buckets;
+        // A series asked for twice (a gauge and a chart of it on one dashboard) is answered twice.
         Ok(ids
             .into_iter()
             .map(|id| {
-                id.and_then(|id| buckets.remove(&id))
-                    .map(Buckets::into_vec)
+                id.and_then(|id| read.buckets.get(&id))
+                    .map(Buckets::to_vec)
                     .unwrap_or_default()
             })
             .collect())

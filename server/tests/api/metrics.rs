@@ -232,6 +232,19 @@ async fn range_queries_downsample_to_min_max_avg_per_bucket() {
     .await;
     assert_eq!(tail.iter().map(|b| b.count).sum::<i64>(), 60);
     assert_eq!(tail.iter().map(|b| b.min).fold(f64::MAX, f64::min), 3540.0);
+
+    // A series asked for twice in one query (a gauge and a chart of it on one dashboard) is
+    // answered twice, in full.
+    let series: app::metrics::Series = "s".parse().unwrap();
+    let twice = [(source.clone(), series.clone()), (source.clone(), series)];
+    let end = start_at + Duration::hours(1);
+    let answered = running
+        .store
+        .ranges(&twice, start_at, end, 60.0)
+        .await
+        .unwrap();
+    assert_eq!(answered[0].len(), 60);
+    assert_eq!(answered[0], answered[1]);
     running.stop().await.unwrap();
 }
 

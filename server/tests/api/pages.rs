@@ -427,3 +427,61 @@ async fn a_zoom_draws_its_span_still_and_a_half_given_or_too_short_span_is_refus
     }
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_edit_goes_back_to_the_page_it_was_made_on_with_its_range_and_variables() {
+    use app::pages::ArrangePanel;
+
+    let running = start().await;
+    let name = unique_dashboard("back");
+    let board = json!({"name": name, "panels": [
+        {"title": "Load", "kind": "stat", "source": "host:a", "series": ["load"]},
+    ]});
+    let put = running
+        .http()
+        .put(format!("http://{}/api/dashboards/{name}", running.addr))
+        .header("content-type", "application/json")
+        .body(board.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    // A browser without the wasm posts the form and follows where it is sent.
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", running.token()).parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    let browser = reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let widen = |version: &'static str, referer: String| {
+        browser
+            .post(format!("http://{}{}", running.addr, ArrangePanel::PATH))
+            .header("referer", referer)
+            .form(&[
+                ("dashboard", name.as_str()),
+                ("version", version),
+                ("index", "0"),
+                ("change", "wider"),
+            ])
+            .send()
+    };
+    let page = format!("/d/{name}?range=1h&source=host:b");
+    let answer = widen("1", format!("http://{}{page}", running.addr))
+        .await
+        .unwrap();
+    assert_eq!(answer.headers()["location"], page.as_str());
+    // Another page, or another dashboard, is not where this edit was made.
+    let elsewhere = [
+        ("2", format!("http://{}/", running.addr)),
+        ("3", format!("http://{}/d/{name}x", running.addr)),
+    ];
+    for (version, referer) in elsewhere {
+        let answer = widen(version, referer).await.unwrap();
+        assert_eq!(answer.headers()["location"], format!("/d/{name}").as_str());
+    }
+    let stored = running.store.dashboard(&name).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.panels[0].width), (4, Some(4)));
+    running.stop().await.unwrap();
+}
