@@ -15,8 +15,7 @@ mod wall;
 pub use account::AccountMenu;
 pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
 pub use board::{
-    ArrangePanel, Board, BoardPage, CreateDashboard, DeletePanel, ImportDashboard, LoadBoard,
-    SavePanel,
+    ArrangePanel, Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, SavePanel,
 };
 pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
