@@ -1,4 +1,7 @@
 //! The Watchroom user interface: rendered on the server, hydrated in the browser.
+// Hydrating around lazily loaded routes lays out the pages' deeply nested view types in async
+// blocks; the release build needs the room.
+#![recursion_limit = "256"]
 
 pub mod accounts;
 pub mod alerts;
@@ -17,9 +20,9 @@ pub mod room;
 use leptos::prelude::*;
 use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
-    SsrMode,
+    Lazy, LazyRoute, SsrMode,
     components::{A, Route, Router, Routes},
-    path,
+    lazy_route, path,
 };
 
 /// The HTML document around the app; the server renders it for every page.
@@ -93,17 +96,45 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
                     <Route path=path!("") view=pages::Overview ssr=SsrMode::Async/>
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
-                    <Route path=path!("/rooms/:room") view=pages::RoomPage ssr=SsrMode::Async/>
-                    <Route path=path!("/alerts") view=pages::AlertsPage ssr=SsrMode::Async/>
-                    <Route path=path!("/history") view=pages::HistoryPage ssr=SsrMode::Async/>
-                    <Route path=path!("/history/:room/:seq") view=pages::HistoryEvent ssr=SsrMode::Async/>
-                    <Route path=path!("/wall") view=pages::Wall ssr=SsrMode::Async/>
-                    <Route path=path!("/settings") view=pages::Settings ssr=SsrMode::Async/>
-                    <Route path=path!("/settings/tokens") view=pages::Settings ssr=SsrMode::Async/>
+                    <Route path=path!("/rooms/:room") view={Lazy::<RoomRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/alerts") view={Lazy::<AlertsRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/history") view={Lazy::<HistoryRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/history/:room/:seq") view={Lazy::<EventRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/wall") view={Lazy::<WallRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view={Lazy::<SettingsRoute>::new()} ssr=SsrMode::Async/>
+                    <Route path=path!("/settings/tokens") view={Lazy::<SettingsRoute>::new()} ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
     }
+}
+
+/// Routes whose code the browser loads the first time one of them opens (`cargo leptos build
+/// --split`): everything but the overview and the dashboards, so the first page is light.
+macro_rules! lazy_routes {
+    ($($route:ident => $page:path),* $(,)?) => {$(
+        struct $route;
+
+        #[lazy_route]
+        impl LazyRoute for $route {
+            fn data() -> Self {
+                Self
+            }
+
+            fn view(_this: Self) -> AnyView {
+                view! { <$page/> }.into_any()
+            }
+        }
+    )*};
+}
+
+lazy_routes! {
+    RoomRoute => pages::RoomPage,
+    AlertsRoute => pages::AlertsPage,
+    HistoryRoute => pages::HistoryPage,
+    EventRoute => pages::HistoryEvent,
+    WallRoute => pages::Wall,
+    SettingsRoute => pages::Settings,
 }
 
 /// Dark by default, as a room of screens wants; the choice is kept in the browser.

@@ -334,6 +334,20 @@ test("the site's files are named by their content's hash and kept a year; the si
   expect(login).toContain(`href="${stylesheet}"`);
 });
 
+test("the first page loads one wasm; a page off the dashboards' path loads its own code when first opened", async ({ page }) => {
+  const errors = watchForErrors(page);
+  const wasm = () =>
+    page.evaluate(() =>
+      performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname).filter((p) => p.endsWith(".wasm")),
+    );
+  await openLive(page, "/d/host");
+  expect(await wasm()).toEqual([expect.stringMatching(/^\/pkg\/watchroom\.[A-Za-z0-9_-]+\.wasm$/)]);
+  await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
+  await expect(page.getByRole("heading", { name: "Alerts", level: 1 })).toBeVisible();
+  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split___alerts_route_view_/));
+  expect(errors).toEqual([]);
+});
+
 test("time from navigation to the first live value on the Host dashboard (printed, for docs/benchmarks.md)", async ({ page }) => {
   await openHost(page);
   const cpu = page.locator('.panel-line path[data-series="cpu.total"]');

@@ -172,6 +172,16 @@ impl AlertFeed {
         // After hydration: what depends on it was rendered without it on the server too.
         Effect::new(move |_| self.live.set(true));
     }
+
+    /// Whether the feed is live, as a view may show it: false until the view itself has
+    /// hydrated (as the server rendered it), then the feed's. A page whose code loads lazily
+    /// hydrates after the feed went live; reading `live` directly would hydrate the other branch
+    /// over the server's markup.
+    fn live_once_hydrated(self) -> Signal<bool> {
+        let shown = RwSignal::new(false);
+        Effect::new(move |_| shown.set(self.live.get()));
+        shown.into()
+    }
 }
 
 /// Tells the operator through the desktop when the tab is hidden and they allowed it.
@@ -311,8 +321,9 @@ fn AlertBadge() -> impl IntoView {
 #[component]
 fn InstanceList() -> impl IntoView {
     let feed = AlertFeed::expect();
+    let live = feed.live_once_hydrated();
     view! {
-        <Show when=move || feed.live.get() fallback=|| view! { <p class="empty">"Loading alerts…"</p> }>
+        <Show when=move || live.get() fallback=|| view! { <p class="empty">"Loading alerts…"</p> }>
         <Show
             when=move || feed.open.with(|o| !o.is_empty())
             fallback=|| view! { <p class="empty">"Nothing is firing."</p> }
@@ -416,6 +427,7 @@ fn Toasts() -> impl IntoView {
 #[component]
 pub fn AlertBanner() -> impl IntoView {
     let feed = AlertFeed::expect();
+    let live = feed.live_once_hydrated();
     let firing = move || {
         feed.open.with(|list| {
             list.iter()
@@ -425,7 +437,7 @@ pub fn AlertBanner() -> impl IntoView {
         })
     };
     view! {
-        <Show when=move || feed.live.get() && !firing().is_empty()>
+        <Show when=move || live.get() && !firing().is_empty()>
             <div class="alert-banner" role="alert" data-testid="alert-banner">
                 {move || firing()
                     .into_iter()
@@ -517,6 +529,7 @@ fn rule_state(feed: AlertFeed, rule: i64) -> String {
 #[component]
 fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
     let feed = AlertFeed::expect();
+    let live = feed.live_once_hydrated();
     let may_edit = page.may_edit;
     let refresh = move || changed.update(|n| *n += 1);
     let problem = RwSignal::new(None::<String>);
@@ -558,7 +571,7 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
                                 <td><code>{condition}</code></td>
                                 <td>{rule.severity.as_str()}</td>
                                 // Live, so only once the feed follows the room (never on the server).
-                                <td class="rule-state">{move || feed.live.get().then(|| rule_state(feed, id))}</td>
+                                <td class="rule-state">{move || live.get().then(|| rule_state(feed, id))}</td>
                                 <td>{may_edit.then(|| view! {
                                     <button type="button" on:click={
                                         let toggled = toggled.clone();
