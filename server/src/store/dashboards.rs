@@ -16,7 +16,9 @@ impl Store {
     }
 
     pub async fn dashboard(&self, name: &str) -> Result<Option<Dashboard>> {
-        let row: Option<(Json<Vec<Variable>>, Json<Vec<Panel>>, i64)> =
+        /// Variables, panels, version.
+        type Row = (Json<Vec<Variable>>, Json<Vec<Panel>>, i64);
+        let row: Option<Row> =
             sqlx::query_as("SELECT variables, panels, version FROM dashboards WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
