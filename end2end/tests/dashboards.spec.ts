@@ -41,6 +41,10 @@ test("charts read at a glance: time labels suit the range, values have gridlines
   await expect(cpu.locator(".y-label")).toHaveText(["0.0%", "25.0%", "50.0%", "75.0%", "100.0%"]);
   await expect(cpu.locator(".grid")).not.toHaveCount(0);
   await expect(cpu.locator(".band.warn")).toHaveCount(1);
+  // The CPU gauge shows the same thresholds as bands around its dial.
+  const gauge = page.getByTestId("panel").filter({ has: page.getByRole("heading", { name: "CPU", exact: true }) });
+  await expect(gauge.locator(".gauge-band.warn")).toHaveAttribute("d", /^M\d/);
+  await expect(gauge.locator(".gauge-band.critical")).toHaveCount(1);
   // One legend row per series: min, max, avg and last, in the panel's unit.
   const row = cpu.locator(".legend tbody tr");
   await expect(row).toHaveCount(1);
@@ -234,7 +238,8 @@ test("the header leads to every section, and the dashboard list finds one by a p
   await expect(page).toHaveURL(`${server.url}/`);
   await expect(page.getByTestId("connection")).toHaveText("live");
   const list = page.locator(".dashboard-list li:visible");
-  expect(await list.count()).toBeGreaterThan(1);
+  // The overview's data comes after the client-side navigation.
+  await expect.poll(() => list.count()).toBeGreaterThan(1);
   await page.getByLabel("Search dashboards").fill(name.slice(4));
   await expect(list).toHaveCount(1);
   await list.getByRole("link").click();

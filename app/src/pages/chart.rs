@@ -272,7 +272,7 @@ const VALUE_TICKS: usize = 4;
 /// The instant the pointer is over on any chart of a page, shared so that every chart shows its
 /// cursor and values at that time (Grafana's shared crosshair).
 #[derive(Clone, Copy)]
-pub struct Crosshair(pub RwSignal<Option<i64>>);
+pub struct Crosshair(RwSignal<Option<i64>>);
 
 impl Crosshair {
     pub fn provide() {
@@ -660,13 +660,15 @@ pub fn Gauge(
         (_, Some(t)) => t.critical * 1.25,
         _ => 1.0,
     };
-    let arc = move || {
-        let fraction = last().map_or(0.0, |v| (v / full).clamp(0.0, 1.0));
-        // A half circle of radius 80 centred at (100, 100), drawn from the left.
-        let angle = std::f64::consts::PI * (1.0 - fraction);
-        let (x, y) = (100.0 + 80.0 * angle.cos(), 100.0 - 80.0 * angle.sin());
-        format!("M20 100 A80 80 0 0 1 {x:.2} {y:.2}")
-    };
+    let fill = move || arc(0.0, last().map_or(0.0, |v| v / full), 80.0);
+    // The thresholds as bands just outside the dial: warn up to critical, critical to the end.
+    let bands = thresholds.map(|t| {
+        let (warn, critical) = (t.warn / full, t.critical / full);
+        view! {
+            <path class="gauge-band warn" d=arc(warn, critical, 94.0)/>
+            <path class="gauge-band critical" d=arc(critical, 1.0, 94.0)/>
+        }
+    });
     let class = move || {
         format!(
             "gauge-fill {}",
@@ -676,11 +678,23 @@ pub fn Gauge(
     let text = move || last().map_or("–".into(), |v| format::value(v, unit));
     view! {
         <svg class="gauge" viewBox="0 0 200 120" role="img" aria-label="gauge">
-            <path class="gauge-track" d="M20 100 A80 80 0 0 1 180 100"/>
-            <path class=class d=arc/>
+            {bands}
+            <path class="gauge-track" d=arc(0.0, 1.0, 80.0)/>
+            <path class=class d=fill/>
             <text x="100" y="95" text-anchor="middle" class="gauge-value" data-testid="gauge-value">{text}</text>
         </svg>
     }
+}
+
+/// The SVG path of a gauge's dial from `from` to `to` (fractions of a half circle, drawn from the
+/// left) at `radius` around (100, 100).
+fn arc(from: f64, to: f64, radius: f64) -> String {
+    let point = |fraction: f64| {
+        let angle = std::f64::consts::PI * (1.0 - fraction.clamp(0.0, 1.0));
+        (100.0 + radius * angle.cos(), 100.0 - radius * angle.sin())
+    };
+    let ((x0, y0), (x1, y1)) = (point(from), point(to));
+    format!("M{x0:.2} {y0:.2} A{radius} {radius} 0 0 1 {x1:.2} {y1:.2}")
 }
 
 /// The newest value of each series, in a table sorted by name or by value (click a heading; again
@@ -916,6 +930,23 @@ mod tests {
         assert_eq!((summary.min, summary.max, summary.last), (1.0, 8.0, 9.0));
         assert!((summary.avg - 13.0 / 3.0).abs() < 1e-9, "{summary:?}");
         assert_eq!(SeriesData::default().summary(), None);
+    }
+
+    #[test]
+    fn a_gauge_arc_runs_clockwise_from_the_left_within_the_half_circle() {
+        assert_eq!(
+            arc(0.0, 1.0, 80.0),
+            "M20.00 100.00 A80 80 0 0 1 180.00 100.00"
+        );
+        assert_eq!(
+            arc(0.0, 0.5, 80.0),
+            "M20.00 100.00 A80 80 0 0 1 100.00 20.00"
+        );
+        assert_eq!(
+            arc(0.5, 7.0, 10.0),
+            "M100.00 90.00 A10 10 0 0 1 110.00 100.00",
+            "clamped"
+        );
     }
 
     #[test]
