@@ -476,13 +476,16 @@ pub struct Marker {
     pub text: String,
     pub room: RoomName,
     pub seq: i64,
-    pub alert: bool,
-    /// An alert's source.
+    /// The source an alert is of; none for a notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
 
 impl Marker {
+    pub fn is_alert(&self) -> bool {
+        self.source.is_some()
+    }
+
     /// The marker `event` makes on a dashboard showing `sources`: every notice, and the alert
     /// transitions of those sources into firing, resolved or no data.
     pub fn of(event: &Event, sources: &[String]) -> Option<Self> {
@@ -524,7 +527,6 @@ impl Marker {
             text,
             room: event.room.clone(),
             seq: event.seq,
-            alert: source.is_some(),
             source,
         })
     }

@@ -300,12 +300,12 @@ pub(super) async fn read_markers(
     Ok(markers)
 }
 
-/// A time as `?at=` gives it: RFC 3339 or `now-1h`.
+/// A time as `?at=`, `?from=` or `?to=` give it (`field`): RFC 3339 or `now-1h`.
 #[cfg(feature = "ssr")]
-fn moment(at: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
-    crate::history::Moment::parse(at, crate::history::Zone::default())
+fn moment(field: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
+    crate::history::Moment::parse(text, crate::history::Zone::default())
         .map(|m| m.resolve(chrono::Utc::now()))
-        .map_err(|reason| AppError::Invalid(format!("at: {reason}")))
+        .map_err(|reason| AppError::Invalid(format!("{field}: {reason}")))
 }
 
 /// The shortest span a chart zooms into.
@@ -313,13 +313,14 @@ pub const MIN_ZOOM_MS: i64 = 10_000;
 
 /// A zoomed view's span from its `from` and `to`.
 #[cfg(feature = "ssr")]
-fn zoom_span(from: &str, to: &str) -> Result<(i64, i64), AppError> {
-    let (from, to) = (
-        moment(from)?.timestamp_millis(),
-        moment(to)?.timestamp_millis(),
-    );
+fn zoom_span(
+    from: &str,
+    to: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), AppError> {
+    let (from, to) = (moment("from", from)?, moment("to", to)?);
+    let span = (to - from).num_milliseconds();
     let longest = RANGES[RANGES.len() - 1].1 * 1000;
-    if to - from < MIN_ZOOM_MS || to - from > longest {
+    if !(MIN_ZOOM_MS..=longest).contains(&span) {
         return Err(AppError::Invalid(format!(
             "from–to spans {} s to {} days",
             MIN_ZOOM_MS / 1000,
@@ -351,10 +352,10 @@ pub async fn load_board(
         };
         let replay_at = match zoomed {
             Some(_) => None,
-            None => at.as_deref().map(moment).transpose()?,
+            None => at.as_deref().map(|at| moment("at", at)).transpose()?,
         };
         let window_ms = match zoomed {
-            Some((from, to)) => to - from,
+            Some((from, to)) => (to - from).num_milliseconds(),
             None => range_secs(&range)? * 1000,
         };
         let Some(Readable {
@@ -387,8 +388,7 @@ pub async fn load_board(
         }
         let heads = try_join_all(rooms.into_iter().map(|room| history.snapshot(room, 0))).await?;
         let to = match zoomed {
-            Some((_, to)) => crate::history::within_bounds(to)
-                .ok_or_else(|| AppError::Invalid("to: not a time kept".into()))?,
+            Some((_, to)) => to,
             None => replay_at.unwrap_or_else(chrono::Utc::now),
         };
         let from = to
@@ -409,7 +409,7 @@ pub async fn load_board(
                 markers,
                 sources,
                 at_ms: replay_at.map(|t| t.timestamp_millis()),
-                zoomed,
+                zoomed: zoomed.map(|(from, to)| (from.timestamp_millis(), to.timestamp_millis())),
                 rules,
             }),
             may_edit: identity.may_edit(),

@@ -446,7 +446,7 @@ pub fn LineChart(
                     let x = x(m.t_ms, end);
                     view! {
                         <line class=format!("marker marker-{}", m.level) x1=x x2=x y1="0" y2=HEIGHT
-                            data-seq=m.seq data-alert=m.alert.to_string()>
+                            data-seq=m.seq data-alert=m.is_alert().to_string()>
                             <title>{m.text.clone()}</title>
                         </line>
                     }

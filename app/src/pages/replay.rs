@@ -165,7 +165,7 @@ pub fn Replay(
         let now = head.get_untracked();
         let next = timeline.with_untracked(|all| {
             all.iter()
-                .find(|m| m.alert && m.t_ms > now + 1000)
+                .find(|m| m.is_alert() && m.t_ms > now + 1000)
                 .map(|m| m.t_ms)
         });
         // Just before it, so it passes across the panels as the replay plays.
@@ -194,7 +194,7 @@ pub fn Replay(
                 let t = m.t_ms;
                 view! {
                     <button type="button" class=format!("tick tick-{}", m.level) style=left
-                        title=label.clone() aria-label=label data-alert=m.alert.to_string()
+                        title=label.clone() aria-label=label data-alert=m.is_alert().to_string()
                         on:click=move |_| seek(t - window_ms / 5)></button>
                 }
             })

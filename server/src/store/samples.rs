@@ -462,6 +462,10 @@ impl Store {
         .await?;
         matched.retain(|source| visible(source));
         let shown = &matched[..matched.len().min(limit)];
+        if series == 0 {
+            let names = shown.iter().map(|source| (source.clone(), Vec::new()));
+            return Ok((matched.len(), names.collect()));
+        }
         let rows: Vec<(String, String, Json<Labels>)> = sqlx::query_as(
             "SELECT source, name, labels FROM (
                  SELECT source, name, labels,

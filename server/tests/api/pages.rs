@@ -202,6 +202,21 @@ async fn answers_come_compressed_with_an_id_and_pages_allow_only_their_own_nonce
     running.stop().await.unwrap();
 }
 
+/// `PUT /api/dashboards/{name}` of `board`, sent by `http`.
+async fn put_dashboard(
+    running: &crate::helpers::TestApp,
+    http: &reqwest::Client,
+    name: &str,
+    board: &Value,
+) -> reqwest::Response {
+    http.put(format!("http://{}/api/dashboards/{name}", running.addr))
+        .header("content-type", "application/json")
+        .body(board.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A dashboard name of the test's own in a database kept between runs.
 fn unique_dashboard(label: &str) -> String {
     unique_room(label).as_str().replace('.', "-")
@@ -212,12 +227,6 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
     let running = start().await;
     let name = unique_dashboard("json");
     let url = format!("http://{}/api/dashboards/{name}", running.addr);
-    let put = |http: &reqwest::Client, body: Value| {
-        http.put(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-    };
     let mut board = serde_json::to_value(Dashboard {
         name: name.clone(),
         ..Dashboard::host("host:json-test")
@@ -226,10 +235,10 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
     board.as_object_mut().unwrap().remove("version");
 
     // Provisioning: created, then replaced whatever is stored, each time a version further.
-    let created = put(running.http(), board.clone()).await.unwrap();
+    let created = put_dashboard(&running, running.http(), &name, &board).await;
     assert_eq!(created.status(), 201);
     assert_eq!(created.json::<Dashboard>().await.unwrap().version, 1);
-    let replaced = put(running.http(), board.clone()).await.unwrap();
+    let replaced = put_dashboard(&running, running.http(), &name, &board).await;
     assert_eq!(replaced.status(), 200);
     let read: Dashboard = running.get(&url).await.json().await.unwrap();
     assert_eq!(read.version, 2);
@@ -246,9 +255,9 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
     // An export sent back at its version replaces that version only.
     let mut export = serde_json::to_value(&read).unwrap();
     export["panels"][0]["title"] = "CPU now".into();
-    let at_two = put(running.http(), export.clone()).await.unwrap();
+    let at_two = put_dashboard(&running, running.http(), &name, &export).await;
     assert_eq!(at_two.status(), 200);
-    let again = put(running.http(), export.clone()).await.unwrap();
+    let again = put_dashboard(&running, running.http(), &name, &export).await;
     assert_eq!(again.status(), 409, "version 2 is gone");
     let refusal: Value = again.json().await.unwrap();
     assert_eq!(refusal["error"], "conflict");
@@ -256,9 +265,9 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
     let refused = |change: fn(&mut Value)| {
         let mut body = board.clone();
         change(&mut body);
-        let put = put(running.http(), body);
+        let (running, name) = (&running, &name);
         async move {
-            let response = put.await.unwrap();
+            let response = put_dashboard(running, running.http(), name, &body).await;
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap();
             (status, body["message"].as_str().unwrap().to_owned())
@@ -287,7 +296,12 @@ async fn a_dashboard_goes_out_as_json_comes_back_by_put_and_bad_json_is_refused_
     );
 
     let viewer = http_with(&running.token_for(Role::Viewer, &["*"], &["read:*"]).await);
-    assert_eq!(put(&viewer, board.clone()).await.unwrap().status(), 403);
+    assert_eq!(
+        put_dashboard(&running, &viewer, &name, &board)
+            .await
+            .status(),
+        403
+    );
     let stored = running.store.dashboard(&name).await.unwrap().unwrap();
     assert_eq!(
         (stored.version, stored.panels[0].title.as_str()),
@@ -319,14 +333,7 @@ async fn a_variable_shows_the_source_the_address_chooses_among_those_stored_with
     });
     let rule = json!({"name": "busy b", "series": "load", "threshold": 20, "severity": "warning"});
     crate::alerts::create_rule(&running, &second, rule).await;
-    let put = running
-        .http()
-        .put(format!("http://{}/api/dashboards/{name}", running.addr))
-        .header("content-type", "application/json")
-        .body(board.to_string())
-        .send()
-        .await
-        .unwrap();
+    let put = put_dashboard(&running, running.http(), &name, &board).await;
     assert_eq!(put.status(), 201);
 
     let load = |vars: &[(&str, &str)]| {
@@ -437,14 +444,7 @@ async fn an_edit_goes_back_to_the_page_it_was_made_on_with_its_range_and_variabl
     let board = json!({"name": name, "panels": [
         {"title": "Load", "kind": "stat", "source": "host:a", "series": ["load"]},
     ]});
-    let put = running
-        .http()
-        .put(format!("http://{}/api/dashboards/{name}", running.addr))
-        .header("content-type", "application/json")
-        .body(board.to_string())
-        .send()
-        .await
-        .unwrap();
+    let put = put_dashboard(&running, running.http(), &name, &board).await;
     assert_eq!(put.status(), 201);
     // A browser without the wasm posts the form and follows where it is sent.
     let mut headers = reqwest::header::HeaderMap::new();
