@@ -26,7 +26,11 @@ pub mod store;
 pub mod telemetry;
 pub mod ws;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use app::{
     App, accounts::SharedAccounts, alerts::SharedAlertBook, dashboards::SharedDashboards,
@@ -34,7 +38,7 @@ use app::{
 };
 use axum::{Router, extract::FromRef, routing::get, serve::ListenerExt};
 use leptos::prelude::*;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use sqlx::postgres::PgConnectOptions;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -333,12 +337,16 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     })
 }
 
+/// The pages' routes, listed once per process: listing runs the app with resource loading
+/// suppressed through a process-wide flag, and a page rendering meanwhile (another server in the
+/// same process, as in the tests) would wait forever for its data (leptos issue 4773).
+static ROUTES: LazyLock<Vec<AxumRouteListing>> = LazyLock::new(|| generate_route_list(App));
+
 fn router(state: AppState, pages: Pages) -> Router {
     let history = SharedHistory(Arc::new(pages.clone()));
     let dashboards = SharedDashboards(Arc::new(pages.clone()));
     let book = SharedAlertBook(Arc::new(pages.clone()));
     let accounts = SharedAccounts(Arc::new(pages));
-    let routes = generate_route_list(App);
     let leptos = state.leptos.clone();
     let routes = Router::new()
         .merge(api::router())
@@ -348,7 +356,7 @@ fn router(state: AppState, pages: Pages) -> Router {
         .route("/ws", get(ws::upgrade))
         .leptos_routes_with_context(
             &state,
-            routes,
+            ROUTES.clone(),
             move || {
                 provide_context(history.clone());
                 provide_context(dashboards.clone());

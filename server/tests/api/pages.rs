@@ -485,3 +485,39 @@ async fn an_edit_goes_back_to_the_page_it_was_made_on_with_its_range_and_variabl
     assert_eq!((stored.version, stored.panels[0].width), (4, Some(4)));
     running.stop().await.unwrap();
 }
+
+// Two threads, as tests running side by side have: the starts and the renders interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_while_another_server_starts_in_the_same_process() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let app = start().await;
+    let page = format!("http://{}/rooms/{}", app.addr, unique_room("render"));
+    let done = Arc::new(AtomicBool::new(false));
+    let starts = tokio::spawn({
+        let done = done.clone();
+        async move {
+            while !done.load(Ordering::Relaxed) {
+                start().await.stop().await.unwrap();
+            }
+        }
+    });
+    let reader = || async {
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            statuses.push(app.get(&page).await.status().as_u16());
+        }
+        statuses
+    };
+    let statuses = futures::future::join_all((0..8).map(|_| reader())).await;
+    done.store(true, Ordering::Relaxed);
+    starts.await.unwrap();
+    assert_eq!(
+        statuses.concat(),
+        vec![200; 320],
+        "no page waits for data that never loads"
+    );
+    app.stop().await.unwrap();
+}
