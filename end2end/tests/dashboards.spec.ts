@@ -247,7 +247,7 @@ test("the header leads to every section, and the dashboard list finds one by a p
   expect(errors).toEqual([]);
 });
 
-test("a table sorts its series, a logs panel lists its source's notices live, and the keyboard arranges the grid", async ({ page }) => {
+test("a table sorts its series, a stat bars its thresholds, a logs panel lists its source's notices live, and the keyboard arranges the grid", async ({ page }) => {
   const errors = watchForErrors(page);
   const suffix = `${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
   const name = `e2e-grid-${suffix}`;
@@ -267,6 +267,7 @@ test("a table sorts its series, a logs panel lists its source's notices live, an
       panels: [
         { title: "Queues", kind: "table", source, series: ["queue.a", "queue.b", "queue.c"], thresholds: { warn: 10, critical: 40 } },
         { title: "Events", kind: "logs", source, series: [] },
+        { title: "Deepest", kind: "stat", source, series: ["queue.b"], thresholds: { warn: 10, critical: 40 } },
       ],
     }),
   });
@@ -283,6 +284,16 @@ test("a table sorts its series, a logs panel lists its source's notices live, an
   await expect(table.getByRole("columnheader", { name: "Value" })).toHaveAttribute("aria-sort", "ascending");
   await table.getByRole("button", { name: "Value" }).click();
   await expect(names).toHaveText(["queue.b", "queue.c", "queue.a"]);
+
+  // A stat draws its thresholds as a bar, marking where its value stands: 50 past critical 40,
+  // on a bar ending at 50 (a quarter past critical).
+  const bands = page.getByTestId("stat-bands");
+  await expect(bands).toHaveAttribute("title", "warning from 10, critical from 40");
+  await expect(bands.locator(".ok")).toHaveAttribute("style", /^width: 20\.0%;?$/);
+  await expect(bands.locator(".warn")).toHaveAttribute("style", /^width: 60\.0%;?$/);
+  await expect(bands.locator(".critical")).toHaveAttribute("style", /^width: 20\.0%;?$/);
+  await expect(bands.locator(".at")).toHaveAttribute("style", /^left: 100\.0%;?$/);
+  await page.getByTestId("panel").filter({ hasText: "Deepest" }).screenshot({ path: "test-results/screens/stat-bands.png" });
 
   const logs = page.getByTestId("logs");
   const notice = await server.fetch(`/api/rooms/metrics:${source}/events`, {

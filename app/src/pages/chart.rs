@@ -638,11 +638,46 @@ pub fn Stat(
             view! { <span class=format!("trend {word}") title=format!("{word} from {}", format::value(first, unit))>{arrow}</span> }
         })
     };
+    // The thresholds as a bar under the value, with where the value stands on it.
+    let bands = thresholds.map(|t| {
+        let full = full_scale(unit, Some(t));
+        let share = move |v: f64| (v / full * 100.0).clamp(0.0, 100.0);
+        let (warn, critical) = (share(t.warn), share(t.critical));
+        let at = move || {
+            values().map_or("display: none".into(), |(_, last)| {
+                format!("left: {:.1}%", share(last))
+            })
+        };
+        let title = format!(
+            "warning from {}, critical from {}",
+            format::value(t.warn, unit),
+            format::value(t.critical, unit)
+        );
+        view! {
+            <div class="stat-bands" title=title data-testid="stat-bands">
+                <span class="ok" style=format!("width: {warn:.1}%")></span>
+                <span class="warn" style=format!("width: {:.1}%", critical - warn)></span>
+                <span class="critical" style=format!("width: {:.1}%", 100.0 - critical)></span>
+                <span class="at" style=at></span>
+            </div>
+        }
+    });
     view! {
         <p class=class>
             <span class="value" data-testid="stat-value">{current}</span>
             {trend}
         </p>
+        {bands}
+    }
+}
+
+/// The value a stat's bar or a gauge's dial ends at: percentages fill to 100, other values to a
+/// quarter past the critical threshold.
+fn full_scale(unit: Unit, thresholds: Option<Thresholds>) -> f64 {
+    match (unit, thresholds) {
+        (Unit::Percent, _) => 100.0,
+        (_, Some(t)) => t.critical * 1.25,
+        _ => 1.0,
     }
 }
 
@@ -654,12 +689,7 @@ pub fn Gauge(
     thresholds: Option<Thresholds>,
 ) -> impl IntoView {
     let last = move || series.with(|all| all.first().and_then(SeriesData::last));
-    // Percentages fill to 100; other values to a quarter past the critical threshold.
-    let full = match (unit, thresholds) {
-        (Unit::Percent, _) => 100.0,
-        (_, Some(t)) => t.critical * 1.25,
-        _ => 1.0,
-    };
+    let full = full_scale(unit, thresholds);
     let fill = move || arc(0.0, last().map_or(0.0, |v| v / full), 80.0);
     // The thresholds as bands just outside the dial: warn up to critical, critical to the end.
     let bands = thresholds.map(|t| {
