@@ -3,7 +3,8 @@
 //! its sockets watch. Redis delivers at most once and a node may miss messages while it
 //! reconnects; each hub puts what arrives back in seq order and reads the rest from the store
 //! (see [`crate::hub`]), so nothing here needs to be reliable. The node leading the cluster's
-//! jobs also hears every metrics room, for the alert evaluator; changes to alert rules,
+//! jobs also hears every metrics room, for the alert evaluator (which reads what it missed from
+//! the store in the same way, see [`crate::alerts::remote`]); changes to alert rules,
 //! acknowledgements and silences go to every node on a channel of their own.
 
 use std::{
@@ -15,8 +16,8 @@ use std::{
 };
 
 use app::{
-    metrics::{self, ROOM_PREFIX, room_source},
-    protocol::{Epoch, EventKind, RoomName, ServerFrame},
+    metrics::ROOM_PREFIX,
+    protocol::{Epoch, RoomName},
 };
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
@@ -25,10 +26,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    alerts::{Alerts, Change, Feed},
+    alerts::{
+        Alerts, Change, Feed,
+        remote::{Heard, Remote},
+    },
     error::RunError,
     hub::{Arrival, Hub},
     jobs::Leadership,
+    store::Store,
     telemetry::Telemetry,
 };
 
@@ -212,8 +217,9 @@ impl Bus {
 pub struct Receivers {
     pub hub: Hub,
     pub alerts: Alerts,
-    /// The alert evaluator's samples, while this node leads.
+    /// The alert evaluator's samples, while this node leads, and where it reads those missed.
     pub feed: Feed,
+    pub store: Store,
     pub leader: Leadership,
 }
 
@@ -315,8 +321,10 @@ async fn subscribe(
         hub,
         alerts,
         feed,
+        store,
         mut leader,
     } = receivers;
+    let heard = Remote::new(store, feed, node).spawn();
     let mut backoff = Backoff::default();
     while !until.is_cancelled() {
         // Joins and leaves while away are in what the hub watches when the subscription is made
@@ -348,7 +356,7 @@ async fn subscribe(
                     loop {
                         tokio::select! {
                             message = stream.next() => match message {
-                                Some(message) if message.from_pattern() => sampled(&feed, node, &message),
+                                Some(message) if message.from_pattern() => sampled(&heard, &message),
                                 Some(message) if message.get_channel_name() == ALERT_CHANGES => {
                                     changed(&alerts, node, &message).await
                                 }
@@ -362,7 +370,11 @@ async fn subscribe(
                                 None => return Ok(()),
                             },
                             leading = leader.changed() => match leading {
-                                true => sink.psubscribe(metrics_rooms()).await?,
+                                true => {
+                                    // What was published while another node led is not ours.
+                                    let _ = heard.send(None).await;
+                                    sink.psubscribe(metrics_rooms()).await?
+                                }
                                 false => sink.punsubscribe(metrics_rooms()).await?,
                             },
                             _ = until.cancelled() => return Ok(()),
@@ -403,23 +415,16 @@ fn receive(hub: &Hub, node: u64, message: &Msg) {
     }
 }
 
-/// The other nodes' samples, for the alert evaluator of the node leading.
-fn sampled(feed: &Feed, node: u64, message: &Msg) {
-    let Some((from, arrival)) = decode(message.get_payload_bytes()) else {
-        return;
-    };
-    if from == node {
-        return;
-    }
-    let Ok(ServerFrame::Event(event)) = serde_json::from_str(arrival.frame.as_str()) else {
-        return;
-    };
-    if event.kind != EventKind::Metric {
-        return;
-    }
-    if let Some(source) = room_source(&event.room) {
-        let points = metrics::event_points(&event.data, event.ts);
-        feed.send(vec![(source.to_owned(), points)]);
+/// Every metrics room's events, for the alert evaluator of the node leading (its own too: they
+/// count seqs).
+fn sampled(heard: &mpsc::Sender<Heard>, message: &Msg) {
+    let room = message
+        .get_channel_name()
+        .strip_prefix(PREFIX)
+        .and_then(|name| RoomName::parse(name).ok());
+    if let (Some(room), Some((from, arrival))) = (room, decode(message.get_payload_bytes())) {
+        // Full: dropped, and read from the store when the room's next event reveals it.
+        let _ = heard.try_send(Some((room, from, arrival)));
     }
 }
 

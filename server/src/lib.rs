@@ -234,6 +234,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
             hub: hub.clone(),
             alerts: alerts.clone(),
             feed,
+            store: store.clone(),
             leader: leader.clone(),
         };
         links.spawn(receivers, shutdown.clone());

@@ -6,6 +6,7 @@
 
 mod eval;
 pub mod notify;
+pub mod remote;
 mod window;
 
 use std::{

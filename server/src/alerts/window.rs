@@ -42,6 +42,17 @@ impl Window {
 
     pub fn push(&mut self, ts: DateTime<Utc>, value: f64) {
         let in_order = self.samples.back().is_none_or(|(last, _)| *last <= ts);
+        // Nearly always the newest; a late sample goes to its place.
+        let at = match in_order {
+            true => self.samples.len(),
+            false => self.samples.partition_point(|(t, _)| *t <= ts),
+        };
+        // A sample given twice counts once: the leading node reads from the store what the bus
+        // missed, which can hold a sample its own writer handed over already.
+        let same_instant = self.samples.range(..at).rev().take_while(|(t, _)| *t == ts);
+        if same_instant.clone().any(|(_, v)| *v == value) {
+            return;
+        }
         if self.reducer == Reducer::Last {
             if in_order {
                 self.samples.clear();
@@ -55,8 +66,6 @@ impl Window {
             }
             self.samples.push_back((ts, value));
         } else {
-            // Nearly always the newest; a late sample goes to its place.
-            let at = self.samples.partition_point(|(t, _)| *t <= ts);
             self.samples.insert(at, (ts, value));
             self.increase = None;
         }
@@ -139,6 +148,27 @@ impl Window {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn a_sample_given_twice_counts_once_even_late() {
+        let at = |s| DateTime::from_timestamp(s, 0).unwrap();
+        let mut window = Window::new(Reducer::Avg);
+        for (ts, value) in [
+            (1, 10.0),
+            (2, 20.0),
+            (2, 20.0),
+            (3, 60.0),
+            (2, 20.0),
+            (1, 10.0),
+        ] {
+            window.push(at(ts), value);
+        }
+        assert_eq!(window.samples.len(), 3);
+        assert_eq!(window.value(), Some(30.0));
+        // The same instant with another value is another sample.
+        window.push(at(2), 50.0);
+        assert_eq!(window.value(), Some(35.0));
+    }
 
     #[test]
     fn running_aggregates_equal_folding_the_whole_window_through_late_samples_and_expiry() {

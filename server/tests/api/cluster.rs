@@ -12,6 +12,7 @@ use app::{
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use server::{
+    alerts::remote::Remote,
     bus::Bus,
     hub::{Arrival, Delivery, Hub},
     telemetry::Telemetry,
@@ -382,6 +383,72 @@ async fn sample_until_news(
             return transition;
         }
     }
+}
+
+#[tokio::test]
+async fn samples_the_bus_loses_or_reorders_reach_the_leaders_evaluator_from_the_store_once() {
+    let app = start().await;
+    let source = unique_source("heard");
+    for value in 1..=30 {
+        sample(&app, &source, f64::from(value)).await;
+    }
+    let room = app::metrics::source_room(&source).unwrap();
+    let (stored, _) = app.store.since(&room, 0, 100).await.unwrap();
+    let epoch = app.store.head(&room).await.unwrap().epoch.unwrap();
+    let value = |event: &app::protocol::Event| {
+        app::metrics::event_points(&event.data, event.ts)
+            .iter()
+            .map(|p| p.value)
+            .collect::<Vec<_>>()
+    };
+
+    // The evaluator of node 1, fed by a bus double: node 2 published every event but seqs 1 and
+    // 10, which node 1 published itself (and its writer evaluated). Heard, its own are not handed
+    // on; read from the store (10 comes after 11), they are, and windows take them once.
+    let (feed, mut evaluated) = server::alerts::Feed::new();
+    let mut remote = Remote::new(app.store.clone(), feed, 1);
+    let from = |event: &app::protocol::Event| if [1, 10].contains(&event.seq) { 1 } else { 2 };
+    let arrival = |event: &app::protocol::Event| Arrival {
+        seq: event.seq,
+        epoch: epoch.clone(),
+        frame: serde_json::to_string(&ServerFrame::Event(event.clone()))
+            .unwrap()
+            .into(),
+        published: std::time::Instant::now(),
+    };
+    // The first in order (what came before a room's first arrival is not counted), then
+    // neighbours swapped, every third lost, every fifth repeated.
+    let mut mangled = vec![&stored[0]];
+    for pair in stored[1..].chunks(2) {
+        mangled.extend(pair.iter().rev());
+    }
+    let mangled = mangled
+        .into_iter()
+        .filter(|e| e.seq % 3 != 0 || e.seq == stored.last().unwrap().seq)
+        .flat_map(|e| std::iter::repeat_n(e, if e.seq % 5 == 0 { 2 } else { 1 }));
+    for event in mangled {
+        remote
+            .heard(room.clone(), from(event), arrival(event))
+            .await;
+    }
+
+    let mut values = Vec::new();
+    while let Ok(committed) = evaluated.try_recv() {
+        for (evaluated_source, points) in committed {
+            assert_eq!(evaluated_source, source);
+            values.extend(points.iter().map(|p| p.value));
+        }
+    }
+    let expected: Vec<f64> = stored
+        .iter()
+        .filter(|e| e.seq != 1)
+        .flat_map(value)
+        .collect();
+    assert_eq!(
+        values, expected,
+        "every sample once, in order, but node 1's own as heard"
+    );
+    app.stop().await.unwrap();
 }
 
 #[tokio::test]
