@@ -41,6 +41,8 @@ use crate::{
 const PREFIX: &str = "watchroom:";
 /// Changes to what the alert evaluator follows; not a room's channel (no room name has `/`).
 const ALERT_CHANGES: &str = "watchroom:/alerts";
+/// Each node's counts of its rooms' watchers: `node`, then a line `room count` per room.
+const PRESENCE: &str = "watchroom:/presence";
 /// Events waiting to be sent to Redis; past it (Redis slow or away) they are dropped and the
 /// other nodes read them from the store.
 const OUTBOX: usize = 16 * 1024;
@@ -74,6 +76,7 @@ pub struct Redis {
 enum Outgoing {
     Event(RoomName, Arrival),
     Change(String),
+    Presence(String),
 }
 
 /// A room this node's sockets began or stopped watching.
@@ -190,6 +193,20 @@ impl Bus {
         }
     }
 
+    /// Tells the other nodes how many watch these rooms here; lost with Redis away, until the
+    /// next refresh.
+    pub fn present(&self, counts: &[(RoomName, usize)]) {
+        if let Self::Redis(redis) = self
+            && !counts.is_empty()
+        {
+            let mut message = format!("{:x}", redis.node);
+            for (room, count) in counts {
+                message.push_str(&format!("\n{room} {count}"));
+            }
+            let _ = redis.outbox.try_send(Outgoing::Presence(message));
+        }
+    }
+
     /// This node's sockets began watching `room`.
     pub fn watch(&self, room: &RoomName) {
         if let Self::Redis(redis) = self {
@@ -286,6 +303,7 @@ async fn publish(
                                 pipe.publish(channel(&room), encode(node, &arrival))
                             }
                             Outgoing::Change(message) => pipe.publish(ALERT_CHANGES, message),
+                            Outgoing::Presence(message) => pipe.publish(PRESENCE, message),
                         }
                         .ignore();
                         sent += 1;
@@ -343,7 +361,7 @@ async fn subscribe(
                     // Changes queued before this are applied again after it: in their order,
                     // they end where the hub stands.
                     let mut channels: Vec<String> = hub.open_rooms().iter().map(channel).collect();
-                    channels.push(ALERT_CHANGES.into());
+                    channels.extend([ALERT_CHANGES.into(), PRESENCE.into()]);
                     sink.subscribe(channels).await?;
                     if leader.is_leading() {
                         sink.psubscribe(metrics_rooms()).await?;
@@ -359,6 +377,9 @@ async fn subscribe(
                                 Some(message) if message.from_pattern() => sampled(&heard, &message),
                                 Some(message) if message.get_channel_name() == ALERT_CHANGES => {
                                     changed(&alerts, node, &message).await
+                                }
+                                Some(message) if message.get_channel_name() == PRESENCE => {
+                                    present(&hub, node, &message)
                                 }
                                 Some(message) => receive(&hub, node, &message),
                                 None => return Err(redis::RedisError::from(std::io::Error::from(
@@ -426,6 +447,28 @@ fn sampled(heard: &mpsc::Sender<Heard>, message: &Msg) {
         // Full: dropped, and read from the store when the room's next event reveals it.
         let _ = heard.try_send(Some((room, from, arrival)));
     }
+}
+
+/// Another node's counts of watchers.
+fn present(hub: &Hub, node: u64, message: &Msg) {
+    let text = std::str::from_utf8(message.get_payload_bytes()).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(from) = lines
+        .next()
+        .and_then(|from| u64::from_str_radix(from, 16).ok())
+    else {
+        return;
+    };
+    if from == node {
+        return;
+    }
+    let counts = lines
+        .filter_map(|line| {
+            let (room, count) = line.rsplit_once(' ')?;
+            Some((RoomName::parse(room).ok()?, count.parse().ok()?))
+        })
+        .collect();
+    hub.present_elsewhere(from, counts);
 }
 
 async fn changed(alerts: &Alerts, node: u64, message: &Msg) {

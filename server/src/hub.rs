@@ -26,6 +26,9 @@ const FILL_GRACE: Duration = Duration::from_millis(50);
 const FILL_PAGE: i64 = 500;
 /// The wait before trying a fill again while the store does not answer.
 const FILL_RETRY: Duration = Duration::from_secs(1);
+/// How often a node tells the others every room's count (it tells changes at once), so a room
+/// made on a node later learns them; a node silent for three of these has stopped.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 
 /// A frame ready to send to every member of a room.
 #[derive(Clone, Debug)]
@@ -140,9 +143,13 @@ impl Room {
     }
 }
 
+/// Each room's watchers on the other nodes, by node, as last told and when.
+type Elsewhere = HashMap<RoomName, HashMap<u64, (usize, Instant)>>;
+
 #[derive(Clone)]
 pub struct Hub {
     rooms: Arc<Mutex<HashMap<RoomName, Room>>>,
+    elsewhere: Arc<Mutex<Elsewhere>>,
     /// Where missing events are read from.
     store: Store,
     /// The other nodes.
@@ -154,6 +161,7 @@ impl Hub {
     pub fn new(store: Store, bus: Bus, telemetry: Telemetry) -> Self {
         Self {
             rooms: Arc::default(),
+            elsewhere: Arc::default(),
             store,
             bus,
             telemetry,
@@ -206,6 +214,7 @@ impl Hub {
         if room.tx.receiver_count() == 0 {
             rooms.remove(name);
             self.bus.unwatch(name);
+            self.bus.present(&[(name.clone(), 0)]);
         } else {
             room.presence_due = true;
         }
@@ -367,25 +376,105 @@ impl Hub {
         }
     }
 
-    /// Tells each room whose membership changed how many watch it now. Joins and leaves come in
-    /// bursts (a node restarting, a page opened by a whole team); one frame per room and tick
-    /// keeps a burst of n joins from costing n² frames.
+    /// Tells each room whose membership changed how many watch it now, here and on the other
+    /// nodes, and tells the other nodes. Joins and leaves come in bursts (a node restarting, a
+    /// page opened by a whole team); one frame per room and tick keeps a burst of n joins from
+    /// costing n² frames.
     pub fn spawn_presence(&self, every: Duration, until: CancellationToken) {
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut refreshed = Instant::now();
             while until.run_until_cancelled(tick.tick()).await.is_some() {
-                for (name, room) in hub.rooms().iter_mut().filter(|(_, room)| room.presence_due) {
-                    room.presence_due = false;
-                    let watchers = room.tx.receiver_count();
-                    let frame = encode(&ServerFrame::Presence {
-                        room: name.clone(),
-                        watchers,
-                    });
-                    let _ = room.tx.send(Delivery::Presence { frame });
+                let refresh = refreshed.elapsed() >= PRESENCE_REFRESH;
+                if refresh {
+                    refreshed = Instant::now();
+                    hub.forget_silent_nodes(refreshed);
                 }
+                let told = hub.tell_presence(refresh);
+                hub.bus.present(&told);
             }
         });
+    }
+
+    /// Sends a presence frame to each room whose count changed; returns this node's counts of
+    /// those rooms, or of every room.
+    fn tell_presence(&self, every_room: bool) -> Vec<(RoomName, usize)> {
+        let mut rooms = self.rooms();
+        let elsewhere = self.elsewhere();
+        let mut told = Vec::new();
+        for (name, room) in rooms.iter_mut() {
+            let here = room.tx.receiver_count();
+            if room.presence_due {
+                room.presence_due = false;
+                let there: usize = elsewhere
+                    .get(name)
+                    .map_or(0, |nodes| nodes.values().map(|(n, _)| n).sum());
+                let frame = encode(&ServerFrame::Presence {
+                    room: name.clone(),
+                    watchers: here + there,
+                });
+                let _ = room.tx.send(Delivery::Presence { frame });
+            } else if !every_room {
+                continue;
+            }
+            told.push((name.clone(), here));
+        }
+        told
+    }
+
+    /// Takes `node`'s counts of its rooms' watchers.
+    pub fn present_elsewhere(&self, node: u64, counts: Vec<(RoomName, usize)>) {
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        {
+            let mut elsewhere = self.elsewhere();
+            for (room, count) in counts {
+                let nodes = elsewhere.entry(room.clone()).or_default();
+                let before = match count {
+                    0 => nodes.remove(&node),
+                    _ => nodes.insert(node, (count, now)),
+                };
+                if nodes.is_empty() {
+                    elsewhere.remove(&room);
+                }
+                if before.map_or(0, |(n, _)| n) != count {
+                    changed.push(room);
+                }
+            }
+        }
+        self.presence_changed(changed);
+    }
+
+    /// Drops the counts of nodes not heard from for three refreshes before `now`: stopped, or
+    /// cut off.
+    pub fn forget_silent_nodes(&self, now: Instant) {
+        let mut changed = Vec::new();
+        self.elsewhere().retain(|room, nodes| {
+            let before = nodes.len();
+            nodes
+                .retain(|_, (_, told)| now.saturating_duration_since(*told) < 3 * PRESENCE_REFRESH);
+            if nodes.len() != before {
+                changed.push(room.clone());
+            }
+            !nodes.is_empty()
+        });
+        self.presence_changed(changed);
+    }
+
+    fn presence_changed(&self, changed: Vec<RoomName>) {
+        let mut rooms = self.rooms();
+        for name in changed {
+            if let Some(room) = rooms.get_mut(&name) {
+                room.presence_due = true;
+            }
+        }
+    }
+
+    fn elsewhere(&self) -> MutexGuard<'_, Elsewhere> {
+        self.elsewhere
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn room_count(&self) -> usize {

@@ -385,6 +385,82 @@ async fn sample_until_news(
     }
 }
 
+/// Reads `client`'s frames until one says `watchers` watch `room`.
+async fn watchers_until(client: &mut Client, room: &RoomName, watchers: usize) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let ServerFrame::Presence {
+                room: r,
+                watchers: n,
+            } = client.next_frame().await
+                && r == *room
+                && n == watchers
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never told {watchers} watch {room}"));
+}
+
+#[tokio::test]
+async fn a_rooms_watchers_are_counted_on_every_node() {
+    let database = EmptyDatabase::create("presence").await;
+    let redis = PrivateRedis::start().await;
+    let (a, b) = (node(&database, &redis).await, node(&database, &redis).await);
+    let room = unique_room("watched");
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe(&room, None).await;
+    let mut on_b = Client::connect(&b).await;
+    on_b.subscribe(&room, None).await;
+    let mut again_on_b = Client::connect(&b).await;
+    again_on_b.subscribe(&room, None).await;
+    watchers_until(&mut on_a, &room, 3).await;
+    watchers_until(&mut on_b, &room, 3).await;
+
+    on_b.close().await;
+    watchers_until(&mut on_a, &room, 2).await;
+    // The last watcher on B leaving takes B's count with it.
+    again_on_b.close().await;
+    watchers_until(&mut on_a, &room, 1).await;
+    for node in [a, b] {
+        node.stop().await.unwrap();
+    }
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn a_node_silent_for_half_a_minute_no_longer_counts_among_a_rooms_watchers() {
+    let app = start().await;
+    let room = unique_room("silent");
+    // A node of its own, told of other nodes' watchers by a bus double.
+    let hub = Hub::new(app.store.clone(), Bus::Local, Telemetry::default());
+    let mut member = hub.join(&room);
+    let until = tokio_util::sync::CancellationToken::new();
+    hub.spawn_presence(Duration::from_millis(10), until.clone());
+    let mut watchers_told = async || loop {
+        let delivery = tokio::time::timeout(PATIENCE, member.recv()).await.unwrap();
+        if let Ok(Delivery::Presence { frame }) = delivery {
+            match serde_json::from_str(frame.as_str()).unwrap() {
+                ServerFrame::Presence { watchers, .. } => return watchers,
+                other => panic!("expected presence, got {other:?}"),
+            }
+        }
+    };
+    assert_eq!(watchers_told().await, 1);
+    hub.present_elsewhere(7, vec![(room.clone(), 2)]);
+    assert_eq!(watchers_told().await, 3);
+    // 29 s later node 7 still counts; 31 s later it no longer does.
+    hub.forget_silent_nodes(std::time::Instant::now() + Duration::from_secs(29));
+    hub.present_elsewhere(8, vec![(room.clone(), 4)]);
+    assert_eq!(watchers_told().await, 7);
+    hub.forget_silent_nodes(std::time::Instant::now() + Duration::from_secs(31));
+    assert_eq!(watchers_told().await, 1);
+    until.cancel();
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn samples_the_bus_loses_or_reorders_reach_the_leaders_evaluator_from_the_store_once() {
     let app = start().await;
