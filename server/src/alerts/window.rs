@@ -49,8 +49,8 @@ impl Window {
         };
         // A sample given twice counts once: the leading node reads from the store what the bus
         // missed, which can hold a sample its own writer handed over already.
-        let same_instant = self.samples.range(..at).rev().take_while(|(t, _)| *t == ts);
-        if same_instant.clone().any(|(_, v)| *v == value) {
+        let mut same_instant = self.samples.range(..at).rev().take_while(|(t, _)| *t == ts);
+        if same_instant.any(|(_, v)| *v == value) {
             return;
         }
         if self.reducer == Reducer::Last {
