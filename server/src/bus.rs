@@ -43,6 +43,8 @@ const PREFIX: &str = "watchroom:";
 const ALERT_CHANGES: &str = "watchroom:/alerts";
 /// Each node's counts of its rooms' watchers: `node`, then a line `room count` per room.
 const PRESENCE: &str = "watchroom:/presence";
+/// Rooms per presence message.
+const PRESENCE_PART: usize = 1000;
 /// Events waiting to be sent to Redis; past it (Redis slow or away) they are dropped and the
 /// other nodes read them from the store.
 const OUTBOX: usize = 16 * 1024;
@@ -199,11 +201,14 @@ impl Bus {
         if let Self::Redis(redis) = self
             && !counts.is_empty()
         {
-            let mut message = format!("{:x}", redis.node);
-            for (room, count) in counts {
-                message.push_str(&format!("\n{room} {count}"));
+            // In parts, each a modest message however many rooms a node has.
+            for part in counts.chunks(PRESENCE_PART) {
+                let mut message = format!("{:x}", redis.node);
+                for (room, count) in part {
+                    message.push_str(&format!("\n{room} {count}"));
+                }
+                let _ = redis.outbox.try_send(Outgoing::Presence(message));
             }
-            let _ = redis.outbox.try_send(Outgoing::Presence(message));
         }
     }
 

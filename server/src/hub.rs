@@ -150,6 +150,8 @@ type Elsewhere = HashMap<RoomName, HashMap<u64, (usize, Instant)>>;
 pub struct Hub {
     rooms: Arc<Mutex<HashMap<RoomName, Room>>>,
     elsewhere: Arc<Mutex<Elsewhere>>,
+    /// Rooms the last member here left since the other nodes were last told.
+    departed: Arc<Mutex<Vec<RoomName>>>,
     /// Where missing events are read from.
     store: Store,
     /// The other nodes.
@@ -162,6 +164,7 @@ impl Hub {
         Self {
             rooms: Arc::default(),
             elsewhere: Arc::default(),
+            departed: Arc::default(),
             store,
             bus,
             telemetry,
@@ -169,10 +172,7 @@ impl Hub {
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<RoomName, Room>> {
-        // Nothing under this lock can panic halfway through an update, so a poisoned map is intact.
-        self.rooms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.rooms)
     }
 
     /// Joins `room`, creating it on first use.
@@ -214,7 +214,9 @@ impl Hub {
         if room.tx.receiver_count() == 0 {
             rooms.remove(name);
             self.bus.unwatch(name);
-            self.bus.present(&[(name.clone(), 0)]);
+            if self.bus.is_remote() {
+                lock(&self.departed).push(name.clone());
+            }
         } else {
             room.presence_due = true;
         }
@@ -401,8 +403,12 @@ impl Hub {
     /// those rooms, or of every room.
     fn tell_presence(&self, every_room: bool) -> Vec<(RoomName, usize)> {
         let mut rooms = self.rooms();
-        let elsewhere = self.elsewhere();
-        let mut told = Vec::new();
+        let elsewhere = lock(&self.elsewhere);
+        let mut told: Vec<(RoomName, usize)> = std::mem::take(&mut *lock(&self.departed))
+            .into_iter()
+            .filter(|name| !rooms.contains_key(name))
+            .map(|name| (name, 0))
+            .collect();
         for (name, room) in rooms.iter_mut() {
             let here = room.tx.receiver_count();
             if room.presence_due {
@@ -428,7 +434,7 @@ impl Hub {
         let now = Instant::now();
         let mut changed = Vec::new();
         {
-            let mut elsewhere = self.elsewhere();
+            let mut elsewhere = lock(&self.elsewhere);
             for (room, count) in counts {
                 let nodes = elsewhere.entry(room.clone()).or_default();
                 let before = match count {
@@ -450,7 +456,7 @@ impl Hub {
     /// cut off.
     pub fn forget_silent_nodes(&self, now: Instant) {
         let mut changed = Vec::new();
-        self.elsewhere().retain(|room, nodes| {
+        lock(&self.elsewhere).retain(|room, nodes| {
             let before = nodes.len();
             nodes
                 .retain(|_, (_, told)| now.saturating_duration_since(*told) < 3 * PRESENCE_REFRESH);
@@ -469,12 +475,6 @@ impl Hub {
                 room.presence_due = true;
             }
         }
-    }
-
-    fn elsewhere(&self) -> MutexGuard<'_, Elsewhere> {
-        self.elsewhere
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn room_count(&self) -> usize {
@@ -502,6 +502,14 @@ pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
     serde_json::to_string(frame)
         .expect("server frames always serialise")
         .into()
+}
+
+/// Nothing under the hub's locks can panic halfway through an update, so a poisoned one is
+/// intact.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
