@@ -457,23 +457,25 @@ fn sampled(heard: &mpsc::Sender<Heard>, message: &Msg) {
 /// Another node's counts of watchers.
 fn present(hub: &Hub, node: u64, message: &Msg) {
     let text = std::str::from_utf8(message.get_payload_bytes()).unwrap_or_default();
-    let mut lines = text.lines();
-    let Some(from) = lines
-        .next()
-        .and_then(|from| u64::from_str_radix(from, 16).ok())
-    else {
-        return;
-    };
-    if from == node {
-        return;
+    match presence(text) {
+        Some((from, counts)) if from != node => hub.present_elsewhere(from, counts),
+        Some(_) => {}
+        None => tracing::debug!("unreadable presence on the bus; dropped"),
     }
+}
+
+/// The node a presence message is from and its counts; lines that are not `room count` are
+/// skipped.
+fn presence(text: &str) -> Option<(u64, Vec<(RoomName, usize)>)> {
+    let mut lines = text.lines();
+    let from = u64::from_str_radix(lines.next()?, 16).ok()?;
     let counts = lines
         .filter_map(|line| {
             let (room, count) = line.rsplit_once(' ')?;
             Some((RoomName::parse(room).ok()?, count.parse().ok()?))
         })
         .collect();
-    hub.present_elsewhere(from, counts);
+    Some((from, counts))
 }
 
 async fn changed(alerts: &Alerts, node: u64, message: &Msg) {
@@ -563,6 +565,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_reads_its_node_and_counts_and_skips_what_is_not_a_count() {
+        let room = |name: &str| RoomName::parse(name).unwrap();
+        assert_eq!(
+            presence("2a\nops 3\nnot-a-count\nbad room! 2\nwall.main -1\nwall.main 0"),
+            Some((42, vec![(room("ops"), 3), (room("wall.main"), 0)]))
+        );
+        assert_eq!(presence("not hex\nops 3"), None);
+        assert_eq!(presence(""), None);
+    }
 
     #[test]
     fn a_message_carries_the_frame_unchanged_with_its_seq_epoch_and_node() {

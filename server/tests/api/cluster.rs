@@ -71,6 +71,28 @@ async fn readiness_until(node: &TestApp, expected: &str) -> Value {
     .unwrap_or_else(|_| panic!("/readyz never said {expected:?} of the bus"))
 }
 
+/// `event` as a bus delivers it.
+fn arrival(event: &app::protocol::Event, epoch: &app::protocol::Epoch) -> Arrival {
+    Arrival {
+        seq: event.seq,
+        epoch: epoch.clone(),
+        frame: serde_json::to_string(&ServerFrame::Event(event.clone()))
+            .unwrap()
+            .into(),
+        published: std::time::Instant::now(),
+    }
+}
+
+/// `events` as a bad bus delivers them: neighbours swapped, every third lost, every fifth twice.
+fn mangled(events: &[app::protocol::Event]) -> Vec<&app::protocol::Event> {
+    events
+        .chunks(2)
+        .flat_map(|pair| pair.iter().rev())
+        .filter(|e| e.seq % 3 != 0)
+        .flat_map(|e| std::iter::repeat_n(e, if e.seq % 5 == 0 { 2 } else { 1 }))
+        .collect()
+}
+
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
@@ -151,26 +173,9 @@ async fn a_bus_that_loses_repeats_and_reorders_events_is_healed_from_the_store()
     let hub = Hub::new(app.store.clone(), Bus::Local, Telemetry::default());
     let mut live = hub.join(&room);
     hub.opened(&room, 0, &epoch);
-    let arrival = |event: &app::protocol::Event| Arrival {
-        seq: event.seq,
-        epoch: epoch.clone(),
-        frame: serde_json::to_string(&ServerFrame::Event(event.clone()))
-            .unwrap()
-            .into(),
-        published: std::time::Instant::now(),
-    };
-    // Neighbours swapped, every third lost, every fifth repeated, the last two never sent.
-    let mut mangled: Vec<&app::protocol::Event> = Vec::new();
-    for pair in stored[..38].chunks(2) {
-        mangled.extend(pair.iter().rev());
-    }
-    let mangled: Vec<_> = mangled
-        .into_iter()
-        .filter(|e| e.seq % 3 != 0)
-        .flat_map(|e| std::iter::repeat_n(e, if e.seq % 5 == 0 { 2 } else { 1 }))
-        .collect();
-    for event in mangled {
-        hub.arrive(&room, arrival(event));
+    // The last two never sent.
+    for event in mangled(&stored[..38]) {
+        hub.arrive(&room, arrival(event, &epoch));
     }
     // The lost tail has no later event to reveal it: the sweep compares with the store.
     hub.sweep().await;
@@ -484,28 +489,13 @@ async fn samples_the_bus_loses_or_reorders_reach_the_leaders_evaluator_from_the_
     let (feed, mut evaluated) = server::alerts::Feed::new();
     let mut remote = Remote::new(app.store.clone(), feed, 1);
     let from = |event: &app::protocol::Event| if [1, 10].contains(&event.seq) { 1 } else { 2 };
-    let arrival = |event: &app::protocol::Event| Arrival {
-        seq: event.seq,
-        epoch: epoch.clone(),
-        frame: serde_json::to_string(&ServerFrame::Event(event.clone()))
-            .unwrap()
-            .into(),
-        published: std::time::Instant::now(),
-    };
-    // The first in order (what came before a room's first arrival is not counted), then
-    // neighbours swapped, every third lost, every fifth repeated.
-    let mut mangled = vec![&stored[0]];
-    for pair in stored[1..].chunks(2) {
-        mangled.extend(pair.iter().rev());
-    }
-    let mangled = mangled
-        .into_iter()
-        .filter(|e| e.seq % 3 != 0 || e.seq == stored.last().unwrap().seq)
-        .flat_map(|e| std::iter::repeat_n(e, if e.seq % 5 == 0 { 2 } else { 1 }));
-    for event in mangled {
-        remote
-            .heard(room.clone(), from(event), arrival(event))
-            .await;
+    // The first and the last as sent (what comes before a room's first arrival is not counted,
+    // nor a tail lost with nothing after it), the rest mangled.
+    let (first, last) = (&stored[0], &stored[stored.len() - 1]);
+    let middle = mangled(&stored[1..stored.len() - 1]);
+    for event in std::iter::once(first).chain(middle).chain([last]) {
+        let arrival = arrival(event, &epoch);
+        remote.heard(room.clone(), from(event), arrival).await;
     }
 
     let mut values = Vec::new();
