@@ -19,7 +19,6 @@ use app::{
     metrics::ROOM_PREFIX,
     protocol::{Epoch, RoomName},
 };
-use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use redis::{AsyncConnectionConfig, Client, Msg, aio::PubSubSink};
 use tokio::sync::mpsc;
@@ -31,6 +30,7 @@ use crate::{
         remote::{Heard, Remote},
     },
     error::RunError,
+    fanout::Frame,
     hub::{Arrival, Hub},
     jobs::Leadership,
     store::Store,
@@ -518,7 +518,7 @@ fn encode(node: u64, arrival: &Arrival) -> String {
         "{node:x} {} {published} {}\n{}",
         arrival.seq,
         arrival.epoch.0,
-        arrival.frame.as_str()
+        arrival.frame.payload()
     )
 }
 
@@ -540,7 +540,7 @@ fn decode(payload: &[u8]) -> Option<(u64, Arrival)> {
     let arrival = Arrival {
         seq,
         epoch,
-        frame: Utf8Bytes::from(frame.to_owned()),
+        frame: Frame::text(frame),
         published,
     };
     Some((node, arrival))
@@ -582,7 +582,7 @@ mod tests {
         let arrival = Arrival {
             seq: 42,
             epoch: Epoch("0a1b2c".into()),
-            frame: Utf8Bytes::from_static("{\"type\":\"event\",\"data\":\"line\\nbreak\"}"),
+            frame: Frame::text("{\"type\":\"event\",\"data\":\"line\\nbreak\"}"),
             published: Instant::now(),
         };
         let (node, read) = decode(encode(0xfeed, &arrival).as_bytes()).unwrap();

@@ -1,7 +1,6 @@
-//! Live fan-out on this node: one broadcast channel per room with members, each frame serialised
-//! once for all of them. Events reach a room from this node's writer and from the other nodes
-//! through the bus, in any order and possibly with some lost on the way; a room pushes them in
-//! seq order, each once, filling what is missing from the store.
+//! The rooms with members on this node. Events reach a room from this node's writer and from the
+//! other nodes through the bus, in any order and possibly with some lost on the way; a room hands
+//! them to the fan-out in seq order, each once, filling what is missing from the store.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -10,14 +9,17 @@ use std::{
 };
 
 use app::protocol::{Epoch, Event, RoomName, ServerFrame};
-use axum::extract::ws::Utf8Bytes;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::{bus::Bus, store::Store, telemetry::Telemetry};
+use crate::{
+    bus::Bus,
+    fanout::{Delivery, Fanout, Frame, Joined, Member},
+    store::Store,
+    telemetry::Telemetry,
+};
 
-/// How many frames a room buffers for its slowest member before that member lags and must
-/// catch up from the store.
+/// How many events a room holds that came before their turn, while those in between are read
+/// from the store; past it its members read what they lack themselves.
 const ROOM_BUFFER: usize = 1024;
 /// How long an event that came ahead of its turn waits for those before it before they are
 /// read from the store: two nodes publishing to one room usually overtake each other by less.
@@ -30,37 +32,20 @@ const FILL_RETRY: Duration = Duration::from_secs(1);
 /// made on a node later learns them; a node silent for three of these has stopped.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 
-/// A frame ready to send to every member of a room.
-#[derive(Clone, Debug)]
-pub enum Delivery {
-    /// A stored event; its seq lets a member drop what a replay already sent, and `published`
-    /// (when its publish reached a server) times its way to each socket.
-    Event {
-        seq: i64,
-        frame: Utf8Bytes,
-        published: Instant,
-    },
-    /// A watcher count: state, not history, so it is never replayed.
-    Presence { frame: Utf8Bytes },
-    /// The epoch of the events that follow; sent when it differs from the one before (and once
-    /// after the room is made here), so a member can tell that the room's log started over.
-    Epoch(Epoch),
-    /// Events are missing that the store could not give in time (it is away): each member reads
-    /// what it lacks from the store itself, as one that fell behind does.
-    Gap,
-}
-
 /// A committed event as it reaches a room: encoded once, for the sockets and the bus alike.
 #[derive(Clone, Debug)]
 pub struct Arrival {
     pub seq: i64,
     pub epoch: Epoch,
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
     pub published: Instant,
 }
 
 struct Room {
-    tx: broadcast::Sender<Delivery>,
+    name: RoomName,
+    fanout: Fanout,
+    /// Members on each of the fan-out's shards.
+    members: Vec<usize>,
     /// Members joined or left since the last presence frame.
     presence_due: bool,
     /// The epoch of the last event pushed.
@@ -75,6 +60,19 @@ struct Room {
 }
 
 impl Room {
+    fn new(name: RoomName, fanout: Fanout) -> Self {
+        Self {
+            name,
+            members: vec![0; fanout.shard_count()],
+            fanout,
+            presence_due: false,
+            epoch: None,
+            last: None,
+            early: BTreeMap::new(),
+            filling: false,
+        }
+    }
+
     /// Pushes `arrival` if it is next, holds it if events before it are missing (returning the
     /// seq a fill must reach when one should start), and drops it if it was pushed already.
     fn arrive(&mut self, arrival: Arrival) -> Option<i64> {
@@ -86,7 +84,7 @@ impl Room {
                 self.early.clear();
             }
             self.epoch = Some(arrival.epoch.clone());
-            let _ = self.tx.send(Delivery::Epoch(arrival.epoch.clone()));
+            self.send(Delivery::Epoch(arrival.epoch.clone()));
         }
         match self.last {
             Some(last) if arrival.seq <= last => None,
@@ -95,7 +93,7 @@ impl Room {
                 // take it from here, each from where it is.
                 self.early.clear();
                 self.last = Some(arrival.seq);
-                let _ = self.tx.send(Delivery::Gap);
+                self.send(Delivery::Gap);
                 None
             }
             Some(last) if arrival.seq > last + 1 => {
@@ -125,12 +123,22 @@ impl Room {
 
     fn push(&mut self, arrival: Arrival) {
         self.last = Some(arrival.seq);
-        // An error only means every member left; the room goes with the last of them.
-        let _ = self.tx.send(Delivery::Event {
+        self.send(Delivery::Event {
             seq: arrival.seq,
             frame: arrival.frame,
             published: arrival.published,
         });
+    }
+
+    /// Hands `delivery` to each shard with members of this room.
+    fn send(&self, delivery: Delivery) {
+        for (shard, _) in self.members.iter().enumerate().filter(|(_, n)| **n > 0) {
+            self.fanout.push(&self.name, shard, delivery.clone());
+        }
+    }
+
+    fn watchers(&self) -> usize {
+        self.members.iter().sum()
     }
 
     /// Gives up on the events before the first held one: the store no longer has them.
@@ -154,18 +162,21 @@ pub struct Hub {
     departed: Arc<Mutex<Vec<RoomName>>>,
     /// Where missing events are read from.
     store: Store,
+    fanout: Fanout,
     /// The other nodes.
     bus: Bus,
     telemetry: Telemetry,
 }
 
 impl Hub {
+    /// Starts the fan-out on the current runtime.
     pub fn new(store: Store, bus: Bus, telemetry: Telemetry) -> Self {
         Self {
             rooms: Arc::default(),
             elsewhere: Arc::default(),
             departed: Arc::default(),
             store,
+            fanout: Fanout::spawn(telemetry.clone()),
             bus,
             telemetry,
         }
@@ -175,22 +186,18 @@ impl Hub {
         lock(&self.rooms)
     }
 
-    /// Joins `room`, creating it on first use.
-    pub fn join(&self, room: &RoomName) -> broadcast::Receiver<Delivery> {
+    /// Makes `member` one of `room`'s, creating the room on first use. What the room pushes from
+    /// here on reaches it.
+    pub fn join(&self, room: &RoomName, member: Arc<dyn Member>) -> Joined {
         let mut rooms = self.rooms();
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
             self.bus.watch(room);
-            Room {
-                tx: broadcast::channel(ROOM_BUFFER).0,
-                presence_due: false,
-                epoch: None,
-                last: None,
-                early: BTreeMap::new(),
-                filling: false,
-            }
+            Room::new(room.clone(), self.fanout.clone())
         });
         entry.presence_due = true;
-        entry.tx.subscribe()
+        let joined = self.fanout.join(room, member);
+        entry.members[joined.shard()] += 1;
+        joined
     }
 
     /// Tells `room` where its log stood when a member read it after joining: everything up to
@@ -205,13 +212,15 @@ impl Hub {
         }
     }
 
-    /// Call after dropping a receiver from [`Hub::join`]: frees the room once nobody is in it.
-    pub fn leave(&self, name: &RoomName) {
+    /// Takes a member out of `name`; frees the room once nobody is in it.
+    pub fn leave(&self, name: &RoomName, joined: Joined) {
         let mut rooms = self.rooms();
         let Some(room) = rooms.get_mut(name) else {
             return;
         };
-        if room.tx.receiver_count() == 0 {
+        room.members[joined.shard()] -= 1;
+        self.fanout.leave(name, joined);
+        if room.watchers() == 0 {
             rooms.remove(name);
             self.bus.unwatch(name);
             if self.bus.is_remote() {
@@ -410,7 +419,7 @@ impl Hub {
             .map(|name| (name, 0))
             .collect();
         for (name, room) in rooms.iter_mut() {
-            let here = room.tx.receiver_count();
+            let here = room.watchers();
             if room.presence_due {
                 room.presence_due = false;
                 let there: usize = elsewhere
@@ -420,7 +429,7 @@ impl Hub {
                     room: name.clone(),
                     watchers: here + there,
                 });
-                let _ = room.tx.send(Delivery::Presence { frame });
+                room.send(Delivery::Presence { frame });
             } else if !every_room {
                 continue;
             }
@@ -498,10 +507,8 @@ impl Hub {
 }
 
 /// A frame as sent: encoded once, then shared by every socket it goes to.
-pub(crate) fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    serde_json::to_string(frame)
-        .expect("server frames always serialise")
-        .into()
+pub fn encode(frame: &ServerFrame) -> Frame {
+    Frame::text(&serde_json::to_string(frame).expect("server frames always serialise"))
 }
 
 /// Nothing under the hub's locks can panic halfway through an update, so a poisoned one is
@@ -515,29 +522,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::tests::{Sent, fanout};
 
-    fn room() -> Room {
-        Room {
-            tx: broadcast::channel(16).0,
-            presence_due: false,
-            epoch: None,
-            last: None,
-            early: BTreeMap::new(),
-            filling: false,
-        }
+    /// A room with one member, and what it sends that member.
+    fn room() -> (Room, Sent) {
+        let (fanout, sent) = fanout();
+        let mut room = Room::new(RoomName::parse("r").unwrap(), fanout);
+        room.members[0] = 1;
+        (room, sent)
     }
 
     fn arrival(seq: i64) -> Arrival {
         Arrival {
             seq,
             epoch: Epoch("e".into()),
-            frame: Utf8Bytes::from(seq.to_string()),
+            frame: Frame::text(&seq.to_string()),
             published: Instant::now(),
         }
     }
 
-    fn pushed(rx: &mut broadcast::Receiver<Delivery>) -> Vec<i64> {
-        std::iter::from_fn(|| rx.try_recv().ok())
+    fn pushed(sent: &mut Sent) -> Vec<i64> {
+        sent.deliveries()
+            .into_iter()
             .filter_map(|d| match d {
                 Delivery::Event { seq, .. } => Some(seq),
                 _ => None,
@@ -547,8 +553,7 @@ mod tests {
 
     #[test]
     fn events_ahead_of_their_turn_wait_and_duplicates_are_dropped() {
-        let mut room = room();
-        let mut rx = room.tx.subscribe();
+        let (mut room, mut sent) = room();
         room.last = Some(2);
         assert_eq!(room.arrive(arrival(2)), None, "already pushed");
         assert_eq!(
@@ -563,15 +568,14 @@ mod tests {
         );
         assert_eq!(room.arrive(arrival(3)), None);
         assert_eq!(room.arrive(arrival(4)), None);
-        assert_eq!(pushed(&mut rx), vec![3, 4, 5]);
+        assert_eq!(pushed(&mut sent), vec![3, 4, 5]);
         assert_eq!(room.last, Some(5));
         assert!(room.early.is_empty());
     }
 
     #[test]
     fn a_room_holding_a_buffer_of_early_events_sends_its_members_to_the_store() {
-        let mut room = room();
-        let mut rx = room.tx.subscribe();
+        let (mut room, mut sent) = room();
         room.last = Some(1);
         for seq in 3..3 + ROOM_BUFFER as i64 {
             room.arrive(arrival(seq));
@@ -580,7 +584,9 @@ mod tests {
         room.arrive(arrival(3 + ROOM_BUFFER as i64));
         assert!(room.early.is_empty());
         assert_eq!(room.last, Some(3 + ROOM_BUFFER as i64));
-        let gaps = std::iter::from_fn(|| rx.try_recv().ok())
+        let gaps = sent
+            .deliveries()
+            .into_iter()
             .filter(|d| matches!(d, Delivery::Gap))
             .count();
         assert_eq!(gaps, 1);
@@ -588,25 +594,25 @@ mod tests {
 
     #[test]
     fn a_gap_the_store_cannot_fill_is_skipped_to_the_next_held_event() {
-        let mut room = room();
-        let mut rx = room.tx.subscribe();
+        let (mut room, mut sent) = room();
         room.last = Some(1);
         room.arrive(arrival(4));
         room.arrive(arrival(6));
         room.skip_gap();
-        assert_eq!(pushed(&mut rx), vec![4]);
+        assert_eq!(pushed(&mut sent), vec![4]);
         assert_eq!(room.early.keys().copied().collect::<Vec<_>>(), vec![6]);
     }
 
     #[test]
     fn a_new_epoch_counts_from_the_start() {
-        let mut room = room();
-        let mut rx = room.tx.subscribe();
+        let (mut room, mut sent) = room();
         room.arrive(arrival(7));
         let mut restarted = arrival(1);
         restarted.epoch = Epoch("f".into());
         room.arrive(restarted);
-        let deliveries: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        let deliveries: Vec<String> = sent
+            .deliveries()
+            .into_iter()
             .map(|d| match d {
                 Delivery::Event { seq, .. } => format!("event {seq}"),
                 Delivery::Epoch(epoch) => format!("epoch {}", epoch.0),
@@ -615,5 +621,20 @@ mod tests {
             })
             .collect();
         assert_eq!(deliveries, vec!["epoch e", "event 7", "epoch f", "event 1"]);
+    }
+
+    #[test]
+    fn a_room_sends_only_to_the_shards_holding_its_members() {
+        let (fanout, mut sent) = crate::fanout::tests::fanout_of(3);
+        let mut room = Room::new(RoomName::parse("r").unwrap(), fanout);
+        room.members = vec![2, 0, 1];
+        room.last = Some(0);
+        room.arrive(arrival(1));
+        let shards: Vec<usize> = sent.by_shard().iter().map(Vec::len).collect();
+        assert_eq!(
+            shards,
+            vec![2, 0, 2],
+            "the epoch and the event, on shards 0 and 2"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod embedded_postgres;
 pub mod error;
 pub mod escape;
+pub mod fanout;
 pub mod health;
 pub mod hub;
 pub mod ingest;

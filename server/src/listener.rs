@@ -99,14 +99,11 @@ impl Listener for Capped {
                 tracing::debug!(%addr, "connection closed: as many are open as allowed");
                 continue;
             };
-            let places = (permit, place);
-            return (
-                Counted {
-                    tcp,
-                    _places: places,
-                },
-                addr,
-            );
+            let places = Places {
+                _among_all: permit,
+                _among_its_address: place,
+            };
+            return (Counted { tcp, places }, addr);
         }
     }
 
@@ -118,12 +115,23 @@ impl Listener for Capped {
 /// A connection that holds its places under the caps until it is dropped.
 pub struct Counted {
     tcp: TcpStream,
-    _places: (OwnedSemaphorePermit, AddressPlace),
+    places: Places,
+}
+
+/// A connection's places under the caps: one among all, one among its address's.
+pub struct Places {
+    _among_all: OwnedSemaphorePermit,
+    _among_its_address: AddressPlace,
 }
 
 impl Counted {
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
+    }
+
+    /// The socket, and the places it must hold while it stays open.
+    pub fn into_parts(self) -> (TcpStream, Places) {
+        (self.tcp, self.places)
     }
 }
 

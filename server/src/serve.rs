@@ -1,12 +1,14 @@
 //! Serving HTTP: axum's accept loop, with hyper's timer on so a client that trickles its request
 //! headers (a slow loris) is closed after `header_timeout` instead of holding its connection.
+//! HTTP/1.1 only (browsers speak HTTP/2 only over TLS, which a proxy in front ends): its upgrades
+//! hand the WebSocket the listener's own connection, and so the TCP socket itself.
 
 use std::{net::SocketAddr, pin::pin, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo, serve::Listener};
+use hyper::server::conn::http1::Builder;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto::Builder,
+    rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -23,9 +25,8 @@ pub async fn serve<L>(
 where
     L: Listener<Addr = SocketAddr>,
 {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let open = TaskTracker::new();
@@ -44,8 +45,11 @@ where
         let service = TowerToHyperService::new(service);
         let (builder, stopping) = (builder.clone(), stopping.clone());
         open.spawn(async move {
-            let mut connection =
-                pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+            let mut connection = pin!(
+                builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades()
+            );
             tokio::select! {
                 served = connection.as_mut() => {
                     if let Err(e) = served {

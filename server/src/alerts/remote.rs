@@ -72,7 +72,7 @@ impl Remote {
         if from == self.node {
             return;
         }
-        if let Ok(ServerFrame::Event(event)) = serde_json::from_str(arrival.frame.as_str()) {
+        if let Ok(ServerFrame::Event(event)) = serde_json::from_str(arrival.frame.payload()) {
             self.feed.send(samples(&[event]));
         }
     }

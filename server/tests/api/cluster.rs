@@ -2,7 +2,7 @@
 //! node reach every node's sockets in order, once; Redis losing messages, going away or coming
 //! back, and a node killed outright lose nothing; the cluster's jobs run on one node at a time.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use app::{
     alerts::State,
@@ -14,10 +14,14 @@ use serde_json::Value;
 use server::{
     alerts::remote::Remote,
     bus::Bus,
-    hub::{Arrival, Delivery, Hub},
+    fanout::{Delivery, Member},
+    hub::{Arrival, Hub, encode},
     telemetry::Telemetry,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use crate::{
@@ -76,11 +80,26 @@ fn arrival(event: &app::protocol::Event, epoch: &app::protocol::Epoch) -> Arriva
     Arrival {
         seq: event.seq,
         epoch: epoch.clone(),
-        frame: serde_json::to_string(&ServerFrame::Event(event.clone()))
-            .unwrap()
-            .into(),
+        frame: encode(&ServerFrame::Event(event.clone())),
         published: std::time::Instant::now(),
     }
+}
+
+/// A member of a hub's room that hands the test what the room sends it.
+struct Listening(mpsc::UnboundedSender<Delivery>);
+
+impl Member for Listening {
+    fn deliver(&self, delivery: &Delivery) -> bool {
+        self.0.send(delivery.clone()).is_ok()
+    }
+}
+
+/// What `hub` sends a member of `room` from now on.
+fn listen(hub: &Hub, room: &RoomName) -> mpsc::UnboundedReceiver<Delivery> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Left with the hub, at the test's end.
+    let _member = hub.join(room, Arc::new(Listening(tx)));
+    rx
 }
 
 /// `events` as a bad bus delivers them: neighbours swapped, every third lost, every fifth twice.
@@ -171,7 +190,7 @@ async fn a_bus_that_loses_repeats_and_reorders_events_is_healed_from_the_store()
 
     // A node of its own on the same store, fed by a bus double instead of Redis.
     let hub = Hub::new(app.store.clone(), Bus::Local, Telemetry::default());
-    let mut live = hub.join(&room);
+    let mut live = listen(&hub, &room);
     hub.opened(&room, 0, &epoch);
     // The last two never sent.
     for event in mangled(&stored[..38]) {
@@ -187,7 +206,7 @@ async fn a_bus_that_loses_repeats_and_reorders_events_is_healed_from_the_store()
             .expect("the hub pushes every event in time")
             .unwrap();
         if let Delivery::Event { frame, .. } = delivery {
-            match serde_json::from_str(frame.as_str()).unwrap() {
+            match serde_json::from_str(frame.payload()).unwrap() {
                 ServerFrame::Event(event) => pushed.push(event),
                 other => panic!("expected an event, got {other:?}"),
             }
@@ -441,13 +460,13 @@ async fn a_node_silent_for_half_a_minute_no_longer_counts_among_a_rooms_watchers
     let room = unique_room("silent");
     // A node of its own, told of other nodes' watchers by a bus double.
     let hub = Hub::new(app.store.clone(), Bus::Local, Telemetry::default());
-    let mut member = hub.join(&room);
+    let mut member = listen(&hub, &room);
     let until = tokio_util::sync::CancellationToken::new();
     hub.spawn_presence(Duration::from_millis(10), until.clone());
     let mut watchers_told = async || loop {
         let delivery = tokio::time::timeout(PATIENCE, member.recv()).await.unwrap();
-        if let Ok(Delivery::Presence { frame }) = delivery {
-            match serde_json::from_str(frame.as_str()).unwrap() {
+        if let Some(Delivery::Presence { frame }) = delivery {
+            match serde_json::from_str(frame.payload()).unwrap() {
                 ServerFrame::Presence { watchers, .. } => return watchers,
                 other => panic!("expected presence, got {other:?}"),
             }

@@ -1,7 +1,12 @@
-//! One WebSocket connection: the rooms it watches, replay from the store, live pushes, publishes,
-//! heartbeats and limits.
+//! One WebSocket connection: the rooms it watches, replay from the store, publishes, heartbeats
+//! and limits. Live pushes do not pass through it: the fan-out writes them to the socket
+//! (`outbox`), and calls the connection only when a room's watch needs it (`watch`).
 
-use std::{collections::HashMap, time::Duration};
+mod handshake;
+mod outbox;
+mod watch;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use app::auth::Identity;
 use app::{
@@ -10,30 +15,33 @@ use app::{
 };
 use axum::{
     Extension,
-    extract::{
-        State, WebSocketUpgrade,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code},
-    },
+    extract::State,
     http::HeaderMap,
-    response::IntoResponse,
-    response::Response,
+    response::{IntoResponse, Response},
 };
-use futures::{FutureExt, SinkExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use serde_json::Value;
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tokio_stream::{
-    StreamMap,
-    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message,
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+    },
 };
-use tokio_tungstenite::tungstenite;
 
 use crate::{
     AppState,
     auth::{Credential, Hold},
     error::Error,
-    hub::{Delivery, encode},
+    fanout::Joined,
+    hub::encode,
+    listener::Places,
     rate::TokenBucket,
 };
+use handshake::{Handshake, Socket};
+use outbox::{Outbox, SocketIo};
+use watch::{Need, Watch};
 
 /// How long a closing socket waits for the client's close frame: a browser answers at once;
 /// past it the socket is dropped anyway.
@@ -41,11 +49,6 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: i64 = 500;
-/// Live frames written per flush when several are queued: one syscall carries them all.
-const WRITE_BATCH: usize = 64;
-/// One delivery turn in so many has its publish→deliver latency observed: the histogram takes
-/// a lock, and a thousand sockets each taking it per push would cost the fan-out.
-const TIMED_TURNS: u32 = 16;
 /// Publishes awaiting their commit per connection; more wait for the first to finish.
 const MAX_PENDING_PUBLISHES: usize = 256;
 
@@ -53,11 +56,11 @@ const MAX_PENDING_PUBLISHES: usize = 256;
 /// its page's origin: a page elsewhere must not open a socket with the user's cookie), and
 /// within the identity's share of sockets.
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
     Extension(credential): Extension<Credential>,
     headers: HeaderMap,
+    handshake: Handshake,
 ) -> Response {
     if !state.auth.origin_allowed(&headers) {
         let refused = Error::Forbidden("sockets open only from this site's pages".into());
@@ -75,24 +78,10 @@ pub async fn upgrade(
         );
         return Error::Limited(message).into_response();
     };
-    let max = state.config.max_frame_bytes;
-    // Small buffers: most connections are idle watchers, and memory per connection is what
-    // limits how many one node holds; they grow while a burst needs them. tungstenite also zeroes
-    // the whole read buffer on every read attempt, so a small one is cheaper per push.
-    ws.read_buffer_size(512)
-        .write_buffer_size(16 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let drain = state.connections.clone();
-            drain.track_future(serve(socket, state, identity, credential, hold))
-        })
-}
-
-/// The newest seq a client has of a room, and the epoch it counts in.
-struct Position {
-    seq: i64,
-    epoch: Epoch,
+    handshake.accept(move |socket| {
+        let drain = state.connections.clone();
+        drain.track_future(serve(socket, state, identity, credential, hold))
+    })
 }
 
 /// Why a connection ended, when it did not simply go away.
@@ -110,13 +99,11 @@ type Step = Result<(), Closing>;
 
 struct Connection {
     state: AppState,
-    /// Not split into halves: reads and writes take turns in one task, and a split's lock
-    /// would cost on every push.
-    socket: WebSocket,
-    rooms: StreamMap<RoomName, BroadcastStream<Delivery>>,
-    /// Where each room stands for this client: anything at or below `seq` is an overlap and
-    /// is skipped.
-    sent: HashMap<RoomName, Position>,
+    /// Reads the client's frames, and answers its pings and closing itself.
+    ws: WebSocketStream<SocketIo<Places>>,
+    /// Every frame to the client goes through it, the fan-out's and the connection's own.
+    outbox: Arc<Outbox>,
+    watches: HashMap<RoomName, (Arc<Watch>, Joined)>,
     identity: Identity,
     /// Whose publishes these are: its allowance is shared with its other sockets and requests.
     credential: Credential,
@@ -124,14 +111,12 @@ struct Connection {
     acks: FuturesOrdered<BoxFuture<'static, ServerFrame>>,
     /// Each subscribe costs queries: a client that cycles subscribe and unsubscribe is slowed.
     subscribes: TokenBucket,
-    /// Delivery turns so far, for timing one in [`TIMED_TURNS`].
-    turns: u32,
 }
 
 /// Serves one socket until it closes. `hold`, its place under its credential, is kept (and so
 /// counted) until then.
 async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     state: AppState,
     identity: Identity,
     credential: Credential,
@@ -145,24 +130,43 @@ async fn serve(
         state.config.subscribe_rate,
         2.0 * state.config.max_rooms_per_connection as f64,
     );
+    let tcp = Arc::new(socket.tcp);
+    let outbox = Arc::new(Outbox::new(tcp.clone()));
+    let max = state.config.max_frame_bytes;
+    // A small read buffer: most connections are idle watchers, and memory per connection is
+    // what limits how many one node holds. Nothing is buffered for writing: the outbox writes.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let io = SocketIo::new(tcp, outbox.clone(), socket.held);
+    let ws = WebSocketStream::from_partially_read(
+        io,
+        socket.read_ahead.into(),
+        Role::Server,
+        Some(config),
+    )
+    .await;
     let mut conn = Connection {
         identity,
         credential,
         state,
-        socket,
-        rooms: StreamMap::new(),
-        sent: HashMap::new(),
+        ws,
+        outbox: outbox.clone(),
+        watches: HashMap::new(),
         acks: FuturesOrdered::new(),
         subscribes,
-        turns: 0,
     };
     let mut heartbeat = interval_at(Instant::now() + heartbeat_every, heartbeat_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
 
-    // Made once: a fresh one per turn would lock the token's waiter list on every push.
+    // Made once, and again only after they fire: a fresh one per turn would lock a waiter list.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    let called = outbox.wake.notified();
+    tokio::pin!(called);
 
     let hello = ServerFrame::Hello {
         heartbeat_ms: heartbeat_every.as_millis() as u64,
@@ -174,17 +178,22 @@ async fn serve(
                 true => Closing::ShuttingDown,
                 false => Closing::Revoked,
             }),
-            incoming = conn.socket.recv(), if conn.acks.len() < MAX_PENDING_PUBLISHES => match incoming {
+            // Not read while its pushes are refused: the client must take what waits first.
+            incoming = conn.ws.next(), if conn.acks.len() < MAX_PENDING_PUBLISHES && !outbox.full() => match incoming {
                 Some(Ok(message)) => {
                     last_heard = Instant::now();
                     // Boxed: handling a frame (a subscribe's replay, a publish) takes a large
                     // future, which would otherwise sit inline in every idle watcher's task.
                     Box::pin(conn.receive(message)).await
                 }
-                Some(Err(e)) if is_too_large(&e) => Err(Closing::TooLarge),
+                Some(Err(tungstenite::Error::Capacity(_))) => Err(Closing::TooLarge),
                 Some(Err(_)) | None => Err(Closing::PeerGone),
             },
-            Some((room, delivery)) = conn.rooms.next() => conn.deliver(room, delivery).await,
+            () = &mut called => {
+                called.set(outbox.wake.notified());
+                // Boxed, as a rare path: see above.
+                Box::pin(conn.attend()).await
+            }
             Some(ack) = conn.acks.next() => conn.send(&ack).await,
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > heartbeat_every * 2 {
@@ -199,30 +208,23 @@ async fn serve(
     Box::pin(conn.close(step)).await;
 }
 
-fn is_too_large(error: &axum::Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
-}
-
 impl Connection {
     /// Ends the connection as `step` says: answers what it took, leaves its rooms, and sends
     /// the close frame with its reason when there is one.
     async fn close(mut self, step: Step) {
         let close = match step {
-            Err(Closing::Silent) => Some((
-                close_code::POLICY,
-                "no frame within two heartbeat intervals",
-            )),
+            Err(Closing::Silent) => {
+                Some((CloseCode::Policy, "no frame within two heartbeat intervals"))
+            }
             Err(Closing::TooLarge) => {
-                Some((close_code::SIZE, "frame larger than the server accepts"))
+                Some((CloseCode::Size, "frame larger than the server accepts"))
             }
             Err(Closing::Revoked) => Some((
-                close_code::POLICY,
+                CloseCode::Policy,
                 "the session or token is no longer valid; sign in again",
             )),
             Err(Closing::ShuttingDown) => {
-                Some((close_code::RESTART, "server restarting; resume with since"))
+                Some((CloseCode::Restart, "server restarting; resume with since"))
             }
             Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
         };
@@ -240,18 +242,17 @@ impl Connection {
         if let Some((code, reason)) = close {
             let frame = CloseFrame {
                 code,
-                reason: Utf8Bytes::from_static(reason),
+                reason: reason.into(),
             };
-            let limit = self.state.config.write_timeout;
-            if within(limit, self.socket.send(Message::Close(Some(frame))))
-                .await
-                .is_ok()
-            {
+            // Queued in the outbox by the protocol, which then knows it is closing.
+            let _ = self.ws.close(Some(frame)).await;
+            if self.flush().await.is_ok() {
                 // The closing handshake: read (and drop) what the client still sends until its own
                 // close. Closing a socket with unread bytes resets it, and the reset can overtake
                 // the last answers and the close frame on their way to the client.
-                let drained = async { while let Some(Ok(_)) = self.socket.recv().await {} };
+                let drained = async { while let Some(Ok(_)) = self.ws.next().await {} };
                 let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+                let _ = self.flush().await;
             }
         }
     }
@@ -270,7 +271,7 @@ impl Connection {
                 self.refuse(ErrorCode::BadFrame, message, None).await
             }
             Message::Close(_) => Err(Closing::PeerGone),
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
         }
     }
 
@@ -282,8 +283,13 @@ impl Connection {
                 }
                 match self.subscribe(room.clone(), since, epoch).await {
                     Ok((head, epoch)) => {
-                        self.send(&ServerFrame::Subscribed { room, head, epoch })
-                            .await
+                        let subscribed = ServerFrame::Subscribed {
+                            room: room.clone(),
+                            head,
+                            epoch,
+                        };
+                        self.send(&subscribed).await?;
+                        self.go_live(room).await
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %room, "subscribe failed");
@@ -312,7 +318,8 @@ impl Connection {
     fn may_subscribe(&mut self, room: &RoomName) -> Result<(), (ErrorCode, String)> {
         let config = &self.state.config;
         let hub = &self.state.hub;
-        if !self.rooms.contains_key(room) && self.rooms.len() >= config.max_rooms_per_connection {
+        if !self.watches.contains_key(room) && self.watches.len() >= config.max_rooms_per_connection
+        {
             let most = config.max_rooms_per_connection;
             let message = format!("a connection may watch at most {most} rooms");
             return Err((ErrorCode::TooManyRooms, message));
@@ -374,9 +381,9 @@ impl Connection {
     }
 
     /// Joins the hub before reading the store, so every event is either replayed or pushed live
-    /// (overlaps are dropped by seq). A client resuming in an epoch the room no longer has is
-    /// sent `reset` and the new log from the start. Returns the newest seq sent or skipped, and
-    /// the room's epoch.
+    /// (overlaps are dropped by seq; pushes wait in the watch until the replay is written). A
+    /// client resuming in an epoch the room no longer has is sent `reset` and the new log from
+    /// the start. Returns the newest seq sent or skipped, and the room's epoch.
     async fn subscribe(
         &mut self,
         room: RoomName,
@@ -384,13 +391,14 @@ impl Connection {
         theirs: Option<Epoch>,
     ) -> Result<(i64, Epoch), Error> {
         self.unsubscribe(&room);
-        let live = self.state.hub.join(&room);
-        self.rooms.insert(room.clone(), BroadcastStream::new(live));
+        let watch = Arc::new(Watch::holding(self.outbox.clone()));
+        let joined = self.state.hub.join(&room, watch.clone());
+        self.watches.insert(room.clone(), (watch.clone(), joined));
         let (head, epoch) = self.state.store.open(&room).await?;
         self.state.hub.opened(&room, head, &epoch);
         let seq = match (since, theirs) {
             (Some(_), Some(theirs)) if theirs != epoch => {
-                self.announce_reset(&room, epoch.clone()).await;
+                self.announce_reset(&room, epoch.clone());
                 0
             }
             (Some(since), _) => since.max(0),
@@ -399,22 +407,104 @@ impl Connection {
         if seq < head {
             self.announce_truncation(&room, seq, &epoch).await?;
         }
-        let position = Position {
-            seq,
-            epoch: epoch.clone(),
+        watch.opened(seq, epoch.clone());
+        Ok((self.replay(&room, &watch, false).await?, epoch))
+    }
+
+    /// Lets `room`'s pushes through once what the connection wrote of it from the store is out,
+    /// seeing to the watch first when it fell behind or restarted meanwhile.
+    async fn go_live(&mut self, room: RoomName) -> Step {
+        match self.watches.get(&room).map(|(watch, _)| watch.go_live()) {
+            Some(Need::CatchUp | Need::Recheck) => self.tend(room).await,
+            Some(Need::Nothing) | None => Ok(()),
+        }
+    }
+
+    /// Writes what waits for the socket, then sees to the watches that asked for it.
+    async fn attend(&mut self) -> Step {
+        self.flush().await?;
+        if self.outbox.take_call() {
+            let due: Vec<RoomName> = self
+                .watches
+                .iter()
+                .filter(|(_, (watch, _))| watch.need() != Need::Nothing)
+                .map(|(room, _)| room.clone())
+                .collect();
+            for room in due {
+                self.tend(room).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the client's copy of `room` up to date from the store and lets pushes through
+    /// again: it fell behind (the socket stopped taking them, or events went missing on the way
+    /// here: metrics are conflated), or the room's log may have started over.
+    async fn tend(&mut self, room: RoomName) -> Step {
+        let Some(watch) = self.watches.get(&room).map(|(watch, _)| watch.clone()) else {
+            return Ok(());
         };
-        self.sent.insert(room.clone(), position);
-        Ok((self.replay(&room, false).await?, epoch))
+        let mut need = watch.need();
+        while need != Need::Nothing {
+            watch.hold();
+            let conflate = need == Need::CatchUp;
+            if conflate {
+                tracing::debug!(%room, "subscriber behind; catching up from the store");
+                self.state.telemetry.caught_up();
+            }
+            let caught_up = async {
+                if need == Need::Recheck {
+                    self.recheck(&room, &watch).await?;
+                }
+                self.replay(&room, &watch, conflate).await
+            };
+            if let Err(e) = caught_up.await {
+                return self.lagged(room, &watch, e).await;
+            }
+            self.flush().await?;
+            need = watch.go_live();
+        }
+        Ok(())
+    }
+
+    /// Asks the store for `room`'s epoch: a log that started over is sent anew, after `reset`.
+    async fn recheck(&mut self, room: &RoomName, watch: &Watch) -> Result<(), Error> {
+        let (_, epoch) = self.state.store.open(room).await?;
+        if watch.position().1.as_ref() != Some(&epoch) {
+            tracing::debug!(%room, "room's log started over; sending it anew");
+            self.announce_reset(room, epoch.clone());
+            watch.start_over(epoch);
+        }
+        Ok(())
+    }
+
+    /// Gives up on `room` after the store failed it: the client is told where it stands and
+    /// subscribes again itself.
+    async fn lagged(&mut self, room: RoomName, watch: &Watch, e: Error) -> Step {
+        let since = Some(watch.position().0);
+        self.unsubscribe(&room);
+        let message = format!(
+            "fell behind and could not catch up ({}); resubscribe with since",
+            e.public_message()
+        );
+        let error = ServerFrame::Error {
+            code: ErrorCode::Lagged,
+            message,
+            room: Some(room),
+            since,
+            reference: None,
+        };
+        self.send(&error).await
     }
 
     /// Queues a `reset` frame: the client drops what it holds of `room`. Written with the
-    /// replay that follows it; a peer already gone is noticed there.
-    async fn announce_reset(&mut self, room: &RoomName, epoch: Epoch) {
+    /// replay that follows it.
+    fn announce_reset(&mut self, room: &RoomName, epoch: Epoch) {
         let reset = ServerFrame::Reset {
             room: room.clone(),
             epoch,
         };
-        let _ = self.socket.feed(Message::Text(encode(&reset))).await;
+        self.outbox.queue(encode(&reset).into_bytes());
     }
 
     /// Queues a `history_truncated` error when retention may have removed events after
@@ -439,16 +529,20 @@ impl Connection {
             since: Some(purged),
             reference: None,
         };
-        let limit = self.state.config.write_timeout;
-        let _ = within(limit, self.socket.feed(Message::Text(encode(&truncated)))).await;
+        self.outbox.queue(encode(&truncated).into_bytes());
         Ok(())
     }
 
-    /// Sends every stored event after the newest one sent, until the store has no more. With
+    /// Sends every stored event after the client's seq, until the store has no more. With
     /// `conflate`, a metric followed in the same page by a newer sample of its series is skipped:
     /// a reader that fell behind needs the latest values, not every one.
-    async fn replay(&mut self, room: &RoomName, conflate: bool) -> Result<i64, Error> {
-        let mut last = self.sent.get(room).map_or(0, |position| position.seq);
+    async fn replay(
+        &mut self,
+        room: &RoomName,
+        watch: &Watch,
+        conflate: bool,
+    ) -> Result<i64, Error> {
+        let mut last = watch.position().0;
         loop {
             let (page, full) = self.state.store.since(room, last, REPLAY_PAGE).await?;
             last = page.last().map_or(last, |event| event.seq);
@@ -459,21 +553,20 @@ impl Connection {
                 page
             };
             self.state.telemetry.conflated((read - page.len()) as u64);
-            let (limit, frames) = (self.state.config.write_timeout, page.len() as u64);
+            let frames = page.len() as u64;
             for event in page {
-                let frame = Message::Text(encode(&ServerFrame::Event(event)));
-                if within(limit, self.socket.feed(frame)).await.is_err() {
+                self.outbox
+                    .queue(encode(&ServerFrame::Event(event)).into_bytes());
+                if self.outbox.full() && self.flush().await.is_err() {
                     // The peer is gone or stopped reading: further pages would be wasted on it.
                     return Ok(last);
                 }
             }
-            if within(limit, self.socket.flush()).await.is_err() {
+            if self.flush().await.is_err() {
                 return Ok(last);
             }
             self.state.telemetry.delivered(frames);
-            if let Some(position) = self.sent.get_mut(room) {
-                position.seq = last;
-            }
+            watch.advance(last);
             if !full {
                 return Ok(last);
             }
@@ -481,113 +574,17 @@ impl Connection {
     }
 
     fn unsubscribe(&mut self, room: &RoomName) {
-        if self.rooms.remove(room).is_some() {
-            self.state.hub.leave(room);
+        if let Some((watch, joined)) = self.watches.remove(room) {
+            watch.leave();
+            self.state.hub.leave(room, joined);
         }
-        self.sent.remove(room);
     }
 
     fn leave_all(&mut self) {
-        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        let rooms: Vec<RoomName> = self.watches.keys().cloned().collect();
         for room in rooms {
             self.unsubscribe(&room);
         }
-    }
-
-    /// Writes this delivery and whatever else is already queued for the socket, then flushes once.
-    async fn deliver(
-        &mut self,
-        room: RoomName,
-        delivery: Result<Delivery, BroadcastStreamRecvError>,
-    ) -> Step {
-        let mut next = Some((room, delivery));
-        let (mut written, mut delivered) = (0, 0);
-        let mut oldest: Option<std::time::Instant> = None;
-        while let Some((room, delivery)) = next.take() {
-            let frame = match delivery {
-                Ok(Delivery::Event {
-                    seq,
-                    frame,
-                    published,
-                }) => {
-                    oldest = oldest.or(Some(published));
-                    // Absent only after an unsubscribe raced this delivery: then nothing is due.
-                    let due = self.sent.get_mut(&room).and_then(|sent| {
-                        (seq > sent.seq).then(|| {
-                            sent.seq = seq;
-                            frame
-                        })
-                    });
-                    delivered += u64::from(due.is_some());
-                    due
-                }
-                Ok(Delivery::Presence { frame }) => Some(frame),
-                Ok(Delivery::Epoch(epoch)) => {
-                    let started_over = self.sent.get(&room).is_some_and(|sent| sent.epoch != epoch);
-                    if started_over {
-                        tracing::debug!(%room, "room's log started over; sending it anew");
-                        self.announce_reset(&room, epoch.clone()).await;
-                        self.sent.insert(room.clone(), Position { seq: 0, epoch });
-                        Box::pin(self.resync(room, false)).await?;
-                    }
-                    None
-                }
-                Ok(Delivery::Gap) => {
-                    tracing::debug!(%room, "events missing on the way here; reading them from the store");
-                    Box::pin(self.resync(room, true)).await?;
-                    None
-                }
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    tracing::debug!(%room, missed, "slow subscriber catching up from the store");
-                    self.state.telemetry.caught_up();
-                    // Boxed, as a rare path: see `serve`.
-                    Box::pin(self.resync(room, true)).await?;
-                    None
-                }
-            };
-            if let Some(frame) = frame {
-                let limit = self.state.config.write_timeout;
-                within(limit, self.socket.feed(Message::Text(frame))).await?;
-                written += 1;
-            }
-            if written < WRITE_BATCH {
-                next = self.rooms.next().now_or_never().flatten();
-            }
-        }
-        within(self.state.config.write_timeout, self.socket.flush()).await?;
-        // Counted once a turn, and the turn's oldest publish timed in one turn of
-        // `TIMED_TURNS`: shared figures touched per frame would cost the fan-out.
-        self.state.telemetry.delivered(delivered);
-        if let Some(published) = oldest.filter(|_| delivered > 0) {
-            if self.turns.is_multiple_of(TIMED_TURNS) {
-                self.state.telemetry.publish_delivered(published.elapsed());
-            }
-            self.turns = self.turns.wrapping_add(1);
-        }
-        Ok(())
-    }
-
-    /// Sends what this socket has not had of `room` from the store: it fell a whole room
-    /// buffer behind or events went missing on their way to this node (then metrics are
-    /// conflated), or the room's log started over.
-    async fn resync(&mut self, room: RoomName, conflate: bool) -> Step {
-        if let Err(e) = self.replay(&room, conflate).await {
-            let since = self.sent.get(&room).map(|position| position.seq);
-            self.unsubscribe(&room);
-            let message = format!(
-                "fell behind and could not catch up ({}); resubscribe with since",
-                e.public_message()
-            );
-            let error = ServerFrame::Error {
-                code: ErrorCode::Lagged,
-                message,
-                room: Some(room),
-                since,
-                reference: None,
-            };
-            return self.send(&error).await;
-        }
-        Ok(())
     }
 
     async fn refuse(&mut self, code: ErrorCode, message: String, room: Option<RoomName>) -> Step {
@@ -605,18 +602,18 @@ impl Connection {
         if let ServerFrame::Error { code, .. } = frame {
             self.state.telemetry.refused(*code);
         }
-        let limit = self.state.config.write_timeout;
-        within(limit, self.socket.send(Message::Text(encode(frame)))).await
+        self.outbox.queue(encode(frame).into_bytes());
+        self.flush().await
     }
-}
 
-/// Waits for a write to the socket for at most `limit`: a peer that takes none of it in that
-/// time has stopped reading and is dropped. No timer is armed when the write completes at once.
-async fn within(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Step {
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Closing::PeerGone),
-        Err(_) => Err(Closing::Stalled),
+    /// Writes out what waits for the socket: a peer that takes none of it for the write
+    /// timeout has stopped reading and is dropped.
+    async fn flush(&mut self) -> Step {
+        match self.outbox.flush(self.state.config.write_timeout).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Closing::Stalled),
+            Err(_) => Err(Closing::PeerGone),
+        }
     }
 }
 

@@ -1,0 +1,253 @@
+//! Pushing a room's frames to its members on this node with no task wake-up per member: one
+//! fan-out task per runtime worker, each holding its share of every room's members, writes each
+//! frame (encoded once) straight to every member's socket.
+//!
+//! A room sends its deliveries, in its order, to each shard that has members of it; a member
+//! belongs to one shard, so it sees them in that order too.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use app::protocol::{Epoch, RoomName};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use crate::telemetry::Telemetry;
+
+/// One fan-out turn in so many has its publish→deliver latency observed: the histogram takes a
+/// lock, and the shards take turns at several hundred a second.
+const TIMED_TURNS: u32 = 16;
+
+/// What a room sends its members.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// A stored event; its seq lets a member drop what a replay already sent, and `published`
+    /// (when its publish reached a server) times its way to the sockets.
+    Event {
+        seq: i64,
+        frame: Frame,
+        published: Instant,
+    },
+    /// A watcher count: state, not history, so it is never replayed.
+    Presence { frame: Frame },
+    /// The epoch of the events that follow; sent when it differs from the one before (and once
+    /// after the room is made here), so a member can tell that the room's log started over.
+    Epoch(Epoch),
+    /// Events are missing that the store could not give in time (it is away): each member reads
+    /// what it lacks from the store itself, as one that fell behind does.
+    Gap,
+}
+
+/// A WebSocket text frame as it goes on the wire. A server's frames are not masked, so the same
+/// bytes go to every socket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    pub fn text(text: &str) -> Self {
+        let len = text.len();
+        let mut frame = BytesMut::with_capacity(len + 10);
+        // FIN and the text opcode; then the length in the shortest of its three forms.
+        frame.put_u8(0x81);
+        match len {
+            0..126 => frame.put_u8(len as u8),
+            126..65_536 => {
+                frame.put_u8(126);
+                frame.put_u16(len as u16);
+            }
+            _ => {
+                frame.put_u8(127);
+                frame.put_u64(len as u64);
+            }
+        }
+        frame.put_slice(text.as_bytes());
+        Self(frame.freeze())
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// The text it carries.
+    pub fn payload(&self) -> &str {
+        let start = match self.0[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(&self.0[start..]).expect("made from a str")
+    }
+}
+
+/// Whoever a room's deliveries go to on this node: a socket's watch of the room.
+pub trait Member: Send + Sync {
+    /// Takes one delivery without waiting; says whether a frame went out for it.
+    fn deliver(&self, delivery: &Delivery) -> bool;
+}
+
+/// A member's place on its shard, given back to leave.
+pub struct Joined {
+    shard: usize,
+    member: Arc<dyn Member>,
+}
+
+impl Joined {
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+enum Job {
+    Join(RoomName, Arc<dyn Member>),
+    Leave(RoomName, Arc<dyn Member>),
+    Push(RoomName, Delivery),
+}
+
+#[derive(Clone)]
+pub struct Fanout {
+    shards: Arc<[mpsc::UnboundedSender<Job>]>,
+    /// Members are placed on the shards in turn.
+    next: Arc<AtomicUsize>,
+}
+
+impl Fanout {
+    /// One shard per worker of the current runtime, each on its own task.
+    pub fn spawn(telemetry: Telemetry) -> Self {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let (fanout, shards) = Self::unstarted(workers.max(1));
+        for jobs in shards {
+            tokio::spawn(run(jobs, telemetry.clone()));
+        }
+        fanout
+    }
+
+    /// `shards` shards whose work is left to the caller.
+    fn unstarted(shards: usize) -> (Self, Vec<mpsc::UnboundedReceiver<Job>>) {
+        let (senders, receivers) = (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
+        let senders: Vec<_> = senders;
+        let fanout = Self {
+            shards: senders.into(),
+            next: Arc::default(),
+        };
+        (fanout, receivers)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn join(&self, room: &RoomName, member: Arc<dyn Member>) -> Joined {
+        let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.send(shard, Job::Join(room.clone(), member.clone()));
+        Joined { shard, member }
+    }
+
+    pub fn leave(&self, room: &RoomName, joined: Joined) {
+        self.send(joined.shard, Job::Leave(room.clone(), joined.member));
+    }
+
+    pub fn push(&self, room: &RoomName, shard: usize, delivery: Delivery) {
+        self.send(shard, Job::Push(room.clone(), delivery));
+    }
+
+    fn send(&self, shard: usize, job: Job) {
+        // Closed only when the runtime is going away, and every socket with it.
+        let _ = self.shards[shard].send(job);
+    }
+}
+
+/// One shard: its members of every room, and the deliveries for them in order.
+async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
+    let mut rooms: HashMap<RoomName, Vec<Arc<dyn Member>>> = HashMap::new();
+    let mut turns = 0u32;
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Join(room, member) => rooms.entry(room).or_default().push(member),
+            Job::Leave(room, member) => {
+                if let Some(members) = rooms.get_mut(&room) {
+                    members.retain(|m| !std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(&member)));
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                    }
+                }
+            }
+            Job::Push(room, delivery) => {
+                let Some(members) = rooms.get(&room) else {
+                    continue;
+                };
+                let delivered = members.iter().filter(|m| m.deliver(&delivery)).count();
+                telemetry.delivered(delivered as u64);
+                if let Delivery::Event { published, .. } = delivery
+                    && delivered > 0
+                {
+                    if turns.is_multiple_of(TIMED_TURNS) {
+                        telemetry.publish_delivered(published.elapsed());
+                    }
+                    turns = turns.wrapping_add(1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The deliveries sent to a room's shards, taken in the order sent.
+    pub(crate) struct Sent(Vec<mpsc::UnboundedReceiver<Job>>);
+
+    impl Sent {
+        /// What each shard was sent since last asked.
+        pub(crate) fn by_shard(&mut self) -> Vec<Vec<Delivery>> {
+            let pushed = |jobs: &mut mpsc::UnboundedReceiver<Job>| {
+                std::iter::from_fn(|| jobs.try_recv().ok())
+                    .filter_map(|job| match job {
+                        Job::Push(_, delivery) => Some(delivery),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            self.0.iter_mut().map(pushed).collect()
+        }
+
+        pub(crate) fn deliveries(&mut self) -> Vec<Delivery> {
+            self.by_shard().concat()
+        }
+    }
+
+    pub(crate) fn fanout_of(shards: usize) -> (Fanout, Sent) {
+        let (fanout, jobs) = Fanout::unstarted(shards);
+        (fanout, Sent(jobs))
+    }
+
+    pub(crate) fn fanout() -> (Fanout, Sent) {
+        fanout_of(1)
+    }
+
+    #[test]
+    fn a_frame_carries_its_length_in_the_shortest_form() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let text = "x".repeat(len);
+            let frame = Frame::text(&text);
+            assert_eq!(frame.bytes().len(), header + len, "length {len}");
+            assert_eq!(frame.bytes()[0], 0x81);
+            assert_eq!(frame.payload(), text);
+        }
+        assert_eq!(&Frame::text("hi").bytes()[..], b"\x81\x02hi");
+        assert_eq!(
+            &Frame::text(&"y".repeat(300)).bytes()[..4],
+            b"\x81\x7e\x01\x2c"
+        );
+    }
+}

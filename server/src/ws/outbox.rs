@@ -1,0 +1,287 @@
+//! The sending side of one socket, shared by its connection and the fan-out. A frame is written
+//! at once when nothing waits before it and the socket takes it; what the socket does not take
+//! waits here, bounded by bytes, for the connection to write when the socket is ready.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::Notify,
+};
+
+/// Bytes a socket may have waiting before pushes to it stop and its rooms fall behind (to be
+/// read from the store once it takes what waits): a reader this far behind needs the latest
+/// values more than every one of them.
+pub const WAITING_LIMIT: usize = 256 * 1024;
+/// Frames handed to one vectored write.
+const WRITE_BATCH: usize = 64;
+
+pub struct Outbox {
+    tcp: Arc<TcpStream>,
+    waiting: Mutex<Waiting>,
+    /// Wakes the connection: bytes wait for the socket, or a watch needs it.
+    pub(super) wake: Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// A watch of this socket stopped pushing and needs its connection.
+    called: bool,
+    /// The socket failed a write: nothing more goes to it.
+    broken: bool,
+}
+
+impl Outbox {
+    pub fn new(tcp: Arc<TcpStream>) -> Self {
+        Self {
+            tcp,
+            waiting: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        // Updated whole under the lock: a poisoned one is intact.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A pushed frame: written or waiting, unless [`WAITING_LIMIT`] bytes wait already (false).
+    pub fn offer(&self, frame: &Bytes) -> bool {
+        let mut waiting = self.waiting();
+        if waiting.bytes >= WAITING_LIMIT {
+            return false;
+        }
+        self.put(&mut waiting, frame.clone());
+        true
+    }
+
+    /// The connection's own frame: it waits however much waits already, and the connection
+    /// writes it out with [`Outbox::flush`].
+    pub fn queue(&self, frame: Bytes) {
+        self.put(&mut self.waiting(), frame);
+    }
+
+    fn put(&self, waiting: &mut Waiting, frame: Bytes) {
+        if waiting.broken {
+            return;
+        }
+        if !waiting.frames.is_empty() {
+            waiting.bytes += frame.len();
+            waiting.frames.push_back(frame);
+            return;
+        }
+        let rest = match self.tcp.try_write(&frame) {
+            Ok(written) if written == frame.len() => return,
+            Ok(written) => frame.slice(written..),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame,
+            Err(_) => {
+                waiting.broken = true;
+                self.wake.notify_one();
+                return;
+            }
+        };
+        waiting.bytes += rest.len();
+        waiting.frames.push_back(rest);
+        self.wake.notify_one();
+    }
+
+    /// Whether pushes to this socket are being refused.
+    pub fn full(&self) -> bool {
+        self.waiting().bytes >= WAITING_LIMIT
+    }
+
+    /// Asks the connection to see to its watches.
+    pub fn call(&self) {
+        self.waiting().called = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether a watch asked for the connection since last asked.
+    pub fn take_call(&self) -> bool {
+        std::mem::take(&mut self.waiting().called)
+    }
+
+    /// Writes what waits as the socket takes it. Fails with `TimedOut` when the socket takes
+    /// nothing for `limit`: its peer stopped reading.
+    pub async fn flush(&self, limit: Duration) -> io::Result<()> {
+        while !self.write_waiting()? {
+            match tokio::time::timeout(limit, self.tcp.writable()).await {
+                Ok(ready) => ready?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what waits until the socket takes no more; true once nothing waits.
+    fn write_waiting(&self) -> io::Result<bool> {
+        let mut waiting = self.waiting();
+        loop {
+            if waiting.broken {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            if waiting.frames.is_empty() {
+                return Ok(true);
+            }
+            let slices: Vec<IoSlice<'_>> = waiting
+                .frames
+                .iter()
+                .take(WRITE_BATCH)
+                .map(|frame| IoSlice::new(frame))
+                .collect();
+            match self.tcp.try_write_vectored(&slices) {
+                Ok(written) => waiting.advance(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => {
+                    waiting.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Waiting {
+    fn advance(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let first = self.frames.front_mut().expect("written bytes were waiting");
+            if written < first.len() {
+                *first = first.slice(written..);
+                return;
+            }
+            written -= first.len();
+            self.frames.pop_front();
+        }
+    }
+}
+
+/// The socket as the WebSocket protocol's reader sees it: it reads from the socket, and what it
+/// writes itself (answers to pings, the closing handshake) goes through the outbox, in turn with
+/// every other frame.
+pub struct SocketIo<P> {
+    tcp: Arc<TcpStream>,
+    outbox: Arc<Outbox>,
+    /// Held as long as the socket is open (its places under the listener's caps).
+    _held: P,
+}
+
+impl<P> SocketIo<P> {
+    pub fn new(tcp: Arc<TcpStream>, outbox: Arc<Outbox>, held: P) -> Self {
+        Self {
+            tcp,
+            outbox,
+            _held: held,
+        }
+    }
+}
+
+impl<P: Unpin> AsyncRead for SocketIo<P> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match self.tcp.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<P: Unpin> AsyncWrite for SocketIo<P> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.outbox.queue(Bytes::copy_from_slice(buf));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// The connection writes out what waits; nothing is held here.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    async fn pair() -> (Outbox, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (Outbox::new(Arc::new(accepted.unwrap().0)), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn frames_the_socket_cannot_take_wait_in_order_up_to_the_limit() {
+        let (outbox, mut peer) = pair().await;
+        let frame = Bytes::from(vec![7u8; 1000]);
+        // The peer reads nothing: the kernel's buffers fill, then the outbox's.
+        let mut offered = 0usize;
+        while outbox.offer(&frame) {
+            offered += 1;
+            assert!(offered < 100_000, "the outbox never refused");
+        }
+        assert!(outbox.full());
+        assert!(outbox.waiting().bytes >= WAITING_LIMIT);
+        outbox.queue(Bytes::from_static(b"end"));
+        let reading = async {
+            let mut read = vec![0u8; offered * 1000 + 3];
+            peer.read_exact(&mut read).await.unwrap();
+            read
+        };
+        let (flushed, read) = tokio::join!(outbox.flush(LIMIT), reading);
+        flushed.unwrap();
+        assert!(read[..offered * 1000].iter().all(|&b| b == 7));
+        assert_eq!(&read[offered * 1000..], b"end");
+        assert!(!outbox.full());
+    }
+
+    #[tokio::test]
+    async fn a_socket_whose_peer_is_gone_takes_nothing_more() {
+        let (outbox, peer) = pair().await;
+        drop(peer);
+        let frame = Bytes::from(vec![1u8; 64 * 1024]);
+        // The first writes may still reach the kernel; the reset then breaks the socket.
+        let mut broken = false;
+        for _ in 0..1000 {
+            outbox.queue(frame.clone());
+            if outbox.flush(LIMIT).await.is_err() {
+                broken = true;
+                break;
+            }
+        }
+        assert!(broken, "writing to a closed peer fails");
+        outbox.queue(frame);
+        assert!(outbox.flush(LIMIT).await.is_err(), "and stays failed");
+    }
+}

@@ -1,0 +1,216 @@
+//! One socket's watch of one room: where the client stands in the room's log, and whether the
+//! room's pushes go straight to the socket or wait for its connection to read from the store.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use app::protocol::Epoch;
+
+use super::outbox::{Outbox, WAITING_LIMIT};
+use crate::fanout::{Delivery, Frame, Member};
+
+pub struct Watch {
+    outbox: Arc<Outbox>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The newest seq the client has (written or waiting in the outbox); later ones are due.
+    seq: i64,
+    /// The epoch `seq` counts in; none until the subscribe has read it.
+    epoch: Option<Epoch>,
+    mode: Mode,
+}
+
+/// Whether pushes go to the socket.
+enum Mode {
+    /// As they come.
+    Live,
+    /// Not yet: the connection is writing the room from the store, and pushes wait here (up to
+    /// [`WAITING_LIMIT`] bytes) to follow it.
+    Holding {
+        held: Vec<(i64, Frame)>,
+        bytes: usize,
+    },
+    /// Not until the connection has read what the client lacks from the store: the socket
+    /// stopped taking them, or events went missing on their way to this node.
+    Behind,
+    /// Not until the connection has asked the store for the room's epoch: the log may have
+    /// started over.
+    Restarted,
+    /// Never again: the client left the room.
+    Left,
+}
+
+/// What a watch needs from its connection.
+#[derive(Debug, PartialEq)]
+pub enum Need {
+    Nothing,
+    /// Reading from the store from its seq on, metrics conflated: it fell behind.
+    CatchUp,
+    /// Asking the store whether the room's log started over.
+    Recheck,
+}
+
+impl Watch {
+    /// A watch that holds pushes until [`Watch::go_live`]: its subscribe writes the room's past
+    /// first.
+    pub fn holding(outbox: Arc<Outbox>) -> Self {
+        Self {
+            outbox,
+            state: Mutex::new(State {
+                seq: 0,
+                epoch: None,
+                mode: Mode::Holding {
+                    held: Vec::new(),
+                    bytes: 0,
+                },
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Updated whole under the lock: a poisoned one is intact.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the client stands; seqs after it are due.
+    pub fn position(&self) -> (i64, Option<Epoch>) {
+        let state = self.state();
+        (state.seq, state.epoch.clone())
+    }
+
+    /// Sets where the client stands as its subscribe found the room: at `seq` in `epoch`. A
+    /// push of another epoch seen before (the log started over meanwhile) calls for a recheck.
+    pub fn opened(&self, seq: i64, epoch: Epoch) {
+        let mut state = self.state();
+        if state.epoch.as_ref().is_some_and(|seen| *seen != epoch) {
+            state.mode = Mode::Restarted;
+        }
+        state.seq = seq;
+        state.epoch = Some(epoch);
+    }
+
+    /// The client starts the room's log over, in `epoch`.
+    pub fn start_over(&self, epoch: Epoch) {
+        let mut state = self.state();
+        state.seq = 0;
+        state.epoch = Some(epoch);
+    }
+
+    /// The client has everything up to `seq`.
+    pub fn advance(&self, seq: i64) {
+        let mut state = self.state();
+        state.seq = state.seq.max(seq);
+    }
+
+    /// Holds pushes while the connection writes from the store.
+    pub fn hold(&self) {
+        let mut state = self.state();
+        if !matches!(state.mode, Mode::Left) {
+            state.mode = Mode::Holding {
+                held: Vec::new(),
+                bytes: 0,
+            };
+        }
+    }
+
+    /// Writes what was held past the client's seq and goes live; unless the watch fell behind
+    /// or restarted meanwhile (or the socket would not take what was held): then the
+    /// connection must see to it again.
+    pub fn go_live(&self) -> Need {
+        let mut state = self.state();
+        if let Mode::Holding { held, .. } = &mut state.mode {
+            let held = std::mem::take(held);
+            state.mode = Mode::Live;
+            for (seq, frame) in held {
+                if seq > state.seq {
+                    if !self.outbox.offer(frame.bytes()) {
+                        state.mode = Mode::Behind;
+                        break;
+                    }
+                    state.seq = seq;
+                }
+            }
+        }
+        state.need()
+    }
+
+    pub fn need(&self) -> Need {
+        self.state().need()
+    }
+
+    /// No more pushes: the client left the room.
+    pub fn leave(&self) {
+        self.state().mode = Mode::Left;
+    }
+
+    /// Stops pushes until the connection sees to the watch, and calls it.
+    fn stop(&self, state: &mut State, mode: Mode) {
+        if !matches!(state.mode, Mode::Left | Mode::Restarted) {
+            state.mode = mode;
+            self.outbox.call();
+        }
+    }
+}
+
+impl State {
+    fn need(&self) -> Need {
+        match self.mode {
+            Mode::Behind => Need::CatchUp,
+            Mode::Restarted => Need::Recheck,
+            Mode::Live | Mode::Holding { .. } | Mode::Left => Need::Nothing,
+        }
+    }
+}
+
+impl Member for Watch {
+    fn deliver(&self, delivery: &Delivery) -> bool {
+        let mut state = self.state();
+        match delivery {
+            Delivery::Event { seq, frame, .. } => {
+                if *seq <= state.seq {
+                    return false;
+                }
+                match &mut state.mode {
+                    Mode::Live => {
+                        if self.outbox.offer(frame.bytes()) {
+                            state.seq = *seq;
+                            return true;
+                        }
+                        self.stop(&mut state, Mode::Behind);
+                    }
+                    Mode::Holding { held, bytes } => {
+                        *bytes += frame.bytes().len();
+                        if *bytes <= WAITING_LIMIT {
+                            held.push((*seq, frame.clone()));
+                        } else {
+                            self.stop(&mut state, Mode::Behind);
+                        }
+                    }
+                    Mode::Behind | Mode::Restarted | Mode::Left => {}
+                }
+                false
+            }
+            // A count: a socket too full to take it gets the next.
+            Delivery::Presence { frame } => match state.mode {
+                Mode::Live | Mode::Holding { .. } => self.outbox.offer(frame.bytes()),
+                Mode::Behind | Mode::Restarted | Mode::Left => false,
+            },
+            Delivery::Epoch(epoch) => {
+                if state.epoch.as_ref().is_some_and(|ours| ours != epoch) {
+                    self.stop(&mut state, Mode::Restarted);
+                } else if state.epoch.is_none() {
+                    // Seen before the subscribe read the room's epoch: it checks the two.
+                    state.epoch = Some(epoch.clone());
+                }
+                false
+            }
+            Delivery::Gap => {
+                if matches!(state.mode, Mode::Live | Mode::Holding { .. }) {
+                    self.stop(&mut state, Mode::Behind);
+                }
+                false
+            }
+        }
+    }
+}
