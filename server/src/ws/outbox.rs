@@ -228,13 +228,14 @@ impl<P: Unpin> AsyncWrite for SocketIo<P> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
     const LIMIT: Duration = Duration::from_secs(5);
 
-    async fn pair() -> (Outbox, TcpStream) {
+    /// An outbox on one end of a loopback connection, and the other end.
+    pub(in crate::ws) async fn pair() -> (Outbox, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());

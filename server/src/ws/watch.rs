@@ -214,3 +214,110 @@ impl Member for Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::{io::AsyncReadExt, net::TcpStream};
+
+    use super::*;
+    use crate::ws::outbox::tests::pair;
+
+    async fn watch() -> (Watch, TcpStream) {
+        let (outbox, peer) = pair().await;
+        (Watch::holding(Arc::new(outbox)), peer)
+    }
+
+    fn event(seq: i64) -> Delivery {
+        Delivery::Event {
+            seq,
+            frame: Frame::text(&seq.to_string()),
+            published: Instant::now(),
+        }
+    }
+
+    /// The texts of the frames the peer has been sent so far (each under 126 bytes).
+    async fn received(peer: &mut TcpStream) -> Vec<String> {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(read @ 1..)) =
+            tokio::time::timeout(Duration::from_millis(50), peer.read(&mut chunk)).await
+        {
+            bytes.extend_from_slice(&chunk[..read]);
+        }
+        let mut texts = Vec::new();
+        let mut rest = &bytes[..];
+        while let [0x81, len, tail @ ..] = rest {
+            let (text, after) = tail.split_at(*len as usize);
+            texts.push(String::from_utf8(text.to_vec()).unwrap());
+            rest = after;
+        }
+        assert!(rest.is_empty(), "whole text frames only");
+        texts
+    }
+
+    #[tokio::test]
+    async fn pushes_held_while_the_past_is_written_follow_it_without_overlap() {
+        let (watch, mut peer) = watch().await;
+        for seq in 1..=5 {
+            assert!(!watch.deliver(&event(seq)), "held, not written");
+        }
+        assert!(received(&mut peer).await.is_empty());
+        // The replay wrote up to 3.
+        watch.opened(3, Epoch("e".into()));
+        assert_eq!(watch.go_live(), Need::Nothing);
+        assert!(watch.deliver(&event(6)));
+        assert!(!watch.deliver(&event(6)), "once");
+        assert!(!watch.deliver(&event(2)), "the replay had it");
+        assert_eq!(received(&mut peer).await, ["4", "5", "6"]);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_no_more_puts_its_watch_behind_and_calls_its_connection() {
+        let (watch, _peer) = watch().await;
+        watch.opened(0, Epoch("e".into()));
+        watch.go_live();
+        let big = |seq| Delivery::Event {
+            seq,
+            frame: Frame::text(&"x".repeat(60_000)),
+            published: Instant::now(),
+        };
+        let mut seq = 1;
+        while watch.deliver(&big(seq)) {
+            seq += 1;
+            assert!(seq < 10_000, "the socket never filled");
+        }
+        assert_eq!(watch.need(), Need::CatchUp);
+        assert_eq!(watch.position().0, seq - 1, "the client has what was written");
+        assert!(watch.outbox.take_call());
+        assert!(!watch.deliver(&event(seq + 1)), "nothing more until caught up");
+    }
+
+    #[tokio::test]
+    async fn a_push_of_another_epoch_or_a_gap_calls_for_the_store() {
+        let (watch, _peer) = watch().await;
+        watch.opened(0, Epoch("e".into()));
+        watch.go_live();
+        watch.deliver(&Delivery::Epoch(Epoch("e".into())));
+        assert_eq!(watch.need(), Need::Nothing, "the same epoch");
+        watch.deliver(&Delivery::Epoch(Epoch("f".into())));
+        assert_eq!(watch.need(), Need::Recheck);
+        assert!(!watch.deliver(&event(1)), "not the client's log");
+
+        let (watch, _peer) = super::tests::watch().await;
+        watch.deliver(&Delivery::Epoch(Epoch("f".into())));
+        watch.opened(0, Epoch("e".into()));
+        assert_eq!(
+            watch.go_live(),
+            Need::Recheck,
+            "seen while subscribing, before the store was read"
+        );
+
+        let (watch, _peer) = super::tests::watch().await;
+        watch.opened(0, Epoch("e".into()));
+        watch.go_live();
+        watch.deliver(&Delivery::Gap);
+        assert_eq!(watch.need(), Need::CatchUp);
+    }
+}
