@@ -18,9 +18,11 @@ use crate::{
     telemetry::Telemetry,
 };
 
-/// How many events a room holds that came before their turn, while those in between are read
-/// from the store; past it its members read what they lack themselves.
-const ROOM_BUFFER: usize = 1024;
+/// How many events, and how many bytes of them, a room holds that came before their turn while
+/// those in between are read from the store; past either its members read what they lack
+/// themselves.
+const EARLY_EVENTS: usize = 1024;
+const EARLY_BYTES: usize = 1024 * 1024;
 /// How long an event that came ahead of its turn waits for those before it before they are
 /// read from the store: two nodes publishing to one room usually overtake each other by less.
 const FILL_GRACE: Duration = Duration::from_millis(50);
@@ -54,7 +56,7 @@ struct Room {
     /// event or subscriber says where the log stands.
     last: Option<i64>,
     /// Events that came before their turn, waiting for those in between.
-    early: BTreeMap<i64, Arrival>,
+    early: Early,
     /// Whether a fill from the store is under way (one at a time per room).
     filling: bool,
 }
@@ -68,7 +70,7 @@ impl Room {
             presence_due: false,
             epoch: None,
             last: None,
-            early: BTreeMap::new(),
+            early: Early::default(),
             filling: false,
         }
     }
@@ -88,9 +90,9 @@ impl Room {
         }
         match self.last {
             Some(last) if arrival.seq <= last => None,
-            Some(last) if arrival.seq > last + 1 && self.early.len() >= ROOM_BUFFER => {
-                // Held as long as a room's buffer while the store does not answer: the members
-                // take it from here, each from where it is.
+            Some(last) if arrival.seq > last + 1 && self.early.full() => {
+                // Held as many as a room holds while the store does not answer: the members take
+                // it from here, each from where it is.
                 self.early.clear();
                 self.last = Some(arrival.seq);
                 self.send(Delivery::Gap);
@@ -98,7 +100,7 @@ impl Room {
             }
             Some(last) if arrival.seq > last + 1 => {
                 let target = arrival.seq - 1;
-                self.early.insert(arrival.seq, arrival);
+                self.early.insert(arrival);
                 (!self.filling).then(|| {
                     self.filling = true;
                     target
@@ -106,12 +108,12 @@ impl Room {
             }
             _ => {
                 self.push(arrival);
-                while let Some((&next, _)) = self.early.first_key_value() {
+                while let Some(next) = self.early.first() {
                     let last = self.last.unwrap_or(0);
                     if next > last + 1 {
                         break;
                     }
-                    let held = self.early.remove(&next).expect("it was just seen");
+                    let held = self.early.take_first().expect("it was just seen");
                     if next == last + 1 {
                         self.push(held);
                     }
@@ -143,11 +145,45 @@ impl Room {
 
     /// Gives up on the events before the first held one: the store no longer has them.
     fn skip_gap(&mut self) {
-        if let Some((&first, _)) = self.early.first_key_value() {
-            self.last = Some(first - 1);
-            let next = self.early.remove(&first).expect("it was just seen");
+        if let Some(next) = self.early.take_first() {
+            self.last = Some(next.seq - 1);
             self.arrive(next);
         }
+    }
+}
+
+/// Events that came before their turn, by seq.
+#[derive(Default)]
+struct Early {
+    events: BTreeMap<i64, Arrival>,
+    /// Their frames' bytes.
+    bytes: usize,
+}
+
+impl Early {
+    fn first(&self) -> Option<i64> {
+        self.events.keys().next().copied()
+    }
+
+    fn insert(&mut self, arrival: Arrival) {
+        self.bytes += arrival.frame.bytes().len();
+        if let Some(twice) = self.events.insert(arrival.seq, arrival) {
+            self.bytes -= twice.frame.bytes().len();
+        }
+    }
+
+    fn take_first(&mut self) -> Option<Arrival> {
+        let (_, first) = self.events.pop_first()?;
+        self.bytes -= first.frame.bytes().len();
+        Some(first)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() >= EARLY_EVENTS || self.bytes >= EARLY_BYTES
     }
 }
 
@@ -271,7 +307,7 @@ impl Hub {
                         return;
                     };
                     let last = room.last.unwrap_or(0);
-                    if let Some((&first, _)) = room.early.first_key_value() {
+                    if let Some(first) = room.early.first() {
                         target = target.max(first - 1);
                     }
                     if last >= target {
@@ -570,26 +606,44 @@ mod tests {
         assert_eq!(room.arrive(arrival(4)), None);
         assert_eq!(pushed(&mut sent), vec![3, 4, 5]);
         assert_eq!(room.last, Some(5));
-        assert!(room.early.is_empty());
+        assert_eq!((room.early.events.len(), room.early.bytes), (0, 0));
     }
 
     #[test]
-    fn a_room_holding_a_buffer_of_early_events_sends_its_members_to_the_store() {
+    fn a_room_holding_its_fill_of_early_events_sends_its_members_to_the_store() {
+        let gaps = |sent: &mut Sent| {
+            sent.deliveries()
+                .into_iter()
+                .filter(|d| matches!(d, Delivery::Gap))
+                .count()
+        };
+        // By count.
+        let (mut counted, mut sent) = room();
+        counted.last = Some(1);
+        let after = 3 + EARLY_EVENTS as i64;
+        for seq in 3..after {
+            counted.arrive(arrival(seq));
+        }
+        assert_eq!(counted.early.events.len(), EARLY_EVENTS);
+        counted.arrive(arrival(after));
+        assert_eq!((counted.early.events.len(), counted.early.bytes), (0, 0));
+        assert_eq!(counted.last, Some(after));
+        assert_eq!(gaps(&mut sent), 1);
+
+        // By bytes: a few large events fill it as well.
         let (mut room, mut sent) = room();
         room.last = Some(1);
-        for seq in 3..3 + ROOM_BUFFER as i64 {
-            room.arrive(arrival(seq));
+        let large = |seq| Arrival {
+            frame: Frame::text(&"x".repeat(EARLY_BYTES / 4)),
+            ..arrival(seq)
+        };
+        for seq in 3..7 {
+            room.arrive(large(seq));
         }
-        assert_eq!(room.early.len(), ROOM_BUFFER);
-        room.arrive(arrival(3 + ROOM_BUFFER as i64));
-        assert!(room.early.is_empty());
-        assert_eq!(room.last, Some(3 + ROOM_BUFFER as i64));
-        let gaps = sent
-            .deliveries()
-            .into_iter()
-            .filter(|d| matches!(d, Delivery::Gap))
-            .count();
-        assert_eq!(gaps, 1);
+        assert!(room.early.full());
+        room.arrive(large(7));
+        assert_eq!(room.last, Some(7));
+        assert_eq!(gaps(&mut sent), 1);
     }
 
     #[test]
@@ -600,7 +654,10 @@ mod tests {
         room.arrive(arrival(6));
         room.skip_gap();
         assert_eq!(pushed(&mut sent), vec![4]);
-        assert_eq!(room.early.keys().copied().collect::<Vec<_>>(), vec![6]);
+        assert_eq!(
+            room.early.events.keys().copied().collect::<Vec<_>>(),
+            vec![6]
+        );
     }
 
     #[test]

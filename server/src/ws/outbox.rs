@@ -56,14 +56,15 @@ impl Outbox {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A pushed frame: written or waiting, unless [`WAITING_LIMIT`] bytes wait already (false).
+    /// A pushed frame: written or waiting, unless [`WAITING_LIMIT`] bytes wait already or the
+    /// socket failed (false).
     pub fn offer(&self, frame: &Bytes) -> bool {
         let mut waiting = self.waiting();
         if waiting.bytes >= WAITING_LIMIT {
             return false;
         }
         self.put(&mut waiting, frame.clone());
-        true
+        !waiting.broken
     }
 
     /// The connection's own frame: it waits however much waits already, and the connection

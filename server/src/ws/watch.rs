@@ -289,9 +289,16 @@ mod tests {
             assert!(seq < 10_000, "the socket never filled");
         }
         assert_eq!(watch.need(), Need::CatchUp);
-        assert_eq!(watch.position().0, seq - 1, "the client has what was written");
+        assert_eq!(
+            watch.position().0,
+            seq - 1,
+            "the client has what was written"
+        );
         assert!(watch.outbox.take_call());
-        assert!(!watch.deliver(&event(seq + 1)), "nothing more until caught up");
+        assert!(
+            !watch.deliver(&event(seq + 1)),
+            "nothing more until caught up"
+        );
     }
 
     #[tokio::test]
