@@ -3,7 +3,9 @@
 //! frame (encoded once) straight to every member's socket.
 //!
 //! A room sends its deliveries, in its order, to each shard that has members of it; a member
-//! belongs to one shard, so it sees them in that order too.
+//! belongs to one shard, so it sees them in that order too. A shard that is behind takes what
+//! queued for it at once and hands each member all of a room's deliveries together: a socket
+//! then gets several frames in one write, as many as fell due meanwhile.
 
 use std::{
     collections::HashMap,
@@ -23,6 +25,8 @@ use crate::telemetry::Telemetry;
 /// One fan-out turn in so many has its publish→deliver latency observed: the histogram takes a
 /// lock, and the shards take turns at several hundred a second.
 const TIMED_TURNS: u32 = 16;
+/// Jobs a shard takes from its queue per turn.
+const TURN_JOBS: usize = 1024;
 
 /// What a room sends its members.
 #[derive(Clone, Debug)]
@@ -91,8 +95,8 @@ impl Frame {
 
 /// Whoever a room's deliveries go to on this node: a socket's watch of the room.
 pub trait Member: Send + Sync {
-    /// Takes one delivery without waiting; says whether a frame went out for it.
-    fn deliver(&self, delivery: &Delivery) -> bool;
+    /// Takes a room's deliveries, in order, without waiting; says how many events went out.
+    fn deliver(&self, deliveries: &[Delivery]) -> usize;
 }
 
 /// A member's place on its shard, given back to leave.
@@ -169,33 +173,51 @@ impl Fanout {
 /// One shard: its members of every room, and the deliveries for them in order.
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
     let mut rooms: HashMap<RoomName, Vec<Arc<dyn Member>>> = HashMap::new();
+    let mut taken = Vec::with_capacity(TURN_JOBS);
+    // Each room's deliveries of the turn, in its order.
+    let mut due: HashMap<RoomName, Vec<Delivery>> = HashMap::new();
     let mut turns = 0u32;
-    while let Some(job) = jobs.recv().await {
-        match job {
-            Job::Join(room, member) => rooms.entry(room).or_default().push(member),
-            Job::Leave(room, member) => {
-                if let Some(members) = rooms.get_mut(&room) {
-                    members.retain(|m| !std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(&member)));
-                    if members.is_empty() {
-                        rooms.remove(&room);
+    while jobs.recv_many(&mut taken, TURN_JOBS).await > 0 {
+        // Joins and leaves take effect before the turn's deliveries: a member that joins gets
+        // some it already has (it drops them by seq), one that leaves takes no more.
+        for job in taken.drain(..) {
+            match job {
+                Job::Join(room, member) => rooms.entry(room).or_default().push(member),
+                Job::Leave(room, member) => {
+                    if let Some(members) = rooms.get_mut(&room) {
+                        members
+                            .retain(|m| !std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(&member)));
+                        if members.is_empty() {
+                            rooms.remove(&room);
+                        }
                     }
                 }
+                Job::Push(room, delivery) => due.entry(room).or_default().push(delivery),
             }
-            Job::Push(room, delivery) => {
-                let Some(members) = rooms.get(&room) else {
-                    continue;
-                };
-                let delivered = members.iter().filter(|m| m.deliver(&delivery)).count();
-                telemetry.delivered(delivered as u64);
-                if let Delivery::Event { published, .. } = delivery
-                    && delivered > 0
-                {
-                    if turns.is_multiple_of(TIMED_TURNS) {
-                        telemetry.publish_delivered(published.elapsed());
-                    }
-                    turns = turns.wrapping_add(1);
-                }
+        }
+        let mut delivered = 0;
+        let mut oldest = None;
+        for (room, deliveries) in due.drain() {
+            let Some(members) = rooms.get(&room) else {
+                continue;
+            };
+            delivered += members
+                .iter()
+                .map(|m| m.deliver(&deliveries))
+                .sum::<usize>();
+            oldest = oldest.or_else(|| {
+                deliveries.iter().find_map(|d| match d {
+                    Delivery::Event { published, .. } => Some(*published),
+                    _ => None,
+                })
+            });
+        }
+        telemetry.delivered(delivered as u64);
+        if let Some(published) = oldest.filter(|_| delivered > 0) {
+            if turns.is_multiple_of(TIMED_TURNS) {
+                telemetry.publish_delivered(published.elapsed());
             }
+            turns = turns.wrapping_add(1);
         }
     }
 }

@@ -56,45 +56,63 @@ impl Outbox {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A pushed frame: written or waiting, unless [`WAITING_LIMIT`] bytes wait already or the
+    /// Pushed frames: written or waiting, unless [`WAITING_LIMIT`] bytes wait already or the
     /// socket failed (false).
-    pub fn offer(&self, frame: &Bytes) -> bool {
+    pub fn offer(&self, frames: &[&Bytes]) -> bool {
         let mut waiting = self.waiting();
         if waiting.bytes >= WAITING_LIMIT {
             return false;
         }
-        self.put(&mut waiting, frame.clone());
+        self.put(&mut waiting, frames);
         !waiting.broken
     }
 
     /// The connection's own frame: it waits however much waits already, and the connection
     /// writes it out with [`Outbox::flush`].
     pub fn queue(&self, frame: Bytes) {
-        self.put(&mut self.waiting(), frame);
+        self.put(&mut self.waiting(), &[&frame]);
     }
 
-    fn put(&self, waiting: &mut Waiting, frame: Bytes) {
+    /// Writes `frames` after what waits: at once, as far as the socket takes them, when nothing
+    /// waits; the rest wait, and the connection is woken to write them.
+    fn put(&self, waiting: &mut Waiting, frames: &[&Bytes]) {
         if waiting.broken {
             return;
         }
-        if !waiting.frames.is_empty() {
-            waiting.bytes += frame.len();
-            waiting.frames.push_back(frame);
-            return;
-        }
-        let rest = match self.tcp.try_write(&frame) {
-            Ok(written) if written == frame.len() => return,
-            Ok(written) => frame.slice(written..),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame,
-            Err(_) => {
-                waiting.broken = true;
-                self.wake.notify_one();
-                return;
+        let mut written = 0;
+        if waiting.frames.is_empty() {
+            for batch in frames.chunks(WRITE_BATCH) {
+                let slices: Vec<IoSlice<'_>> = batch.iter().map(|f| IoSlice::new(f)).collect();
+                let wanted: usize = batch.iter().map(|f| f.len()).sum();
+                let took = match self.tcp.try_write_vectored(&slices) {
+                    Ok(took) => took,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(_) => {
+                        waiting.broken = true;
+                        self.wake.notify_one();
+                        return;
+                    }
+                };
+                written += took;
+                if took < wanted {
+                    break;
+                }
             }
-        };
-        waiting.bytes += rest.len();
-        waiting.frames.push_back(rest);
-        self.wake.notify_one();
+        }
+        let was_empty = waiting.frames.is_empty();
+        for frame in frames {
+            if written >= frame.len() {
+                written -= frame.len();
+                continue;
+            }
+            let rest = frame.slice(written..);
+            written = 0;
+            waiting.bytes += rest.len();
+            waiting.frames.push_back(rest);
+        }
+        if was_empty && !waiting.frames.is_empty() {
+            self.wake.notify_one();
+        }
     }
 
     /// Whether pushes to this socket are being refused.
@@ -249,7 +267,7 @@ pub(super) mod tests {
         let frame = Bytes::from(vec![7u8; 1000]);
         // The peer reads nothing: the kernel's buffers fill, then the outbox's.
         let mut offered = 0usize;
-        while outbox.offer(&frame) {
+        while outbox.offer(&[&frame]) {
             offered += 1;
             assert!(offered < 100_000, "the outbox never refused");
         }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use app::protocol::Epoch;
+use bytes::Bytes;
 
 use super::outbox::{Outbox, WAITING_LIMIT};
 use crate::fanout::{Delivery, Frame, Member};
@@ -124,7 +125,7 @@ impl Watch {
             state.mode = Mode::Live;
             for (seq, frame) in held {
                 if seq > state.seq {
-                    if !self.outbox.offer(frame.bytes()) {
+                    if !self.outbox.offer(&[frame.bytes()]) {
                         state.mode = Mode::Behind;
                         break;
                     }
@@ -164,20 +165,17 @@ impl State {
 }
 
 impl Member for Watch {
-    fn deliver(&self, delivery: &Delivery) -> bool {
+    fn deliver(&self, deliveries: &[Delivery]) -> usize {
         let mut state = self.state();
-        match delivery {
-            Delivery::Event { seq, frame, .. } => {
-                if *seq <= state.seq {
-                    return false;
-                }
-                match &mut state.mode {
+        // Frames due to the socket, written together; the newest event among them.
+        let mut due: Vec<&Bytes> = Vec::new();
+        let (mut newest, mut events) = (state.seq, 0);
+        for delivery in deliveries {
+            match delivery {
+                Delivery::Event { seq, frame, .. } if *seq > newest => match &mut state.mode {
                     Mode::Live => {
-                        if self.outbox.offer(frame.bytes()) {
-                            state.seq = *seq;
-                            return true;
-                        }
-                        self.stop(&mut state, Mode::Behind);
+                        due.push(frame.bytes());
+                        (newest, events) = (*seq, events + 1);
                     }
                     Mode::Holding { held, bytes } => {
                         *bytes += frame.bytes().len();
@@ -188,30 +186,39 @@ impl Member for Watch {
                         }
                     }
                     Mode::Behind | Mode::Restarted | Mode::Left => {}
+                },
+                Delivery::Event { .. } => {}
+                // A count: a socket too full to take it gets the next.
+                Delivery::Presence { frame } => {
+                    if matches!(state.mode, Mode::Live | Mode::Holding { .. }) {
+                        due.push(frame.bytes());
+                    }
                 }
-                false
-            }
-            // A count: a socket too full to take it gets the next.
-            Delivery::Presence { frame } => match state.mode {
-                Mode::Live | Mode::Holding { .. } => self.outbox.offer(frame.bytes()),
-                Mode::Behind | Mode::Restarted | Mode::Left => false,
-            },
-            Delivery::Epoch(epoch) => {
-                if state.epoch.as_ref().is_some_and(|ours| ours != epoch) {
-                    self.stop(&mut state, Mode::Restarted);
-                } else if state.epoch.is_none() {
-                    // Seen before the subscribe read the room's epoch: it checks the two.
-                    state.epoch = Some(epoch.clone());
+                Delivery::Epoch(epoch) => {
+                    if state.epoch.as_ref().is_some_and(|ours| ours != epoch) {
+                        self.stop(&mut state, Mode::Restarted);
+                    } else if state.epoch.is_none() {
+                        // Seen before the subscribe read the room's epoch: it checks the two.
+                        state.epoch = Some(epoch.clone());
+                    }
                 }
-                false
-            }
-            Delivery::Gap => {
-                if matches!(state.mode, Mode::Live | Mode::Holding { .. }) {
-                    self.stop(&mut state, Mode::Behind);
+                Delivery::Gap => {
+                    if matches!(state.mode, Mode::Live | Mode::Holding { .. }) {
+                        self.stop(&mut state, Mode::Behind);
+                    }
                 }
-                false
             }
         }
+        // What fell due before the watch stopped (if it did) is still the client's.
+        if due.is_empty() {
+            return 0;
+        }
+        if !self.outbox.offer(&due) {
+            self.stop(&mut state, Mode::Behind);
+            return 0;
+        }
+        state.seq = newest;
+        events
     }
 }
 
@@ -260,17 +267,31 @@ mod tests {
     #[tokio::test]
     async fn pushes_held_while_the_past_is_written_follow_it_without_overlap() {
         let (watch, mut peer) = watch().await;
-        for seq in 1..=5 {
-            assert!(!watch.deliver(&event(seq)), "held, not written");
-        }
+        let early: Vec<Delivery> = (1..=5).map(event).collect();
+        assert_eq!(watch.deliver(&early), 0, "held, not written");
         assert!(received(&mut peer).await.is_empty());
         // The replay wrote up to 3.
         watch.opened(3, Epoch("e".into()));
         assert_eq!(watch.go_live(), Need::Nothing);
-        assert!(watch.deliver(&event(6)));
-        assert!(!watch.deliver(&event(6)), "once");
-        assert!(!watch.deliver(&event(2)), "the replay had it");
+        assert_eq!(watch.deliver(&[event(6), event(6), event(2)]), 1);
+        assert_eq!(watch.deliver(&[event(6)]), 0, "once");
         assert_eq!(received(&mut peer).await, ["4", "5", "6"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_up_to_a_gap_which_calls_for_the_store() {
+        let (watch, mut peer) = watch().await;
+        watch.opened(0, Epoch("e".into()));
+        watch.go_live();
+        let batch = [event(1), event(2), Delivery::Gap, event(3)];
+        assert_eq!(watch.deliver(&batch), 2);
+        assert_eq!(received(&mut peer).await, ["1", "2"]);
+        assert_eq!(watch.need(), Need::CatchUp);
+        assert_eq!(
+            watch.position().0,
+            2,
+            "the catch-up starts after what was written"
+        );
     }
 
     #[tokio::test]
@@ -284,7 +305,7 @@ mod tests {
             published: Instant::now(),
         };
         let mut seq = 1;
-        while watch.deliver(&big(seq)) {
+        while watch.deliver(&[big(seq)]) == 1 {
             seq += 1;
             assert!(seq < 10_000, "the socket never filled");
         }
@@ -295,36 +316,31 @@ mod tests {
             "the client has what was written"
         );
         assert!(watch.outbox.take_call());
-        assert!(
-            !watch.deliver(&event(seq + 1)),
+        assert_eq!(
+            watch.deliver(&[event(seq + 1)]),
+            0,
             "nothing more until caught up"
         );
     }
 
     #[tokio::test]
-    async fn a_push_of_another_epoch_or_a_gap_calls_for_the_store() {
+    async fn a_push_of_another_epoch_calls_for_a_recheck() {
         let (watch, _peer) = watch().await;
         watch.opened(0, Epoch("e".into()));
         watch.go_live();
-        watch.deliver(&Delivery::Epoch(Epoch("e".into())));
+        watch.deliver(&[Delivery::Epoch(Epoch("e".into()))]);
         assert_eq!(watch.need(), Need::Nothing, "the same epoch");
-        watch.deliver(&Delivery::Epoch(Epoch("f".into())));
+        let restarted = [Delivery::Epoch(Epoch("f".into())), event(1)];
+        assert_eq!(watch.deliver(&restarted), 0, "not the client's log");
         assert_eq!(watch.need(), Need::Recheck);
-        assert!(!watch.deliver(&event(1)), "not the client's log");
 
         let (watch, _peer) = super::tests::watch().await;
-        watch.deliver(&Delivery::Epoch(Epoch("f".into())));
+        watch.deliver(&[Delivery::Epoch(Epoch("f".into()))]);
         watch.opened(0, Epoch("e".into()));
         assert_eq!(
             watch.go_live(),
             Need::Recheck,
             "seen while subscribing, before the store was read"
         );
-
-        let (watch, _peer) = super::tests::watch().await;
-        watch.opened(0, Epoch("e".into()));
-        watch.go_live();
-        watch.deliver(&Delivery::Gap);
-        assert_eq!(watch.need(), Need::CatchUp);
     }
 }

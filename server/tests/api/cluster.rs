@@ -89,8 +89,11 @@ fn arrival(event: &app::protocol::Event, epoch: &app::protocol::Epoch) -> Arriva
 struct Listening(mpsc::UnboundedSender<Delivery>);
 
 impl Member for Listening {
-    fn deliver(&self, delivery: &Delivery) -> bool {
-        self.0.send(delivery.clone()).is_ok()
+    fn deliver(&self, deliveries: &[Delivery]) -> usize {
+        deliveries
+            .iter()
+            .filter(|d| self.0.send((*d).clone()).is_ok())
+            .count()
     }
 }
 
