@@ -1,6 +1,8 @@
 //! Pushing a room's frames to its members on this node with no task wake-up per member: one
-//! fan-out task per runtime worker, each holding its share of every room's members, writes each
-//! frame (encoded once) straight to every member's socket.
+//! fan-out thread per core, each holding its share of every room's members, writes each frame
+//! (encoded once) straight to every member's socket. Threads of their own, not runtime tasks: a
+//! turn writes to thousands of sockets, and would hold a runtime worker from every other task
+//! (reads, commits) meanwhile.
 //!
 //! A room sends its deliveries, in its order, to each shard that has members of it; a member
 //! belongs to one shard, so it sees them in that order too. A shard that is behind takes what
@@ -125,12 +127,16 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// One shard per worker of the current runtime, each on its own task.
+    /// One shard per core, each on its own thread; they end when the last handle is dropped.
     pub fn spawn(telemetry: Telemetry) -> Self {
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let (fanout, shards) = Self::unstarted(workers.max(1));
-        for jobs in shards {
-            tokio::spawn(run(jobs, telemetry.clone()));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (fanout, shards) = Self::unstarted(cores);
+        for (i, jobs) in shards.into_iter().enumerate() {
+            let telemetry = telemetry.clone();
+            std::thread::Builder::new()
+                .name(format!("fanout-{i}"))
+                .spawn(move || run(jobs, telemetry))
+                .expect("a thread starts");
         }
         fanout
     }
@@ -171,13 +177,19 @@ impl Fanout {
 }
 
 /// One shard: its members of every room, and the deliveries for them in order.
-async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
+fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
     let mut rooms: HashMap<RoomName, Vec<Arc<dyn Member>>> = HashMap::new();
     let mut taken = Vec::with_capacity(TURN_JOBS);
     // Each room's deliveries of the turn, in its order.
     let mut due: HashMap<RoomName, Vec<Delivery>> = HashMap::new();
     let mut turns = 0u32;
-    while jobs.recv_many(&mut taken, TURN_JOBS).await > 0 {
+    while let Some(first) = jobs.blocking_recv() {
+        taken.push(first);
+        while taken.len() < TURN_JOBS
+            && let Ok(job) = jobs.try_recv()
+        {
+            taken.push(job);
+        }
         // Joins and leaves take effect before the turn's deliveries: a member that joins gets
         // some it already has (it drops them by seq), one that leaves takes no more.
         for job in taken.drain(..) {

@@ -205,7 +205,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the fan-out on the current runtime.
+    /// Starts the fan-out's threads.
     pub fn new(store: Store, bus: Bus, telemetry: Telemetry) -> Self {
         Self {
             rooms: Arc::default(),

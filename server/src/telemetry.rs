@@ -165,8 +165,8 @@ impl Default for Telemetry {
         );
         r.register(
             "publish_deliver_seconds",
-            "Time from a publish reaching the server to its event written to a socket (the \
-             oldest of a delivery turn; one turn in 16 of each socket)",
+            "Time from a publish reaching the server to its event written to every member's \
+             socket (the oldest of a fan-out turn; one turn in 16 of each shard)",
             inner.deliver_seconds.clone(),
         );
         r.register(

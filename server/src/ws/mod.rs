@@ -141,13 +141,10 @@ async fn serve(
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let io = SocketIo::new(tcp, outbox.clone(), socket.held);
-    let ws = WebSocketStream::from_partially_read(
-        io,
-        socket.read_ahead.into(),
-        Role::Server,
-        Some(config),
-    )
-    .await;
+    // Copied: the bytes read ahead are a slice of the HTTP connection's whole read buffer, which
+    // would otherwise stay with the socket as long as it is open.
+    let read_ahead = socket.read_ahead.to_vec();
+    let ws = WebSocketStream::from_partially_read(io, read_ahead, Role::Server, Some(config)).await;
     let mut conn = Connection {
         identity,
         credential,
