@@ -130,7 +130,16 @@ async fn serve(
         state.config.subscribe_rate,
         2.0 * state.config.max_rooms_per_connection as f64,
     );
-    let tcp = Arc::new(socket.tcp);
+    let Socket {
+        tcp,
+        held,
+        read_ahead,
+    } = socket;
+    // Copied, and the original dropped here: the bytes read ahead are a slice of the HTTP
+    // connection's whole read buffer, which would otherwise stay as long as the socket is open.
+    let copied = read_ahead.to_vec();
+    drop(read_ahead);
+    let tcp = Arc::new(tcp);
     let outbox = Arc::new(Outbox::new(tcp.clone()));
     let max = state.config.max_frame_bytes;
     // A small read buffer: most connections are idle watchers, and memory per connection is
@@ -140,11 +149,8 @@ async fn serve(
         .write_buffer_size(0)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let io = SocketIo::new(tcp, outbox.clone(), socket.held);
-    // Copied: the bytes read ahead are a slice of the HTTP connection's whole read buffer, which
-    // would otherwise stay with the socket as long as it is open.
-    let read_ahead = socket.read_ahead.to_vec();
-    let ws = WebSocketStream::from_partially_read(io, read_ahead, Role::Server, Some(config)).await;
+    let io = SocketIo::new(tcp, outbox.clone(), held);
+    let ws = WebSocketStream::from_partially_read(io, copied, Role::Server, Some(config)).await;
     let mut conn = Connection {
         identity,
         credential,
