@@ -143,8 +143,8 @@ impl Fanout {
 
     /// `shards` shards whose work is left to the caller.
     fn unstarted(shards: usize) -> (Self, Vec<mpsc::UnboundedReceiver<Job>>) {
-        let (senders, receivers) = (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
-        let senders: Vec<_> = senders;
+        let (senders, receivers): (Vec<_>, _) =
+            (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
         let fanout = Self {
             shards: senders.into(),
             next: Arc::default(),
@@ -171,8 +171,10 @@ impl Fanout {
     }
 
     fn send(&self, shard: usize, job: Job) {
-        // Closed only when the runtime is going away, and every socket with it.
-        let _ = self.shards[shard].send(job);
+        if self.shards[shard].send(job).is_err() {
+            // Its thread ends only with the last handle, or by a panic.
+            tracing::error!(shard, "a fan-out shard is gone: its members get no pushes");
+        }
     }
 }
 
