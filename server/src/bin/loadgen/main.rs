@@ -18,12 +18,13 @@ use app::{
     protocol::{ClientFrame, EventKind, RoomName, ServerFrame},
 };
 use clap::Parser;
-use futures::{SinkExt, StreamExt, future::join_all};
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async_with_config, tungstenite::Message,
 };
 
+mod raw;
 mod soak;
 
 #[derive(Parser)]
@@ -75,6 +76,8 @@ struct Args {
 struct Shared {
     start: Instant,
     measuring: AtomicBool,
+    /// The subscribers' reader ends.
+    stopped: AtomicBool,
     deliveries: AtomicU64,
     latencies: Latencies,
 }
@@ -185,21 +188,20 @@ async fn main() {
     let shared = Arc::new(Shared {
         start: Instant::now(),
         measuring: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
         deliveries: AtomicU64::new(0),
         latencies: Latencies::new(),
     });
 
     let rss_before = proc_rss_kib(pids);
-    let mut subscribers = Vec::with_capacity(args.subscribers);
-    for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(200) {
-        let opened = join_all(
-            chunk
-                .iter()
-                .map(|i| subscriber(&urls[i % urls.len()], &room, shared.clone())),
-        )
-        .await;
-        subscribers.extend(opened);
-    }
+    let addrs: Vec<std::net::SocketAddr> = std::iter::once(args.addr).chain(args.also).collect();
+    let (token, subscribed) = (args.token.clone(), room.clone());
+    let count = args.subscribers;
+    let sockets =
+        tokio::task::spawn_blocking(move || raw::connect(&addrs, &token, &subscribed, count))
+            .await
+            .expect("subscribers connect");
+    let reader = raw::read(sockets, shared.clone());
     eprintln!("{} subscribers connected", args.subscribers);
     if args.idle {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -230,6 +232,8 @@ async fn main() {
     let cpu_after = proc_cpu_ticks(pids);
     let delivered = shared.deliveries.load(Ordering::Relaxed) - delivered_before;
     publisher.abort();
+    shared.stopped.store(true, Ordering::Relaxed);
+    reader.join().expect("the reader ends");
 
     let clock_ticks_per_sec = 100.0; // Linux USER_HZ
     let cpu_secs = (cpu_after - cpu_before) as f64 / clock_ticks_per_sec;
@@ -255,37 +259,6 @@ async fn main() {
         cpu_secs * 1e6 / delivered.max(1) as f64,
         proc_rss_kib(pids),
     );
-}
-
-/// Opens a connection subscribed to `room`; the returned task counts what it receives.
-async fn subscriber(
-    url: &str,
-    room: &RoomName,
-    shared: Arc<Shared>,
-) -> tokio::task::JoinHandle<()> {
-    let (mut socket, _) = connect_async_with_config(url, None, true)
-        .await
-        .expect("connect");
-    let subscribe = serde_json::to_string(&ClientFrame::Subscribe {
-        room: room.clone(),
-        since: None,
-        epoch: None,
-    })
-    .unwrap();
-    socket
-        .send(Message::text(subscribe))
-        .await
-        .expect("subscribe");
-    tokio::spawn(read_events(socket, move |text| {
-        if !shared.measuring.load(Ordering::Relaxed) {
-            return;
-        }
-        shared.deliveries.fetch_add(1, Ordering::Relaxed);
-        if let Some(t) = stamp(text) {
-            let now = shared.start.elapsed().as_micros() as u64;
-            shared.latencies.record(now.saturating_sub(t));
-        }
-    }))
 }
 
 /// Reads `socket` until it ends, answering pings and handing each event frame to `on_event`.
