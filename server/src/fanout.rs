@@ -29,6 +29,11 @@ use crate::telemetry::Telemetry;
 const TIMED_TURNS: u32 = 16;
 /// Jobs a shard takes from its queue per turn.
 const TURN_JOBS: usize = 1024;
+/// Jobs still queued after a turn's are taken that mark the shard as outrun (publishes faster
+/// than it writes): it then hands its members a gap in place of each run of the turn's events,
+/// and they read what they lack from the store, as readers that fell behind do. The queue stays
+/// short, where writing every event late would let it grow without bound.
+const OUTRUN_JOBS: usize = 4 * TURN_JOBS;
 
 /// What a room sends its members.
 #[derive(Clone, Debug)]
@@ -209,12 +214,16 @@ fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
                 Job::Push(room, delivery) => due.entry(room).or_default().push(delivery),
             }
         }
+        let outrun = jobs.len() > OUTRUN_JOBS;
         let mut delivered = 0;
         let mut oldest = None;
-        for (room, deliveries) in due.drain() {
+        for (room, mut deliveries) in due.drain() {
             let Some(members) = rooms.get(&room) else {
                 continue;
             };
+            if outrun {
+                deliveries = gaps_for_events(deliveries);
+            }
             delivered += members
                 .iter()
                 .map(|m| m.deliver(&deliveries))
@@ -234,6 +243,19 @@ fn run(mut jobs: mpsc::UnboundedReceiver<Job>, telemetry: Telemetry) {
             turns = turns.wrapping_add(1);
         }
     }
+}
+
+/// `deliveries` with each run of events replaced by one gap.
+fn gaps_for_events(deliveries: Vec<Delivery>) -> Vec<Delivery> {
+    let mut kept: Vec<Delivery> = Vec::new();
+    for delivery in deliveries {
+        match delivery {
+            Delivery::Event { .. } if matches!(kept.last(), Some(Delivery::Gap)) => {}
+            Delivery::Event { .. } => kept.push(Delivery::Gap),
+            other => kept.push(other),
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -269,6 +291,89 @@ pub(crate) mod tests {
 
     pub(crate) fn fanout() -> (Fanout, Sent) {
         fanout_of(1)
+    }
+
+    /// A member that keeps what it is handed.
+    #[derive(Default)]
+    struct Recording(std::sync::Mutex<Vec<Delivery>>);
+
+    impl Member for Recording {
+        fn deliver(&self, deliveries: &[Delivery]) -> usize {
+            self.0.lock().unwrap().extend_from_slice(deliveries);
+            deliveries.len()
+        }
+    }
+
+    #[test]
+    fn a_shard_outrun_by_its_queue_hands_out_gaps_in_place_of_events() {
+        let (fanout, mut jobs) = Fanout::unstarted(1);
+        let room = RoomName::parse("r").unwrap();
+        let member = Arc::new(Recording::default());
+        fanout.join(&room, member.clone());
+        let events = 10 * OUTRUN_JOBS as i64;
+        for seq in 1..=events {
+            let frame = Frame::text(&seq.to_string());
+            let event = Delivery::Event {
+                seq,
+                frame,
+                published: Instant::now(),
+            };
+            fanout.push(&room, 0, event);
+        }
+        drop(fanout);
+        run(jobs.remove(0), Telemetry::default());
+
+        let handed = member.0.lock().unwrap();
+        let seqs: Vec<i64> = handed
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Event { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        let gaps = handed.iter().filter(|d| matches!(d, Delivery::Gap)).count();
+        assert!(gaps > 0, "the outrun turns handed gaps");
+        assert!(seqs.len() < events as usize, "and not their events");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "what was written is in order"
+        );
+        assert_eq!(
+            seqs.last(),
+            Some(&events),
+            "the turns that kept up wrote their events"
+        );
+    }
+
+    #[test]
+    fn a_run_of_events_becomes_one_gap_and_the_rest_stays() {
+        let event = |seq| Delivery::Event {
+            seq,
+            frame: Frame::text("e"),
+            published: Instant::now(),
+        };
+        let presence = Delivery::Presence {
+            frame: Frame::text("p"),
+        };
+        let epoch = Delivery::Epoch(Epoch("f".into()));
+        let kept = gaps_for_events(vec![
+            event(1),
+            event(2),
+            presence,
+            event(3),
+            epoch,
+            event(1),
+        ]);
+        let kinds: Vec<&str> = kept
+            .iter()
+            .map(|d| match d {
+                Delivery::Event { .. } => "event",
+                Delivery::Presence { .. } => "presence",
+                Delivery::Epoch(_) => "epoch",
+                Delivery::Gap => "gap",
+            })
+            .collect();
+        assert_eq!(kinds, ["gap", "presence", "gap", "epoch", "gap"]);
     }
 
     #[test]
