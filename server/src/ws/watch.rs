@@ -236,6 +236,14 @@ mod tests {
         (Watch::holding(Arc::new(outbox)), peer)
     }
 
+    /// A live watch at the start of epoch `e`.
+    async fn live() -> (Watch, TcpStream) {
+        let (watch, peer) = watch().await;
+        watch.opened(0, Epoch("e".into()));
+        watch.go_live();
+        (watch, peer)
+    }
+
     fn event(seq: i64) -> Delivery {
         Delivery::Event {
             seq,
@@ -280,9 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_goes_out_up_to_a_gap_which_calls_for_the_store() {
-        let (watch, mut peer) = watch().await;
-        watch.opened(0, Epoch("e".into()));
-        watch.go_live();
+        let (watch, mut peer) = live().await;
         let batch = [event(1), event(2), Delivery::Gap, event(3)];
         assert_eq!(watch.deliver(&batch), 2);
         assert_eq!(received(&mut peer).await, ["1", "2"]);
@@ -296,9 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_socket_that_takes_no_more_puts_its_watch_behind_and_calls_its_connection() {
-        let (watch, _peer) = watch().await;
-        watch.opened(0, Epoch("e".into()));
-        watch.go_live();
+        let (watch, _peer) = live().await;
         let big = |seq| Delivery::Event {
             seq,
             frame: Frame::text(&"x".repeat(60_000)),
@@ -325,9 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_of_another_epoch_calls_for_a_recheck() {
-        let (watch, _peer) = watch().await;
-        watch.opened(0, Epoch("e".into()));
-        watch.go_live();
+        let (watch, _peer) = live().await;
         watch.deliver(&[Delivery::Epoch(Epoch("e".into()))]);
         assert_eq!(watch.need(), Need::Nothing, "the same epoch");
         let restarted = [Delivery::Epoch(Epoch("f".into())), event(1)];

@@ -738,3 +738,36 @@ async fn a_server_shutting_down_answers_every_publish_it_took_before_it_closes()
         "every publish the server stored was answered before the socket closed"
     );
 }
+
+#[tokio::test]
+async fn a_request_to_the_socket_that_is_not_a_websocket_upgrade_is_refused_with_400() {
+    let server = start().await;
+    let url = format!("http://{}/ws", server.addr);
+    let plain = server.get(&url).await;
+    assert_eq!(plain.status(), 400);
+    let body: serde_json::Value = plain.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("`Connection`"),
+        "{body}"
+    );
+    let old_version = server
+        .http()
+        .get(&url)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_version.status(), 400);
+    let body: serde_json::Value = old_version.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Version` must be 13"),
+        "{body}"
+    );
+    server.stop().await.unwrap();
+}
