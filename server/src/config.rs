@@ -80,6 +80,14 @@ pub struct Config {
     #[arg(long, env = "WATCHROOM_LOCK_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub lock_timeout: Duration,
 
+    /// Longest the writer waits on the database for one batch of events (also each of its
+    /// statements' `statement_timeout`). A database that falls silent mid-batch (a network path
+    /// gone dead, which TCP may not notice for hours) is given up on after it: the writer asks
+    /// the database, once it answers again, whether the batch committed, acknowledges or refuses
+    /// it accordingly, and ends the silent session so the rooms it locked are free.
+    #[arg(long, env = "WATCHROOM_COMMIT_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub commit_timeout: Duration,
+
     /// Largest WebSocket frame a client may send, in bytes; larger closes the socket with 1009.
     #[arg(long, env = "WATCHROOM_MAX_FRAME_BYTES", default_value_t = 64 * 1024, value_parser = at_least_one)]
     pub max_frame_bytes: usize,
@@ -362,6 +370,7 @@ mod tests {
         assert_eq!(config.query_timeout, Duration::from_secs(15));
         assert_eq!(config.header_timeout, Duration::from_secs(30));
         assert_eq!(config.lock_timeout, Duration::from_secs(2));
+        assert_eq!(config.commit_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert!(config.data_dir.is_absolute());
         assert!(config.data_dir.ends_with(".watchroom"));

@@ -62,6 +62,10 @@ pub enum Error {
     /// the room's publishes are refused until it lets go; other rooms go on.
     #[error("room {0} is locked in the database by another session; try again later")]
     Locked(String),
+    /// The connection to the database was cut or fell silent mid-batch, and the batch did not
+    /// commit (the writer asked once the database answered again).
+    #[error("the database connection was lost mid-batch; nothing of it was stored")]
+    Uncommitted,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -89,9 +93,11 @@ impl Error {
             Self::Limited(_) => ErrorCode::RateLimited,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Unavailable | Self::Locked(_) | Self::Database(_) | Self::Damaged(_) => {
-                ErrorCode::Unavailable
-            }
+            Self::Unavailable
+            | Self::Locked(_)
+            | Self::Uncommitted
+            | Self::Database(_)
+            | Self::Damaged(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -108,7 +114,7 @@ impl Error {
             Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable | Self::Locked(_) | Self::Database(_) => {
+            Self::Unavailable | Self::Locked(_) | Self::Uncommitted | Self::Database(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,6 +124,12 @@ impl Error {
     /// Whether a statement gave up waiting for a lock another session holds (`lock_timeout`).
     pub fn is_lock_timeout(&self) -> bool {
         matches!(self, Self::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03"))
+    }
+
+    /// Whether the database itself answered with this error (so the statement, and its
+    /// transaction, surely failed), rather than the connection to it failing.
+    pub fn is_database_answer(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(_)))
     }
 
     /// Whether the server, not the client, failed: only these are logged as errors.

@@ -144,6 +144,7 @@ pub async fn open_store(config: &Config) -> Result<(Store, Option<EmbeddedPostgr
         let timeouts = Timeouts {
             query: config.query_timeout,
             lock: config.lock_timeout,
+            commit: config.commit_timeout,
         };
         let store = Store::connect(url.parse::<PgConnectOptions>()?, timeouts).await?;
         let limits = store::SeriesLimits {

@@ -1,15 +1,18 @@
 //! The durable event log: rooms, their heads and their events, each with a gapless per-room seq.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use app::{
     metrics::{self, Point, room_source},
     protocol::{Epoch, Event, EventKind, NewEvent, RoomName, RoomSnapshot},
 };
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
+use sqlx::{Connection, PgConnection, types::Json};
 
-use super::Store;
+use super::{Store, samples::Created};
 use crate::error::{Error, Result};
 
 /// Most event data one page of the log holds, as stored (JSONB, compressed where large): a page
@@ -61,6 +64,16 @@ pub struct Appended {
     pub events: Vec<Event>,
     pub epochs: HashMap<String, Epoch>,
     pub samples: Vec<(String, Vec<Point>)>,
+}
+
+/// How far a batch's transaction got, kept outside it: what the writer learns the batch's fate
+/// from if the database falls silent.
+#[derive(Default)]
+struct Attempt {
+    /// The transaction's id, once its first statement answered.
+    xid: Option<i64>,
+    /// What the batch becomes (and the series it creates), once COMMIT is sent.
+    sealed: Option<(Written, Option<Created>)>,
 }
 
 /// What the database gave a batch it committed.
@@ -151,7 +164,46 @@ impl Store {
         }
     }
 
+    /// Writes `batch` on the writer's connection, within the commit timeout. If the answer to
+    /// COMMIT is lost (the connection cut, or the database silent past the timeout), the
+    /// database is asked, once it answers again, whether the batch committed: the publishers'
+    /// answer is then true either way, and nothing is written twice.
     async fn write(&self, batch: &[Pending]) -> Result<Written> {
+        let mut connection = self.writer.acquire().await?;
+        let mut attempt = Attempt::default();
+        let transaction = self.transact(&mut connection, batch, &mut attempt);
+        let lost = match tokio::time::timeout(self.timeouts.commit, transaction).await {
+            Ok(Ok(())) => None,
+            // Refused by the database, or failed before COMMIT was sent: nothing of it stays.
+            Ok(Err(e)) if attempt.sealed.is_none() || e.is_database_answer() => return Err(e),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {:?}", self.timeouts.commit)),
+        };
+        if let Some(why) = lost {
+            // The socket may hold half a statement or an answer never read: it must not go back
+            // to the pool, whose check on return would wait on a silent one for ever.
+            drop(connection.detach());
+            tracing::warn!(
+                %why,
+                committing = attempt.sealed.is_some(),
+                "the database's answer to a batch was lost; asking it what became of the batch"
+            );
+            self.settle(&attempt).await?;
+        }
+        let (written, created) = attempt.sealed.expect("a committed batch was sealed");
+        if let Some(created) = created {
+            self.series.committed(created);
+        }
+        Ok(written)
+    }
+
+    /// The batch's transaction, telling `attempt` how far it got.
+    async fn transact(
+        &self,
+        connection: &mut PgConnection,
+        batch: &[Pending],
+        attempt: &mut Attempt,
+    ) -> Result<()> {
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
         for pending in batch {
             *counts.entry(pending.room.as_str()).or_default() += 1;
@@ -160,19 +212,23 @@ impl Store {
         // cannot deadlock each other.
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
 
-        let mut tx = self.writer.begin().await?;
+        let mut tx = connection.begin().await?;
         // Bumping each head takes the room's row lock until commit: seqs are gapless and a
         // rolled-back batch gives its seqs back.
-        let heads: Vec<(String, i64, String, DateTime<Utc>)> = sqlx::query_as(
+        let heads: Vec<(String, i64, String, DateTime<Utc>, i64)> = sqlx::query_as(
             "INSERT INTO rooms (name, head) SELECT * FROM UNNEST($1::text[], $2::bigint[])
              ON CONFLICT (name) DO UPDATE SET head = rooms.head + EXCLUDED.head
-             RETURNING name, head, epoch, now()",
+             RETURNING name, head, epoch, now(), pg_current_xact_id()::text::int8",
         )
         .bind(&rooms)
         .bind(&added)
         .fetch_all(&mut *tx)
         .await?;
-        let ts = heads.first().map(|(.., ts)| *ts).unwrap_or_else(Utc::now);
+        attempt.xid = heads.first().map(|(.., xid)| *xid);
+        let ts = heads
+            .first()
+            .map(|(_, _, _, ts, _)| *ts)
+            .unwrap_or_else(Utc::now);
         // The first seq of each room in this batch.
         let mut next: HashMap<&str, i64> = heads
             .iter()
@@ -218,15 +274,60 @@ impl Store {
                     .await?,
             ),
         };
-        tx.commit().await?;
-        if let Some(created) = created {
-            self.series.committed(created);
-        }
         let epochs = heads
             .into_iter()
-            .map(|(name, _, epoch, _)| (name, Epoch(epoch)))
+            .map(|(name, _, epoch, ..)| (name, Epoch(epoch)))
             .collect();
-        Ok(Written { seqs, ts, epochs })
+        attempt.sealed = Some((Written { seqs, ts, epochs }, created));
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Learns whether the batch of a session the writer gave up on committed, and ends that
+    /// session, which the database may never notice is gone and whose row locks would stall
+    /// every later publish to its rooms. Asks until the database answers.
+    async fn settle(&self, attempt: &Attempt) -> Result<()> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let asked = tokio::time::timeout(self.timeouts.commit, self.end_given_up(attempt));
+            match asked.await {
+                Ok(Ok(Some(true))) => return Ok(()),
+                Ok(Ok(Some(false))) => return Err(Error::Uncommitted),
+                // Still running: it was told to end just now.
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the database does not answer yet"),
+                Err(_) => tracing::warn!("the database is still silent"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Ends this writer's other sessions, and says whether the attempt's transaction committed:
+    /// none while it still runs. On a connection of its own, outside the pool, so one that falls
+    /// silent too is simply dropped.
+    async fn end_given_up(&self, attempt: &Attempt) -> Result<Option<bool>> {
+        let mut connection = PgConnection::connect_with(&self.writer.connect_options()).await?;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.writer_name)
+        .execute(&mut connection)
+        .await?;
+        // COMMIT was never sent: the transaction cannot have committed.
+        let (Some(xid), Some(_)) = (attempt.xid, &attempt.sealed) else {
+            return Ok(Some(false));
+        };
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT pg_xact_status($1::int8::text::xid8)")
+                .bind(xid)
+                .fetch_one(&mut connection)
+                .await?;
+        Ok(match status.as_deref() {
+            Some("in progress") => None,
+            status => Some(status == Some("committed")),
+        })
     }
 
     /// Those of `rooms` whose row another session holds locked now (asked without waiting).

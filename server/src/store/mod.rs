@@ -41,11 +41,9 @@ pub struct Timeouts {
     pub query: Duration,
     /// The writer's wait for a row lock held by another session (`lock_timeout`).
     pub lock: Duration,
-}
-
-impl Timeouts {
-    /// Any statement of the writer: a batch commits in milliseconds, so this only ends a stall.
-    const WRITE: Duration = Duration::from_secs(30);
+    /// The writer's wait for one batch, and each of its statements': a batch commits in
+    /// milliseconds, so this only ends a stall.
+    pub commit: Duration,
 }
 
 impl Default for Timeouts {
@@ -53,6 +51,7 @@ impl Default for Timeouts {
         Self {
             query: Duration::from_secs(15),
             lock: Duration::from_secs(2),
+            commit: Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +62,10 @@ pub struct Store {
     pool: PgPool,
     /// The single writer's own connection, so a burst of reads never delays a commit.
     writer: PgPool,
+    /// The writer's `application_name`, this process's alone: how a session it gave up on is
+    /// found again to be ended.
+    writer_name: String,
+    timeouts: Timeouts,
     /// Rollups, packing, retention and deletes: long by nature, so not bounded like reads, and
     /// apart from them so a page never waits for an hour's rollup.
     upkeep: PgPool,
@@ -76,28 +79,36 @@ impl Store {
     /// time: sqlx holds an advisory lock while it migrates).
     pub async fn connect(options: PgConnectOptions, timeouts: Timeouts) -> Result<Self, RunError> {
         // While the database is away, requests fail after a few seconds instead of hanging.
-        let pool = |connections, settings: &[(&str, Duration)]| {
+        let pool = |connections, options: PgConnectOptions, settings: &[(&str, Duration)]| {
             let settings = settings
                 .iter()
                 .map(|(name, limit)| (*name, format!("{}ms", limit.as_millis())));
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy_with(options.clone().options(settings))
+                .connect_lazy_with(options.options(settings))
         };
-        let reads = pool(16, &[("statement_timeout", timeouts.query)]);
+        let reads = pool(
+            16,
+            options.clone(),
+            &[("statement_timeout", timeouts.query)],
+        );
+        let writer_name = format!("watchroom writer {:016x}", rand::random::<u64>());
         let writer = pool(
             1,
+            options.clone().application_name(&writer_name),
             &[
                 ("lock_timeout", timeouts.lock),
-                ("statement_timeout", Timeouts::WRITE),
+                ("statement_timeout", timeouts.commit),
             ],
         );
-        let upkeep = pool(2, &[]);
+        let upkeep = pool(2, options, &[]);
         MIGRATIONS.run(&upkeep).await?;
         Ok(Self {
             pool: reads,
             writer,
+            writer_name,
+            timeouts,
             upkeep,
             series: SeriesIds::default(),
             limits: SeriesLimits::default(),

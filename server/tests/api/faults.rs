@@ -1,18 +1,31 @@
 //! Faults from outside the server: a database session holding a room's lock, a server killed
 //! mid-ingest. Each is survived without losing what was acknowledged.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use app::{auth::Role, protocol::RoomName};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use server::store::Store;
+use sqlx::postgres::PgConnectOptions;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::helpers::{
-    EmptyDatabase, Process, database, events_url, http_with, post_notice, scraped, scratch_dir,
-    start_with, stored, token_in, unique_room,
+    Client, EmptyDatabase, Process, database, events_url, http_with, post_notice, scraped,
+    scratch_dir, start_with, stored, token_in, unique_room,
 };
 
 #[tokio::test]
@@ -68,6 +81,180 @@ async fn a_room_locked_by_another_session_refuses_its_publishes_while_other_room
         texts(stored(&app, &held).await),
         ["before the lock", "after the lock"]
     );
+    app.stop().await.unwrap();
+}
+
+/// How the path to the database fails the writer's next COMMIT.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// COMMIT never reaches the database, and nothing comes back: the transaction stays open,
+    /// its rows locked, as long as the database does not notice (a dead path: for hours).
+    Withheld,
+    /// COMMIT reaches the database; its answer never comes back.
+    Unanswered,
+    /// COMMIT reaches the database; then the connection is cut.
+    Cut,
+}
+
+/// A TCP path to the test database that fails the writer's next COMMIT as told, once; every
+/// other connection and statement passes.
+struct FaultyPath {
+    url: String,
+    armed: Arc<Mutex<Option<Fault>>>,
+    carrying: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyPath {
+    async fn to(database_url: &str) -> Self {
+        let options: PgConnectOptions = database_url.parse().unwrap();
+        let upstream = format!("{}:{}", options.get_host(), options.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let here = listener.local_addr().unwrap().to_string();
+        let url = database_url.replacen(&upstream, &here, 1);
+        assert_ne!(url, database_url, "the database URL names {upstream}");
+        let armed = Arc::new(Mutex::new(None));
+        let carrying = tokio::spawn({
+            let armed = armed.clone();
+            async move {
+                let mut connections = tokio::task::JoinSet::new();
+                while let Ok((client, _)) = listener.accept().await {
+                    let server = TcpStream::connect(&upstream).await.unwrap();
+                    connections.spawn(Self::carry(client, server, armed.clone()));
+                }
+            }
+        });
+        Self {
+            url,
+            armed,
+            carrying,
+        }
+    }
+
+    fn arm(&self, fault: Fault) {
+        *self.armed.lock().unwrap() = Some(fault);
+    }
+
+    async fn carry(client: TcpStream, server: TcpStream, armed: Arc<Mutex<Option<Fault>>>) {
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_server, mut to_server) = server.into_split();
+        let silent = Arc::new(AtomicBool::new(false));
+        let answers = tokio::spawn({
+            let silent = silent.clone();
+            async move {
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(read @ 1..) = from_server.read(&mut buffer).await {
+                    if !silent.load(Ordering::SeqCst) {
+                        let _ = to_client.write_all(&buffer[..read]).await;
+                    }
+                }
+                // A dead path passes no end either: the client's side stays open.
+                if silent.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+        let (mut writers, mut buffer) = (false, vec![0; 64 * 1024]);
+        while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
+            let bytes = &buffer[..read];
+            writers |= contains(bytes, b"watchroom writer");
+            if silent.load(Ordering::SeqCst) {
+                continue;
+            }
+            let fault = match writers && contains(bytes, b"COMMIT\0") {
+                true => armed.lock().unwrap().take(),
+                false => None,
+            };
+            if !matches!(fault, Some(Fault::Withheld)) {
+                let _ = to_server.write_all(bytes).await;
+            }
+            match fault {
+                None => {}
+                Some(Fault::Withheld | Fault::Unanswered) => silent.store(true, Ordering::SeqCst),
+                Some(Fault::Cut) => {
+                    answers.abort();
+                    return;
+                }
+            }
+        }
+        let _ = answers.await;
+    }
+}
+
+impl Drop for FaultyPath {
+    fn drop(&mut self) {
+        self.carrying.abort();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Whichever way the answer to a COMMIT is lost, the writer asks the database what became of
+/// the batch: acknowledged if it committed, refused if not, never stored twice, and the rooms a
+/// silent session locked are freed for the next publishes.
+#[tokio::test]
+async fn a_batch_whose_commit_answer_is_lost_is_answered_as_the_database_says_and_never_stored_twice()
+ {
+    let path = FaultyPath::to(&crate::helpers::config().database_url.unwrap()).await;
+    let app = start_with(|config| {
+        config.database_url = Some(path.url.clone());
+        config.commit_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let room = unique_room("faulty");
+    let mut watcher = Client::connect(&app).await;
+    watcher.subscribe(&room, None).await;
+    assert_eq!(post_notice(&app, &room, "before").await["seq"], 1);
+    assert_eq!(watcher.next_event_seq(&room).await, 1);
+
+    let publish = |text: &str| {
+        app.http()
+            .post(events_url(&app, room.as_str()))
+            .json(&json!({"kind": "notice", "data": {"text": text}}))
+            .send()
+    };
+    let mut expected = vec!["before"];
+    for (fault, text) in [
+        (Fault::Unanswered, "unanswered"),
+        (Fault::Cut, "cut"),
+        (Fault::Withheld, "withheld"),
+    ] {
+        path.arm(fault);
+        let response = publish(text).await.unwrap();
+        if matches!(fault, Fault::Withheld) {
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{fault:?}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "unavailable");
+        } else {
+            assert_eq!(response.status(), StatusCode::CREATED, "{fault:?}");
+            let seq = expected.len() as i64 + 1;
+            assert_eq!(response.json::<Value>().await.unwrap()["seq"], seq);
+            assert_eq!(watcher.next_event_seq(&room).await, seq, "{fault:?}");
+            expected.push(text);
+        }
+    }
+    // The withheld batch's session held the room's row: it was ended, so this is not refused
+    // as locked, and takes the seq the refused batch gave back.
+    let after = post_notice(&app, &room, "after").await;
+    assert_eq!(after["seq"], expected.len() as i64 + 1);
+    expected.push("after");
+    assert_eq!(
+        watcher.next_event_seq(&room).await,
+        after["seq"].as_i64().unwrap()
+    );
+    let texts: Vec<String> = stored(&app, &room)
+        .await
+        .iter()
+        .map(|e| e["data"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, expected);
     app.stop().await.unwrap();
 }
 
