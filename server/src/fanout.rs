@@ -19,10 +19,10 @@ use std::{
 };
 
 use app::protocol::{Epoch, RoomName};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::telemetry::Telemetry;
+use crate::{telemetry::Telemetry, ws::framing};
 
 /// One fan-out turn in so many has its publish→deliver latency observed: the histogram takes a
 /// lock, and the shards take turns at several hundred a second.
@@ -62,23 +62,7 @@ pub struct Frame(Bytes);
 
 impl Frame {
     pub fn text(text: &str) -> Self {
-        let len = text.len();
-        let mut frame = BytesMut::with_capacity(len + 10);
-        // FIN and the text opcode; then the length in the shortest of its three forms.
-        frame.put_u8(0x81);
-        match len {
-            0..126 => frame.put_u8(len as u8),
-            126..65_536 => {
-                frame.put_u8(126);
-                frame.put_u16(len as u16);
-            }
-            _ => {
-                frame.put_u8(127);
-                frame.put_u64(len as u64);
-            }
-        }
-        frame.put_slice(text.as_bytes());
-        Self(frame.freeze())
+        Self(framing::encode(framing::TEXT, text.as_bytes()).freeze())
     }
 
     pub fn bytes(&self) -> &Bytes {

@@ -2,6 +2,7 @@
 //! and limits. Live pushes do not pass through it: the fan-out writes them to the socket
 //! (`outbox`), and calls the connection only when a room's watch needs it (`watch`).
 
+pub(crate) mod framing;
 mod handshake;
 mod outbox;
 mod watch;
@@ -21,13 +22,9 @@ use axum::{
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use serde_json::Value;
-use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        self, Message,
-        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
-    },
+use tokio::{
+    net::TcpStream,
+    time::{Instant, MissedTickBehavior, interval_at},
 };
 
 use crate::{
@@ -39,8 +36,9 @@ use crate::{
     listener::Places,
     rate::TokenBucket,
 };
+use framing::{Broken, Incoming, Reader, code};
 use handshake::{Handshake, Socket};
-use outbox::{Outbox, SocketIo};
+use outbox::Outbox;
 use watch::{Need, Watch};
 
 /// How long a closing socket waits for the client's close frame: a browser answers at once;
@@ -87,8 +85,13 @@ pub async fn upgrade(
 /// Why a connection ended, when it did not simply go away.
 enum Closing {
     PeerGone,
+    /// The client sent its close frame.
+    PeerClosed,
     Silent,
     TooLarge,
+    /// The client broke the protocol, as the reason says.
+    Broken(&'static str),
+    InvalidText,
     Revoked,
     ShuttingDown,
     /// It stopped taking what is written to it.
@@ -99,8 +102,11 @@ type Step = Result<(), Closing>;
 
 struct Connection {
     state: AppState,
-    /// Reads the client's frames, and answers its pings and closing itself.
-    ws: WebSocketStream<SocketIo<Places>>,
+    tcp: Arc<TcpStream>,
+    /// Reads the client's frames.
+    reader: Reader,
+    /// Its places under the listener's caps, held while it is open.
+    _held: Places,
     /// Every frame to the client goes through it, the fan-out's and the connection's own.
     outbox: Arc<Outbox>,
     watches: HashMap<RoomName, (Arc<Watch>, Joined)>,
@@ -141,21 +147,14 @@ async fn serve(
     drop(read_ahead);
     let tcp = Arc::new(tcp);
     let outbox = Arc::new(Outbox::new(tcp.clone()));
-    let max = state.config.max_frame_bytes;
-    // A small read buffer: most connections are idle watchers, and memory per connection is
-    // what limits how many one node holds. Nothing is buffered for writing: the outbox writes.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    let io = SocketIo::new(tcp, outbox.clone(), held);
-    let ws = WebSocketStream::from_partially_read(io, copied, Role::Server, Some(config)).await;
+    let reader = Reader::new(copied, state.config.max_frame_bytes);
     let mut conn = Connection {
         identity,
         credential,
         state,
-        ws,
+        tcp,
+        reader,
+        _held: held,
         outbox: outbox.clone(),
         watches: HashMap::new(),
         acks: FuturesOrdered::new(),
@@ -182,15 +181,17 @@ async fn serve(
                 false => Closing::Revoked,
             }),
             // Not read while its pushes are refused: the client must take what waits first.
-            incoming = conn.ws.next(), if conn.acks.len() < MAX_PENDING_PUBLISHES && !outbox.full() => match incoming {
-                Some(Ok(message)) => {
+            incoming = conn.reader.next(&conn.tcp), if conn.acks.len() < MAX_PENDING_PUBLISHES && !outbox.full() => match incoming {
+                Ok(message) => {
                     last_heard = Instant::now();
                     // Boxed: handling a frame (a subscribe's replay, a publish) takes a large
                     // future, which would otherwise sit inline in every idle watcher's task.
                     Box::pin(conn.receive(message)).await
                 }
-                Some(Err(tungstenite::Error::Capacity(_))) => Err(Closing::TooLarge),
-                Some(Err(_)) | None => Err(Closing::PeerGone),
+                Err(Broken::Gone) => Err(Closing::PeerGone),
+                Err(Broken::TooLarge) => Err(Closing::TooLarge),
+                Err(Broken::InvalidText) => Err(Closing::InvalidText),
+                Err(Broken::Protocol(why)) => Err(Closing::Broken(why)),
             },
             () = &mut called => {
                 called.set(outbox.wake.notified());
@@ -216,18 +217,20 @@ impl Connection {
     /// the close frame with its reason when there is one.
     async fn close(mut self, step: Step) {
         let close = match step {
-            Err(Closing::Silent) => {
-                Some((CloseCode::Policy, "no frame within two heartbeat intervals"))
-            }
+            // Answered in kind (RFC 6455 §5.5.1).
+            Err(Closing::PeerClosed) => Some((code::NORMAL, "")),
+            Err(Closing::Silent) => Some((code::POLICY, "no frame within two heartbeat intervals")),
             Err(Closing::TooLarge) => {
-                Some((CloseCode::Size, "frame larger than the server accepts"))
+                Some((code::TOO_LARGE, "frame larger than the server accepts"))
             }
+            Err(Closing::Broken(why)) => Some((code::PROTOCOL, why)),
+            Err(Closing::InvalidText) => Some((code::INVALID_TEXT, "text frames must be UTF-8")),
             Err(Closing::Revoked) => Some((
-                CloseCode::Policy,
+                code::POLICY,
                 "the session or token is no longer valid; sign in again",
             )),
             Err(Closing::ShuttingDown) => {
-                Some((CloseCode::Restart, "server restarting; resume with since"))
+                Some((code::RESTART, "server restarting; resume with since"))
             }
             Err(Closing::PeerGone | Closing::Stalled) | Ok(()) => None,
         };
@@ -243,38 +246,43 @@ impl Connection {
         // Nothing more is delivered, and the rooms are free for others to count, from here.
         self.leave_all();
         if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            // Queued in the outbox by the protocol, which then knows it is closing.
-            let _ = self.ws.close(Some(frame)).await;
-            if self.flush().await.is_ok() {
+            self.outbox.queue(framing::close(code, reason));
+            let answered = matches!(step, Err(Closing::PeerClosed));
+            if self.flush().await.is_ok() && !answered {
                 // The closing handshake: read (and drop) what the client still sends until its own
                 // close. Closing a socket with unread bytes resets it, and the reset can overtake
                 // the last answers and the close frame on their way to the client.
-                let drained = async { while let Some(Ok(_)) = self.ws.next().await {} };
+                let drained = async {
+                    while let Ok(incoming) = self.reader.next(&self.tcp).await {
+                        if incoming == Incoming::Close {
+                            break;
+                        }
+                    }
+                };
                 let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
-                let _ = self.flush().await;
             }
         }
     }
 
-    async fn receive(&mut self, message: Message) -> Step {
+    async fn receive(&mut self, message: Incoming) -> Step {
         match message {
-            Message::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
+            Incoming::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
                 Ok(frame) => self.handle(frame).await,
                 Err(e) => {
                     self.refuse(ErrorCode::BadFrame, format!("unreadable frame: {e}"), None)
                         .await
                 }
             },
-            Message::Binary(_) => {
+            Incoming::Binary => {
                 let message = "frames are JSON text; binary is not accepted".to_owned();
                 self.refuse(ErrorCode::BadFrame, message, None).await
             }
-            Message::Close(_) => Err(Closing::PeerGone),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+            Incoming::Ping(payload) => {
+                self.outbox.queue(framing::pong(&payload));
+                self.flush().await
+            }
+            Incoming::Close => Err(Closing::PeerClosed),
+            Incoming::Pong => Ok(()),
         }
     }
 

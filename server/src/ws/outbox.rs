@@ -5,18 +5,12 @@
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-    sync::Notify,
-};
+use tokio::{net::TcpStream, sync::Notify};
 
 /// Bytes a socket may have waiting before pushes to it stop and its rooms fall behind (to be
 /// read from the store once it takes what waits): a reader this far behind needs the latest
@@ -183,66 +177,6 @@ impl Waiting {
             written -= first.len();
             self.frames.pop_front();
         }
-    }
-}
-
-/// The socket as the WebSocket protocol's reader sees it: it reads from the socket, and what it
-/// writes itself (answers to pings, the closing handshake) goes through the outbox, in turn with
-/// every other frame.
-pub struct SocketIo<P> {
-    tcp: Arc<TcpStream>,
-    outbox: Arc<Outbox>,
-    /// Held as long as the socket is open (its places under the listener's caps).
-    _held: P,
-}
-
-impl<P> SocketIo<P> {
-    pub fn new(tcp: Arc<TcpStream>, outbox: Arc<Outbox>, held: P) -> Self {
-        Self {
-            tcp,
-            outbox,
-            _held: held,
-        }
-    }
-}
-
-impl<P: Unpin> AsyncRead for SocketIo<P> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(buf.initialize_unfilled()) {
-                Ok(read) => {
-                    buf.advance(read);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl<P: Unpin> AsyncWrite for SocketIo<P> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.outbox.queue(Bytes::copy_from_slice(buf));
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    /// The connection writes out what waits; nothing is held here.
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
 

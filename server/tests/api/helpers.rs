@@ -16,7 +16,10 @@ use server::{Config, Running, store::Store};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
-    tungstenite::{Message, protocol::frame::coding::CloseCode},
+    tungstenite::{
+        Message,
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
 };
 
 /// The database the tests use; `scripts/test` creates it.
@@ -321,12 +324,31 @@ impl Client {
 
     /// Reads past any text frames to the server's close frame and returns its code.
     pub async fn close_code(&mut self) -> CloseCode {
+        self.close_frame().await.code
+    }
+
+    /// Reads past any text frames to the server's close frame.
+    pub async fn close_frame(&mut self) -> CloseFrame {
         loop {
             match self.next_message().await {
-                Message::Close(Some(frame)) => return frame.code,
+                Message::Close(Some(frame)) => return frame,
                 Message::Text(_) => continue,
                 other => panic!("expected a close frame with a code, got {other:?}"),
             }
+        }
+    }
+
+    /// Sends a WebSocket message of any kind (a ping, a close).
+    pub async fn send_message(&mut self, message: Message) {
+        self.socket.send(message).await.expect("send");
+    }
+
+    /// Writes `bytes` to the socket behind the WebSocket client's back: frames it would not send.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        match self.socket.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp.write_all(bytes).await.expect("send"),
+            _ => unreachable!("tests speak plain TCP"),
         }
     }
 

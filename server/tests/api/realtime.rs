@@ -4,7 +4,10 @@ use crate::helpers::{Client, post_notice, start, stored, unique_room};
 use app::protocol::{ClientFrame, ErrorCode, EventKind, RoomName, ServerFrame};
 use futures::future::join_all;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{
+    Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
 
 fn seqs(events: &[app::protocol::Event]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
@@ -157,6 +160,49 @@ async fn oversized_frames_close_the_socket_with_1009_and_the_server_carries_on()
         ))
         .await;
     assert_eq!(client.close_code().await, CloseCode::Size);
+    Client::connect(&server).await.assert_answers_ping().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_socket_answers_the_clients_pings_and_its_close_in_kind() {
+    let server = start().await;
+    let mut client = Client::connect(&server).await;
+    client
+        .send_message(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    loop {
+        match client.next_message().await {
+            Message::Pong(payload) => break assert_eq!(&payload[..], b"are you there"),
+            Message::Text(_) => continue,
+            other => panic!("expected the pong, got {other:?}"),
+        }
+    }
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    };
+    client.send_message(Message::Close(Some(bye))).await;
+    assert_eq!(client.close_code().await, CloseCode::Normal);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn frames_outside_the_protocol_close_the_socket_saying_why_and_the_server_carries_on() {
+    let server = start().await;
+    let refusals: [(&[u8], CloseCode, &str); 3] = [
+        (b"\x81\x02hi", CloseCode::Protocol, "must be masked"),
+        // Masked with zeros, so the bytes are as sent.
+        (b"\x81\x82\0\0\0\0\xff\xfe", CloseCode::Invalid, "UTF-8"),
+        (b"\xc1\x82\0\0\0\0hi", CloseCode::Protocol, "reserved bits"),
+    ];
+    for (bytes, code, why) in refusals {
+        let mut client = Client::connect(&server).await;
+        client.send_raw(bytes).await;
+        let closed = client.close_frame().await;
+        assert_eq!(closed.code, code, "{why}");
+        assert!(closed.reason.contains(why), "{why}: {}", closed.reason);
+    }
     Client::connect(&server).await.assert_answers_ping().await;
     server.stop().await.unwrap();
 }
