@@ -222,6 +222,7 @@ async fn main() {
         shared.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let commits_before = commit_histogram(&args).await;
     let cpu_before = proc_cpu_ticks(pids);
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
     shared.measuring.store(true, Ordering::Relaxed);
@@ -230,6 +231,7 @@ async fn main() {
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
     let cpu_after = proc_cpu_ticks(pids);
+    let commits = commit_histogram(&args).await.since(&commits_before);
     let delivered = shared.deliveries.load(Ordering::Relaxed) - delivered_before;
     publisher.abort();
     shared.stopped.store(true, Ordering::Relaxed);
@@ -240,7 +242,8 @@ async fn main() {
     let latencies = &shared.latencies;
     println!(
         "nodes={} subscribers={} rate={} window={} seconds={:.1} deliveries={} deliveries_per_s={:.0} \
-         latency_ms p50={:.2} p99={:.2} max={:.2} server_cpu_s={:.2} cpu_us_per_delivery={:.3} server_rss={}KiB",
+         latency_ms p50={:.2} p99={:.2} max={:.2} server_cpu_s={:.2} cpu_us_per_delivery={:.3} server_rss={}KiB \
+         commits={} commit_ms p50<={} p99<={}",
         urls.len(),
         args.subscribers,
         if args.rate > 0.0 {
@@ -258,7 +261,73 @@ async fn main() {
         cpu_secs,
         cpu_secs * 1e6 / delivered.max(1) as f64,
         proc_rss_kib(pids),
+        commits.total(),
+        commits.bound_ms(0.50),
+        commits.bound_ms(0.99),
     );
+}
+
+/// The first node's commits, from its `/metrics` histogram: how much of the publish → receive
+/// latency is the database's (a commit waits for its WAL to reach the disk), which no fan-out
+/// can save. Counts by bucket upper bound (seconds), cumulative.
+struct Commits(Vec<(f64, u64)>);
+
+async fn commit_histogram(args: &Args) -> Commits {
+    const BUCKET: &str = "watchroom_writer_commit_seconds_bucket{le=\"";
+    let scrape = reqwest::Client::new()
+        .get(format!("http://{}/metrics", args.addr))
+        .bearer_auth(&args.token)
+        .send()
+        .await;
+    let text = match scrape {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Commits(
+        text.lines()
+            .filter_map(|line| {
+                let (le, count) = line.strip_prefix(BUCKET)?.split_once("\"} ")?;
+                let le = match le {
+                    "+Inf" => f64::INFINITY,
+                    le => le.parse().ok()?,
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+impl Commits {
+    /// Those made since `before` was read.
+    fn since(self, before: &Commits) -> Commits {
+        let earlier = |le: f64| {
+            before
+                .0
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0, |(_, n)| *n)
+        };
+        Commits(
+            self.0
+                .into_iter()
+                .map(|(le, n)| (le, n - earlier(le)))
+                .collect(),
+        )
+    }
+
+    fn total(&self) -> u64 {
+        self.0.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// The upper bound of the bucket holding quantile `q`, in milliseconds.
+    fn bound_ms(&self, q: f64) -> String {
+        let wanted = (q * self.total() as f64).ceil() as u64;
+        match self.0.iter().find(|(_, n)| *n >= wanted.max(1)) {
+            Some((le, _)) if le.is_finite() => format!("{}", le * 1000.0),
+            Some(_) => "inf".into(),
+            None => "?".into(),
+        }
+    }
 }
 
 /// Reads `socket` until it ends, answering pings and handing each event frame to `on_event`.
