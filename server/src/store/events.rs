@@ -213,36 +213,15 @@ impl Store {
         let (rooms, added): (Vec<&str>, Vec<i64>) = counts.iter().map(|(r, n)| (*r, *n)).unzip();
 
         let mut tx = connection.begin().await?;
-        // One statement, one round trip to the database for the whole log of the batch. Bumping
-        // each head takes the room's row lock until commit: seqs are gapless and a rolled-back
-        // batch gives its seqs back. Each event's seq is its room's new head, less the room's
-        // events in the batch, plus its place among them; the same is worked out below.
+        // Bumping each head takes the room's row lock until commit: seqs are gapless and a
+        // rolled-back batch gives its seqs back.
         let heads: Vec<(String, i64, String, DateTime<Utc>, i64)> = sqlx::query_as(
-            "WITH heads AS (
-                 INSERT INTO rooms (name, head) SELECT * FROM UNNEST($1::text[], $2::bigint[])
-                 ON CONFLICT (name) DO UPDATE SET head = rooms.head + EXCLUDED.head
-                 RETURNING name, head, epoch
-             ), batch AS (
-                 SELECT r, k, d, row_number() OVER (PARTITION BY r ORDER BY o) AS place,
-                        count(*) OVER (PARTITION BY r) AS added
-                 FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u (r, k, d, o)
-             ), stored AS (
-                 INSERT INTO events (room, seq, ts, kind, data)
-                 SELECT b.r, h.head - b.added + b.place, now(), b.k, b.d::json
-                 FROM batch b JOIN heads h ON h.name = b.r
-             )
-             SELECT name, head, epoch, now(), pg_current_xact_id()::text::int8 FROM heads",
+            "INSERT INTO rooms (name, head) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (name) DO UPDATE SET head = rooms.head + EXCLUDED.head
+             RETURNING name, head, epoch, now(), pg_current_xact_id()::text::int8",
         )
         .bind(&rooms)
         .bind(&added)
-        .bind(batch.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
-        .bind(
-            batch
-                .iter()
-                .map(|e| e.event.kind.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(batch.iter().map(|e| e.text.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         attempt.xid = heads.first().map(|(.., xid)| *xid);
@@ -265,6 +244,23 @@ impl Store {
                 *next - 1
             })
             .collect();
+        sqlx::query(
+            "INSERT INTO events (room, seq, ts, kind, data)
+             SELECT r, s, $3, k, d::json
+             FROM UNNEST($1::text[], $2::bigint[], $4::text[], $5::text[]) AS u (r, s, k, d)",
+        )
+        .bind(batch.iter().map(|e| e.room.as_str()).collect::<Vec<_>>())
+        .bind(&seqs)
+        .bind(ts)
+        .bind(
+            batch
+                .iter()
+                .map(|e| e.event.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(batch.iter().map(|e| e.text.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         let samples: Vec<(&str, &[Point])> = batch
             .iter()
             .filter(|pending| !pending.points.is_empty())
