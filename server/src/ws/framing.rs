@@ -121,6 +121,12 @@ impl Reader {
         }
     }
 
+    /// Drops what was read and not yet taken.
+    pub fn forget(&mut self) {
+        self.unread = Vec::new();
+        self.message = None;
+    }
+
     /// Reads what the socket has, waiting until it has something.
     async fn fill(&mut self, tcp: &TcpStream) -> Result<(), Broken> {
         loop {

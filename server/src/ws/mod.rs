@@ -253,9 +253,12 @@ impl Connection {
                 // close. Closing a socket with unread bytes resets it, and the reset can overtake
                 // the last answers and the close frame on their way to the client.
                 let drained = async {
-                    while let Ok(incoming) = self.reader.next(&self.tcp).await {
-                        if incoming == Incoming::Close {
-                            break;
+                    loop {
+                        match self.reader.next(&self.tcp).await {
+                            Ok(Incoming::Close) | Err(Broken::Gone) => break,
+                            Ok(_) => {}
+                            // Past a broken frame nothing reads as frames: dropped as it comes.
+                            Err(_) => self.reader.forget(),
                         }
                     }
                 };
