@@ -1,5 +1,6 @@
-//! Faults from outside the server: a database session holding a room's lock, a server killed
-//! mid-ingest. Each is survived without losing what was acknowledged.
+//! Faults from outside the server: a database session holding a room's lock, a connection to the
+//! database cut or silent mid-commit, a server killed mid-ingest. Each is survived without losing
+//! what was acknowledged.
 
 use std::{
     net::SocketAddr,
@@ -156,6 +157,7 @@ impl FaultyPath {
         let (mut writers, mut buffer) = (false, vec![0; 64 * 1024]);
         while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
             let bytes = &buffer[..read];
+            // The writer's connections name themselves (`application_name`) at startup.
             writers |= contains(bytes, b"watchroom writer");
             if silent.load(Ordering::SeqCst) {
                 continue;

@@ -268,7 +268,7 @@ async fn main() {
 }
 
 /// The first node's commits, from its `/metrics` histogram: how much of the publish → receive
-/// latency is the database's (a commit waits for its WAL to reach the disk), which no fan-out
+/// latency goes to committing (every delivery waits for its event's commit), which no fan-out
 /// can save. Counts by bucket upper bound (seconds), cumulative.
 struct Commits(Vec<(f64, u64)>);
 
@@ -310,7 +310,7 @@ impl Commits {
         Commits(
             self.0
                 .into_iter()
-                .map(|(le, n)| (le, n - earlier(le)))
+                .map(|(le, n)| (le, n.saturating_sub(earlier(le))))
                 .collect(),
         )
     }
