@@ -2,10 +2,7 @@
 //! the server fills in (`History`, `DashboardStore`), so pages show the right message and tests
 //! match variants.
 
-use leptos::server_fn::{
-    codec::JsonEncoding,
-    error::{FromServerFnError, ServerFnErrorErr},
-};
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::InvalidRoom;
@@ -38,7 +35,7 @@ pub enum AppError {
 }
 
 impl FromServerFnError for AppError {
-    type Encoder = JsonEncoding;
+    type Encoder = crate::json::TextJson;
 
     fn from_server_fn_error(error: ServerFnErrorErr) -> Self {
         Self::Call(error)

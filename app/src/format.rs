@@ -1,4 +1,8 @@
-//! Numbers as an operator reads them across a room: few digits, binary prefixes for bytes.
+//! Numbers and times as an operator reads them across a room: few digits, binary prefixes for
+//! bytes, times to the minute or the second. Times are written field by field: strftime's
+//! pattern parser would be in the wasm only to write these three shapes.
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike};
 
 use crate::dashboards::Unit;
 
@@ -23,6 +27,28 @@ pub fn guess_unit(series: &str) -> Unit {
     } else {
         Unit::None
     }
+}
+
+/// `2026-11-27 14:05`, in `t`'s own zone.
+pub fn minute<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// `2026-11-27 14:05:09`, in `t`'s own zone.
+pub fn second<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
+    format!("{}:{:02}", minute(t), t.second())
+}
+
+/// `14:05:09`, in `t`'s own zone.
+pub fn clock<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
+    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
 
 fn plain(value: f64) -> String {
@@ -75,5 +101,18 @@ mod tests {
         assert_eq!(value(3.0, Unit::None), "3");
         assert_eq!(value(12_345.0, Unit::None), "12.3k");
         assert_eq!(value(2_500_000.0, Unit::None), "2.50M");
+    }
+
+    #[test]
+    fn times_read_as_strftime_would_write_them() {
+        let t = DateTime::parse_from_rfc3339("2026-03-07T04:05:09.250+01:00").unwrap();
+        for (written, pattern) in [
+            (minute(&t), "%Y-%m-%d %H:%M"),
+            (second(&t), "%Y-%m-%d %H:%M:%S"),
+            (clock(&t), "%H:%M:%S"),
+        ] {
+            assert_eq!(written, t.format(pattern).to_string());
+        }
+        assert_eq!(second(&t.to_utc()), "2026-03-07 03:05:09");
     }
 }

@@ -73,9 +73,14 @@ impl Moment {
             return crate::duration::parse(ago).map(|d| Self::Ago(Span(d)));
         }
         let local = || {
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
-                .iter()
-                .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+            // A date picker leaves out the seconds, which chrono's own reading wants.
+            let seconds = match text.matches(':').count() {
+                1 => format!("{text}:00"),
+                _ => text.to_owned(),
+            };
+            seconds
+                .parse::<chrono::NaiveDateTime>()
+                .ok()
                 .and_then(|naive| zone.offset().from_local_datetime(&naive).single())
                 .map(|t| Self::At(t.to_utc()))
         };
@@ -160,16 +165,12 @@ impl Zone {
 
     /// `t` as a wall clock in this zone, to the second.
     pub fn show(self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.offset())
-            .format("%Y-%m-%d %H:%M:%S")
-            .to_string()
+        crate::format::second(&t.with_timezone(&self.offset()))
     }
 
     /// `t` as a browser's date picker holds it in this zone.
     pub fn picker(self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.offset())
-            .format("%Y-%m-%dT%H:%M")
-            .to_string()
+        crate::format::minute(&t.with_timezone(&self.offset())).replacen(' ', "T", 1)
     }
 }
 
@@ -679,6 +680,12 @@ mod tests {
         let q = read("from=2026-11-26T03:12&tz=+01:00").unwrap();
         assert_eq!(q.filter.from, Some(Moment::At(at("2026-11-26T02:12:00Z"))));
         assert_eq!(read("tz=01:00").unwrap().zone, q.zone);
+        let q = read("to=2026-11-26T03:12:30.25&tz=Z").unwrap();
+        assert_eq!(q.filter.to, Some(Moment::At(at("2026-11-26T03:12:30.25Z"))));
+        assert_eq!(
+            Zone::default().picker(at("2026-11-26T03:12:30Z")),
+            "2026-11-26T03:12"
+        );
         let now = at("2026-11-26T12:00:00Z");
         assert_eq!(
             Moment::Ago(Span::secs(3600)).resolve(now),

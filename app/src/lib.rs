@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod format;
 pub mod history;
+pub mod json;
 pub mod live;
 pub mod metrics;
 pub mod pages;

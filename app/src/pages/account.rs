@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::{auth::Role, error::AppError};
 
 /// The signed-in user's name (none for anonymous watchers) and role.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn signed_in() -> Result<(Option<String>, Role), AppError> {
     let identity = crate::auth::identity()?;
     Ok((identity.name, identity.role))

@@ -31,7 +31,7 @@ pub struct AlertsNow {
     pub may_handle: bool,
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn current_alerts() -> Result<Option<AlertsNow>, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;
@@ -460,7 +460,7 @@ pub struct AlertsPageData {
     pub may_edit: bool,
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn alerts_overview() -> Result<AlertsPageData, AppError> {
     /// Transitions and handling the page lists.
     const HISTORY_SHOWN: i64 = 100;
@@ -606,7 +606,7 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
                     let what = serde_json::to_string(&s.matchers).unwrap_or_default();
                     view! {
                         <li>
-                            <code>{what}</code> " until " {s.ends.format("%Y-%m-%d %H:%M UTC").to_string()}
+                            <code>{what}</code> " until " {format!("{} UTC", crate::format::minute(&s.ends))}
                             " by " {s.author} " — " {s.comment}
                             {may_edit.then(|| view! {
                                 <button type="button" on:click=move |_| {
@@ -633,7 +633,7 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
             <ul class="feed">
                 {page.history.into_iter().map(|event| view! {
                     <li class="event kind-alert">
-                        <time>{event.ts.format("%Y-%m-%d %H:%M:%S UTC").to_string()}</time>
+                        <time>{format!("{} UTC", crate::format::second(&event.ts))}</time>
                         <span class="summary">{event.data["text"].as_str().unwrap_or_default().to_owned()}</span>
                     </li>
                 }).collect_view()}
@@ -718,7 +718,7 @@ fn rule_json(base: &Value, f: &Fields) -> Value {
     rule
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn backtest_rule(rule: String) -> Result<alerts::Backtest, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;
@@ -934,7 +934,7 @@ fn ChannelRow(
                         <tbody>
                             {log.into_iter().map(|d| view! {
                                 <tr>
-                                    <td>{d.created.format("%Y-%m-%d %H:%M:%S").to_string()}</td>
+                                    <td>{crate::format::second(&d.created)}</td>
                                     <td>{d.status}</td>
                                     <td>{d.attempts}</td>
                                     <td>{d.summary}</td>

@@ -3,7 +3,7 @@
 //! the panel's unit. Times are UTC, as the readout says, so a page renders the same on the
 //! server and in any browser.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
 use crate::{dashboards::Unit, format};
 
@@ -43,6 +43,10 @@ const TIME_STEPS: [i64; 20] = [
     7 * DAY,
 ];
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// The epoch was a Thursday: weeks are counted from the Monday after it.
 const FIRST_MONDAY: i64 = 4 * DAY;
 
@@ -57,16 +61,16 @@ pub fn time_ticks(start: i64, end: i64, most: usize) -> Vec<Tick<i64>> {
     let first = start + (offset - start).rem_euclid(step);
     let label = |t: i64| {
         let time = DateTime::from_timestamp_millis(t).unwrap_or_default();
-        let format = if step >= DAY {
-            "%-d %b"
+        let hours = || format!("{:02}:{:02}", time.hour(), time.minute());
+        if step >= DAY {
+            format!("{} {}", time.day(), MONTHS[time.month0() as usize])
         } else if step < MINUTE {
-            "%H:%M:%S"
+            format::clock(&time)
         } else if span > DAY {
-            "%a %H:%M"
+            format!("{} {}", time.weekday(), hours())
         } else {
-            "%H:%M"
-        };
-        time.format(format).to_string()
+            hours()
+        }
     };
     (0..)
         .map(|i| first + i * step)
@@ -104,8 +108,10 @@ fn month_ticks(start: i64, end: i64, most: i64) -> Vec<Tick<i64>> {
             break;
         }
         if at >= start {
-            let format = if month0 == 0 { "%Y" } else { "%b" };
-            let label = to_date(at).format(format).to_string();
+            let label = match month0 {
+                0 => year.to_string(),
+                _ => MONTHS[month0 as usize].to_owned(),
+            };
             ticks.push(Tick { at, label });
         }
         month += every;

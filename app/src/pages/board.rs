@@ -332,7 +332,7 @@ fn zoom_span(
 
 /// `vars`: the page's choice of each variable, by name. With `from` and `to` (RFC 3339 or
 /// `now-1h`), the panels show that span, still (a zoom), and `range` and `at` are ignored.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn load_board(
     name: String,
     range: String,
@@ -428,7 +428,7 @@ fn require_edit() -> Result<(), AppError> {
     }
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn create_dashboard(name: String) -> Result<(), AppError> {
     use crate::{
         dashboards::{SharedDashboards, check_name},
@@ -446,7 +446,7 @@ pub async fn create_dashboard(name: String) -> Result<(), AppError> {
     .await
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn delete_dashboard(name: String) -> Result<(), AppError> {
     use crate::error::answer;
 
@@ -557,7 +557,7 @@ async fn board_at(name: &str, version: i64) -> Result<Dashboard, AppError> {
 
 /// Replaces the panel at `index`, or adds one at the end when there is no index; `version` is
 /// the dashboard's as the editor showed it.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn save_panel(
     dashboard: String,
     version: i64,
@@ -601,7 +601,7 @@ pub async fn save_panel(
     .await
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn delete_panel(dashboard: String, version: i64, index: usize) -> Result<(), AppError> {
     use crate::error::answer;
 
@@ -630,7 +630,7 @@ pub enum Arrange {
     Narrower,
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn arrange_panel(
     dashboard: String,
     version: i64,
@@ -665,7 +665,7 @@ pub async fn arrange_panel(
 
 /// Replaces dashboard `name` at `version` with the one in `json` (an export, edited or from
 /// elsewhere); the name in the JSON is ignored, so an export can be imported under another name.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn import_dashboard(name: String, version: i64, json: String) -> Result<(), AppError> {
     use crate::error::answer;
 
@@ -951,7 +951,7 @@ pub(super) fn BoardBody(
     let zoomed = data.zoomed.map(|(from, to)| {
         let time = |t: i64| {
             chrono::DateTime::from_timestamp_millis(t)
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .map(|t| crate::format::second(&t))
                 .unwrap_or_default()
         };
         view! {

@@ -505,9 +505,10 @@ pub fn LineChart(
     };
     let readout = move || {
         let (t, _) = hovered()?;
-        let time = chrono::DateTime::from_timestamp_millis(t)?
-            .format("%H:%M:%S UTC")
-            .to_string();
+        let time = format!(
+            "{} UTC",
+            crate::format::clock(&chrono::DateTime::from_timestamp_millis(t)?)
+        );
         let values = series.with(|all| {
             all.iter()
                 .filter_map(|s| Some(format!("{} {}", s.name, format::value(s.at(t)?, unit))))
@@ -798,7 +799,7 @@ pub fn Logs(#[prop(into)] markers: Signal<Vec<Marker>>, source: String) -> impl 
                 .take(LOG_LINES)
                 .map(|m| {
                     let time = chrono::DateTime::from_timestamp_millis(m.t_ms)
-                        .map(|t| t.format("%H:%M:%S").to_string())
+                        .map(|t| crate::format::clock(&t))
                         .unwrap_or_default();
                     view! {
                         <li class=format!("log marker-{}", m.level)>

@@ -43,7 +43,7 @@ pub struct OverviewData {
     pub storage: Storage,
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
     use crate::{
         dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
@@ -211,7 +211,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
 #[component]
 fn StorageView(storage: Storage) -> impl IntoView {
     let day = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        t.map(|t| crate::format::minute(&t))
             .unwrap_or_else(|| "–".into())
     };
     let next_drop = day(storage.next_drop);

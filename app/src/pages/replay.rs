@@ -32,7 +32,7 @@ pub struct ReplayChunk {
 
 /// The span `[from_ms, to_ms)` of dashboard `name` in the buckets its range draws, for a replay
 /// to play; `markers_only` for the timeline, which spans more than the panels do.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn read_replay(
     name: String,
     range: String,
@@ -176,7 +176,7 @@ pub fn Replay(
     };
     let shown = move || {
         chrono::DateTime::from_timestamp_millis(head.get())
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .map(|t| format!("{} UTC", crate::format::second(&t)))
             .unwrap_or_default()
     };
     let percent = move |t: i64| {

@@ -9,7 +9,7 @@ use crate::error::AppError;
 use crate::live::{LiveClient, RoomView};
 use crate::protocol::{Event, EventKind, RoomSnapshot};
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
     use crate::{error::answer, history::SharedHistory, live::EVENTS_SHOWN, protocol::RoomName};
 
@@ -67,7 +67,7 @@ fn EventRow(event: Event) -> impl IntoView {
     view! {
         <li class=format!("event kind-{kind}") data-seq=event.seq>
             <span class="seq">"#" {event.seq}</span>
-            <time datetime=event.ts.to_rfc3339()>{event.ts.format("%H:%M:%S").to_string()}</time>
+            <time datetime=event.ts.to_rfc3339()>{crate::format::clock(&event.ts)}</time>
             <span class="kind">{kind}</span>
             <span class="summary">{summary}</span>
         </li>

@@ -34,7 +34,7 @@ fn accounts() -> std::sync::Arc<dyn crate::accounts::AccountStore> {
     expect_context::<crate::accounts::SharedAccounts>().0
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn load_settings() -> Result<SettingsData, AppError> {
     crate::error::answer(async move {
         let name = account_holder()?;
@@ -47,14 +47,14 @@ pub async fn load_settings() -> Result<SettingsData, AppError> {
     .await
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn end_session(id: String) -> Result<(), AppError> {
     crate::error::answer(async move { accounts().end_session(account_holder()?, id).await }).await
 }
 
 /// Makes a token from the form's fields: `scopes` separated by spaces or commas, `expires` a
 /// duration such as `30d` or empty for none. Answers with the token, shown this once.
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn create_token(
     name: String,
     scopes: String,
@@ -75,13 +75,13 @@ pub async fn create_token(
     .await
 }
 
-#[server]
+#[server(output = crate::json::Json)]
 pub async fn revoke_token(id: i32) -> Result<(), AppError> {
     crate::error::answer(async move { accounts().revoke_token(account_holder()?, id).await }).await
 }
 
 fn when(time: chrono::DateTime<chrono::Utc>) -> String {
-    time.format("%Y-%m-%d %H:%M UTC").to_string()
+    format!("{} UTC", crate::format::minute(&time))
 }
 
 #[component]
