@@ -66,7 +66,8 @@ pub fn around<S: Clone + Send + Sync + 'static>(
 }
 
 /// How long a browser keeps the wasm, script and stylesheet: a year without asking again when
-/// their names carry their content's hash (a new build has new names), else it asks each time.
+/// their names carry their content's hash (a new build has new names), else it asks each time;
+/// and that their encoding depends on what the browser accepts.
 async fn cache_assets(hashed: bool, request: Request, next: Next) -> Response {
     let asset = request.uri().path().starts_with("/pkg/");
     let mut response = next.run(request).await;
@@ -75,9 +76,13 @@ async fn cache_assets(hashed: bool, request: Request, next: Next) -> Response {
             true => "public, max-age=31536000, immutable",
             false => "no-cache",
         };
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static(keep));
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(keep));
+        // A file sent as compressed at build time says so itself; a cache between must not hand
+        // it to a browser that did not ask for that encoding.
+        if !headers.contains_key(header::VARY) {
+            headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
     }
     response
 }

@@ -29,6 +29,7 @@ pub mod ws;
 
 use std::{
     net::SocketAddr,
+    path::Path,
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -43,6 +44,7 @@ use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use sqlx::postgres::PgConnectOptions;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_http::services::ServeDir;
 
 use alerts::{Alerts, Feed, notify::Senders};
 use auth::Auth;
@@ -351,12 +353,20 @@ fn router(state: AppState, pages: Pages) -> Router {
     let book = SharedAlertBook(Arc::new(pages.clone()));
     let accounts = SharedAccounts(Arc::new(pages));
     let leptos = state.leptos.clone();
+    // The wasm, script and stylesheet as `cargo leptos build --precompress` left them beside
+    // themselves (`.br`, `.gz`, compressed once at the highest level); compressing them per
+    // request at that level took seconds of a first visit.
+    let assets = Path::new(leptos.site_root.as_ref()).join(leptos.site_pkg_dir.as_ref());
+    let assets = ServeDir::new(assets)
+        .precompressed_br()
+        .precompressed_gzip();
     let routes = Router::new()
         .merge(api::router())
         .merge(auth::router())
         .merge(health::router())
         .merge(telemetry::router())
         .route("/ws", get(ws::upgrade))
+        .nest_service(&format!("/{}", leptos.site_pkg_dir), assets)
         .leptos_routes_with_context(
             &state,
             ROUTES.clone(),

@@ -9,7 +9,7 @@ use app::{
 use leptos::server_fn::{ServerFn, error::FromServerFnError};
 use serde_json::{Value, json};
 
-use crate::helpers::{http_with, start, unique_room};
+use crate::helpers::{http_with, start, start_with, unique_room};
 
 /// Calls the server function at `path` with a form body, as JSON-speaking clients do.
 async fn call(
@@ -200,6 +200,57 @@ async fn answers_come_compressed_with_an_id_and_pages_allow_only_their_own_nonce
         "a proxy's id is kept"
     );
     running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sites_files_go_out_as_compressed_at_build_time_when_the_browser_takes_it() {
+    let site = crate::helpers::scratch_dir();
+    let pkg = site.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("watchroom.wasm"), b"\0asm the module itself").unwrap();
+    std::fs::write(
+        pkg.join("watchroom.wasm.br"),
+        b"the module, brotli at build time",
+    )
+    .unwrap();
+    let running = start_with(|config| config.site_root = site.clone()).await;
+    let get = |encoding: &str| {
+        running
+            .http()
+            .get(format!("http://{}/pkg/watchroom.wasm", running.addr))
+            .header("accept-encoding", encoding)
+            .send()
+    };
+
+    let packed = get("gzip, br").await.unwrap();
+    assert_eq!(packed.status(), 200);
+    let headers = packed.headers().clone();
+    assert_eq!(headers["content-encoding"], "br");
+    assert_eq!(headers["content-type"], "application/wasm");
+    assert_eq!(headers["vary"], "accept-encoding");
+    assert_eq!(headers["cache-control"], "no-cache", "names without hashes");
+    let body = packed.bytes().await.unwrap();
+    assert_eq!(
+        &body[..],
+        b"the module, brotli at build time",
+        "sent as built, not again"
+    );
+
+    let plain = get("identity").await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(
+        &plain.bytes().await.unwrap()[..],
+        b"\0asm the module itself"
+    );
+    let absent = running
+        .http()
+        .get(format!("http://{}/pkg/absent.wasm", running.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(absent.status(), 404);
+    running.stop().await.unwrap();
+    std::fs::remove_dir_all(site).unwrap();
 }
 
 /// `PUT /api/dashboards/{name}` of `board`, sent by `http`.
