@@ -95,7 +95,7 @@ pub fn App() -> impl IntoView {
             <main>
                 // Async: the first response already holds the recent past, charts included.
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
-                    <Route path=path!("") view=pages::Overview ssr=SsrMode::Async/>
+                    <Route path=path!("") view={Lazy::<OverviewRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view={Lazy::<RoomRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/alerts") view={Lazy::<AlertsRoute>::new()} ssr=SsrMode::Async/>
@@ -111,7 +111,9 @@ pub fn App() -> impl IntoView {
 }
 
 /// Routes whose code the browser loads the first time one of them opens (`cargo leptos build
-/// --split`): everything but the overview and the dashboards, so the first page is light.
+/// --split`): everything but the dashboards, which operators open most. Lazy, they would load
+/// more, not less: their code, shared with the overview and the wall, would go into dozens of
+/// small chunks fetched and compressed one by one (docs/benchmarks.md, "The page's weight").
 macro_rules! lazy_routes {
     ($($route:ident => $page:path),* $(,)?) => {$(
         struct $route;
@@ -130,6 +132,7 @@ macro_rules! lazy_routes {
 }
 
 lazy_routes! {
+    OverviewRoute => pages::Overview,
     RoomRoute => pages::RoomPage,
     AlertsRoute => pages::AlertsPage,
     HistoryRoute => pages::HistoryPage,
