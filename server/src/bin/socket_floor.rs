@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// Commit each frame to the database before writing it.
-    #[arg(long)]
+    #[arg(long, requires = "database_url")]
     commit: bool,
     /// The database `--commit` writes to, migrated by a server.
     #[arg(long, env = "DATABASE_URL")]
@@ -78,7 +78,7 @@ fn main() {
             let url = args
                 .database_url
                 .clone()
-                .expect("--commit needs --database-url or DATABASE_URL");
+                .expect("clap requires it with --commit");
             let committed = Arc::new(AtomicU64::new(0));
             let done = committed.clone();
             let committer = std::thread::spawn(move || {
