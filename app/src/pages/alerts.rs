@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{follow_events, loaded};
+use super::{follow_events, form::Fields, loaded};
 use crate::{
     alerts::{
         self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, State, StoredChannel,
@@ -643,26 +643,6 @@ fn Overview(page: AlertsPageData, changed: RwSignal<u32>) -> impl IntoView {
     .into_any()
 }
 
-type Fields = std::collections::HashMap<String, String>;
-
-/// Reads a form's named fields as strings.
-#[cfg(feature = "hydrate")]
-fn read_form(form: &web_sys::HtmlFormElement) -> Fields {
-    let mut fields = Fields::new();
-    let Ok(data) = web_sys::FormData::new_with_form(form) else {
-        return fields;
-    };
-    // FormData iterates as [name, value] pairs.
-    let entries = js_sys::try_iter(&data).ok().flatten().into_iter().flatten();
-    for entry in entries.flatten() {
-        let pair = js_sys::Array::from(&entry);
-        if let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-            fields.insert(name, value);
-        }
-    }
-    fields
-}
-
 /// Sends a submitted form as JSON, made by `body` from its fields, with `method` to `url`.
 fn submit_json(
     event: leptos::ev::SubmitEvent,
@@ -679,7 +659,7 @@ fn submit_json(
             .target()
             .and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok());
         if let Some(form) = form {
-            act(method, url, Some(body(&read_form(&form))), outcome);
+            act(method, url, Some(body(&Fields::of(&form))), outcome);
         }
     }
     #[cfg(not(feature = "hydrate"))]
@@ -774,7 +754,7 @@ fn RuleForm(
         move |_| {
             #[cfg(feature = "hydrate")]
             if let Some(form) = form.get() {
-                let rule = rule_json(&base, &read_form(&form)).to_string();
+                let rule = rule_json(&base, &Fields::of(&form)).to_string();
                 leptos::task::spawn_local(async move {
                     let tested = backtest_rule(rule).await.map_err(|e| e.to_string());
                     preview.set(Some(tested));
@@ -865,7 +845,7 @@ fn SilenceForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl
             .as_object_mut()
             .unwrap()
             .retain(|_, v| !v.is_null());
-        json!({"matchers": matchers, "duration": field(f, "duration"), "comment": f.get("comment").cloned().unwrap_or_default()})
+        json!({"matchers": matchers, "duration": field(f, "duration"), "comment": f.text("comment")})
     };
     view! {
         <details class="edit">
@@ -959,7 +939,7 @@ fn ChannelForm(outcome: impl Fn(Result<Value, String>) + Copy + 'static) -> impl
             Some("email") => {
                 let to: Vec<&str> = f
                     .get("to")
-                    .map_or("", |t| t.as_str())
+                    .unwrap_or_default()
                     .split(',')
                     .map(str::trim)
                     .filter(|a| !a.is_empty())

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     chart::{Crosshair, Gauge, LineChart, Logs, SeriesData, Stat, ValueTable},
-    follow_events, loaded,
+    follow_events,
+    form::{Fields, PostForm},
+    loaded,
     replay::Replay,
 };
 use crate::{
@@ -630,6 +632,20 @@ pub enum Arrange {
     Narrower,
 }
 
+impl std::str::FromStr for Arrange {
+    type Err = ();
+
+    fn from_str(change: &str) -> Result<Self, ()> {
+        Ok(match change {
+            "earlier" => Self::Earlier,
+            "later" => Self::Later,
+            "wider" => Self::Wider,
+            "narrower" => Self::Narrower,
+            _ => return Err(()),
+        })
+    }
+}
+
 #[server(output = crate::json::Json)]
 pub async fn arrange_panel(
     dashboard: String,
@@ -686,6 +702,74 @@ pub async fn import_dashboard(name: String, version: i64, json: String) -> Resul
         Ok(())
     })
     .await
+}
+
+// The forms' arguments, as their fields make them (see `PostForm`).
+impl CreateDashboard {
+    pub(super) fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            name: f.text("name"),
+        })
+    }
+}
+
+impl DeleteDashboard {
+    fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            name: f.text("name"),
+        })
+    }
+}
+
+impl SavePanel {
+    fn read(f: &Fields) -> Result<Self, String> {
+        let field = |name: &str| f.text(&format!("panel[{name}]"));
+        Ok(Self {
+            dashboard: f.text("dashboard"),
+            version: f.parse("version")?,
+            index: f.optional("index")?,
+            panel: PanelForm {
+                title: field("title"),
+                kind: field("kind"),
+                source: field("source"),
+                series: field("series"),
+                unit: field("unit"),
+                warn: field("warn"),
+                critical: field("critical"),
+            },
+        })
+    }
+}
+
+impl DeletePanel {
+    fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            dashboard: f.text("dashboard"),
+            version: f.parse("version")?,
+            index: f.parse("index")?,
+        })
+    }
+}
+
+impl ArrangePanel {
+    fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            dashboard: f.text("dashboard"),
+            version: f.parse("version")?,
+            index: f.parse("index")?,
+            change: f.parse("change")?,
+        })
+    }
+}
+
+impl ImportDashboard {
+    fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            name: f.text("name"),
+            version: f.parse("version")?,
+            json: f.text("json"),
+        })
+    }
 }
 
 type PanelSignal = RwSignal<Vec<SeriesData>>;
@@ -798,10 +882,10 @@ fn Missing(name: String, may_edit: bool) -> impl IntoView {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
             {may_edit.then(|| view! {
-                <ActionForm action=create>
+                <PostForm action=create read=CreateDashboard::read>
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Create it"</button>
-                </ActionForm>
+                </PostForm>
             })}
         </section>
     }
@@ -1034,7 +1118,7 @@ pub(super) fn BoardBody(
             <details class="edit" open=move || edits.refusal(None).is_some()>
                 <summary>"Edit dashboard"</summary>
                 <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() edits/>
-                <ActionForm action=edits.import attr:class="import">
+                <PostForm action=edits.import read=ImportDashboard::read attr:class="import">
                     <h2>"Import JSON"</h2>
                     <input type="hidden" name="name" value=import_to.clone()/>
                     <input type="hidden" name="version" value=version/>
@@ -1046,11 +1130,11 @@ pub(super) fn BoardBody(
                     <p class="error" role="alert">
                         {move || edits.import.value().get().and_then(Result::err).map(|e| e.to_string())}
                     </p>
-                </ActionForm>
-                <ActionForm action=delete attr:class="danger">
+                </PostForm>
+                <PostForm action=delete read=DeleteDashboard::read attr:class="danger">
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Delete this dashboard"</button>
-                </ActionForm>
+                </PostForm>
             </details>
         })}
     }
@@ -1101,13 +1185,13 @@ fn PanelView(
         .map(|(change, sign, label)| {
             let (dashboard, title) = (dashboard.clone(), panel.title.clone());
             view! {
-                <ActionForm action=edits.arrange>
+                <PostForm action=edits.arrange read=ArrangePanel::read>
                     <input type="hidden" name="dashboard" value=dashboard/>
                     <input type="hidden" name="version" value=version/>
                     <input type="hidden" name="index" value=index/>
                     <input type="hidden" name="change" value=change/>
                     <button type="submit" aria-label=format!("{label}: {title}") title=label>{sign}</button>
-                </ActionForm>
+                </PostForm>
             }
         })
         .collect_view()
@@ -1122,12 +1206,12 @@ fn PanelView(
                 <h2>{panel.title}</h2>
                 <span class="source">{source}</span>
                 {may_edit.then(|| view! {
-                    <ActionForm action=edits.remove attr:class="panel-delete">
+                    <PostForm action=edits.remove read=DeletePanel::read attr:class="panel-delete">
                         <input type="hidden" name="dashboard" value=delete_from.clone()/>
                         <input type="hidden" name="version" value=version/>
                         <input type="hidden" name="index" value=index/>
                         <button type="submit" aria-label=delete_label.clone()>"×"</button>
-                    </ActionForm>
+                    </PostForm>
                 })}
             </header>
             {body}
@@ -1198,7 +1282,7 @@ fn PanelEditor(
     let kinds = options(&PanelKind::ALL.map(PanelKind::as_str), &panel.kind);
     let units = options(&Unit::ALL.map(Unit::as_str), &panel.unit);
     view! {
-        <ActionForm action=edits.save attr:class="panel-form">
+        <PostForm action=edits.save read=SavePanel::read attr:class="panel-form">
             <h2>{if index.is_some() { "Change this panel" } else { "Add a panel" }}</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
             <input type="hidden" name="version" value=version/>
@@ -1215,7 +1299,7 @@ fn PanelEditor(
             <label>"Critical at" <input name="panel[critical]" inputmode="decimal" value=panel.critical/></label>
             <button type="submit">{if index.is_some() { "Save panel" } else { "Add panel" }}</button>
             <p class="error" role="alert">{move || edits.refusal(index)}</p>
-        </ActionForm>
+        </PostForm>
     }
 }
 
@@ -1228,6 +1312,47 @@ mod tests {
         for panel in Dashboard::host("host:vm").panels {
             assert_eq!(PanelForm::from(&panel).panel(), Ok(panel));
         }
+    }
+
+    #[test]
+    fn the_panel_editor_fields_read_into_the_arguments_the_server_takes() {
+        let panel = &Dashboard::host("host:vm").panels[0];
+        let form = PanelForm::from(panel);
+        let fields: Fields = [
+            ("dashboard", "host"),
+            ("version", "3"),
+            ("index", "1"),
+            ("panel[title]", form.title.as_str()),
+            ("panel[kind]", form.kind.as_str()),
+            ("panel[source]", form.source.as_str()),
+            ("panel[series]", form.series.as_str()),
+            ("panel[unit]", form.unit.as_str()),
+            ("panel[warn]", form.warn.as_str()),
+            ("panel[critical]", form.critical.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let save = SavePanel::read(&fields).unwrap();
+        assert_eq!(
+            (save.dashboard.as_str(), save.version, save.index),
+            ("host", 3, Some(1))
+        );
+        assert_eq!(save.panel.panel(), Ok(panel.clone()));
+    }
+
+    #[test]
+    fn an_arrange_change_reads_from_its_name_on_the_wire() {
+        for change in [
+            Arrange::Earlier,
+            Arrange::Later,
+            Arrange::Wider,
+            Arrange::Narrower,
+        ] {
+            let name = serde_json::to_value(change).unwrap();
+            assert_eq!(name.as_str().unwrap().parse(), Ok(change));
+        }
+        assert!("sideways".parse::<Arrange>().is_err());
     }
 
     #[test]

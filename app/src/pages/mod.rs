@@ -5,6 +5,7 @@ mod alerts;
 mod axes;
 mod board;
 mod chart;
+mod form;
 mod history;
 mod overview;
 mod replay;

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     board::CreateDashboard,
     chart::{SeriesData, Sparkline},
-    follow, loaded,
+    follow,
+    form::PostForm,
+    loaded,
 };
 use crate::{
     dashboards::Unit,
@@ -164,13 +166,13 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                     .collect_view()}
             </ul>
             {may_edit.then(|| view! {
-                <ActionForm action=create attr:class="new-dashboard">
+                <PostForm action=create read=CreateDashboard::read attr:class="new-dashboard">
                     <label>
                         "New dashboard "
                         <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>
                     </label>
                     <button type="submit">"Create"</button>
-                </ActionForm>
+                </PostForm>
             })}
         </section>
         <section id="sources" aria-labelledby="sources-title">

@@ -4,7 +4,10 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::loaded;
+use super::{
+    form::{Fields, PostForm},
+    loaded,
+};
 use crate::{
     accounts::{SessionInfo, TokenInfo},
     error::AppError,
@@ -80,6 +83,16 @@ pub async fn revoke_token(id: i32) -> Result<(), AppError> {
     crate::error::answer(async move { accounts().revoke_token(account_holder()?, id).await }).await
 }
 
+impl CreateToken {
+    fn read(f: &Fields) -> Result<Self, String> {
+        Ok(Self {
+            name: f.text("name"),
+            scopes: f.text("scopes"),
+            expires: f.text("expires"),
+        })
+    }
+}
+
 fn when(time: chrono::DateTime<chrono::Utc>) -> String {
     format!("{} UTC", crate::format::minute(&time))
 }
@@ -138,10 +151,10 @@ fn SettingsBody(
                                 <span class="muted">
                                     "since " {when(session.created)} ", last seen " {when(session.seen)}
                                 </span>
-                                <ActionForm action=end>
+                                <PostForm action=end read=|f| Ok(EndSession { id: f.text("id") })>
                                     <input type="hidden" name="id" value=session.id/>
                                     <button type="submit" aria-label=label>"End"</button>
-                                </ActionForm>
+                                </PostForm>
                             </li>
                         }
                     })
@@ -175,10 +188,10 @@ fn SettingsBody(
                                 <code>{scopes}</code>
                                 <span class="muted">{state} ", " {used}</span>
                                 {live.then(|| view! {
-                                    <ActionForm action=revoke>
+                                    <PostForm action=revoke read=|f| Ok(RevokeToken { id: f.parse("id")? })>
                                         <input type="hidden" name="id" value=token.id/>
                                         <button type="submit" aria-label=label>"Revoke"</button>
-                                    </ActionForm>
+                                    </PostForm>
                                 })}
                             </li>
                         }
@@ -186,7 +199,7 @@ fn SettingsBody(
                     .collect_view()}
             </ul>
             {made}
-            <ActionForm action=create attr:class="token-form">
+            <PostForm action=create read=CreateToken::read attr:class="token-form">
                 <label>"Name " <input name="name" required placeholder="deploy job"/></label>
                 <label>
                     "Scopes "
@@ -194,7 +207,7 @@ fn SettingsBody(
                 </label>
                 <label>"Expires after " <input name="expires" placeholder="90d (empty: never)"/></label>
                 <button type="submit">"Create token"</button>
-            </ActionForm>
+            </PostForm>
         </section>
     }
 }
