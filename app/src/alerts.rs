@@ -4,7 +4,7 @@
 use std::{cmp::Ordering, fmt};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -448,28 +448,61 @@ pub struct Key {
     pub labels: Labels,
 }
 
-/// One alert instance as `GET /api/alerts` and the pages show it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Instance {
-    #[serde(flatten)]
-    pub key: Key,
-    pub name: String,
-    pub state: State,
-    pub value: Option<f64>,
-    pub threshold: f64,
-    /// When the instance entered its state.
-    pub since: DateTime<Utc>,
-    pub severity: Severity,
-    pub summary: String,
-    /// The rule's own labels, which silences and channels may match.
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
-    pub rule_labels: Labels,
-    /// Who acknowledged the instance's current trouble, if anyone did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ack: Option<Ack>,
-    /// Whether a silence covers it now.
-    #[serde(default)]
-    pub silenced: bool,
+/// A struct whose fields on the wire are its `key`'s and its own side by side, as
+/// `#[serde(flatten)]` writes them. Read through a struct of all of them: serde's own reading of a
+/// flattened field buffers the whole object first, and its code would be in the browser's first
+/// module for the alert centre alone.
+macro_rules! keyed {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Serialize)]
+        pub struct $name {
+            #[serde(flatten)]
+            pub key: Key,
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                struct Flat {
+                    rule: i64,
+                    source: String,
+                    #[serde(default)]
+                    labels: Labels,
+                    $($(#[$field_meta])* $field: $ty,)*
+                }
+                let Flat { rule, source, labels, $($field),* } = Flat::deserialize(from)?;
+                Ok(Self { key: Key { rule, source, labels }, $($field),* })
+            }
+        }
+    };
+}
+
+keyed! {
+    /// One alert instance as `GET /api/alerts` and the pages show it.
+    pub struct Instance {
+        pub name: String,
+        pub state: State,
+        pub value: Option<f64>,
+        pub threshold: f64,
+        /// When the instance entered its state.
+        pub since: DateTime<Utc>,
+        pub severity: Severity,
+        pub summary: String,
+        /// The rule's own labels, which silences and channels may match.
+        #[serde(default, skip_serializing_if = "Labels::is_empty")]
+        pub rule_labels: Labels,
+        /// Who acknowledged the instance's current trouble, if anyone did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ack: Option<Ack>,
+        /// Whether a silence covers it now.
+        #[serde(default)]
+        pub silenced: bool,
+    }
 }
 
 impl Instance {
@@ -490,42 +523,40 @@ impl Instance {
     }
 }
 
-/// A change of an instance's state, as stored in room `alerts`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    #[serde(flatten)]
-    pub key: Key,
-    pub name: String,
-    pub state: State,
-    pub previous: State,
-    pub value: Option<f64>,
-    pub threshold: f64,
-    pub severity: Severity,
-    pub summary: String,
-    pub since: DateTime<Utc>,
-    /// When the state left began: for a resolve, when the trouble it ends began.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub began: Option<DateTime<Utc>>,
-    /// The rule's own labels, for routing notifications.
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
-    pub rule_labels: Labels,
-    /// A silence covered the instance when it changed: stored and shown, sent to no one.
-    #[serde(default)]
-    pub silenced: bool,
+keyed! {
+    /// A change of an instance's state, as stored in room `alerts`.
+    pub struct Transition {
+        pub name: String,
+        pub state: State,
+        pub previous: State,
+        pub value: Option<f64>,
+        pub threshold: f64,
+        pub severity: Severity,
+        pub summary: String,
+        pub since: DateTime<Utc>,
+        /// When the state left began: for a resolve, when the trouble it ends began.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub began: Option<DateTime<Utc>>,
+        /// The rule's own labels, for routing notifications.
+        #[serde(default, skip_serializing_if = "Labels::is_empty")]
+        pub rule_labels: Labels,
+        /// A silence covered the instance when it changed: stored and shown, sent to no one.
+        #[serde(default)]
+        pub silenced: bool,
+    }
 }
 
-/// An operator taking on an instance's current trouble; it lasts until the instance next
-/// changes state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Ack {
-    #[serde(flatten)]
-    pub key: Key,
-    /// The `since` of the state acknowledged.
-    pub since: DateTime<Utc>,
-    pub by: String,
-    pub at: DateTime<Utc>,
-    #[serde(default)]
-    pub comment: String,
+keyed! {
+    /// An operator taking on an instance's current trouble; it lasts until the instance next
+    /// changes state.
+    pub struct Ack {
+        /// The `since` of the state acknowledged.
+        pub since: DateTime<Utc>,
+        pub by: String,
+        pub at: DateTime<Utc>,
+        #[serde(default)]
+        pub comment: String,
+    }
 }
 
 /// What a silence covers: every field given must match.
@@ -629,7 +660,7 @@ impl NewSilence {
 }
 
 /// What an event in room `alerts` carries besides its `text`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum News {
     Transition(Transition),
@@ -643,12 +674,49 @@ pub enum News {
 }
 
 /// The data of an event in room `alerts`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertEvent {
     /// One line for people, and for pages that know no more than `text`.
     pub text: String,
     #[serde(flatten)]
     pub news: News,
+}
+
+/// Read as the object it is stored as, its `type` taken out and the rest read as that news: the
+/// store keeps events as jsonb, which orders the keys its own way, and serde's reading of a
+/// flattened, internally tagged enum would buffer the object whole first.
+impl<'de> Deserialize<'de> for AlertEvent {
+    fn deserialize<D: Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = Map::deserialize(from)?;
+        let mut take = |name: &'static str| match fields.remove(name) {
+            Some(Value::String(text)) => Ok(text),
+            _ => Err(D::Error::missing_field(name)),
+        };
+        let (text, kind) = (take("text")?, take("type")?);
+        let rest = Value::Object(fields);
+        let news = match kind.as_str() {
+            "transition" => Transition::deserialize(rest).map(News::Transition),
+            "ack" => Ack::deserialize(rest).map(News::Ack),
+            "silence" => Silence::deserialize(rest).map(News::Silence),
+            "unsilence" => {
+                #[derive(Deserialize)]
+                struct Unsilence {
+                    id: i64,
+                    by: String,
+                }
+                Unsilence::deserialize(rest).map(|u| News::Unsilence { id: u.id, by: u.by })
+            }
+            _ => {
+                const KINDS: &[&str] = &["transition", "ack", "silence", "unsilence"];
+                return Err(D::Error::unknown_variant(&kind, KINDS));
+            }
+        };
+        Ok(Self {
+            text,
+            news: news.map_err(D::Error::custom)?,
+        })
+    }
 }
 
 /// Where notifications go.
@@ -1097,6 +1165,101 @@ mod tests {
                 .field,
             "ends"
         );
+    }
+
+    #[test]
+    fn alert_news_reads_back_whatever_order_its_fields_are_stored_in() {
+        let key = Key {
+            rule: 4,
+            source: "host:web-1".into(),
+            labels: [("disk".to_owned(), "/".to_owned())].into(),
+        };
+        let at = |s: i64| DateTime::from_timestamp(1_790_000_000 + s, 0).unwrap();
+        let transition = Transition {
+            key: key.clone(),
+            name: "disk full".into(),
+            state: State::Firing,
+            previous: State::Pending,
+            value: Some(97.5),
+            threshold: 95.0,
+            severity: Severity::Critical,
+            summary: "disk at 97.5 %".into(),
+            since: at(60),
+            began: Some(at(0)),
+            rule_labels: [("team".to_owned(), "ops".to_owned())].into(),
+            silenced: false,
+        };
+        let ack = Ack {
+            key,
+            since: at(60),
+            by: "alice".into(),
+            at: at(90),
+            comment: "on it".into(),
+        };
+        for news in [News::Transition(transition), News::Ack(ack)] {
+            let event = AlertEvent {
+                text: "disk full".into(),
+                news,
+            };
+            let value = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                value["source"], "host:web-1",
+                "the key's fields lie flat: {value}"
+            );
+            // Keys sorted (as `Value` holds them) and as written (`type` after `text`) alike.
+            assert_eq!(
+                serde_json::from_value::<AlertEvent>(value.clone()).unwrap(),
+                event
+            );
+            let written = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<AlertEvent>(&written).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn an_alert_event_without_text_or_with_an_unknown_type_is_refused_by_name() {
+        for (data, expected) in [
+            (
+                json!({"type": "unsilence", "id": 1, "by": "a"}),
+                "missing field `text`",
+            ),
+            (
+                json!({"text": "x", "type": "shout"}),
+                "unknown variant `shout`",
+            ),
+            (
+                json!({"text": "x", "id": 1, "by": "a"}),
+                "missing field `type`",
+            ),
+            (
+                json!({"text": "x", "type": "ack", "rule": 1}),
+                "missing field `source`",
+            ),
+        ] {
+            let err = serde_json::from_value::<AlertEvent>(data.clone()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{data}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_instance_reads_its_key_from_beside_its_fields() {
+        let instance: Instance = serde_json::from_value(json!({
+            "summary": "cpu at 93", "severity": "warning", "since": "2026-11-28T01:00:00Z",
+            "threshold": 90.0, "value": 93.0, "state": "firing", "name": "cpu high",
+            "source": "host:web-2", "rule": 7
+        }))
+        .unwrap();
+        assert_eq!(
+            instance.key,
+            Key {
+                rule: 7,
+                source: "host:web-2".into(),
+                labels: Labels::new()
+            }
+        );
+        assert_eq!((&instance.ack, instance.silenced), (&None, false));
+        let back = serde_json::to_value(&instance).unwrap();
+        assert_eq!(serde_json::from_value::<Instance>(back).unwrap(), instance);
     }
 
     #[test]
