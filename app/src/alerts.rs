@@ -682,16 +682,18 @@ pub struct AlertEvent {
     pub news: News,
 }
 
-/// Read as the object it is stored as, its `type` taken out and the rest read as that news: the
-/// store keeps events as jsonb, which orders the keys its own way, and serde's reading of a
-/// flattened, internally tagged enum would buffer the object whole first.
+/// Read as an object, its `type` taken out and the rest read as that news. The keys come in any
+/// order (the server makes the data with `serde_json::to_value`, which sorts them), so `type`
+/// cannot be read first as a frame's is; serde's own reading of a flattened, internally tagged
+/// enum would bring its buffering code (`Content`) into the browser's first module.
 impl<'de> Deserialize<'de> for AlertEvent {
     fn deserialize<D: Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let mut fields = Map::deserialize(from)?;
         let mut take = |name: &'static str| match fields.remove(name) {
             Some(Value::String(text)) => Ok(text),
-            _ => Err(D::Error::missing_field(name)),
+            Some(_) => Err(D::Error::custom(format!("`{name}` must be a string"))),
+            None => Err(D::Error::missing_field(name)),
         };
         let (text, kind) = (take("text")?, take("type")?);
         let rest = Value::Object(fields);
@@ -1231,6 +1233,7 @@ mod tests {
                 json!({"text": "x", "id": 1, "by": "a"}),
                 "missing field `type`",
             ),
+            (json!({"text": "x", "type": 3}), "`type` must be a string"),
             (
                 json!({"text": "x", "type": "ack", "rule": 1}),
                 "missing field `source`",

@@ -7,11 +7,14 @@
 
 use std::{collections::HashMap, str::FromStr};
 
-use leptos::{prelude::*, server_fn::ServerFn};
+use leptos::{
+    prelude::*,
+    server_fn::{Http, ServerFn, codec::PostUrl},
+};
 
 use crate::error::AppError;
 
-/// A form's named fields, as typed.
+/// A form's named fields, as typed; of a name given twice, the last.
 #[derive(Debug, Default)]
 pub struct Fields(HashMap<String, String>);
 
@@ -66,18 +69,23 @@ impl Fields {
 }
 
 /// A form calling `action`'s server function with the arguments `read` makes of its fields.
-/// Fields that make none show as the action's error, as the server's refusals do.
+/// Fields that make none show as the action's error, as the server's refusals do. The function
+/// takes its arguments URL-encoded, as the plain form sends them before the page hydrates; a
+/// submit button's own name and value are not among the fields.
 #[component]
-pub fn PostForm<A>(
+pub fn PostForm<A, Answer>(
     action: ServerAction<A>,
     read: fn(&Fields) -> Result<A, String>,
     children: Children,
 ) -> impl IntoView
 where
-    A: ServerFn<Error = AppError> + Clone + Send + Sync + 'static,
+    A: ServerFn<Protocol = Http<PostUrl, Answer>, Error = AppError> + Clone + Send + Sync + 'static,
     A::Output: Send + Sync + 'static,
 {
     let submit = move |ev: leptos::ev::SubmitEvent| {
+        if ev.default_prevented() {
+            return;
+        }
         ev.prevent_default();
         #[cfg(feature = "hydrate")]
         {
