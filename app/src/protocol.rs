@@ -278,7 +278,7 @@ pub enum ClientFrame {
 }
 
 /// Frames the server sends over the WebSocket. `type` comes first in each, so a frame is read in
-/// one pass (see [`FrameType`]).
+/// one pass (see its `Deserialize`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
