@@ -1,6 +1,10 @@
 //! How server functions answer: JSON, read back from text as the page's resources are read when
 //! it hydrates. `serde_json` reading bytes (server_fn's own JSON) would put a second decoder of
 //! every answer's type in the wasm beside the one reading text.
+//!
+//! The functions pages read through take their arguments as JSON too: the page already writes
+//! JSON (its socket's frames), where URL-encoded arguments would bring `serde_qs`' encoder. The
+//! functions a form posts to keep URL-encoded arguments, which the browser writes itself.
 
 use leptos::server_fn::{Bytes, ContentType, Decodes, Encodes, Format, FormatType, codec::Post};
 use serde::{Serialize, de::DeserializeOwned};

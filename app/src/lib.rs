@@ -74,6 +74,7 @@ fn content_security_policy() {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     live::LiveClient::provide();
+    pages::Header::provide();
     pages::AlertFeed::provide();
 
     view! {

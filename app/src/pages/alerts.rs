@@ -22,52 +22,95 @@ const TOAST_MS: u64 = 10_000;
 /// Alert events kept for pages that mark them.
 const RECENT_KEPT: usize = 100;
 
-/// What every page needs to show alerts, for those who may read them.
+/// The open instances, for those who may read alerts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AlertsNow {
-    /// Room `alerts` as of just before `open` was read: pushes after it bring the list on.
-    pub head: RoomSnapshot,
     pub open: Vec<Instance>,
     pub may_handle: bool,
 }
 
-#[server(output = crate::json::Json)]
-pub async fn current_alerts() -> Result<Option<AlertsNow>, AppError> {
-    crate::error::answer(async move {
-        let identity = crate::auth::identity()?;
-        if !identity.may_read(alerts::ROOM) {
-            return Ok(None);
+/// What the header shows of alerts as the page is rendered. The browser follows them from `head`
+/// with code it loads once the page is up, and reads the instances themselves then.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertSummary {
+    /// Room `alerts` as of just before the instances were read: pushes after it bring them on.
+    pub head: RoomSnapshot,
+    pub firing: Firing,
+    pub may_handle: bool,
+}
+
+/// How many instances are in trouble, and the worst of their severities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    pub count: usize,
+    pub worst: Option<Severity>,
+}
+
+impl Firing {
+    fn of(open: &[Instance]) -> Self {
+        let trouble = || open.iter().filter(|i| i.state.is_trouble());
+        Self {
+            count: trouble().count(),
+            worst: trouble().map(|i| i.severity).max(),
         }
-        let history = expect_context::<crate::history::SharedHistory>().0;
-        let book = expect_context::<alerts::SharedAlertBook>().0;
-        let room = crate::protocol::RoomName::parse(alerts::ROOM)
-            .map_err(|e| AppError::Invalid(e.to_string()))?;
-        let head = history.snapshot(room, 0).await?;
-        let open = book
-            .instances()
-            .await?
-            .into_iter()
-            .filter(Instance::is_open)
-            .collect();
-        Ok(Some(AlertsNow {
-            head,
-            open,
-            may_handle: identity.may_handle_alerts(),
-        }))
-    })
-    .await
+    }
+}
+
+#[server(input = crate::json::Json, output = crate::json::Json)]
+pub async fn current_alerts() -> Result<Option<AlertsNow>, AppError> {
+    crate::error::answer(async move { open_instances(&crate::auth::identity()?).await }).await
+}
+
+/// The open instances, if `identity` may read alerts.
+#[cfg(feature = "ssr")]
+async fn open_instances(identity: &crate::auth::Identity) -> Result<Option<AlertsNow>, AppError> {
+    if !identity.may_read(alerts::ROOM) {
+        return Ok(None);
+    }
+    let book = expect_context::<alerts::SharedAlertBook>().0;
+    let open = book
+        .instances()
+        .await?
+        .into_iter()
+        .filter(Instance::is_open)
+        .collect();
+    Ok(Some(AlertsNow {
+        open,
+        may_handle: identity.may_handle_alerts(),
+    }))
+}
+
+/// What the header shows `identity` of alerts, if it may read them.
+#[cfg(feature = "ssr")]
+pub(super) async fn summarise(
+    identity: &crate::auth::Identity,
+) -> Result<Option<AlertSummary>, AppError> {
+    if !identity.may_read(alerts::ROOM) {
+        return Ok(None);
+    }
+    let history = expect_context::<crate::history::SharedHistory>().0;
+    let room = crate::protocol::RoomName::parse(alerts::ROOM)
+        .map_err(|e| AppError::Invalid(e.to_string()))?;
+    let head = history.snapshot(room, 0).await?;
+    Ok(open_instances(identity).await?.map(|now| AlertSummary {
+        head,
+        firing: Firing::of(&now.open),
+        may_handle: now.may_handle,
+    }))
 }
 
 /// Open instances, toasts and the right to handle them, shared by the header and any page.
 #[derive(Clone, Copy)]
 pub struct AlertFeed {
     pub open: RwSignal<Vec<Instance>>,
+    /// What the header's badge shows: as rendered, then as `open` stands.
+    pub firing: RwSignal<Firing>,
     pub toasts: RwSignal<Vec<Toast>>,
     pub may_handle: RwSignal<bool>,
-    /// Whether the feed is filled and followed (in the browser, once the page has loaded).
+    /// Whether `open` is filled and followed (in the browser, once the feed's code has loaded).
     pub live: RwSignal<bool>,
-    /// The newest events of room `alerts` pushed since the page loaded, oldest first, for pages
-    /// that mark them (dashboards).
+    /// The newest events of room `alerts` pushed since the page was rendered, oldest first, for
+    /// pages that mark them (dashboards).
     pub recent: RwSignal<Vec<Event>>,
 }
 
@@ -83,6 +126,7 @@ impl AlertFeed {
     pub fn provide() {
         provide_context(Self {
             open: RwSignal::new(Vec::new()),
+            firing: RwSignal::new(Firing::default()),
             toasts: RwSignal::new(Vec::new()),
             may_handle: RwSignal::new(false),
             live: RwSignal::new(false),
@@ -92,6 +136,17 @@ impl AlertFeed {
 
     pub fn expect() -> Self {
         expect_context()
+    }
+
+    /// Shows `summary` now and, once the page has hydrated, follows room `alerts` from its head.
+    fn start(self, summary: AlertSummary) {
+        self.firing.set(summary.firing);
+        self.may_handle.set(summary.may_handle);
+        let owner = Owner::current();
+        Effect::new(move |_| {
+            let (from, owner) = (summary.head.clone(), owner.clone());
+            leptos::task::spawn_local(follow_alerts(self, from, owner));
+        });
     }
 
     fn take(self, news: News) {
@@ -129,6 +184,8 @@ impl AlertFeed {
                 .update(|toasts| toasts.retain(|toast| toast.key != ack.key));
         }
         self.open.update(|open| alerts::apply(open, &news));
+        self.firing
+            .set(self.open.with_untracked(|open| Firing::of(open)));
     }
 
     #[cfg(feature = "hydrate")]
@@ -142,35 +199,14 @@ impl AlertFeed {
     #[cfg(not(feature = "hydrate"))]
     fn expire(self, _id: u64) {}
 
-    /// Reads the open instances afresh, when pushes alone can no longer tell them.
-    fn refresh(self) {
-        #[cfg(feature = "hydrate")]
-        leptos::task::spawn_local(async move {
-            if let Ok(Some(now)) = current_alerts().await {
-                self.open.set(now.open);
-            }
-        });
-    }
-
-    /// Follows room `alerts` from `now` on.
-    fn follow(self, now: AlertsNow) {
-        self.open.set(now.open);
-        self.may_handle.set(now.may_handle);
-        follow_events(now.head, move |event, missed| {
-            self.recent.update(|recent| {
-                recent.push(event.clone());
-                let extra = recent.len().saturating_sub(RECENT_KEPT);
-                recent.drain(..extra);
-            });
-            if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
-                self.take(event.news);
-            }
-            if missed {
-                self.refresh();
-            }
-        });
-        // After hydration: what depends on it was rendered without it on the server too.
-        Effect::new(move |_| self.live.set(true));
+    /// Reads the open instances afresh: when the feed starts, and when pushes alone can no
+    /// longer tell them.
+    async fn refresh(self) {
+        if let Ok(Some(now)) = current_alerts().await {
+            self.firing.set(Firing::of(&now.open));
+            self.open.set(now.open);
+            self.may_handle.set(now.may_handle);
+        }
     }
 
     /// Whether the feed is live, as a view may show it: false until the view itself has
@@ -181,6 +217,34 @@ impl AlertFeed {
         let shown = RwSignal::new(false);
         Effect::new(move |_| shown.set(self.live.get()));
         shown.into()
+    }
+}
+
+/// Follows room `alerts` from `from`, where the page was rendered, on the instances read afresh:
+/// events since `from` are applied again, each setting what it sets, and toast as news.
+/// Its own module: the page is drawn and live without it, and it loads after.
+#[lazy]
+async fn follow_alerts(feed: AlertFeed, from: RoomSnapshot, owner: Option<Owner>) {
+    feed.refresh().await;
+    let follow = move || {
+        follow_events(from, move |event, missed| {
+            feed.recent.update(|recent| {
+                recent.push(event.clone());
+                let extra = recent.len().saturating_sub(RECENT_KEPT);
+                recent.drain(..extra);
+            });
+            if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
+                feed.take(event.news);
+            }
+            if missed {
+                leptos::task::spawn_local(feed.refresh());
+            }
+        });
+        feed.live.set(true);
+    };
+    match owner {
+        Some(owner) => owner.with(follow),
+        None => follow(),
     }
 }
 
@@ -239,7 +303,9 @@ fn act(
     let _ = (method, url, body, done);
 }
 
-fn acknowledge(key: &Key) {
+/// Acknowledges the instance `key` names; from a toast or the list of open instances.
+#[lazy]
+fn acknowledge(key: Key) {
     let body = json!({"rule": key.rule, "source": key.source, "labels": key.labels});
     act("POST", "/api/alerts/ack".into(), Some(body), |outcome| {
         if let Err(e) = outcome {
@@ -248,18 +314,23 @@ fn acknowledge(key: &Key) {
     });
 }
 
+/// Acknowledges from an event handler.
+fn acknowledge_now(key: &Key) {
+    leptos::task::spawn_local(acknowledge(key.clone()));
+}
+
 /// The header's alert badge, its drawer and the toasts: on every page, for those who may read
 /// alerts.
 #[component]
 pub fn AlertCenter() -> impl IntoView {
-    let now = Resource::new(|| (), |_| current_alerts());
+    let header = super::Header::expect().0;
     let feed = AlertFeed::expect();
     view! {
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                match now.await {
-                    Ok(Some(now)) => {
-                        feed.follow(now);
+                match header.await.map(|header| header.alerts) {
+                    Ok(Some(summary)) => {
+                        feed.start(summary);
                         view! { <AlertBadge/> <Toasts/> }.into_any()
                     }
                     _ => ().into_any(),
@@ -273,21 +344,9 @@ pub fn AlertCenter() -> impl IntoView {
 fn AlertBadge() -> impl IntoView {
     let feed = AlertFeed::expect();
     let open = RwSignal::new(false);
-    let firing = move || {
-        feed.open
-            .with(|list| list.iter().filter(|i| i.state.is_trouble()).count())
-    };
-    let class = move || {
-        let worst = feed.open.with(|list| {
-            list.iter()
-                .filter(|i| i.state.is_trouble())
-                .map(|i| i.severity)
-                .max()
-        });
-        match worst {
-            Some(severity) => format!("alert-badge {}", severity.as_str()),
-            None => "alert-badge calm".into(),
-        }
+    let class = move || match feed.firing.get().worst {
+        Some(severity) => format!("alert-badge {}", severity.as_str()),
+        None => "alert-badge calm".into(),
     };
     view! {
         <div class="alert-center">
@@ -298,7 +357,7 @@ fn AlertBadge() -> impl IntoView {
                 aria-expanded=move || open.get().to_string()
                 on:click=move |_| open.update(|o| *o = !*o)
             >
-                {move || match firing() {
+                {move || match feed.firing.get().count {
                     0 => "No alerts".to_owned(),
                     1 => "1 firing".to_owned(),
                     n => format!("{n} firing"),
@@ -306,15 +365,24 @@ fn AlertBadge() -> impl IntoView {
             </button>
             <Show when=move || open.get()>
                 <div class="alert-drawer" role="dialog" aria-label="open alerts">
-                    <InstanceList/>
-                    <p class="drawer-foot">
-                        <a href="/alerts">"All alerts"</a>
-                        <DesktopNotifications/>
-                    </p>
+                    {Suspend::new(alert_drawer())}
                 </div>
             </Show>
         </div>
     }
+}
+
+/// The drawer's content, with its own module: only shown when asked for, never as rendered.
+#[lazy]
+fn alert_drawer() -> AnyView {
+    view! {
+        <InstanceList/>
+        <p class="drawer-foot">
+            <a href="/alerts">"All alerts"</a>
+            <DesktopNotifications/>
+        </p>
+    }
+    .into_any()
 }
 
 /// The open instances, most urgent first, with their acknowledgements.
@@ -366,7 +434,7 @@ fn InstanceRow(instance: Instance) -> impl IntoView {
                     <Show when=move || feed.may_handle.get()>
                         <button type="button" class="ack" on:click={
                             let key = key.clone();
-                            move |_| acknowledge(&key)
+                            move |_| acknowledge_now(&key)
                         }>"Acknowledge"</button>
                     </Show>
                 }
@@ -406,7 +474,7 @@ fn Toasts() -> impl IntoView {
                     <Show when=move || feed.may_handle.get()>
                         <button type="button" on:click={
                             let key = toast.key.clone();
-                            move |_| acknowledge(&key)
+                            move |_| acknowledge_now(&key)
                         }>"Acknowledge"</button>
                     </Show>
                     {(toast.severity != Severity::Critical).then(|| {
@@ -460,7 +528,7 @@ pub struct AlertsPageData {
     pub may_edit: bool,
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn alerts_overview() -> Result<AlertsPageData, AppError> {
     /// Transitions and handling the page lists.
     const HISTORY_SHOWN: i64 = 100;
@@ -698,7 +766,7 @@ fn rule_json(base: &Value, f: &Fields) -> Value {
     rule
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn backtest_rule(rule: String) -> Result<alerts::Backtest, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;

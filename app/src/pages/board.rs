@@ -3,16 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 
 use super::{
     chart::{Crosshair, Gauge, LineChart, Logs, SeriesData, Stat, ValueTable},
     follow_events,
-    form::{Fields, PostForm},
+    form::{PostForm, Posted},
     loaded,
-    replay::Replay,
+    replay::{Replay, ReplayOf},
 };
 use crate::{
     dashboards::{Choice, Dashboard, Panel, PanelKind, Unit},
@@ -334,7 +334,7 @@ fn zoom_span(
 
 /// `vars`: the page's choice of each variable, by name. With `from` and `to` (RFC 3339 or
 /// `now-1h`), the panels show that span, still (a zoom), and `range` and `at` are ignored.
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_board(
     name: String,
     range: String,
@@ -632,20 +632,6 @@ pub enum Arrange {
     Narrower,
 }
 
-impl std::str::FromStr for Arrange {
-    type Err = ();
-
-    fn from_str(change: &str) -> Result<Self, ()> {
-        Ok(match change {
-            "earlier" => Self::Earlier,
-            "later" => Self::Later,
-            "wider" => Self::Wider,
-            "narrower" => Self::Narrower,
-            _ => return Err(()),
-        })
-    }
-}
-
 #[server(output = crate::json::Json)]
 pub async fn arrange_panel(
     dashboard: String,
@@ -704,139 +690,44 @@ pub async fn import_dashboard(name: String, version: i64, json: String) -> Resul
     .await
 }
 
-// The forms' arguments, as their fields make them (see `PostForm`).
-impl CreateDashboard {
-    pub(super) fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            name: f.text("name"),
-        })
-    }
-}
-
-impl DeleteDashboard {
-    fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            name: f.text("name"),
-        })
-    }
-}
-
-impl SavePanel {
-    fn read(f: &Fields) -> Result<Self, String> {
-        let field = |name: &str| f.text(&format!("panel[{name}]"));
-        Ok(Self {
-            dashboard: f.text("dashboard"),
-            version: f.parse("version")?,
-            index: f.optional("index")?,
-            panel: PanelForm {
-                title: field("title"),
-                kind: field("kind"),
-                source: field("source"),
-                series: field("series"),
-                unit: field("unit"),
-                warn: field("warn"),
-                critical: field("critical"),
-            },
-        })
-    }
-}
-
-impl DeletePanel {
-    fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            dashboard: f.text("dashboard"),
-            version: f.parse("version")?,
-            index: f.parse("index")?,
-        })
-    }
-}
-
-impl ArrangePanel {
-    fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            dashboard: f.text("dashboard"),
-            version: f.parse("version")?,
-            index: f.parse("index")?,
-            change: f.parse("change")?,
-        })
-    }
-}
-
-impl ImportDashboard {
-    fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            name: f.text("name"),
-            version: f.parse("version")?,
-            json: f.text("json"),
-        })
-    }
-}
-
 type PanelSignal = RwSignal<Vec<SeriesData>>;
 
-/// The edits a dashboard page makes. The page reloads its data after each removal and each save
-/// the server took; a refused save leaves its form as typed, with the reason beside it.
+/// The edits a dashboard page makes: the page reads its data again after each edit the server
+/// took. A refused save or import leaves its form as typed, with the reason beside it.
 #[derive(Clone, Copy)]
 pub(super) struct Edits {
-    save: ServerAction<SavePanel>,
-    remove: ServerAction<DeletePanel>,
-    import: ServerAction<ImportDashboard>,
-    arrange: ServerAction<ArrangePanel>,
-    /// The panel the latest save was for (`None`: a new one), so only its form shows the answer.
-    saving: RwSignal<Option<Option<usize>>>,
     /// Counts the edits that change what the page shows.
     taken: RwSignal<u32>,
 }
 
 impl Edits {
     pub(super) fn new() -> Self {
-        let edits = Self {
-            save: ServerAction::new(),
-            remove: ServerAction::new(),
-            import: ServerAction::new(),
-            arrange: ServerAction::new(),
-            saving: RwSignal::new(None),
+        Self {
             taken: RwSignal::new(0),
-        };
-        Effect::new(move || {
-            if let Some(input) = edits.save.input().get() {
-                edits.saving.set(Some(input.index));
-            }
-        });
-        Effect::new(move || {
-            let saved = edits.save.version().get() > 0
-                && edits
-                    .save
-                    .value()
-                    .with_untracked(|v| matches!(v, Some(Ok(()))));
-            if saved {
-                edits.taken.update(|n| *n += 1);
-            }
-        });
-        Effect::new(move || {
-            if edits.remove.version().get() + edits.arrange.version().get() > 0 {
-                edits.taken.update(|n| *n += 1);
-            }
-        });
-        Effect::new(move || {
-            let imported = edits.import.version().get() > 0
-                && edits
-                    .import
-                    .value()
-                    .with_untracked(|v| matches!(v, Some(Ok(()))));
-            if imported {
-                edits.taken.update(|n| *n += 1);
-            }
-        });
-        edits
+        }
     }
 
-    /// Why the latest save from the form for `index` was refused, if it was.
-    fn refusal(self, index: Option<usize>) -> Option<String> {
-        if self.saving.get() != Some(index) {
-            return None;
-        }
-        self.save.value().get()?.err().map(|e| e.to_string())
+    /// Posts after whose every answer the page reads its data again: taken or refused, the page
+    /// it was made on may have been behind the dashboard (a conflict).
+    fn any_answer(self) -> Posted<()> {
+        let posted = Posted::new();
+        Effect::new(move || {
+            if posted.version().get() > 0 {
+                self.taken.update(|n| *n += 1);
+            }
+        });
+        posted
+    }
+
+    /// Posts after whose answer the page reads its data again if the server took it.
+    fn taken_answer(self) -> Posted<()> {
+        let posted = Posted::new();
+        Effect::new(move || {
+            if posted.value().with(|v| matches!(v, Some(Ok(())))) {
+                self.taken.update(|n| *n += 1);
+            }
+        });
+        posted
     }
 }
 
@@ -877,12 +768,12 @@ pub fn Board() -> impl IntoView {
 
 #[component]
 fn Missing(name: String, may_edit: bool) -> impl IntoView {
-    let create = ServerAction::<CreateDashboard>::new();
+    let create = Posted::<()>::new();
     view! {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
             {may_edit.then(|| view! {
-                <PostForm action=create read=CreateDashboard::read>
+                <PostForm to=CreateDashboard::PATH posted=create>
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Create it"</button>
                 </PostForm>
@@ -997,7 +888,8 @@ pub(super) fn BoardBody(
     }
     let signals: Vec<PanelSignal> = panels.iter().map(|(_, _, signal, _)| *signal).collect();
     let now_ms = data.now_ms;
-    let delete = ServerAction::<DeleteDashboard>::new();
+    let delete = Posted::<()>::new();
+    let import = edits.taken_answer();
     // In a replay, other ranges and variables stay at the replayed moment, even one the
     // address gave relative to now.
     let at = StoredValue::new(
@@ -1011,7 +903,16 @@ pub(super) fn BoardBody(
         .filter_map(|c| Some((c.name.clone(), c.chosen.clone()?)))
         .collect();
     let player = data.at_ms.map(|at_ms| {
-        view! { <Replay name=name.clone() range=range.clone() vars=chosen at_ms window_ms panels=signals markers/> }
+        let replay = ReplayOf {
+            name: name.clone(),
+            range: range.clone(),
+            vars: chosen,
+            at_ms,
+            window_ms,
+            panels: signals,
+            markers,
+        };
+        view! { <Replay replay/> }
     });
     // Links and pickers keep the rest of the address: the range keeps the variables, a variable
     // keeps the range (and a replay's moment, or a zoom). A range ends a zoom.
@@ -1077,6 +978,7 @@ pub(super) fn BoardBody(
         })
         .collect_view();
     let shown_markers = held(markers, paused);
+    let adding = edits.taken_answer();
     let import_to = name.clone();
 
     view! {
@@ -1115,10 +1017,10 @@ pub(super) fn BoardBody(
         {player}
         // Kept open while the last panel added was refused, so its reason stays in sight.
         {may_edit.then(|| view! {
-            <details class="edit" open=move || edits.refusal(None).is_some()>
+            <details class="edit" open=move || adding.refusal().is_some()>
                 <summary>"Edit dashboard"</summary>
-                <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() edits/>
-                <PostForm action=edits.import read=ImportDashboard::read attr:class="import">
+                <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() save=adding/>
+                <PostForm to=ImportDashboard::PATH posted=import attr:class="import">
                     <h2>"Import JSON"</h2>
                     <input type="hidden" name="name" value=import_to.clone()/>
                     <input type="hidden" name="version" value=version/>
@@ -1128,10 +1030,10 @@ pub(super) fn BoardBody(
                     </label>
                     <button type="submit">"Import"</button>
                     <p class="error" role="alert">
-                        {move || edits.import.value().get().and_then(Result::err).map(|e| e.to_string())}
+                        {move || import.refusal()}
                     </p>
                 </PostForm>
-                <PostForm action=delete read=DeleteDashboard::read attr:class="danger">
+                <PostForm to=DeleteDashboard::PATH posted=delete attr:class="danger">
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Delete this dashboard"</button>
                 </PostForm>
@@ -1174,8 +1076,9 @@ fn PanelView(
     );
     let delete_from = dashboard.clone();
     let width = panel.width();
+    let (save, arrange, remove) = (edits.taken_answer(), edits.any_answer(), edits.any_answer());
     // Buttons, so the keyboard arranges the grid as well as a pointer.
-    let arrange = may_edit.then(|| {
+    let arrangements = may_edit.then(|| {
         [
             ("earlier", "↑", "Move earlier"),
             ("later", "↓", "Move later"),
@@ -1185,7 +1088,7 @@ fn PanelView(
         .map(|(change, sign, label)| {
             let (dashboard, title) = (dashboard.clone(), panel.title.clone());
             view! {
-                <PostForm action=edits.arrange read=ArrangePanel::read>
+                <PostForm to=ArrangePanel::PATH posted=arrange>
                     <input type="hidden" name="dashboard" value=dashboard/>
                     <input type="hidden" name="version" value=version/>
                     <input type="hidden" name="index" value=index/>
@@ -1206,7 +1109,7 @@ fn PanelView(
                 <h2>{panel.title}</h2>
                 <span class="source">{source}</span>
                 {may_edit.then(|| view! {
-                    <PostForm action=edits.remove read=DeletePanel::read attr:class="panel-delete">
+                    <PostForm to=DeletePanel::PATH posted=remove attr:class="panel-delete">
                         <input type="hidden" name="dashboard" value=delete_from.clone()/>
                         <input type="hidden" name="version" value=version/>
                         <input type="hidden" name="index" value=index/>
@@ -1216,10 +1119,10 @@ fn PanelView(
             </header>
             {body}
             {may_edit.then(|| view! {
-                <details class="panel-edit" open=move || edits.refusal(Some(index)).is_some()>
+                <details class="panel-edit" open=move || save.refusal().is_some()>
                     <summary aria-label=edit_label.clone()>"Edit"</summary>
-                    <div class="arrange" role="group" aria-label="Place on the grid">{arrange}</div>
-                    <PanelEditor dashboard=dashboard.clone() version index=Some(index) panel=form.clone() edits/>
+                    <div class="arrange" role="group" aria-label="Place on the grid">{arrangements}</div>
+                    <PanelEditor dashboard=dashboard.clone() version index=Some(index) panel=form.clone() save/>
                 </details>
             })}
         </article>
@@ -1272,7 +1175,8 @@ fn PanelEditor(
     version: i64,
     index: Option<usize>,
     panel: PanelForm,
-    edits: Edits,
+    /// Where its saves' answers go: a refused save shows beside the form as typed.
+    save: Posted<()>,
 ) -> impl IntoView {
     let options = |all: &[&'static str], chosen: &str| {
         all.iter()
@@ -1282,7 +1186,7 @@ fn PanelEditor(
     let kinds = options(&PanelKind::ALL.map(PanelKind::as_str), &panel.kind);
     let units = options(&Unit::ALL.map(Unit::as_str), &panel.unit);
     view! {
-        <PostForm action=edits.save read=SavePanel::read attr:class="panel-form">
+        <PostForm to=SavePanel::PATH posted=save attr:class="panel-form">
             <h2>{if index.is_some() { "Change this panel" } else { "Add a panel" }}</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
             <input type="hidden" name="version" value=version/>
@@ -1298,7 +1202,7 @@ fn PanelEditor(
             <label>"Warn at" <input name="panel[warn]" inputmode="decimal" value=panel.warn/></label>
             <label>"Critical at" <input name="panel[critical]" inputmode="decimal" value=panel.critical/></label>
             <button type="submit">{if index.is_some() { "Save panel" } else { "Add panel" }}</button>
-            <p class="error" role="alert">{move || edits.refusal(index)}</p>
+            <p class="error" role="alert">{move || save.refusal()}</p>
         </PostForm>
     }
 }
@@ -1312,47 +1216,6 @@ mod tests {
         for panel in Dashboard::host("host:vm").panels {
             assert_eq!(PanelForm::from(&panel).panel(), Ok(panel));
         }
-    }
-
-    #[test]
-    fn the_panel_editor_fields_read_into_the_arguments_the_server_takes() {
-        let panel = &Dashboard::host("host:vm").panels[0];
-        let form = PanelForm::from(panel);
-        let fields: Fields = [
-            ("dashboard", "host"),
-            ("version", "3"),
-            ("index", "1"),
-            ("panel[title]", form.title.as_str()),
-            ("panel[kind]", form.kind.as_str()),
-            ("panel[source]", form.source.as_str()),
-            ("panel[series]", form.series.as_str()),
-            ("panel[unit]", form.unit.as_str()),
-            ("panel[warn]", form.warn.as_str()),
-            ("panel[critical]", form.critical.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let save = SavePanel::read(&fields).unwrap();
-        assert_eq!(
-            (save.dashboard.as_str(), save.version, save.index),
-            ("host", 3, Some(1))
-        );
-        assert_eq!(save.panel.panel(), Ok(panel.clone()));
-    }
-
-    #[test]
-    fn an_arrange_change_reads_from_its_name_on_the_wire() {
-        for change in [
-            Arrange::Earlier,
-            Arrange::Later,
-            Arrange::Wider,
-            Arrange::Narrower,
-        ] {
-            let name = serde_json::to_value(change).unwrap();
-            assert_eq!(name.as_str().unwrap().parse(), Ok(change));
-        }
-        assert!("sideways".parse::<Arrange>().is_err());
     }
 
     #[test]

@@ -1,16 +1,12 @@
-//! Forms that call a server function: a plain HTML form posting to it until the page hydrates,
-//! then the function called with the arguments the form's fields make.
-//!
-//! Leptos' `ActionForm` makes those arguments by decoding the fields with `serde_qs`: its parser
-//! and a decoder per form in the first module of every page. Each form here says instead how its
-//! fields make its arguments, as a few lines of Rust.
+//! Forms that call a server function: a plain HTML form posting to it. Before the page hydrates
+//! the browser posts it and loads the page the server sends back to; after, the same fields go
+//! by `fetch` and the answer shows in the page. The server reads the fields as the function's
+//! arguments either way, so the page carries no encoder of arguments of its own.
 
-use std::{collections::HashMap, str::FromStr};
+use std::collections::HashMap;
 
-use leptos::{
-    prelude::*,
-    server_fn::{Http, ServerFn, codec::PostUrl},
-};
+use leptos::prelude::*;
+use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
 
@@ -49,38 +45,67 @@ impl Fields {
     pub fn text(&self, name: &str) -> String {
         self.get(name).unwrap_or_default().to_owned()
     }
+}
 
-    /// The number (or other value written as text) in field `name`.
-    pub fn parse<T: FromStr>(&self, name: &str) -> Result<T, String> {
-        self.get(name)
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .map_err(|_| format!("{name}: not a valid value"))
-    }
+/// What a form's posts came to: the latest answer, the server's refusal included, and how many
+/// answers came.
+pub struct Posted<T: Send + Sync + 'static> {
+    value: RwSignal<Option<Result<T, AppError>>>,
+    version: RwSignal<u32>,
+}
 
-    /// As [`Fields::parse`], none when the form has no such field or it is empty.
-    pub fn optional<T: FromStr>(&self, name: &str) -> Result<Option<T>, String> {
-        match self.get(name).map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(_) => self.parse(name).map(Some),
-        }
+impl<T: Send + Sync + 'static> Clone for Posted<T> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// A form calling `action`'s server function with the arguments `read` makes of its fields.
-/// Fields that make none show as the action's error, as the server's refusals do. The function
-/// takes its arguments URL-encoded, as the plain form sends them before the page hydrates; a
-/// submit button's own name and value are not among the fields.
+impl<T: Send + Sync + 'static> Copy for Posted<T> {}
+
+impl<T: Send + Sync + 'static> Default for Posted<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + Sync + 'static> Posted<T> {
+    pub fn new() -> Self {
+        Self {
+            value: RwSignal::new(None),
+            version: RwSignal::new(0),
+        }
+    }
+
+    /// The latest answer.
+    pub fn value(self) -> RwSignal<Option<Result<T, AppError>>> {
+        self.value
+    }
+
+    /// How many answers came.
+    pub fn version(self) -> RwSignal<u32> {
+        self.version
+    }
+
+    /// Why the server refused the latest post, if it did.
+    pub fn refusal(self) -> Option<String> {
+        self.value
+            .with(|v| v.as_ref()?.as_ref().err().map(ToString::to_string))
+    }
+
+    #[cfg(feature = "hydrate")]
+    fn answer(self, answer: Result<T, AppError>) {
+        self.value.set(Some(answer));
+        self.version.update(|n| *n += 1);
+    }
+}
+
+/// A form posting its fields to the server function at `to` (its `ServerFn::PATH`), whose
+/// answers go to `posted`. The function takes its arguments URL-encoded, as the browser sends a
+/// form; a submit button's own name and value are not among the fields.
 #[component]
-pub fn PostForm<A, Answer>(
-    action: ServerAction<A>,
-    read: fn(&Fields) -> Result<A, String>,
-    children: Children,
-) -> impl IntoView
+pub fn PostForm<T>(to: &'static str, posted: Posted<T>, children: Children) -> impl IntoView
 where
-    A: ServerFn<Protocol = Http<PostUrl, Answer>, Error = AppError> + Clone + Send + Sync + 'static,
-    A::Output: Send + Sync + 'static,
+    T: DeserializeOwned + Send + Sync + 'static,
 {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         if ev.default_prevented() {
@@ -90,65 +115,76 @@ where
         #[cfg(feature = "hydrate")]
         {
             use wasm_bindgen::JsCast;
-            let form = ev.target().and_then(|t| t.dyn_into().ok());
-            match read(&form.map(|form| Fields::of(&form)).unwrap_or_default()) {
-                Ok(args) => {
-                    action.dispatch(args);
-                }
-                Err(reason) => {
-                    action.value().set(Some(Err(AppError::Invalid(reason))));
-                    action.version().update(|n| *n += 1);
-                }
-            }
+            let fields = ev
+                .target()
+                .and_then(|t| t.dyn_into::<web_sys::HtmlFormElement>().ok())
+                .and_then(|form| web_sys::FormData::new_with_form(&form).ok())
+                .and_then(|data| {
+                    web_sys::UrlSearchParams::new_with_str_sequence_sequence(&data).ok()
+                })
+                .map(|fields| String::from(fields.to_string()))
+                .unwrap_or_default();
+            leptos::task::spawn_local(async move { posted.answer(post(to, fields).await) });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (action, read);
+        let _ = (to, posted);
     };
     view! {
-        <form method="post" action=A::url() on:submit=submit>
+        <form method="post" action=to on:submit=submit>
             {children()}
         </form>
     }
+}
+
+/// Posts URL-encoded `fields` to the server function at `to` as its own client does: an error
+/// status brings the function's error, and a redirect it asks for is followed by the router.
+#[cfg(feature = "hydrate")]
+async fn post<T: DeserializeOwned>(to: &str, fields: String) -> Result<T, AppError> {
+    use leptos::server_fn::{
+        client::{Client, browser::BrowserClient},
+        error::{FromServerFnError, ServerFnErrorErr},
+        redirect::call_redirect_hook,
+        request::ClientReq,
+        response::ClientRes,
+    };
+    type Browser = BrowserClient;
+    type Request = <Browser as Client<AppError>>::Request;
+    let request = <Request as ClientReq<AppError>>::try_new_post(
+        to,
+        "application/x-www-form-urlencoded",
+        "application/json",
+        fields,
+    )?;
+    let response = <Browser as Client<AppError>>::send(request).await?;
+    let (status, location) = (
+        ClientRes::<AppError>::status(&response),
+        ClientRes::<AppError>::location(&response),
+    );
+    let redirect = (300..400).contains(&status) || ClientRes::<AppError>::has_redirect(&response);
+    let text = ClientRes::<AppError>::try_into_string(response).await?;
+    if (400..600).contains(&status) {
+        return Err(AppError::de(text.into()));
+    }
+    let answer = serde_json::from_str(&text)
+        .map_err(|e| AppError::Call(ServerFnErrorErr::Deserialization(e.to_string())))?;
+    if redirect {
+        call_redirect_hook(&location);
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fields(pairs: &[(&str, &str)]) -> Fields {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
-    fn fields_read_as_the_types_the_arguments_take() {
-        let f = fields(&[
-            ("name", "ops"),
-            ("version", " 7 "),
-            ("index", ""),
-            ("at", "2"),
-        ]);
+    fn a_field_reads_as_typed_and_the_last_of_a_repeated_name_wins() {
+        let f: Fields = [("name", "ops"), ("scope", "a"), ("scope", "b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         assert_eq!(f.text("name"), "ops");
-        assert_eq!(f.text("missing"), "");
-        assert_eq!(f.parse::<i64>("version"), Ok(7));
-        assert_eq!(f.optional::<usize>("index"), Ok(None));
-        assert_eq!(f.optional::<usize>("missing"), Ok(None));
-        assert_eq!(f.optional::<usize>("at"), Ok(Some(2)));
-    }
-
-    #[test]
-    fn a_field_that_makes_no_value_is_named() {
-        let f = fields(&[("version", "seven"), ("index", "-1")]);
-        assert_eq!(
-            f.parse::<i64>("version"),
-            Err("version: not a valid value".into())
-        );
-        assert_eq!(
-            f.optional::<usize>("index"),
-            Err("index: not a valid value".into())
-        );
-        assert!(f.parse::<i64>("missing").is_err());
+        assert_eq!(f.get("scope"), Some("b"));
+        assert_eq!((f.get("missing"), f.text("missing")), (None, String::new()));
     }
 }

@@ -38,7 +38,7 @@ pub struct HistoryData {
     pub oldest: Oldest,
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_history(query: Query) -> Result<HistoryData, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;
@@ -61,7 +61,7 @@ pub struct EventView {
     pub dashboards: Vec<String>,
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_event(room: String, seq: i64) -> Result<EventView, AppError> {
     crate::error::answer(async move {
         let room = crate::protocol::RoomName::parse(room)?;

@@ -6,6 +6,7 @@ mod axes;
 mod board;
 mod chart;
 mod form;
+mod header;
 mod history;
 mod overview;
 mod replay;
@@ -14,10 +15,11 @@ mod settings;
 mod wall;
 
 pub use account::AccountMenu;
-pub use alerts::{AlertCenter, AlertFeed, AlertsPage};
+pub use alerts::{AlertCenter, AlertFeed, AlertSummary, AlertsPage};
 pub use board::{
     ArrangePanel, Board, BoardPage, CreateDashboard, DeletePanel, LoadBoard, SavePanel,
 };
+pub use header::{Header, HeaderData, ReadHeader};
 pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
 pub use replay::{ReadReplay, ReplayChunk};

@@ -1,7 +1,7 @@
 //! `/`: the sources (filtered by name), each series with a sparkline and its current value, and
 //! the dashboards.
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_router::{components::A, hooks::use_query_map};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +9,7 @@ use super::{
     board::CreateDashboard,
     chart::{SeriesData, Sparkline},
     follow,
-    form::PostForm,
+    form::{PostForm, Posted},
     loaded,
 };
 use crate::{
@@ -45,7 +45,7 @@ pub struct OverviewData {
     pub storage: Storage,
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
     use crate::{
         dashboards::SharedDashboards, error::answer, history::SharedHistory, metrics::source_room,
@@ -139,7 +139,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let sources = data.sources;
     let shown = sources.len();
     let matched = data.matched;
-    let create = ServerAction::<CreateDashboard>::new();
+    let create = Posted::<()>::new();
     let may_edit = data.may_edit;
     // Dashboards are few: the list is all there, and a search only hides what does not match.
     let search = RwSignal::new(String::new());
@@ -166,7 +166,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                     .collect_view()}
             </ul>
             {may_edit.then(|| view! {
-                <PostForm action=create read=CreateDashboard::read attr:class="new-dashboard">
+                <PostForm to=CreateDashboard::PATH posted=create attr:class="new-dashboard">
                     <label>
                         "New dashboard "
                         <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>

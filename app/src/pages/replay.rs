@@ -32,7 +32,7 @@ pub struct ReplayChunk {
 
 /// The span `[from_ms, to_ms)` of dashboard `name` in the buckets its range draws, for a replay
 /// to play; `markers_only` for the timeline, which spans more than the panels do.
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn read_replay(
     name: String,
     range: String,
@@ -107,18 +107,49 @@ struct Ahead {
     generation: u32,
 }
 
-#[component]
-pub fn Replay(
-    name: String,
-    range: String,
+/// What a replay plays, and the panels it plays into.
+#[derive(Clone)]
+pub struct ReplayOf {
+    pub name: String,
+    pub range: String,
     /// The dashboard's variables as the page chose them.
-    vars: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, String>,
     /// Where the replay starts: the panels end here when the page opens.
-    at_ms: i64,
-    window_ms: i64,
-    panels: Vec<RwSignal<Vec<SeriesData>>>,
-    markers: RwSignal<Vec<Marker>>,
-) -> impl IntoView {
+    pub at_ms: i64,
+    pub window_ms: i64,
+    pub panels: Vec<RwSignal<Vec<SeriesData>>>,
+    pub markers: RwSignal<Vec<Marker>>,
+}
+
+/// A replay's player. The panels are rendered at the replayed moment without it; its code comes
+/// in a module of its own, which the browser loads as the page hydrates, and it shows once that
+/// has come (the server renders nothing of it: its controls need the browser anyway).
+#[component]
+pub fn Replay(replay: ReplayOf) -> impl IntoView {
+    let loaded = lazy_preload!(replay_player);
+    move || {
+        loaded
+            .get()
+            .then(|| Suspend::new(replay_player(replay.clone())))
+    }
+}
+
+#[lazy]
+fn replay_player(replay: ReplayOf) -> AnyView {
+    view! { <ReplayPlayer replay/> }.into_any()
+}
+
+#[component]
+fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
+    let ReplayOf {
+        name,
+        range,
+        vars,
+        at_ms,
+        window_ms,
+        panels,
+        markers,
+    } = replay;
     let head = RwSignal::new(at_ms);
     let playing = RwSignal::new(false);
     let speed = RwSignal::new(10i64);

@@ -9,7 +9,7 @@ use crate::error::AppError;
 use crate::live::{LiveClient, RoomView};
 use crate::protocol::{Event, EventKind, RoomSnapshot};
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
     use crate::{error::answer, history::SharedHistory, live::EVENTS_SHOWN, protocol::RoomName};
 

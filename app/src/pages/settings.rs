@@ -1,11 +1,11 @@
 //! `/settings`: the signed-in user's sessions (end any of them) and API tokens (make one, shown
 //! once; revoke any).
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    form::{Fields, PostForm},
+    form::{PostForm, Posted},
     loaded,
 };
 use crate::{
@@ -37,7 +37,7 @@ fn accounts() -> std::sync::Arc<dyn crate::accounts::AccountStore> {
     expect_context::<crate::accounts::SharedAccounts>().0
 }
 
-#[server(output = crate::json::Json)]
+#[server(input = crate::json::Json, output = crate::json::Json)]
 pub async fn load_settings() -> Result<SettingsData, AppError> {
     crate::error::answer(async move {
         let name = account_holder()?;
@@ -83,25 +83,15 @@ pub async fn revoke_token(id: i32) -> Result<(), AppError> {
     crate::error::answer(async move { accounts().revoke_token(account_holder()?, id).await }).await
 }
 
-impl CreateToken {
-    fn read(f: &Fields) -> Result<Self, String> {
-        Ok(Self {
-            name: f.text("name"),
-            scopes: f.text("scopes"),
-            expires: f.text("expires"),
-        })
-    }
-}
-
 fn when(time: chrono::DateTime<chrono::Utc>) -> String {
     format!("{} UTC", crate::format::minute(&time))
 }
 
 #[component]
 pub fn Settings() -> impl IntoView {
-    let end = ServerAction::<EndSession>::new();
-    let create = ServerAction::<CreateToken>::new();
-    let revoke = ServerAction::<RevokeToken>::new();
+    let end = Posted::<()>::new();
+    let create = Posted::<String>::new();
+    let revoke = Posted::<()>::new();
     let data = Resource::new(
         move || {
             (
@@ -119,9 +109,9 @@ pub fn Settings() -> impl IntoView {
 #[component]
 fn SettingsBody(
     data: SettingsData,
-    end: ServerAction<EndSession>,
-    create: ServerAction<CreateToken>,
-    revoke: ServerAction<RevokeToken>,
+    end: Posted<()>,
+    create: Posted<String>,
+    revoke: Posted<()>,
 ) -> impl IntoView {
     let made = move || {
         match create.value().get() {
@@ -151,7 +141,7 @@ fn SettingsBody(
                                 <span class="muted">
                                     "since " {when(session.created)} ", last seen " {when(session.seen)}
                                 </span>
-                                <PostForm action=end read=|f| Ok(EndSession { id: f.text("id") })>
+                                <PostForm to=EndSession::PATH posted=end>
                                     <input type="hidden" name="id" value=session.id/>
                                     <button type="submit" aria-label=label>"End"</button>
                                 </PostForm>
@@ -188,7 +178,7 @@ fn SettingsBody(
                                 <code>{scopes}</code>
                                 <span class="muted">{state} ", " {used}</span>
                                 {live.then(|| view! {
-                                    <PostForm action=revoke read=|f| Ok(RevokeToken { id: f.parse("id")? })>
+                                    <PostForm to=RevokeToken::PATH posted=revoke>
                                         <input type="hidden" name="id" value=token.id/>
                                         <button type="submit" aria-label=label>"Revoke"</button>
                                     </PostForm>
@@ -199,7 +189,7 @@ fn SettingsBody(
                     .collect_view()}
             </ul>
             {made}
-            <PostForm action=create read=CreateToken::read attr:class="token-form">
+            <PostForm to=CreateToken::PATH posted=create attr:class="token-form">
                 <label>"Name " <input name="name" required placeholder="deploy job"/></label>
                 <label>
                     "Scopes "

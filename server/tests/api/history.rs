@@ -705,13 +705,13 @@ async fn the_history_page_renders_the_filtered_events_and_an_event_whole() {
 async fn server_fn<T: serde::de::DeserializeOwned>(
     app: &TestApp,
     path: &str,
-    form: &[(&str, String)],
+    args: Value,
 ) -> (u16, T) {
     let response = app
         .http()
         .post(format!("http://{}{path}", app.addr))
         .header("accept", "application/json")
-        .form(form)
+        .json(&args)
         .send()
         .await
         .unwrap();
@@ -805,18 +805,17 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
     let (status, view): (u16, app::pages::EventView) = server_fn(
         &app,
         app::pages::LoadEvent::PATH,
-        &[("room", "alerts".into()), ("seq", alert.seq.to_string())],
+        json!({"room": "alerts", "seq": alert.seq}),
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(view.dashboards, vec![name.clone()]);
 
     let board = |at: Option<String>| {
-        let mut form = vec![("name", name.clone()), ("range", "15m".to_owned())];
-        form.extend(at.map(|at| ("at", at)));
+        let args = json!({"name": name, "range": "15m", "at": at});
         let app = &app;
         async move {
-            let (status, page): (u16, BoardPage) = server_fn(app, LoadBoard::PATH, &form).await;
+            let (status, page): (u16, BoardPage) = server_fn(app, LoadBoard::PATH, args).await;
             assert_eq!(status, 200);
             page.board.expect("the dashboard is there")
         }
@@ -865,15 +864,10 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
 
     // Played forward: the chunks after the moment hold the later sample.
     let chunk = |from: i64, to: i64| {
-        let form = vec![
-            ("name", name.clone()),
-            ("range", "15m".to_owned()),
-            ("from_ms", from.to_string()),
-            ("to_ms", to.to_string()),
-            ("markers_only", "false".to_owned()),
-        ];
+        let args = json!({"name": name, "range": "15m", "from_ms": from, "to_ms": to,
+            "markers_only": false});
         let app = &app;
-        async move { server_fn::<Value>(app, ReadReplay::PATH, &form).await }
+        async move { server_fn::<Value>(app, ReadReplay::PATH, args).await }
     };
     let (status, ahead) = chunk(live.now_ms, chrono::Utc::now().timestamp_millis() + 1000).await;
     assert_eq!(status, 200);
@@ -886,11 +880,7 @@ async fn a_replay_at_a_moment_shows_what_the_live_dashboard_showed_then_with_its
     let (status, refused): (u16, Value) = server_fn(
         &app,
         LoadBoard::PATH,
-        &[
-            ("name", name.clone()),
-            ("range", "15m".into()),
-            ("at", "last tuesday".into()),
-        ],
+        json!({"name": name, "range": "15m", "at": "last tuesday"}),
     )
     .await;
     assert_eq!(status, 400);

@@ -388,19 +388,15 @@ async fn a_variable_shows_the_source_the_address_chooses_among_those_stored_with
     assert_eq!(put.status(), 201);
 
     let load = |vars: &[(&str, &str)]| {
-        let mut form = vec![
-            ("name".to_owned(), name.clone()),
-            ("range".into(), "15m".into()),
-        ];
-        form.extend(
-            vars.iter()
-                .map(|(k, v)| (format!("vars[{k}]"), (*v).to_owned())),
-        );
+        let vars: serde_json::Map<String, Value> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
         let request = running
             .http()
             .post(format!("http://{}{}", running.addr, LoadBoard::PATH))
             .header("accept", "application/json")
-            .form(&form)
+            .json(&json!({"name": name, "range": "15m", "vars": vars}))
             .send();
         async move {
             let response = request.await.unwrap();
@@ -441,13 +437,15 @@ async fn a_variable_shows_the_source_the_address_chooses_among_those_stored_with
 async fn a_zoom_draws_its_span_still_and_a_half_given_or_too_short_span_is_refused() {
     let running = start().await;
     let load = |extra: &[(&str, &str)]| {
-        let mut form = vec![("name", "host"), ("range", "15m")];
-        form.extend_from_slice(extra);
+        let mut args = json!({"name": "host", "range": "15m"});
+        for (k, v) in extra {
+            args[*k] = json!(v);
+        }
         let request = running
             .http()
             .post(format!("http://{}{}", running.addr, LoadBoard::PATH))
             .header("accept", "application/json")
-            .form(&form)
+            .json(&args)
             .send();
         async move {
             let response = request.await.unwrap();
