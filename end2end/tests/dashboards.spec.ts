@@ -350,14 +350,19 @@ test("the site's files are named by their content's hash and kept a year; the si
   expect(login).toContain(`href="${stylesheet}"`);
 });
 
-test("the first page loads one wasm; a page off the dashboards' path loads its own code when first opened", async ({ page }) => {
+test("the first page hydrates with one wasm and then loads only the alert feed's; a page off the dashboards' path loads its own code when first opened", async ({ page }) => {
   const errors = watchForErrors(page);
   const wasm = () =>
     page.evaluate(() =>
       performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname).filter((p) => p.endsWith(".wasm")),
     );
   await openLive(page, "/d/host");
-  expect(await wasm()).toEqual([expect.stringMatching(/^\/pkg\/watchroom\.[A-Za-z0-9_-]+\.wasm$/)]);
+  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split_follow_alerts_/));
+  const loaded = await wasm();
+  expect(loaded[0]).toMatch(/^\/pkg\/watchroom\.[A-Za-z0-9_-]+\.wasm$/);
+  for (const path of loaded.slice(1)) {
+    expect(path).toMatch(/^\/pkg\/(split_follow_alerts_|chunk_)/);
+  }
   await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
   await expect(page.getByRole("heading", { name: "Alerts", level: 1 })).toBeVisible();
   await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split___alerts_route_view_/));
