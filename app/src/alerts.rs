@@ -450,8 +450,8 @@ pub struct Key {
 
 /// A struct whose fields on the wire are its `key`'s and its own side by side, as
 /// `#[serde(flatten)]` writes them. Read through a struct of all of them: serde's own reading of a
-/// flattened field buffers the whole object first, and its code would be in the browser's first
-/// module for the alert centre alone.
+/// flattened field buffers the whole object first, code the browser would load for the alert
+/// feed alone.
 macro_rules! keyed {
     (
         $(#[$meta:meta])*

@@ -54,6 +54,10 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
     await expect(page.getByTestId("toast").filter({ hasText: name })).toContainText(`${source} cpu 97%`);
     await expect(page.getByTestId("alert-badge")).toHaveText(/[1-9]\d* firing/);
   }
+  // The drawer's list loads when first opened.
+  await one.getByTestId("alert-badge").click();
+  const drawn = one.getByRole("dialog", { name: "open alerts" }).getByTestId("instance").filter({ hasText: name });
+  await expect(drawn).toContainText("firing");
   const listed = two.getByTestId("instance").filter({ hasText: name });
   await expect(listed).toContainText("firing");
   await expect(two.getByTestId("rule").filter({ hasText: name }).locator(".rule-state")).toHaveText("1 firing");
@@ -62,6 +66,7 @@ test("a firing alert shows on every open page at once, and an acknowledgement on
   await one.getByTestId("toast").filter({ hasText: name }).getByRole("button", { name: "Acknowledge" }).click();
   await expect(two.getByTestId("toast").filter({ hasText: name })).toHaveCount(0);
   await expect(listed).toContainText(`acknowledged by ${server.admin}`);
+  await expect(drawn).toContainText(`acknowledged by ${server.admin}`);
 
   await sample(source, 5);
   await expect(listed).toHaveCount(0);

@@ -40,7 +40,7 @@ pub struct AlertSummary {
 }
 
 /// How many instances are in trouble, and the worst of their severities.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Firing {
     pub count: usize,
     pub worst: Option<Severity>,
@@ -200,13 +200,15 @@ impl AlertFeed {
     fn expire(self, _id: u64) {}
 
     /// Reads the open instances afresh: when the feed starts, and when pushes alone can no
-    /// longer tell them.
-    async fn refresh(self) {
-        if let Ok(Some(now)) = current_alerts().await {
-            self.firing.set(Firing::of(&now.open));
-            self.open.set(now.open);
-            self.may_handle.set(now.may_handle);
-        }
+    /// longer tell them. Says whether it could.
+    async fn refresh(self) -> bool {
+        let Ok(Some(now)) = current_alerts().await else {
+            return false;
+        };
+        self.firing.set(Firing::of(&now.open));
+        self.open.set(now.open);
+        self.may_handle.set(now.may_handle);
+        true
     }
 
     /// Whether the feed is live, as a view may show it: false until the view itself has
@@ -220,11 +222,21 @@ impl AlertFeed {
     }
 }
 
-/// Follows room `alerts` from `from`, where the page was rendered, on the instances read afresh:
-/// events since `from` are applied again, each setting what it sets, and toast as news.
-/// Its own module: the page is drawn and live without it, and it loads after.
+/// Follows room `alerts` from `from`, where the page was rendered, on the instances read afresh
+/// (until they can be: the list the page shows is only ever whole): events since `from` are
+/// applied again, each setting what it sets, and toast as news. Its own module: the page is
+/// drawn and live without it, and it loads after.
 #[lazy]
 async fn follow_alerts(feed: AlertFeed, from: RoomSnapshot, owner: Option<Owner>) {
+    #[cfg(feature = "hydrate")]
+    {
+        let mut pause = std::time::Duration::from_secs(1);
+        while !feed.refresh().await {
+            gloo_timers::future::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(30));
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
     feed.refresh().await;
     let follow = move || {
         follow_events(from, move |event, missed| {
@@ -237,7 +249,9 @@ async fn follow_alerts(feed: AlertFeed, from: RoomSnapshot, owner: Option<Owner>
                 feed.take(event.news);
             }
             if missed {
-                leptos::task::spawn_local(feed.refresh());
+                leptos::task::spawn_local(async move {
+                    feed.refresh().await;
+                });
             }
         });
         feed.live.set(true);
@@ -329,10 +343,17 @@ pub fn AlertCenter() -> impl IntoView {
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 match header.await.map(|header| header.alerts) {
-                    Ok(Some(summary)) => {
+                    Ok(Ok(Some(summary))) => {
                         feed.start(summary);
                         view! { <AlertBadge/> <Toasts/> }.into_any()
                     }
+                    // Said, not left out: an operator must not read a missing badge as calm.
+                    Ok(Err(e)) => view! {
+                        <span class="alert-badge unknown" data-testid="alert-badge" title=e.to_string()>
+                            "Alerts unavailable"
+                        </span>
+                    }
+                    .into_any(),
                     _ => ().into_any(),
                 }
             })}

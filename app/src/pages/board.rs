@@ -709,7 +709,7 @@ impl Edits {
 
     /// Posts after whose every answer the page reads its data again: taken or refused, the page
     /// it was made on may have been behind the dashboard (a conflict).
-    fn any_answer(self) -> Posted<()> {
+    fn any_answer<F: ServerFn<Output = ()> + 'static>(self) -> Posted<F> {
         let posted = Posted::new();
         Effect::new(move || {
             if posted.version().get() > 0 {
@@ -720,7 +720,7 @@ impl Edits {
     }
 
     /// Posts after whose answer the page reads its data again if the server took it.
-    fn taken_answer(self) -> Posted<()> {
+    fn taken_answer<F: ServerFn<Output = ()> + 'static>(self) -> Posted<F> {
         let posted = Posted::new();
         Effect::new(move || {
             if posted.value().with(|v| matches!(v, Some(Ok(())))) {
@@ -768,12 +768,12 @@ pub fn Board() -> impl IntoView {
 
 #[component]
 fn Missing(name: String, may_edit: bool) -> impl IntoView {
-    let create = Posted::<()>::new();
+    let create = Posted::<CreateDashboard>::new();
     view! {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
             {may_edit.then(|| view! {
-                <PostForm to=CreateDashboard::PATH posted=create>
+                <PostForm posted=create>
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Create it"</button>
                 </PostForm>
@@ -888,8 +888,8 @@ pub(super) fn BoardBody(
     }
     let signals: Vec<PanelSignal> = panels.iter().map(|(_, _, signal, _)| *signal).collect();
     let now_ms = data.now_ms;
-    let delete = Posted::<()>::new();
-    let import = edits.taken_answer();
+    let delete = Posted::<DeleteDashboard>::new();
+    let import = edits.taken_answer::<ImportDashboard>();
     // In a replay, other ranges and variables stay at the replayed moment, even one the
     // address gave relative to now.
     let at = StoredValue::new(
@@ -978,7 +978,7 @@ pub(super) fn BoardBody(
         })
         .collect_view();
     let shown_markers = held(markers, paused);
-    let adding = edits.taken_answer();
+    let adding = edits.taken_answer::<SavePanel>();
     let import_to = name.clone();
 
     view! {
@@ -1020,7 +1020,7 @@ pub(super) fn BoardBody(
             <details class="edit" open=move || adding.refusal().is_some()>
                 <summary>"Edit dashboard"</summary>
                 <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() save=adding/>
-                <PostForm to=ImportDashboard::PATH posted=import attr:class="import">
+                <PostForm posted=import attr:class="import">
                     <h2>"Import JSON"</h2>
                     <input type="hidden" name="name" value=import_to.clone()/>
                     <input type="hidden" name="version" value=version/>
@@ -1033,7 +1033,7 @@ pub(super) fn BoardBody(
                         {move || import.refusal()}
                     </p>
                 </PostForm>
-                <PostForm to=DeleteDashboard::PATH posted=delete attr:class="danger">
+                <PostForm posted=delete attr:class="danger">
                     <input type="hidden" name="name" value=name.clone()/>
                     <button type="submit">"Delete this dashboard"</button>
                 </PostForm>
@@ -1076,7 +1076,11 @@ fn PanelView(
     );
     let delete_from = dashboard.clone();
     let width = panel.width();
-    let (save, arrange, remove) = (edits.taken_answer(), edits.any_answer(), edits.any_answer());
+    let (save, arrange, remove) = (
+        edits.taken_answer::<SavePanel>(),
+        edits.any_answer::<ArrangePanel>(),
+        edits.any_answer::<DeletePanel>(),
+    );
     // Buttons, so the keyboard arranges the grid as well as a pointer.
     let arrangements = may_edit.then(|| {
         [
@@ -1088,7 +1092,7 @@ fn PanelView(
         .map(|(change, sign, label)| {
             let (dashboard, title) = (dashboard.clone(), panel.title.clone());
             view! {
-                <PostForm to=ArrangePanel::PATH posted=arrange>
+                <PostForm posted=arrange>
                     <input type="hidden" name="dashboard" value=dashboard/>
                     <input type="hidden" name="version" value=version/>
                     <input type="hidden" name="index" value=index/>
@@ -1109,7 +1113,7 @@ fn PanelView(
                 <h2>{panel.title}</h2>
                 <span class="source">{source}</span>
                 {may_edit.then(|| view! {
-                    <PostForm to=DeletePanel::PATH posted=remove attr:class="panel-delete">
+                    <PostForm posted=remove attr:class="panel-delete">
                         <input type="hidden" name="dashboard" value=delete_from.clone()/>
                         <input type="hidden" name="version" value=version/>
                         <input type="hidden" name="index" value=index/>
@@ -1176,7 +1180,7 @@ fn PanelEditor(
     index: Option<usize>,
     panel: PanelForm,
     /// Where its saves' answers go: a refused save shows beside the form as typed.
-    save: Posted<()>,
+    save: Posted<SavePanel>,
 ) -> impl IntoView {
     let options = |all: &[&'static str], chosen: &str| {
         all.iter()
@@ -1186,7 +1190,7 @@ fn PanelEditor(
     let kinds = options(&PanelKind::ALL.map(PanelKind::as_str), &panel.kind);
     let units = options(&Unit::ALL.map(Unit::as_str), &panel.unit);
     view! {
-        <PostForm to=SavePanel::PATH posted=save attr:class="panel-form">
+        <PostForm posted=save attr:class="panel-form">
             <h2>{if index.is_some() { "Change this panel" } else { "Add a panel" }}</h2>
             <input type="hidden" name="dashboard" value=dashboard/>
             <input type="hidden" name="version" value=version/>

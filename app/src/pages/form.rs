@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 
-use leptos::prelude::*;
+use leptos::{
+    prelude::*,
+    server_fn::{Http, ServerFn, codec::PostUrl},
+};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -47,28 +50,34 @@ impl Fields {
     }
 }
 
-/// What a form's posts came to: the latest answer, the server's refusal included, and how many
-/// answers came.
-pub struct Posted<T: Send + Sync + 'static> {
-    value: RwSignal<Option<Result<T, AppError>>>,
+/// What a form's posts to server function `F` came to: the latest answer, the server's refusal
+/// included, and how many answers came.
+pub struct Posted<F: ServerFn> {
+    value: RwSignal<Option<Result<F::Output, AppError>>>,
     version: RwSignal<u32>,
 }
 
-impl<T: Send + Sync + 'static> Clone for Posted<T> {
+impl<F: ServerFn> Clone for Posted<F> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<T: Send + Sync + 'static> Copy for Posted<T> {}
+impl<F: ServerFn> Copy for Posted<F> {}
 
-impl<T: Send + Sync + 'static> Default for Posted<T> {
+impl<F: ServerFn> Default for Posted<F>
+where
+    F::Output: Send + Sync + 'static,
+{
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: Send + Sync + 'static> Posted<T> {
+impl<F: ServerFn> Posted<F>
+where
+    F::Output: Send + Sync + 'static,
+{
     pub fn new() -> Self {
         Self {
             value: RwSignal::new(None),
@@ -77,7 +86,7 @@ impl<T: Send + Sync + 'static> Posted<T> {
     }
 
     /// The latest answer.
-    pub fn value(self) -> RwSignal<Option<Result<T, AppError>>> {
+    pub fn value(self) -> RwSignal<Option<Result<F::Output, AppError>>> {
         self.value
     }
 
@@ -93,19 +102,20 @@ impl<T: Send + Sync + 'static> Posted<T> {
     }
 
     #[cfg(feature = "hydrate")]
-    fn answer(self, answer: Result<T, AppError>) {
+    fn answer(self, answer: Result<F::Output, AppError>) {
         self.value.set(Some(answer));
         self.version.update(|n| *n += 1);
     }
 }
 
-/// A form posting its fields to the server function at `to` (its `ServerFn::PATH`), whose
-/// answers go to `posted`. The function takes its arguments URL-encoded, as the browser sends a
-/// form; a submit button's own name and value are not among the fields.
+/// A form posting its fields to server function `F`, whose answers go to `posted`. `F` takes its
+/// arguments URL-encoded, as the browser sends a form; a submit button's own name and value are
+/// not among the fields.
 #[component]
-pub fn PostForm<T>(to: &'static str, posted: Posted<T>, children: Children) -> impl IntoView
+pub fn PostForm<F, Answer>(posted: Posted<F>, children: Children) -> impl IntoView
 where
-    T: DeserializeOwned + Send + Sync + 'static,
+    F: ServerFn<Protocol = Http<PostUrl, Answer>, Error = AppError> + 'static,
+    F::Output: DeserializeOwned + Send + Sync + 'static,
 {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         if ev.default_prevented() {
@@ -124,13 +134,13 @@ where
                 })
                 .map(|fields| String::from(fields.to_string()))
                 .unwrap_or_default();
-            leptos::task::spawn_local(async move { posted.answer(post(to, fields).await) });
+            leptos::task::spawn_local(async move { posted.answer(post(F::PATH, fields).await) });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (to, posted);
+        let _ = posted;
     };
     view! {
-        <form method="post" action=to on:submit=submit>
+        <form method="post" action=F::PATH on:submit=submit>
             {children()}
         </form>
     }

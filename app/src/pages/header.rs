@@ -12,8 +12,9 @@ pub struct HeaderData {
     /// The signed-in user's name; none for anonymous watchers.
     pub name: Option<String>,
     pub role: Role,
-    /// For those who may read alerts.
-    pub alerts: Option<AlertSummary>,
+    /// For those who may read alerts; why they could not be read, if they could not (the rest of
+    /// the header does not depend on them).
+    pub alerts: Result<Option<AlertSummary>, AppError>,
 }
 
 #[server(input = crate::json::Json, output = crate::json::Json)]
@@ -21,7 +22,7 @@ pub async fn read_header() -> Result<HeaderData, AppError> {
     crate::error::answer(async move {
         let identity = crate::auth::identity()?;
         Ok(HeaderData {
-            alerts: super::alerts::summarise(&identity).await?,
+            alerts: super::alerts::summarise(&identity).await,
             name: identity.name,
             role: identity.role,
         })

@@ -1,7 +1,7 @@
 //! `/`: the sources (filtered by name), each series with a sparkline and its current value, and
 //! the dashboards.
 
-use leptos::{prelude::*, server_fn::ServerFn};
+use leptos::prelude::*;
 use leptos_router::{components::A, hooks::use_query_map};
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +139,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
     let sources = data.sources;
     let shown = sources.len();
     let matched = data.matched;
-    let create = Posted::<()>::new();
+    let create = Posted::<CreateDashboard>::new();
     let may_edit = data.may_edit;
     // Dashboards are few: the list is all there, and a search only hides what does not match.
     let search = RwSignal::new(String::new());
@@ -166,7 +166,7 @@ fn OverviewBody(data: OverviewData, filter: String) -> impl IntoView {
                     .collect_view()}
             </ul>
             {may_edit.then(|| view! {
-                <PostForm to=CreateDashboard::PATH posted=create attr:class="new-dashboard">
+                <PostForm posted=create attr:class="new-dashboard">
                     <label>
                         "New dashboard "
                         <input name="name" required pattern="[a-z0-9\\-]{1,40}" placeholder="ops-board"/>

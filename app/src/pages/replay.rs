@@ -155,7 +155,7 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
     let speed = RwSignal::new(10i64);
     // Times the play head waited for data not read yet: a replay that keeps up never does.
     let stalls = RwSignal::new(0u32);
-    // The timeline's span and markers: known once the page runs in a browser.
+    // The timeline's span and markers: known once the player has read them.
     let span = RwSignal::new(None::<(i64, i64)>);
     let timeline = RwSignal::new(Vec::<Marker>::new());
     // Source names need no escaping in an address.
@@ -186,6 +186,7 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
         player.start(at_ms, span, timeline);
         move |t: i64| player.seek(t)
     };
+    // The server never renders the player (see `Replay`): this only builds there.
     #[cfg(not(feature = "hydrate"))]
     let seek = {
         let _ = (panels, markers, window_ms);

@@ -1,7 +1,7 @@
 //! `/settings`: the signed-in user's sessions (end any of them) and API tokens (make one, shown
 //! once; revoke any).
 
-use leptos::{prelude::*, server_fn::ServerFn};
+use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -89,9 +89,9 @@ fn when(time: chrono::DateTime<chrono::Utc>) -> String {
 
 #[component]
 pub fn Settings() -> impl IntoView {
-    let end = Posted::<()>::new();
-    let create = Posted::<String>::new();
-    let revoke = Posted::<()>::new();
+    let end = Posted::<EndSession>::new();
+    let create = Posted::<CreateToken>::new();
+    let revoke = Posted::<RevokeToken>::new();
     let data = Resource::new(
         move || {
             (
@@ -109,9 +109,9 @@ pub fn Settings() -> impl IntoView {
 #[component]
 fn SettingsBody(
     data: SettingsData,
-    end: Posted<()>,
-    create: Posted<String>,
-    revoke: Posted<()>,
+    end: Posted<EndSession>,
+    create: Posted<CreateToken>,
+    revoke: Posted<RevokeToken>,
 ) -> impl IntoView {
     let made = move || {
         match create.value().get() {
@@ -141,7 +141,7 @@ fn SettingsBody(
                                 <span class="muted">
                                     "since " {when(session.created)} ", last seen " {when(session.seen)}
                                 </span>
-                                <PostForm to=EndSession::PATH posted=end>
+                                <PostForm posted=end>
                                     <input type="hidden" name="id" value=session.id/>
                                     <button type="submit" aria-label=label>"End"</button>
                                 </PostForm>
@@ -178,7 +178,7 @@ fn SettingsBody(
                                 <code>{scopes}</code>
                                 <span class="muted">{state} ", " {used}</span>
                                 {live.then(|| view! {
-                                    <PostForm to=RevokeToken::PATH posted=revoke>
+                                    <PostForm posted=revoke>
                                         <input type="hidden" name="id" value=token.id/>
                                         <button type="submit" aria-label=label>"Revoke"</button>
                                     </PostForm>
@@ -189,7 +189,7 @@ fn SettingsBody(
                     .collect_view()}
             </ul>
             {made}
-            <PostForm to=CreateToken::PATH posted=create attr:class="token-form">
+            <PostForm posted=create attr:class="token-form">
                 <label>"Name " <input name="name" required placeholder="deploy job"/></label>
                 <label>
                     "Scopes "

@@ -107,6 +107,16 @@ pub(crate) async fn next_transition(client: &mut Client, rule: i64) -> Transitio
     }
 }
 
+/// What the page's header shows whoever `http` signs in as.
+async fn read_header(app: &TestApp, http: &reqwest::Client) -> reqwest::Response {
+    http.post(url(app, ReadHeader::PATH))
+        .header("accept", "application/json")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn instances(app: &TestApp, rule: i64) -> Vec<Instance> {
     let all: Vec<Instance> = app.get(url(app, "/api/alerts")).await.json().await.unwrap();
     all.into_iter().filter(|i| i.key.rule == rule).collect()
@@ -184,15 +194,9 @@ async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_foll
     );
 
     let header = |http: reqwest::Client| {
-        let url = url(&app, ReadHeader::PATH);
+        let app = &app;
         async move {
-            let response = http
-                .post(url)
-                .header("accept", "application/json")
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
+            let response = read_header(app, &http).await;
             assert_eq!(response.status(), 200);
             response.json::<HeaderData>().await.unwrap()
         }
@@ -200,6 +204,7 @@ async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_foll
     let summary = header(app.http().clone())
         .await
         .alerts
+        .unwrap()
         .expect("an admin reads alerts");
     // Other tests' alerts may fire meanwhile: this one is critical, and among them.
     assert!(summary.firing.count >= 1);
@@ -213,7 +218,7 @@ async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_foll
     // Someone who may not read room `alerts` is shown none of it.
     let elsewhere = app.token_for(Role::Viewer, &[&source], &["read:*"]).await;
     let theirs = header(http_with(&elsewhere)).await;
-    assert!(theirs.alerts.is_none());
+    assert!(matches!(theirs.alerts, Ok(None)));
     assert_eq!(theirs.role, Role::Viewer);
     let page = http_with(&elsewhere)
         .get(url(&app, "/"))
@@ -225,6 +230,45 @@ async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_foll
         .unwrap();
     assert!(!page.contains("alert-badge"), "{page}");
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_header_names_who_is_signed_in_and_says_alerts_are_unavailable_when_they_cannot_be_read()
+ {
+    let database = EmptyDatabase::create("header_unavailable").await;
+    let app = start_with(|config| {
+        config.database_url = Some(database.url.clone());
+        config.query_timeout = Duration::from_millis(200);
+    })
+    .await;
+    // A migration or an operator's lock: where room `alerts` stands cannot be read.
+    let mut session = sqlx::PgPool::connect(&database.url)
+        .await
+        .unwrap()
+        .begin()
+        .await
+        .unwrap();
+    sqlx::query("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *session)
+        .await
+        .unwrap();
+    let response = read_header(&app, app.http()).await;
+    assert_eq!(response.status(), 200, "the rest of the header stands");
+    let header: HeaderData = response.json().await.unwrap();
+    assert!(header.name.is_some());
+    assert_eq!(
+        header.alerts.unwrap_err(),
+        app::error::AppError::Unavailable
+    );
+
+    session.rollback().await.unwrap();
+    let header: HeaderData = read_header(&app, app.http()).await.json().await.unwrap();
+    assert!(
+        matches!(header.alerts, Ok(Some(_))),
+        "read again once it can be"
+    );
+    app.stop().await.unwrap();
+    database.drop().await;
 }
 
 #[tokio::test]
