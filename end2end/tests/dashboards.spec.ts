@@ -357,11 +357,11 @@ test("the first page hydrates with one wasm and then loads only the alert feed's
       performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname).filter((p) => p.endsWith(".wasm")),
     );
   await openLive(page, "/d/host");
-  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split_follow_alerts_/));
+  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split_alert_feed\./));
   const loaded = await wasm();
   expect(loaded[0]).toMatch(/^\/pkg\/watchroom\.[A-Za-z0-9_-]+\.wasm$/);
   for (const path of loaded.slice(1)) {
-    expect(path).toMatch(/^\/pkg\/(split_follow_alerts_|chunk_)/);
+    expect(path).toMatch(/^\/pkg\/(split_alert_feed\.|chunk_)/);
   }
   await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
   await expect(page.getByRole("heading", { name: "Alerts", level: 1 })).toBeVisible();

@@ -5,11 +5,13 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{follow_events, form::Fields, loaded};
+#[cfg(feature = "hydrate")]
+use super::follow_events;
+use super::{form::Fields, loaded};
 use crate::{
     alerts::{
-        self, AlertEvent, Delivery, Instance, Key, News, Severity, Silence, State, StoredChannel,
-        StoredRule, format_value,
+        self, Delivery, Instance, Key, Severity, Silence, State, StoredChannel, StoredRule,
+        format_value,
     },
     error::AppError,
     protocol::{Event, RoomSnapshot},
@@ -20,6 +22,7 @@ use crate::{
 const TOAST_MS: u64 = 10_000;
 
 /// Alert events kept for pages that mark them.
+#[cfg(feature = "hydrate")]
 const RECENT_KEPT: usize = 100;
 
 /// The open instances, for those who may read alerts.
@@ -142,15 +145,37 @@ impl AlertFeed {
     fn start(self, summary: AlertSummary) {
         self.firing.set(summary.firing);
         self.may_handle.set(summary.may_handle);
-        let owner = Owner::current();
-        Effect::new(move |_| {
-            let (from, owner) = (summary.head.clone(), owner.clone());
-            leptos::task::spawn_local(follow_alerts(self, from, owner));
-        });
+        #[cfg(feature = "hydrate")]
+        {
+            let owner = Owner::current();
+            Effect::new(move |_| {
+                let (from, owner) = (summary.head.clone(), owner.clone());
+                // The module may not come (the server restarting): asked for again, as the
+                // socket asks for the server again.
+                leptos::task::spawn_local(until_done(move || {
+                    let (from, owner) = (from.clone(), owner.clone());
+                    async move { follow_alerts(self, from, owner).await.is_ok() }
+                }));
+            });
+        }
     }
 
-    fn take(self, news: News) {
-        if let News::Transition(t) = &news {
+    /// Whether the feed is live, as a view may show it: false until the view itself has
+    /// hydrated (as the server rendered it), then the feed's. A page whose code loads lazily
+    /// hydrates after the feed went live; reading `live` directly would hydrate the other branch
+    /// over the server's markup.
+    fn live_once_hydrated(self) -> Signal<bool> {
+        let shown = RwSignal::new(false);
+        Effect::new(move |_| shown.set(self.live.get()));
+        shown.into()
+    }
+}
+
+/// What only the browser's feed does: take the news, and read the instances afresh.
+#[cfg(feature = "hydrate")]
+impl AlertFeed {
+    fn take(self, news: alerts::News) {
+        if let alerts::News::Transition(t) = &news {
             let told = t.state.is_trouble() && !t.silenced;
             self.toasts
                 .update(|toasts| toasts.retain(|toast| toast.key != t.key));
@@ -179,7 +204,7 @@ impl AlertFeed {
                 }
             }
         }
-        if let News::Ack(ack) = &news {
+        if let alerts::News::Ack(ack) = &news {
             self.toasts
                 .update(|toasts| toasts.retain(|toast| toast.key != ack.key));
         }
@@ -188,16 +213,12 @@ impl AlertFeed {
             .set(self.open.with_untracked(|open| Firing::of(open)));
     }
 
-    #[cfg(feature = "hydrate")]
     fn expire(self, id: u64) {
         set_timeout(
             move || self.toasts.update(|toasts| toasts.retain(|t| t.id != id)),
             std::time::Duration::from_millis(TOAST_MS),
         );
     }
-
-    #[cfg(not(feature = "hydrate"))]
-    fn expire(self, _id: u64) {}
 
     /// Reads the open instances afresh: when the feed starts, and when pushes alone can no
     /// longer tell them. Says whether it could.
@@ -210,72 +231,70 @@ impl AlertFeed {
         self.may_handle.set(now.may_handle);
         true
     }
-
-    /// Whether the feed is live, as a view may show it: false until the view itself has
-    /// hydrated (as the server rendered it), then the feed's. A page whose code loads lazily
-    /// hydrates after the feed went live; reading `live` directly would hydrate the other branch
-    /// over the server's markup.
-    fn live_once_hydrated(self) -> Signal<bool> {
-        let shown = RwSignal::new(false);
-        Effect::new(move |_| shown.set(self.live.get()));
-        shown.into()
-    }
 }
 
 /// Follows room `alerts` from `from`, where the page was rendered, on the instances read afresh
 /// (until they can be: the list the page shows is only ever whole): events since `from` are
-/// applied again, each setting what it sets, and toast as news. Its own module: the page is
-/// drawn and live without it, and it loads after.
-#[lazy]
-async fn follow_alerts(feed: AlertFeed, from: RoomSnapshot, owner: Option<Owner>) {
-    #[cfg(feature = "hydrate")]
-    {
-        let mut pause = std::time::Duration::from_secs(1);
-        while !feed.refresh().await {
-            gloo_timers::future::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_secs(30));
-        }
-    }
-    #[cfg(not(feature = "hydrate"))]
-    feed.refresh().await;
-    let follow = move || {
-        follow_events(from, move |event, missed| {
-            feed.recent.update(|recent| {
-                recent.push(event.clone());
-                let extra = recent.len().saturating_sub(RECENT_KEPT);
-                recent.drain(..extra);
-            });
-            if let Ok(event) = serde_json::from_value::<AlertEvent>(event.data.clone()) {
-                feed.take(event.news);
-            }
-            if missed {
-                leptos::task::spawn_local(async move {
-                    feed.refresh().await;
+/// applied again, each setting what it sets, and toast as news. In a module of its own, which the
+/// browser loads once the page has hydrated (drawn and live without it); `fallible`: a module
+/// that does not come is an error to try again on, where Leptos' `#[lazy]` would panic.
+#[cfg(feature = "hydrate")]
+#[leptos::wasm_split::wasm_split(alert_feed, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn follow_alerts(
+    feed: AlertFeed,
+    from: RoomSnapshot,
+    owner: Option<Owner>,
+) -> Result<(), leptos::wasm_split::SplitLoaderError> {
+    leptos::task::spawn_local(async move {
+        until_done(|| feed.refresh()).await;
+        let follow = move || {
+            follow_events(from, move |event, missed| {
+                feed.recent.update(|recent| {
+                    recent.push(event.clone());
+                    let extra = recent.len().saturating_sub(RECENT_KEPT);
+                    recent.drain(..extra);
                 });
-            }
-        });
-        feed.live.set(true);
-    };
-    match owner {
-        Some(owner) => owner.with(follow),
-        None => follow(),
+                if let Ok(event) = serde_json::from_value::<alerts::AlertEvent>(event.data.clone())
+                {
+                    feed.take(event.news);
+                }
+                if missed {
+                    leptos::task::spawn_local(async move {
+                        feed.refresh().await;
+                    });
+                }
+            });
+            feed.live.set(true);
+        };
+        match owner {
+            Some(owner) => owner.with(follow),
+            None => follow(),
+        }
+    });
+    Ok(())
+}
+
+/// Runs `attempt` until it succeeds: again after a second, then after twice as long each time, up
+/// to half a minute.
+#[cfg(feature = "hydrate")]
+async fn until_done<F: Future<Output = bool>>(mut attempt: impl FnMut() -> F) {
+    let mut pause = std::time::Duration::from_secs(1);
+    while !attempt().await {
+        gloo_timers::future::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
     }
 }
 
 /// Tells the operator through the desktop when the tab is hidden and they allowed it.
+#[cfg(feature = "hydrate")]
 fn desktop_notification(text: &str) {
-    #[cfg(feature = "hydrate")]
-    {
-        use web_sys::{Notification, NotificationPermission};
-        let hidden = web_sys::window()
-            .and_then(|w| w.document())
-            .is_some_and(|d| d.hidden());
-        if hidden && Notification::permission() == NotificationPermission::Granted {
-            let _ = Notification::new(text);
-        }
+    use web_sys::{Notification, NotificationPermission};
+    let hidden = web_sys::window()
+        .and_then(|w| w.document())
+        .is_some_and(|d| d.hidden());
+    if hidden && Notification::permission() == NotificationPermission::Granted {
+        let _ = Notification::new(text);
     }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = text;
 }
 
 /// Calls the JSON API as the signed-in user; the error is the server's message.
@@ -317,20 +336,33 @@ fn act(
     let _ = (method, url, body, done);
 }
 
-/// Acknowledges the instance `key` names; from a toast or the list of open instances.
-#[lazy]
-fn acknowledge(key: Key) {
+/// Acknowledges the instance `key` names; from a toast or the list of open instances. In a
+/// module of its own, loaded when first used (`fallible`, as `follow_alerts`).
+#[cfg(feature = "hydrate")]
+#[leptos::wasm_split::wasm_split(acknowledging, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn acknowledge(key: Key) -> Result<(), leptos::wasm_split::SplitLoaderError> {
     let body = json!({"rule": key.rule, "source": key.source, "labels": key.labels});
     act("POST", "/api/alerts/ack".into(), Some(body), |outcome| {
         if let Err(e) = outcome {
             leptos::logging::warn!("acknowledging failed: {e}");
         }
     });
+    Ok(())
 }
 
 /// Acknowledges from an event handler.
 fn acknowledge_now(key: &Key) {
-    leptos::task::spawn_local(acknowledge(key.clone()));
+    #[cfg(feature = "hydrate")]
+    {
+        let key = key.clone();
+        leptos::task::spawn_local(async move {
+            if acknowledge(key).await.is_err() {
+                leptos::logging::warn!("acknowledging failed: its code did not load");
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = key;
 }
 
 /// The header's alert badge, its drawer and the toasts: on every page, for those who may read
@@ -386,24 +418,39 @@ fn AlertBadge() -> impl IntoView {
             </button>
             <Show when=move || open.get()>
                 <div class="alert-drawer" role="dialog" aria-label="open alerts">
-                    {Suspend::new(alert_drawer())}
+                    {drawer()}
                 </div>
             </Show>
         </div>
     }
 }
 
-/// The drawer's content, with its own module: only shown when asked for, never as rendered.
-#[lazy]
-fn alert_drawer() -> AnyView {
-    view! {
+/// The drawer's content: only ever shown in the browser, when asked for.
+fn drawer() -> AnyView {
+    #[cfg(feature = "hydrate")]
+    return Suspend::new(async {
+        alert_drawer().await.unwrap_or_else(|_| {
+            view! { <p class="error" role="alert">"The list did not load: close and open it again."</p> }
+                .into_any()
+        })
+    })
+    .into_any();
+    #[cfg(not(feature = "hydrate"))]
+    ().into_any()
+}
+
+/// In a module of its own, loaded when the drawer first opens (`fallible`, as `follow_alerts`).
+#[cfg(feature = "hydrate")]
+#[leptos::wasm_split::wasm_split(alert_drawer, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn alert_drawer() -> Result<AnyView, leptos::wasm_split::SplitLoaderError> {
+    Ok(view! {
         <InstanceList/>
         <p class="drawer-foot">
             <a href="/alerts">"All alerts"</a>
             <DesktopNotifications/>
         </p>
     }
-    .into_any()
+    .into_any())
 }
 
 /// The open instances, most urgent first, with their acknowledgements.

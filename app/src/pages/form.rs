@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use leptos::{
     prelude::*,
-    server_fn::{Http, ServerFn, codec::PostUrl},
+    server_fn::{Http, ServerFn, codec::PostUrl, error::ServerFnErrorErr},
 };
 use serde::de::DeserializeOwned;
 
@@ -101,8 +101,15 @@ where
             .with(|v| v.as_ref()?.as_ref().err().map(ToString::to_string))
     }
 
-    #[cfg(feature = "hydrate")]
-    fn answer(self, answer: Result<F::Output, AppError>) {
+    /// Takes the answer to a post: the function's output as JSON, or its refusal.
+    fn answer(self, answer: Result<String, AppError>)
+    where
+        F::Output: DeserializeOwned,
+    {
+        let answer = answer.and_then(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| AppError::Call(ServerFnErrorErr::Deserialization(e.to_string())))
+        });
         self.value.set(Some(answer));
         self.version.update(|n| *n += 1);
     }
@@ -117,6 +124,16 @@ where
     F: ServerFn<Protocol = Http<PostUrl, Answer>, Error = AppError> + 'static,
     F::Output: DeserializeOwned + Send + Sync + 'static,
 {
+    // All that depends on `F`; the form itself is one function for every form.
+    let answered = Callback::new(move |answer| posted.answer(answer));
+    form_posting_to(F::PATH, answered, children)
+}
+
+fn form_posting_to(
+    to: &'static str,
+    answered: Callback<Result<String, AppError>>,
+    children: Children,
+) -> AnyView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         if ev.default_prevented() {
             return;
@@ -134,25 +151,27 @@ where
                 })
                 .map(|fields| String::from(fields.to_string()))
                 .unwrap_or_default();
-            leptos::task::spawn_local(async move { posted.answer(post(F::PATH, fields).await) });
+            leptos::task::spawn_local(async move { answered.run(post(to, fields).await) });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = posted;
+        let _ = answered;
     };
     view! {
-        <form method="post" action=F::PATH on:submit=submit>
+        <form method="post" action=to on:submit=submit>
             {children()}
         </form>
     }
+    .into_any()
 }
 
 /// Posts URL-encoded `fields` to the server function at `to` as its own client does: an error
 /// status brings the function's error, and a redirect it asks for is followed by the router.
+/// The answer is the function's output, as JSON.
 #[cfg(feature = "hydrate")]
-async fn post<T: DeserializeOwned>(to: &str, fields: String) -> Result<T, AppError> {
+async fn post(to: &str, fields: String) -> Result<String, AppError> {
     use leptos::server_fn::{
         client::{Client, browser::BrowserClient},
-        error::{FromServerFnError, ServerFnErrorErr},
+        error::FromServerFnError,
         redirect::call_redirect_hook,
         request::ClientReq,
         response::ClientRes,
@@ -175,12 +194,10 @@ async fn post<T: DeserializeOwned>(to: &str, fields: String) -> Result<T, AppErr
     if (400..600).contains(&status) {
         return Err(AppError::de(text.into()));
     }
-    let answer = serde_json::from_str(&text)
-        .map_err(|e| AppError::Call(ServerFnErrorErr::Deserialization(e.to_string())))?;
     if redirect {
         call_redirect_hook(&location);
     }
-    Ok(answer)
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::{error::AppError, history::Marker};
 /// Play head steps: this often, by this much dashboard time per step at 1×.
 #[cfg(feature = "hydrate")]
 const TICK_MS: i64 = 250;
+#[cfg(feature = "hydrate")]
 const SPEEDS: [i64; 5] = [1, 5, 10, 30, 60];
 /// How near the present a replay ends.
 #[cfg(feature = "hydrate")]
@@ -107,8 +108,9 @@ struct Ahead {
     generation: u32,
 }
 
-/// What a replay plays, and the panels it plays into.
+/// What a replay plays, and the panels it plays into (read by the player, in the browser only).
 #[derive(Clone)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 pub struct ReplayOf {
     pub name: String,
     pub range: String,
@@ -122,23 +124,40 @@ pub struct ReplayOf {
 }
 
 /// A replay's player. The panels are rendered at the replayed moment without it; its code comes
-/// in a module of its own, which the browser loads as the page hydrates, and it shows once that
-/// has come (the server renders nothing of it: its controls need the browser anyway).
+/// in a module of its own, which the browser loads once the page has hydrated, and it shows once
+/// that has come (the server renders nothing of it: its controls need the browser anyway).
 #[component]
 pub fn Replay(replay: ReplayOf) -> impl IntoView {
-    let loaded = lazy_preload!(replay_player);
-    move || {
-        loaded
-            .get()
-            .then(|| Suspend::new(replay_player(replay.clone())))
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+    move || hydrated.get().then(|| player(replay.clone()))
+}
+
+fn player(replay: ReplayOf) -> AnyView {
+    #[cfg(feature = "hydrate")]
+    return Suspend::new(async move {
+        replay_player(replay).await.unwrap_or_else(|_| {
+            view! { <p class="error" role="alert">"The replay's player did not load: reload the page."</p> }
+                .into_any()
+        })
+    })
+    .into_any();
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = replay;
+        ().into_any()
     }
 }
 
-#[lazy]
-fn replay_player(replay: ReplayOf) -> AnyView {
-    view! { <ReplayPlayer replay/> }.into_any()
+/// `fallible`: a module that does not come (the server restarting) is said, where Leptos'
+/// `#[lazy]` would panic.
+#[cfg(feature = "hydrate")]
+#[leptos::wasm_split::wasm_split(replay_player, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn replay_player(replay: ReplayOf) -> Result<AnyView, leptos::wasm_split::SplitLoaderError> {
+    Ok(view! { <ReplayPlayer replay/> }.into_any())
 }
 
+#[cfg(feature = "hydrate")]
 #[component]
 fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
     let ReplayOf {
@@ -165,7 +184,6 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
             format!("{url}&{k}={v}")
         });
 
-    #[cfg(feature = "hydrate")]
     let seek = {
         let player = Player {
             name: StoredValue::new(name.clone()),
@@ -185,12 +203,6 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
         };
         player.start(at_ms, span, timeline);
         move |t: i64| player.seek(t)
-    };
-    // The server never renders the player (see `Replay`): this only builds there.
-    #[cfg(not(feature = "hydrate"))]
-    let seek = {
-        let _ = (panels, markers, window_ms);
-        move |_: i64| {}
     };
 
     let next_alert = move |_| {
