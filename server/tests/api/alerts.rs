@@ -100,6 +100,20 @@ pub(crate) async fn next_news(client: &mut Client, rule: i64) -> News {
     }
 }
 
+/// A critical rule on a source of its own, firing (`cpu` at 97 over 90): the source, the rule
+/// and a client watching room `alerts` that saw it fire.
+async fn fire(app: &TestApp, label: &str) -> (String, i64, Client) {
+    let source = unique_source(label);
+    let rule = create_rule(app, &source, json!({})).await;
+    let mut watcher = watch_alerts(app).await;
+    sample(app, &source, 97.0).await;
+    assert_eq!(
+        next_transition(&mut watcher, rule).await.state,
+        State::Firing
+    );
+    (source, rule, watcher)
+}
+
 pub(crate) async fn next_transition(client: &mut Client, rule: i64) -> Transition {
     match next_news(client, rule).await {
         News::Transition(t) => t,
@@ -184,14 +198,7 @@ async fn a_sample_over_the_threshold_fires_an_alert_stored_and_pushed_and_one_be
 #[tokio::test]
 async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_follows_from() {
     let app = start().await;
-    let source = unique_source("badge");
-    let rule = create_rule(&app, &source, json!({})).await;
-    let mut watcher = watch_alerts(&app).await;
-    sample(&app, &source, 97.0).await;
-    assert_eq!(
-        next_transition(&mut watcher, rule).await.state,
-        State::Firing
-    );
+    let (source, ..) = fire(&app, "badge").await;
 
     let header = |http: reqwest::Client| {
         let app = &app;
@@ -241,17 +248,8 @@ async fn the_header_names_who_is_signed_in_and_says_alerts_are_unavailable_when_
         config.query_timeout = Duration::from_millis(200);
     })
     .await;
-    // A migration or an operator's lock: where room `alerts` stands cannot be read.
-    let mut session = sqlx::PgPool::connect(&database.url)
-        .await
-        .unwrap()
-        .begin()
-        .await
-        .unwrap();
-    sqlx::query("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *session)
-        .await
-        .unwrap();
+    // Where room `alerts` stands cannot be read behind the lock.
+    let session = database.lock("rooms").await;
     let response = read_header(&app, app.http()).await;
     assert_eq!(response.status(), 200, "the rest of the header stands");
     let header: HeaderData = response.json().await.unwrap();
@@ -420,14 +418,7 @@ async fn rules_are_created_read_replaced_and_deleted_and_a_bad_one_is_refused_na
 async fn a_restart_while_firing_neither_fires_again_nor_forgets_its_acknowledgement_or_to_resolve()
 {
     let app = start().await;
-    let source = unique_source("restart");
-    let rule = create_rule(&app, &source, json!({})).await;
-    let mut watcher = watch_alerts(&app).await;
-    sample(&app, &source, 97.0).await;
-    assert_eq!(
-        next_transition(&mut watcher, rule).await.state,
-        State::Firing
-    );
+    let (source, rule, _) = fire(&app, "restart").await;
     let ack = json!({"rule": rule, "source": source, "labels": {}, "comment": "mine"});
     let acked = app
         .http()

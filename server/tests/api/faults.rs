@@ -271,17 +271,8 @@ async fn a_read_past_the_query_timeout_is_refused_and_the_next_is_answered() {
     let room = unique_room("slow");
     post_notice(&app, &room, "one").await;
 
-    // A migration or an operator's lock: every read of the log waits behind it.
-    let mut session = sqlx::PgPool::connect(&database.url)
-        .await
-        .unwrap()
-        .begin()
-        .await
-        .unwrap();
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *session)
-        .await
-        .unwrap();
+    // Every read of the log waits behind the lock.
+    let session = database.lock("events").await;
     let refused = app.get(events_url(&app, room.as_str())).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(

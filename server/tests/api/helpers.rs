@@ -419,6 +419,18 @@ impl EmptyDatabase {
         Self { admin, name, url }
     }
 
+    /// `table` locked by another session, as a migration or an operator's forgotten
+    /// transaction holds it, until the transaction is rolled back.
+    pub async fn lock(&self, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+        let mut session = pool.begin().await.unwrap();
+        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *session)
+            .await
+            .unwrap();
+        session
+    }
+
     pub async fn drop(self) {
         let drop = format!("DROP DATABASE {} WITH (FORCE)", self.name);
         sqlx::query(&drop).execute(&self.admin).await.unwrap();
