@@ -23,7 +23,7 @@ use leptos_meta::{HashedStylesheet, MetaTags, Title, provide_meta_context};
 use leptos_router::{
     Lazy, LazyRoute, SsrMode,
     components::{A, Route, Router, Routes},
-    lazy_route, path,
+    path,
 };
 
 /// The HTML document around the app; the server renders it for every page.
@@ -115,31 +115,58 @@ pub fn App() -> impl IntoView {
 /// --split`): everything but the dashboards, which operators open most. Lazy, they would load
 /// more, not less: their code, shared with the overview and the wall, would go into dozens of
 /// small chunks fetched and compressed one by one (docs/benchmarks.md, "The page's weight").
+///
+/// Each route's view is split with `wasm_split`'s `fallible` option rather than `#[lazy_route]`,
+/// whose loader panics when the module does not come, and a panic aborts the page's wasm: a
+/// server restarting (a deploy) as an operator opens a page would leave that tab dead. Here the
+/// module is asked for again (1 s, doubling to 30 s) and the page opens once it comes.
 macro_rules! lazy_routes {
-    ($($route:ident => $page:path),* $(,)?) => {$(
+    ($($module:ident: $route:ident => $page:path),* $(,)?) => {$(
         struct $route;
 
-        #[lazy_route]
         impl LazyRoute for $route {
             fn data() -> Self {
                 Self
             }
 
-            fn view(_this: Self) -> AnyView {
+            async fn view(_this: Self) -> AnyView {
+                #[cfg(feature = "hydrate")]
+                return pages::until_some(async || $module::view().await.ok()).await;
+                #[cfg(not(feature = "hydrate"))]
                 view! { <$page/> }.into_any()
+            }
+
+            async fn preload() {
+                #[cfg(feature = "hydrate")]
+                pages::until_some(async || $module::preload().await.ok()).await;
+            }
+        }
+
+        #[cfg(feature = "hydrate")]
+        mod $module {
+            use super::*;
+
+            #[leptos::wasm_split::wasm_split(
+                $module,
+                wasm_split_path = ::leptos::wasm_split,
+                fallible,
+                preload(preload)
+            )]
+            pub fn view() -> Result<AnyView, leptos::wasm_split::SplitLoaderError> {
+                Ok(view! { <$page/> }.into_any())
             }
         }
     )*};
 }
 
 lazy_routes! {
-    OverviewRoute => pages::Overview,
-    RoomRoute => pages::RoomPage,
-    AlertsRoute => pages::AlertsPage,
-    HistoryRoute => pages::HistoryPage,
-    EventRoute => pages::HistoryEvent,
-    WallRoute => pages::Wall,
-    SettingsRoute => pages::Settings,
+    overview_route: OverviewRoute => pages::Overview,
+    room_route: RoomRoute => pages::RoomPage,
+    alerts_route: AlertsRoute => pages::AlertsPage,
+    history_route: HistoryRoute => pages::HistoryPage,
+    event_route: EventRoute => pages::HistoryEvent,
+    wall_route: WallRoute => pages::Wall,
+    settings_route: SettingsRoute => pages::Settings,
 }
 
 /// Dark by default, as a room of screens wants; the choice is kept in the browser.

@@ -365,8 +365,46 @@ test("the first page hydrates with one wasm and then loads only the alert feed's
   }
   await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
   await expect(page.getByRole("heading", { name: "Alerts", level: 1 })).toBeVisible();
-  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split___alerts_route_view_/));
+  await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split_alerts_route\./));
   expect(errors).toEqual([]);
+});
+
+test("a page whose code does not come at first (the server restarting) opens once it comes, opened from another or first", async ({ page }) => {
+  // The browser logs each refused fetch, and the module loader each failed load ("Failed to
+  // fetch", also reported as unhandled when it fails before the loader awaits it); a panic would
+  // show as a page error of its own.
+  const refusals = /Failed to load resource|Failed to fetch/;
+  const errors = watchForErrors(page, refusals);
+  /** Refuses the alerts page's module `times` times, then lets it through. */
+  const refuse = async (times: number) => {
+    let refused = 0;
+    await page.unrouteAll();
+    await page.route(/\/pkg\/split_alerts_route\./, (route) => (refused++ < times ? route.abort() : route.continue()));
+    return () => refused;
+  };
+  const alertsHeading = page.getByRole("heading", { name: "Alerts", level: 1 });
+
+  await openLive(page, "/d/host");
+  let refused = await refuse(2);
+  await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
+  await expect.poll(refused).toBeGreaterThan(2);
+  await expect(alertsHeading).toBeVisible();
+  await expect(page.getByTestId("connection")).toHaveText("live");
+
+  // Opened first, the page is drawn by the server and its header goes live at once; the page
+  // itself hydrates once its module comes: then its rule form's preview answers in the page.
+  refused = await refuse(1);
+  await page.goto(`${server.url}/alerts`);
+  await expect(alertsHeading).toBeVisible();
+  await expect(page.getByTestId("connection")).toHaveText("live");
+  await expect.poll(refused).toBeGreaterThan(1);
+  const form = page.getByTestId("new-rule");
+  await form.locator("summary").click();
+  await expect(async () => {
+    await form.getByRole("button", { name: "Preview the last 24 h" }).click();
+    await expect(form.getByRole("alert").or(form.getByTestId("backtest"))).toBeVisible({ timeout: 1_000 });
+  }).toPass();
+  expect(errors.filter((e) => !refusals.test(e))).toEqual([]);
 });
 
 test("time from navigation to the first live value on the Host dashboard (printed, for docs/benchmarks.md)", async ({ page }) => {

@@ -152,10 +152,12 @@ impl AlertFeed {
                 let (from, owner) = (summary.head.clone(), owner.clone());
                 // The module may not come (the server restarting): asked for again, as the
                 // socket asks for the server again.
-                leptos::task::spawn_local(until_done(move || {
-                    let (from, owner) = (from.clone(), owner.clone());
-                    async move { follow_alerts(self, from, owner).await.is_ok() }
-                }));
+                leptos::task::spawn_local(async move {
+                    super::until_some(async || {
+                        follow_alerts(self, from.clone(), owner.clone()).await.ok()
+                    })
+                    .await
+                });
             });
         }
     }
@@ -221,15 +223,15 @@ impl AlertFeed {
     }
 
     /// Reads the open instances afresh: when the feed starts, and when pushes alone can no
-    /// longer tell them. Says whether it could.
-    async fn refresh(self) -> bool {
+    /// longer tell them. `None` if it could not.
+    async fn refresh(self) -> Option<()> {
         let Ok(Some(now)) = current_alerts().await else {
-            return false;
+            return None;
         };
         self.firing.set(Firing::of(&now.open));
         self.open.set(now.open);
         self.may_handle.set(now.may_handle);
-        true
+        Some(())
     }
 }
 
@@ -246,7 +248,7 @@ fn follow_alerts(
     owner: Option<Owner>,
 ) -> Result<(), leptos::wasm_split::SplitLoaderError> {
     leptos::task::spawn_local(async move {
-        until_done(|| feed.refresh()).await;
+        super::until_some(async || feed.refresh().await).await;
         let follow = move || {
             follow_events(from, move |event, missed| {
                 feed.recent.update(|recent| {
@@ -272,17 +274,6 @@ fn follow_alerts(
         }
     });
     Ok(())
-}
-
-/// Runs `attempt` until it succeeds: again after a second, then after twice as long each time, up
-/// to half a minute.
-#[cfg(feature = "hydrate")]
-async fn until_done<F: Future<Output = bool>>(mut attempt: impl FnMut() -> F) {
-    let mut pause = std::time::Duration::from_secs(1);
-    while !attempt().await {
-        gloo_timers::future::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(30));
-    }
 }
 
 /// Tells the operator through the desktop when the tab is hidden and they allowed it.

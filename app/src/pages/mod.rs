@@ -68,6 +68,21 @@ fn follow_events(from: RoomSnapshot, on_event: impl Fn(&Event, bool) + 'static) 
     });
 }
 
+/// Calls `attempt` until it gives a value: again after a second, then after twice as long each
+/// time, up to half a minute. For what the browser fetches from a server that may be restarting
+/// (a deploy): a lazily loaded module, the alerts read afresh.
+#[cfg(feature = "hydrate")]
+pub(crate) async fn until_some<T>(mut attempt: impl AsyncFnMut() -> Option<T>) -> T {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        gloo_timers::future::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
 /// As [`follow_events`], handing on the samples of the room's `metric` events.
 fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
     follow_events(from, move |event, _| {
