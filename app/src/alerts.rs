@@ -917,7 +917,7 @@ pub trait AlertBook: Send + Sync + 'static {
 pub struct SharedAlertBook(pub std::sync::Arc<dyn AlertBook>);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -1169,8 +1169,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn alert_news_reads_back_whatever_order_its_fields_are_stored_in() {
+    /// Host `web-1`'s disk filling up: the rule firing, then someone taking it on.
+    pub(crate) fn disk_full() -> (Transition, Ack) {
         let key = Key {
             rule: 4,
             source: "host:web-1".into(),
@@ -1198,6 +1198,12 @@ mod tests {
             at: at(90),
             comment: "on it".into(),
         };
+        (transition, ack)
+    }
+
+    #[test]
+    fn alert_news_reads_back_whatever_order_its_fields_are_stored_in() {
+        let (transition, ack) = disk_full();
         for news in [News::Transition(transition), News::Ack(ack)] {
             let event = AlertEvent {
                 text: "disk full".into(),

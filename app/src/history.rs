@@ -503,22 +503,26 @@ impl Marker {
                     None,
                 )
             }
+            // Read field by field, not as a whole `AlertEvent`: the dashboards mark their live
+            // charts with this, and every kind of alert news' decoders would come with it into
+            // the browser's first module.
             EventKind::Alert => {
-                let alert: crate::alerts::AlertEvent =
-                    serde_json::from_value(event.data.clone()).ok()?;
-                let crate::alerts::News::Transition(t) = alert.news else {
-                    return None;
-                };
-                if !sources.contains(&t.key.source) {
+                let field = |name: &str| event.data.get(name);
+                if field("type")?.as_str()? != "transition" {
                     return None;
                 }
-                let level = match t.state {
-                    State::Firing => t.severity.as_str(),
+                let source = field("source")?.as_str()?;
+                if !sources.iter().any(|s| s == source) {
+                    return None;
+                }
+                let level = match State::deserialize(field("state")?).ok()? {
+                    State::Firing => Severity::deserialize(field("severity")?).ok()?.as_str(),
                     State::Resolved => "resolved",
                     State::NoData => "nodata",
                     State::Normal | State::Pending => return None,
                 };
-                (level.to_owned(), alert.text, Some(t.key.source))
+                let text = field("text")?.as_str()?;
+                (level.to_owned(), text.to_owned(), Some(source.to_owned()))
             }
             EventKind::Metric => return None,
         };
@@ -618,6 +622,48 @@ mod tests {
 
     fn read(url: &str) -> Result<Query, BadParam> {
         Query::from_params(url.split('&').filter_map(|pair| pair.split_once('=')))
+    }
+
+    #[test]
+    fn an_alert_marks_the_dashboards_of_its_source_when_it_fires_resolves_or_loses_data() {
+        use crate::alerts::{AlertEvent, News, Transition, tests::disk_full};
+
+        let (transition, ack) = disk_full();
+        let event = |news: News| Event {
+            room: RoomName::parse(crate::alerts::ROOM).unwrap(),
+            seq: 7,
+            ts: transition.since,
+            kind: EventKind::Alert,
+            data: serde_json::to_value(AlertEvent {
+                text: "disk full".into(),
+                news,
+            })
+            .unwrap(),
+        };
+        let mark = |news: News, sources: &[&str]| {
+            let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+            Marker::of(&event(news), &sources).map(|m| (m.level, m.text, m.source))
+        };
+        let web = ["host:db-1", "host:web-1"];
+        let changed = |state| {
+            News::Transition(Transition {
+                state,
+                ..transition.clone()
+            })
+        };
+        assert_eq!(
+            mark(changed(State::Firing), &web),
+            Some((
+                "critical".into(),
+                "disk full".into(),
+                Some("host:web-1".into())
+            ))
+        );
+        assert_eq!(mark(changed(State::Resolved), &web).unwrap().0, "resolved");
+        assert_eq!(mark(changed(State::NoData), &web).unwrap().0, "nodata");
+        assert_eq!(mark(changed(State::Pending), &web), None);
+        assert_eq!(mark(changed(State::Firing), &["host:db-1"]), None);
+        assert_eq!(mark(News::Ack(ack), &web), None);
     }
 
     #[test]
