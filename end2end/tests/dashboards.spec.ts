@@ -370,11 +370,7 @@ test("the first page hydrates with one wasm and then loads only the alert feed's
 });
 
 test("a page whose code does not come at first (the server restarting) opens once it comes, opened from another or first", async ({ page }) => {
-  // The browser logs each refused fetch, and the module loader each failed load ("Failed to
-  // fetch", also reported as unhandled when it fails before the loader awaits it); a panic would
-  // show as a page error of its own.
-  const refusals = /Failed to load resource|Failed to fetch/;
-  const errors = watchForErrors(page, refusals);
+  const errors = watchForErrors(page, /Failed to load resource|Failed to fetch/);
   /** Refuses the alerts page's module `times` times, then lets it through. */
   const refuse = async (times: number) => {
     let refused = 0;
@@ -404,7 +400,7 @@ test("a page whose code does not come at first (the server restarting) opens onc
     await form.getByRole("button", { name: "Preview the last 24 h" }).click();
     await expect(form.getByRole("alert").or(form.getByTestId("backtest"))).toBeVisible({ timeout: 1_000 });
   }).toPass();
-  expect(errors.filter((e) => !refusals.test(e))).toEqual([]);
+  expect(errors).toEqual([]);
 });
 
 test("time from navigation to the first live value on the Host dashboard (printed, for docs/benchmarks.md)", async ({ page }) => {

@@ -8,11 +8,16 @@ export function uniqueRoom(label: string): string {
 
 /**
  * Collects uncaught page errors and console errors; the test fails if any appear. `expected`
- * names console errors a test provokes on purpose (the browser logs each refused connection).
+ * names errors a test provokes on purpose: the browser logs each refused connection, and a
+ * lazily loaded module's loader each fetch that failed, which the browser also reports as
+ * unhandled when it fails before the loader awaits it (a panic is a page error of its own:
+ * "unreachable").
  */
 export function watchForErrors(page: Page, expected?: RegExp): string[] {
   const errors: string[] = [];
-  page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+  page.on("pageerror", (error) => {
+    if (!expected?.test(error.message)) errors.push(`pageerror: ${error.message}`);
+  });
   page.on("console", (message) => {
     if (message.type() === "error" && !expected?.test(message.text())) {
       errors.push(`console: ${message.text()}`);
