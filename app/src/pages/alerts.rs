@@ -522,32 +522,53 @@ fn DesktopNotifications() -> impl IntoView {
     }
 }
 
+/// Where toasts appear. Only the feed's pushes make them, so their code is in the feed's module,
+/// and the region is filled once the feed runs; it is on the page from the first, as a live
+/// region must be for what comes into it to be read out.
 #[component]
 fn Toasts() -> impl IntoView {
     let feed = AlertFeed::expect();
     view! {
         <div class="toasts" aria-live="assertive">
-            <For each=move || feed.toasts.get() key=|t| t.id let:toast>
-                <div class=format!("toast {}", toast.severity.as_str()) role="alert" data-testid="toast">
-                    <span>{toast.text.clone()}</span>
-                    <Show when=move || feed.may_handle.get()>
-                        <button type="button" on:click={
-                            let key = toast.key.clone();
-                            move |_| acknowledge_now(&key)
-                        }>"Acknowledge"</button>
-                    </Show>
-                    {(toast.severity != Severity::Critical).then(|| {
-                        let id = toast.id;
-                        view! {
-                            <button type="button" aria-label="dismiss" on:click=move |_| {
-                                feed.toasts.update(|t| t.retain(|t| t.id != id))
-                            }>"×"</button>
-                        }
-                    })}
-                </div>
-            </For>
+            {move || feed.live.get().then(toast_list)}
         </div>
     }
+}
+
+fn toast_list() -> AnyView {
+    #[cfg(feature = "hydrate")]
+    return Suspend::new(async { toasts().await.unwrap_or_else(|_| ().into_any()) }).into_any();
+    #[cfg(not(feature = "hydrate"))]
+    ().into_any()
+}
+
+/// In the feed's module, loaded already when the feed is live (`fallible`, as `follow_alerts`).
+#[cfg(feature = "hydrate")]
+#[leptos::wasm_split::wasm_split(alert_feed, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn toasts() -> Result<AnyView, leptos::wasm_split::SplitLoaderError> {
+    let feed = AlertFeed::expect();
+    Ok(view! {
+        <For each=move || feed.toasts.get() key=|t| t.id let:toast>
+            <div class=format!("toast {}", toast.severity.as_str()) role="alert" data-testid="toast">
+                <span>{toast.text.clone()}</span>
+                <Show when=move || feed.may_handle.get()>
+                    <button type="button" on:click={
+                        let key = toast.key.clone();
+                        move |_| acknowledge_now(&key)
+                    }>"Acknowledge"</button>
+                </Show>
+                {(toast.severity != Severity::Critical).then(|| {
+                    let id = toast.id;
+                    view! {
+                        <button type="button" aria-label="dismiss" on:click=move |_| {
+                            feed.toasts.update(|t| t.retain(|t| t.id != id))
+                        }>"×"</button>
+                    }
+                })}
+            </div>
+        </For>
+    }
+    .into_any())
 }
 
 /// Firing alerts across the top of a wall screen.
