@@ -371,29 +371,29 @@ test("the first page hydrates with one wasm and then loads only the alert feed's
 
 test("a page whose code does not come at first (the server restarting) opens once it comes, opened from another or first", async ({ page }) => {
   const errors = watchForErrors(page, /Failed to load resource|Failed to fetch/);
-  /** Refuses the alerts page's module `times` times, then lets it through. */
+  /** Refuses the alerts page's module `times` times, then lets it through; counts the asks. */
   const refuse = async (times: number) => {
-    let refused = 0;
+    let asked = 0;
     await page.unrouteAll();
-    await page.route(/\/pkg\/split_alerts_route\./, (route) => (refused++ < times ? route.abort() : route.continue()));
-    return () => refused;
+    await page.route(/\/pkg\/split_alerts_route\./, (route) => (asked++ < times ? route.abort() : route.continue()));
+    return () => asked;
   };
   const alertsHeading = page.getByRole("heading", { name: "Alerts", level: 1 });
 
   await openLive(page, "/d/host");
-  let refused = await refuse(2);
+  let asked = await refuse(2);
   await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
-  await expect.poll(refused).toBeGreaterThan(2);
+  await expect.poll(asked).toBeGreaterThan(2);
   await expect(alertsHeading).toBeVisible();
   await expect(page.getByTestId("connection")).toHaveText("live");
 
   // Opened first, the page is drawn by the server and its header goes live at once; the page
   // itself hydrates once its module comes: then its rule form's preview answers in the page.
-  refused = await refuse(1);
+  asked = await refuse(1);
   await page.goto(`${server.url}/alerts`);
   await expect(alertsHeading).toBeVisible();
   await expect(page.getByTestId("connection")).toHaveText("live");
-  await expect.poll(refused).toBeGreaterThan(1);
+  await expect.poll(asked).toBeGreaterThan(1);
   const form = page.getByTestId("new-rule");
   await form.locator("summary").click();
   await expect(async () => {
