@@ -22,7 +22,9 @@ use leptos::server_fn::ServerFn;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::helpers::{Client, EmptyDatabase, TestApp, http_with, start, start_with, unique_room};
+use crate::helpers::{
+    Client, EmptyDatabase, TestApp, http_with, start, start_with, text_of, unique_room,
+};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -227,14 +229,7 @@ async fn a_page_is_rendered_with_the_count_of_what_fires_and_where_its_feed_foll
     let theirs = header(http_with(&elsewhere)).await;
     assert!(matches!(theirs.alerts, Ok(None)));
     assert_eq!(theirs.role, Role::Viewer);
-    let page = http_with(&elsewhere)
-        .get(url(&app, "/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&http_with(&elsewhere), url(&app, "/")).await;
     assert!(!page.contains("alert-badge"), "{page}");
     app.stop().await.unwrap();
 }

@@ -12,7 +12,8 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::helpers::{
-    Client, EmptyDatabase, events_url, http_with, start, start_bare, start_with, unique_room,
+    Client, EmptyDatabase, events_url, http_with, start, start_bare, start_with, text_of,
+    unique_room,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -468,14 +469,7 @@ async fn a_user_limited_to_room_patterns_finds_no_other_room() {
             &["admin"],
         )
         .await;
-    let page = http_with(&web_only)
-        .get(url(&app, &format!("/?q={prefix}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(&http_with(&web_only), url(&app, &format!("/?q={prefix}"))).await;
     assert!(page.contains(&format!("{prefix}-web")));
     assert!(
         !page.contains(&format!("{prefix}-db")),

@@ -47,12 +47,7 @@ async fn node(database: &EmptyDatabase, redis: &PrivateRedis) -> TestApp {
 
 /// `watchroom_bus_up` in `node`'s `/metrics`.
 async fn bus_up(node: &TestApp) -> f64 {
-    let text = node
-        .get(format!("http://{}/metrics", node.addr))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text = crate::helpers::text_of(node.http(), format!("http://{}/metrics", node.addr)).await;
     scraped(&text, "watchroom_bus_up").expect("a node with a bus reports it")
 }
 
@@ -159,12 +154,8 @@ async fn events_published_on_any_node_reach_every_node_in_order_once() {
         assert_eq!(watcher.next_event_seq(&room).await, last + 1);
     }
     // The node without a publisher had them through Redis, not (all) from the store.
-    let text = nodes[0]
-        .get(format!("http://{}/metrics", nodes[0].addr))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text =
+        crate::helpers::text_of(nodes[0].http(), format!("http://{}/metrics", nodes[0].addr)).await;
     let filled = scraped(&text, "watchroom_filled_events_total").expect("counted");
     assert!(
         filled < last as f64,

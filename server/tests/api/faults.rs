@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::helpers::{
     Client, EmptyDatabase, Process, database, events_url, http_with, post_notice, scraped,
-    scratch_dir, start_with, stored, token_in, unique_room,
+    scratch_dir, start_with, stored, text_of, token_in, unique_room,
 };
 
 #[tokio::test]
@@ -560,14 +560,7 @@ struct Footprint {
 
 impl Footprint {
     async fn of(http: &reqwest::Client, addr: SocketAddr) -> Self {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = text_of(http, format!("http://{addr}/metrics")).await;
         let read = |name| scraped(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
         Self {
             connections: read("watchroom_connections"),

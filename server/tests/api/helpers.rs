@@ -109,6 +109,11 @@ pub async fn token_in(store: &Store, role: Role, rooms: &[&str], scopes: &[&str]
         .expect("token created")
 }
 
+/// The body `http` is answered with for a GET of `url`, as text.
+pub async fn text_of(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// An HTTP client sending `token` with every request.
 pub fn http_with(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -590,12 +590,8 @@ async fn a_tight_ingest_queue_holds_no_more_than_its_bytes_and_every_request_goe
     let watch = async {
         let mut seen = Vec::new();
         while !done.load(Ordering::Relaxed) {
-            let text = app
-                .get(format!("http://{}/metrics", app.addr))
-                .await
-                .text()
-                .await
-                .unwrap();
+            let text =
+                crate::helpers::text_of(app.http(), format!("http://{}/metrics", app.addr)).await;
             let held = crate::helpers::scraped(&text, "watchroom_ingest_queue_bytes")
                 .expect("the gauge is reported");
             seen.push(held as usize);
