@@ -26,6 +26,9 @@ const TOAST_MS: u64 = 10_000;
 const RECENT_KEPT: usize = 100;
 
 /// The open instances, for those who may read alerts.
+// Made by the server and read by the browser: a build with neither (`cargo test -p app`) uses it
+// only through the server function's signature.
+#[cfg_attr(not(any(feature = "ssr", feature = "hydrate")), allow(dead_code))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AlertsNow {
     pub open: Vec<Instance>,
@@ -50,6 +53,7 @@ pub struct Firing {
 }
 
 impl Firing {
+    #[cfg_attr(not(any(feature = "ssr", feature = "hydrate")), allow(dead_code))]
     fn of(open: &[Instance]) -> Self {
         let trouble = || open.iter().filter(|i| i.state.is_trouble());
         Self {
