@@ -52,6 +52,16 @@ test("charts read at a glance: time labels suit the range, values have gridlines
   const network = page.getByTestId("panel").filter({ has: page.getByRole("heading", { name: "Network" }) });
   await expect(network.locator(".legend tbody tr")).toHaveCount(2);
   await expect(network.locator(".y-label").last()).toHaveText(/\/s$/);
+  // At a desktop's width each value stands on one line with its unit ("1.2 GiB", "3.1 KiB/s").
+  const linesPerValue = await page.locator(".panel-line .legend td").evaluateAll((cells) =>
+    cells.map((cell) => {
+      const text = document.createRange();
+      text.selectNodeContents(cell);
+      return new Set([...text.getClientRects()].map((r) => Math.round(r.top))).size;
+    }),
+  );
+  expect(linesPerValue.length).toBeGreaterThanOrEqual(4 * 6);
+  expect(linesPerValue).toEqual(linesPerValue.map(() => 1));
 
   // A week: days; a year: months (and the year where January falls).
   await page.getByRole("link", { name: "7d", exact: true }).click();
