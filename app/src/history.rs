@@ -455,6 +455,16 @@ pub struct EventPage {
 }
 
 /// An event with its neighbours in its room, for the detail page.
+/// A room as the list of rooms shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub room: RoomName,
+    /// Its newest seq: how many events it has had since its log last started.
+    pub head: i64,
+    /// When its newest event was stored; none before its first, or once retention dropped it.
+    pub newest: Option<DateTime<Utc>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventDetail {
     pub event: Event,
@@ -551,7 +561,7 @@ mod seam {
     use chrono::{DateTime, Utc};
     use futures::future::BoxFuture;
 
-    use super::{EventDetail, EventPage, Oldest, Query};
+    use super::{EventDetail, EventPage, Oldest, Query, RoomSummary};
     use crate::{
         auth::Identity,
         error::AppError,
@@ -587,6 +597,15 @@ mod seam {
             series: usize,
             visible: Identity,
         ) -> BoxFuture<'static, Result<(usize, Sources), AppError>>;
+
+        /// The first `limit` rooms (by name) whose name contains `filter` and which `visible`
+        /// may read, and how many matched: the others do not exist for it, not even in the count.
+        fn rooms(
+            &self,
+            filter: String,
+            limit: usize,
+            visible: Identity,
+        ) -> BoxFuture<'static, Result<(usize, Vec<RoomSummary>), AppError>>;
 
         /// One page of the events `query` asks for, among the rooms `visible` may read.
         fn events(

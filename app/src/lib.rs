@@ -85,6 +85,7 @@ pub fn App() -> impl IntoView {
                 <nav class="sections" aria-label="sections">
                     <A href="/" exact=true>"Dashboards"</A>
                     <a href="/#sources">"Sources"</a>
+                    <A href="/rooms">"Rooms"</A>
                     <A href="/alerts">"Alerts"</A>
                     <A href="/history">"History"</A>
                 </nav>
@@ -98,6 +99,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
                     <Route path=path!("") view={Lazy::<OverviewRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/d/:name") view=pages::Board ssr=SsrMode::Async/>
+                    <Route path=path!("/rooms") view={Lazy::<RoomsRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/rooms/:room") view={Lazy::<RoomRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/alerts") view={Lazy::<AlertsRoute>::new()} ssr=SsrMode::Async/>
                     <Route path=path!("/history") view={Lazy::<HistoryRoute>::new()} ssr=SsrMode::Async/>
@@ -161,6 +163,7 @@ macro_rules! lazy_routes {
 
 lazy_routes! {
     overview_route: OverviewRoute => pages::Overview,
+    rooms_route: RoomsRoute => pages::RoomsPage,
     room_route: RoomRoute => pages::RoomPage,
     alerts_route: AlertsRoute => pages::AlertsPage,
     history_route: HistoryRoute => pages::HistoryPage,

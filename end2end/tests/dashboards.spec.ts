@@ -232,7 +232,7 @@ test("screenshots of the Host dashboard, dark and light, desktop and mobile", as
   expect(errors).toEqual([]);
 });
 
-test("the header leads to every section, and the dashboard list finds one by a part of its name", async ({ page }) => {
+test("the header leads to every section, the dashboard list finds one by a part of its name, and the rooms list leads to a room", async ({ page }) => {
   const errors = watchForErrors(page);
   const name = `e2e-find-${Date.now()}`;
   const created = await server.fetch(`/api/dashboards/${name}`, {
@@ -241,6 +241,13 @@ test("the header leads to every section, and the dashboard list finds one by a p
     body: JSON.stringify({ name, panels: [] }),
   });
   expect(created.status).toBe(201);
+  const room = `e2e.rooms.${Date.now()}`;
+  const published = await server.fetch(`/api/rooms/${room}/events`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ kind: "notice", data: { text: "listed" } }),
+  });
+  expect(published.status).toBe(201);
   await openLive(page, "/alerts");
   const nav = page.getByRole("navigation", { name: "sections" });
   await expect(nav.getByRole("link", { name: "Alerts" })).toHaveAttribute("aria-current", "page");
@@ -254,6 +261,19 @@ test("the header leads to every section, and the dashboard list finds one by a p
   await expect(list).toHaveCount(1);
   await list.getByRole("link").click();
   await expect(page.getByRole("heading", { name })).toBeVisible();
+
+  await nav.getByRole("link", { name: "Rooms" }).click();
+  await expect(page).toHaveURL(`${server.url}/rooms`);
+  await expect(nav.getByRole("link", { name: "Rooms" })).toHaveAttribute("aria-current", "page");
+  await page.getByLabel("Filter rooms").fill(room);
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page).toHaveURL(`${server.url}/rooms?q=${room}`);
+  const rooms = page.getByTestId("rooms").locator("tbody tr");
+  await expect(rooms).toHaveCount(1);
+  await expect(rooms.locator("td").nth(1)).toHaveText("1");
+  await rooms.getByRole("link", { name: room }).click();
+  await expect(page.getByRole("heading", { name: `Latest events in ${room}` })).toBeVisible();
+  await expect(page.getByTestId("feed")).toContainText("listed");
   expect(errors).toEqual([]);
 });
 

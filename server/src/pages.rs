@@ -11,7 +11,7 @@ use app::{
     auth::{Identity, Scope},
     dashboards::{Dashboard, DashboardStore},
     error::AppError,
-    history::{EventDetail, EventPage, History, Oldest, Query, Sources},
+    history::{EventDetail, EventPage, History, Oldest, Query, RoomSummary, Sources},
     metrics::{Bucket, Series, Storage, source_room},
     protocol::{RoomName, RoomSnapshot},
 };
@@ -88,6 +88,19 @@ impl History for Pages {
                 source_room(source).is_ok_and(|room| visible.may_read(room.as_str()))
             };
             store.source_page(&filter, limit, series, readable).await
+        })
+    }
+
+    fn rooms(
+        &self,
+        filter: String,
+        limit: usize,
+        visible: Identity,
+    ) -> BoxFuture<'static, Result<(usize, Vec<RoomSummary>), AppError>> {
+        self.serve("listing rooms", move |store| async move {
+            store
+                .room_page(&filter, limit, |room| visible.may_read(room))
+                .await
         })
     }
 

@@ -11,6 +11,7 @@ mod history;
 mod overview;
 mod replay;
 mod room;
+mod rooms;
 mod settings;
 mod wall;
 
@@ -24,6 +25,7 @@ pub use history::{EventView, HistoryEvent, HistoryPage, LoadEvent};
 pub use overview::Overview;
 pub use replay::{ReadReplay, ReplayChunk};
 pub use room::RoomPage;
+pub use rooms::RoomsPage;
 pub use settings::Settings;
 pub use wall::Wall;
 

@@ -3,9 +3,11 @@
 
 use app::{
     auth::{Identity, Pattern, Scope},
-    history::{Cursor, EventDetail, EventPage, Oldest, Page, Query},
+    history::{Cursor, EventDetail, EventPage, Oldest, Page, Query, RoomSummary},
     protocol::{Epoch, Event, EventKind, RoomName},
 };
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, types::Json};
 
@@ -230,6 +232,53 @@ impl Store {
             Page::Newer(_) => (oldest, newest.filter(|_| more)),
         };
         Ok(EventPage { events, next, prev })
+    }
+
+    /// The first `limit` rooms (by name) whose name contains `filter` and which are `visible`,
+    /// each with when its newest event was stored, and how many matched: two queries, however
+    /// many rooms there are.
+    pub async fn room_page(
+        &self,
+        filter: &str,
+        limit: usize,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<(usize, Vec<RoomSummary>)> {
+        // No name holds a NUL (and Postgres text cannot): such a filter matches nothing.
+        if filter.contains('\0') {
+            return Ok((0, Vec::new()));
+        }
+        let mut matched: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, head FROM rooms WHERE strpos(name, $1) > 0 ORDER BY name")
+                .bind(filter)
+                .fetch_all(&self.pool)
+                .await?;
+        matched.retain(|(room, _)| visible(room));
+        let shown = &matched[..matched.len().min(limit)];
+        let (rooms, heads): (Vec<&str>, Vec<i64>) = shown
+            .iter()
+            .map(|(room, head)| (room.as_str(), *head))
+            .unzip();
+        let newest: HashMap<String, DateTime<Utc>> = sqlx::query_as(
+            "SELECT e.room, e.ts FROM UNNEST($1::text[], $2::bigint[]) AS r (room, head)
+             JOIN events e ON e.room = r.room AND e.seq = r.head",
+        )
+        .bind(&rooms)
+        .bind(&heads)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let page = shown
+            .iter()
+            .filter_map(|(room, head)| {
+                Some(RoomSummary {
+                    newest: newest.get(room).copied(),
+                    room: RoomName::parse(room.as_str()).ok()?,
+                    head: *head,
+                })
+            })
+            .collect();
+        Ok((matched.len(), page))
     }
 
     /// The event `seq` of `room` with up to five neighbours on each side.

@@ -479,6 +479,37 @@ async fn a_user_limited_to_room_patterns_finds_no_other_room() {
 }
 
 #[tokio::test]
+async fn the_rooms_page_lists_and_counts_only_the_rooms_a_user_may_read() {
+    let app = start().await;
+    let base = unique_room("list");
+    let (mine, theirs) = (format!("{base}.mine"), format!("{base}.theirs"));
+    for room in [&mine, &mine, &theirs] {
+        assert_eq!(
+            post_event_as(app.http(), &app, room, &[]).await,
+            StatusCode::CREATED
+        );
+    }
+    let member = http_with(
+        &app.token_for(Role::Viewer, &[&format!("{base}.mine")], &["read:*"])
+            .await,
+    );
+
+    let page = text_of(&member, url(&app, &format!("/rooms?q={base}"))).await;
+    assert!(page.contains(&format!(r#"href="/rooms/{mine}""#)), "{page}");
+    assert!(page.contains(&format!(r#"href="/history?room={mine}""#)));
+    // Its two events are counted, and the newest one's time is shown.
+    assert!(page.contains("<td>2</td>"), "{page}");
+    assert!(page.contains("<time datetime="));
+    assert!(!page.contains(&theirs), "hidden, not even counted");
+
+    let everything = text_of(app.http(), url(&app, &format!("/rooms?q={base}"))).await;
+    assert!(everything.contains(&format!(r#"href="/rooms/{theirs}""#)));
+    let none = text_of(&member, url(&app, &format!("/rooms?q={theirs}"))).await;
+    assert!(none.contains("No room name contains"), "{none}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn revoking_a_token_closes_its_open_sockets() {
     let app = start().await;
     let token = app.token_for(Role::Viewer, &["*"], &["read:*"]).await;
