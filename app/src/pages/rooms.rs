@@ -49,7 +49,7 @@ pub fn RoomsPage() -> impl IntoView {
 fn RoomsBody(list: RoomList, filter: String) -> impl IntoView {
     let shown = list.rooms.len();
     let note = match (list.matched, filter.is_empty()) {
-        (0, true) => Some(view! { <p class="empty">"No rooms yet: a room begins with its first event."</p> }.into_any()),
+        (0, true) => Some(view! { <p class="empty">"No room you may read has had an event yet: a room begins with its first."</p> }.into_any()),
         (0, false) => Some(view! { <p class="empty">"No room name contains " <code>{filter.clone()}</code> "."</p> }.into_any()),
         (m, _) if m > shown => Some(view! {
             <p class="empty" data-testid="rooms-shown">{format!("Showing {shown} of {m} rooms; filter to find the others.")}</p>
