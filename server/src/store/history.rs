@@ -4,7 +4,7 @@
 use app::{
     auth::{Identity, Pattern, Scope},
     history::{Cursor, EventDetail, EventPage, Oldest, Page, Query, RoomSummary},
-    protocol::{Epoch, Event, EventKind, RoomName},
+    protocol::{Epoch, Event, EventKind, MAX_ROOM_LEN, RoomName},
 };
 use std::collections::HashMap;
 
@@ -243,8 +243,9 @@ impl Store {
         limit: usize,
         visible: impl Fn(&str) -> bool,
     ) -> Result<(usize, Vec<RoomSummary>)> {
-        // No name holds a NUL (and Postgres text cannot): such a filter matches nothing.
-        if filter.contains('\0') {
+        // No name holds a NUL (nor can Postgres text) or is longer than a room name may be: such
+        // a filter matches nothing, and is not sent.
+        if filter.contains('\0') || filter.len() > MAX_ROOM_LEN {
             return Ok((0, Vec::new()));
         }
         let mut matched: Vec<(String, i64)> =

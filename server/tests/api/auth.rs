@@ -479,7 +479,7 @@ async fn a_user_limited_to_room_patterns_finds_no_other_room() {
 }
 
 #[tokio::test]
-async fn the_rooms_page_lists_and_counts_only_the_rooms_a_user_may_read() {
+async fn the_rooms_page_lists_only_the_rooms_a_user_may_read_and_none_for_a_filter_no_name_holds() {
     let app = start().await;
     let base = unique_room("list");
     let (mine, theirs) = (format!("{base}.mine"), format!("{base}.theirs"));
@@ -500,12 +500,19 @@ async fn the_rooms_page_lists_and_counts_only_the_rooms_a_user_may_read() {
     // Its two events are counted, and the newest one's time is shown.
     assert!(page.contains("<td>2</td>"), "{page}");
     assert!(page.contains("<time datetime="));
-    assert!(!page.contains(&theirs), "hidden, not even counted");
+    assert!(
+        !page.contains(&theirs),
+        "hidden from one who may not read it"
+    );
 
     let everything = text_of(app.http(), url(&app, &format!("/rooms?q={base}"))).await;
     assert!(everything.contains(&format!(r#"href="/rooms/{theirs}""#)));
-    let none = text_of(&member, url(&app, &format!("/rooms?q={theirs}"))).await;
-    assert!(none.contains("No room name contains"), "{none}");
+    // A filter no room name can hold (another's room, a NUL, more than 64 bytes) finds none.
+    let long = "x".repeat(65);
+    for filter in [theirs.as_str(), "%00", &long] {
+        let none = text_of(&member, url(&app, &format!("/rooms?q={filter}"))).await;
+        assert!(none.contains("No room name contains"), "{filter}: {none}");
+    }
     app.stop().await.unwrap();
 }
 
