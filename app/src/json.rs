@@ -1,13 +1,32 @@
-//! How server functions answer: JSON, read back from text as the page's resources are read when
-//! it hydrates. `serde_json` reading bytes (server_fn's own JSON) would put a second decoder of
-//! every answer's type in the wasm beside the one reading text.
+//! JSON between the server and the page. The server writes it with `serde_json`; the browser
+//! reads it with its own `JSON.parse` and hands the parsed value to the types' `Deserialize`
+//! (`serde_wasm_bindgen`): the page carries no JSON parser of its own, and none of the code
+//! `serde_json` would inline into every type's reader.
 //!
-//! The functions pages read through take their arguments as JSON too: the page already writes
-//! JSON (its socket's frames), where URL-encoded arguments would bring `serde_qs`' encoder. The
-//! functions a form posts to keep URL-encoded arguments, which the browser writes itself.
+//! Server functions answer JSON read back from text (`TextJson`), as the page's resources are
+//! read when it hydrates (`Data`). The functions pages read through take their arguments as JSON
+//! too: the page already writes JSON (its socket's frames), where URL-encoded arguments would
+//! bring `serde_qs`' encoder. The functions a form posts to keep URL-encoded arguments, which the
+//! browser writes itself.
 
 use leptos::server_fn::{Bytes, ContentType, Decodes, Encodes, Format, FormatType, codec::Post};
 use serde::{Serialize, de::DeserializeOwned};
+
+/// A page's data, fetched by a server function: rendered into the page by the server as JSON,
+/// and read back by the browser's `JSON.parse` when the page hydrates.
+pub type Data<T> = leptos::prelude::Resource<T, leptos_server::codee::string::JsonSerdeWasmCodec>;
+
+/// Reads a value from JSON text: the browser's parser in the page, `serde_json` elsewhere.
+#[cfg(feature = "hydrate")]
+pub fn read<T: DeserializeOwned>(text: &str) -> Result<T, serde_wasm_bindgen::Error> {
+    serde_wasm_bindgen::from_value(js_sys::JSON::parse(text)?)
+}
+
+/// Reads a value from JSON text: the browser's parser in the page, `serde_json` elsewhere.
+#[cfg(not(feature = "hydrate"))]
+pub fn read<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(text)
+}
 
 /// JSON in a `POST`'s answer, decoded from text.
 pub type Json = Post<TextJson>;
@@ -31,10 +50,10 @@ impl<T: Serialize> Encodes<T> for TextJson {
 }
 
 impl<T: DeserializeOwned> Decodes<T> for TextJson {
-    type Error = serde_json::Error;
+    type Error = String;
 
     fn decode(bytes: Bytes) -> Result<T, Self::Error> {
-        let text = std::str::from_utf8(&bytes).map_err(serde::de::Error::custom)?;
-        serde_json::from_str(text)
+        let text = std::str::from_utf8(&bytes).map_err(|e| e.to_string())?;
+        read(text).map_err(|e| e.to_string())
     }
 }

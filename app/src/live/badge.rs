@@ -1,23 +1,24 @@
 use leptos::prelude::*;
 
 use super::{ConnState, LiveClient};
+use crate::pages::reactive;
 
 /// Shows operators whether what they see is live, and when the next try is if it is not.
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let state = LiveClient::expect().state;
     let label = move || state.get().label();
-    let detail = move || match state.get() {
+    let detail = reactive(move || match state.get() {
         ConnState::Reconnecting { retry_at } => {
             let at = js_time(retry_at);
             Some(format!("next try {at}"))
         }
         _ => None,
-    };
+    });
     view! {
         <span class="connection">
             <span class=move || format!("badge badge-{}", label()) role="status" data-testid="connection">
-                {label}
+                {reactive(label)}
             </span>
             <span class="connection-detail">{detail}</span>
         </span>

@@ -121,7 +121,7 @@ async fn connect(client: LiveClient, heartbeat: &mut Duration) -> bool {
                         live = true;
                         client.state.set(ConnState::Live);
                     }
-                    match serde_json::from_str::<ServerFrame>(&text) {
+                    match crate::json::read::<ServerFrame>(&text) {
                         Ok(ServerFrame::Hello { heartbeat_ms }) => {
                             *heartbeat = Duration::from_millis(heartbeat_ms);
                             None

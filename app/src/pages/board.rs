@@ -743,18 +743,22 @@ pub fn Board() -> impl IntoView {
             .unwrap_or_else(|| DEFAULT_RANGE.to_owned())
     };
     let at = move || query.read().get("at").filter(|at| !at.is_empty());
-    // Every other parameter may choose a variable; the dashboard's own say which do.
+    // Every other parameter may choose a variable; the dashboard's own say which do. (Extended,
+    // not collected: collecting a map sorts its entries first, and the sort is 5 KB of wasm.)
     let vars = move || {
+        let mut vars = BTreeMap::new();
         query.with(|q| {
-            q.latest_values()
-                .filter(|(key, _)| !matches!(key.as_ref(), "range" | "at" | "from" | "to"))
-                .map(|(key, value)| (key.to_string(), value.to_owned()))
-                .collect::<BTreeMap<_, _>>()
-        })
+            vars.extend(
+                q.latest_values()
+                    .filter(|(key, _)| !matches!(key.as_ref(), "range" | "at" | "from" | "to"))
+                    .map(|(key, value)| (key.to_string(), value.to_owned())),
+            )
+        });
+        vars
     };
     let edits = Edits::new();
     let span = move || (query.read().get("from"), query.read().get("to"));
-    let data = Resource::new(
+    let data = Resource::new_serde_wb(
         move || (name(), range(), at(), vars(), span(), edits.taken.get()),
         |(name, range, at, vars, (from, to), _)| load_board(name, range, at, vars, from, to),
     );
@@ -897,11 +901,12 @@ pub(super) fn BoardBody(
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     );
-    let chosen: BTreeMap<String, String> = data
-        .variables
-        .iter()
-        .filter_map(|c| Some((c.name.clone(), c.chosen.clone()?)))
-        .collect();
+    let mut chosen = BTreeMap::new();
+    chosen.extend(
+        data.variables
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.chosen.clone()?))),
+    );
     let player = data.at_ms.map(|at_ms| {
         let replay = ReplayOf {
             name: name.clone(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{axes, board::RuleLine};
+use super::{axes, board::RuleLine, reactive};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
@@ -369,7 +369,7 @@ pub fn LineChart(
     let y = move |v: f64, (lo, hi): (f64, f64)| {
         (HEIGHT - (v - lo) / (hi - lo) * HEIGHT).clamp(0.0, HEIGHT)
     };
-    let lines = move || {
+    let lines = reactive(move || {
         let (end, range, _) = geometry.get();
         series.with(|all| {
             all.iter()
@@ -380,7 +380,7 @@ pub fn LineChart(
                 })
                 .collect_view()
         })
-    };
+    });
     let time_ticks = move || {
         let (end, ..) = geometry.get();
         axes::time_ticks(end - window_ms, end, TIME_TICKS)
@@ -395,7 +395,7 @@ pub fn LineChart(
             .map(|tick| (y(tick.at, range), tick.label))
             .collect::<Vec<_>>()
     };
-    let grid = move || {
+    let grid = reactive(move || {
         let vertical = time_ticks()
             .into_iter()
             .map(|(x, _)| view! { <line class="grid" x1=x x2=x y1="0" y2=HEIGHT/> });
@@ -403,9 +403,9 @@ pub fn LineChart(
             .into_iter()
             .map(|(y, _)| view! { <line class="grid" x1="0" x2=WIDTH y1=y y2=y/> });
         (vertical.collect_view(), horizontal.collect_view())
-    };
+    });
     // From warn up to critical, and from critical up to the top.
-    let bands = move || {
+    let bands = reactive(move || {
         let (_, range, _) = geometry.get();
         thresholds.map(|t| {
             let band = |class: &'static str, from: f64, to: f64| {
@@ -417,10 +417,10 @@ pub fn LineChart(
                 band("critical", t.critical, range.1.max(t.critical)),
             )
         })
-    };
+    });
     let rules = StoredValue::new(rules);
     // A rule's threshold outside the values shown is not drawn: at the edge it would mislead.
-    let rule_lines = move || {
+    let rule_lines = reactive(move || {
         let (_, range, _) = geometry.get();
         rules.with_value(|rules| {
             rules
@@ -436,8 +436,8 @@ pub fn LineChart(
                 })
                 .collect_view()
         })
-    };
-    let marker_lines = move || {
+    });
+    let marker_lines = reactive(move || {
         let (end, ..) = geometry.get();
         markers.with(|all| {
             all.iter()
@@ -453,15 +453,15 @@ pub fn LineChart(
                 })
                 .collect_view()
         })
-    };
+    });
     let percent = |at: f64, of: f64| format!("{:.2}%", at / of * 100.0);
-    let x_labels = move || {
+    let x_labels = reactive(move || {
         time_ticks()
             .into_iter()
             .map(|(x, label)| view! { <span class="x-label" style:left=percent(x, WIDTH)>{label}</span> })
             .collect_view()
-    };
-    let y_labels = move || {
+    });
+    let y_labels = reactive(move || {
         value_ticks()
             .into_iter()
             .map(|(y, label)| {
@@ -474,8 +474,8 @@ pub fn LineChart(
                 view! { <span class=class style:top=percent(y, HEIGHT)>{label}</span> }
             })
             .collect_view()
-    };
-    let legend = move || {
+    });
+    let legend = reactive(move || {
         series.with(|all| {
             all.iter()
                 .enumerate()
@@ -496,14 +496,14 @@ pub fn LineChart(
                 })
                 .collect_view()
         })
-    };
+    });
     // The crosshair's instant, when it falls on this chart.
     let hovered = move || {
         let t = crosshair.get()?;
         let (end, ..) = geometry.get();
         (end - window_ms..=end).contains(&t).then_some((t, end))
     };
-    let readout = move || {
+    let readout = reactive(move || {
         let (t, _) = hovered()?;
         let time = format!(
             "{} UTC",
@@ -516,18 +516,18 @@ pub fn LineChart(
                 .join(" · ")
         });
         Some(format!("{time} — {values}"))
-    };
-    let cursor = move || {
+    });
+    let cursor = reactive(move || {
         hovered().map(|(t, end)| {
             let x = x(t, end);
             view! { <line class="cursor" x1=x x2=x y1="0" y2=HEIGHT/> }
         })
-    };
-    let selection = move || {
+    });
+    let selection = reactive(move || {
         let (from, (to, end)) = (dragged_from.get()?, hovered()?);
         let (left, right) = (x(from.min(to), end), x(from.max(to), end));
         Some(view! { <rect class="selection" x=left width=right - left y="0" height=HEIGHT/> })
-    };
+    });
     // The time under the pointer.
     let time_at = move |ev: &leptos::ev::MouseEvent| -> Option<i64> {
         #[cfg(feature = "hydrate")]
@@ -622,12 +622,13 @@ pub fn Stat(
             Some((series.points.first()?.1, series.last()?))
         })
     };
-    let current = move || values().map_or("–".into(), |(_, last)| format::value(last, unit));
-    let class = move || {
+    let current =
+        reactive(move || values().map_or("–".into(), |(_, last)| format::value(last, unit)));
+    let class = reactive(move || {
         let state = values().map_or("ok", |(_, last)| level(last, thresholds));
         format!("stat {state}")
-    };
-    let trend = move || {
+    });
+    let trend = reactive(move || {
         values().map(|(first, last)| {
             let (arrow, word) = if last > first {
                 ("▲", "up")
@@ -638,17 +639,17 @@ pub fn Stat(
             };
             view! { <span class=format!("trend {word}") title=format!("{word} from {}", format::value(first, unit))>{arrow}</span> }
         })
-    };
+    });
     // The thresholds as a bar under the value, with where the value stands on it.
     let bands = thresholds.map(|t| {
         let full = full_scale(unit, Some(t));
         let share = move |v: f64| (v / full * 100.0).clamp(0.0, 100.0);
         let (warn, critical) = (share(t.warn), share(t.critical));
-        let at = move || {
+        let at = reactive(move || {
             values().map_or("display: none".into(), |(_, last)| {
                 format!("left: {:.1}%", share(last))
             })
-        };
+        });
         let title = format!(
             "warning from {}, critical from {}",
             format::value(t.warn, unit),
@@ -691,7 +692,7 @@ pub fn Gauge(
 ) -> impl IntoView {
     let last = move || series.with(|all| all.first().and_then(SeriesData::last));
     let full = full_scale(unit, thresholds);
-    let fill = move || arc(0.0, last().map_or(0.0, |v| v / full), 80.0);
+    let fill = reactive(move || arc(0.0, last().map_or(0.0, |v| v / full), 80.0));
     // The thresholds as bands just outside the dial: warn up to critical, critical to the end.
     let bands = thresholds.map(|t| {
         let (warn, critical) = (t.warn / full, t.critical / full);
@@ -700,13 +701,13 @@ pub fn Gauge(
             <path class="gauge-band critical" d=arc(critical, 1.0, 94.0)/>
         }
     });
-    let class = move || {
+    let class = reactive(move || {
         format!(
             "gauge-fill {}",
             last().map_or("ok", |v| level(v, thresholds))
         )
-    };
-    let text = move || last().map_or("–".into(), |v| format::value(v, unit));
+    });
+    let text = reactive(move || last().map_or("–".into(), |v| format::value(v, unit)));
     view! {
         <svg class="gauge" viewBox="0 0 200 120" role="img" aria-label="gauge">
             {bands}
@@ -738,15 +739,19 @@ pub fn ValueTable(
 ) -> impl IntoView {
     // (by value, descending)
     let order = RwSignal::new((false, false));
-    let rows = move || {
+    let rows = reactive(move || {
         let (by_value, descending) = order.get();
         let mut rows: Vec<(String, Option<f64>)> =
             series.with(|all| all.iter().map(|s| (s.name.clone(), s.last())).collect());
-        if by_value {
-            rows.sort_by(|a, b| a.1.unwrap_or(f64::MIN).total_cmp(&b.1.unwrap_or(f64::MIN)));
-        } else {
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
-        }
+        // One comparator for both orders: each closure given to a sort brings its own copy of
+        // the sort's code into the wasm.
+        rows.sort_by(|a, b| {
+            if by_value {
+                a.1.unwrap_or(f64::MIN).total_cmp(&b.1.unwrap_or(f64::MIN))
+            } else {
+                a.0.cmp(&b.0)
+            }
+        });
         if descending {
             rows.reverse();
         }
@@ -757,16 +762,16 @@ pub fn ValueTable(
                 view! { <tr><th scope="row">{name}</th><td class=class>{text}</td></tr> }
             })
             .collect_view()
-    };
+    });
     let heading = move |label: &'static str, by_value: bool| {
-        let sorted = move || {
+        let sorted = reactive(move || {
             let (by, descending) = order.get();
             match (by == by_value, descending) {
                 (false, _) => "none",
                 (true, false) => "ascending",
                 (true, true) => "descending",
             }
-        };
+        });
         view! {
             <th scope="col" aria-sort=sorted>
                 <button type="button" on:click=move |_| order.update(|(by, descending)| {
@@ -791,7 +796,7 @@ const LOG_LINES: usize = 20;
 #[component]
 pub fn Logs(#[prop(into)] markers: Signal<Vec<Marker>>, source: String) -> impl IntoView {
     let room = crate::metrics::source_room(&source).ok();
-    let lines = move || {
+    let lines = reactive(move || {
         markers.with(|all| {
             all.iter()
                 .rev()
@@ -809,7 +814,7 @@ pub fn Logs(#[prop(into)] markers: Signal<Vec<Marker>>, source: String) -> impl 
                 })
                 .collect_view()
         })
-    };
+    });
     view! {
         <ol class="logs" data-testid="logs">{lines}</ol>
     }
@@ -818,7 +823,7 @@ pub fn Logs(#[prop(into)] markers: Signal<Vec<Marker>>, source: String) -> impl 
 /// A small line of the recent past, for lists.
 #[component]
 pub fn Sparkline(series: RwSignal<SeriesData>, window_ms: i64, now_ms: i64) -> impl IntoView {
-    let d = move || {
+    let d = reactive(move || {
         series.with(|s| {
             let all = std::slice::from_ref(s);
             let end = newest(all, now_ms);
@@ -831,7 +836,7 @@ pub fn Sparkline(series: RwSignal<SeriesData>, window_ms: i64, now_ms: i64) -> i
                 28.0,
             )
         })
-    };
+    });
     view! {
         <svg class="sparkline" viewBox="0 0 120 28" preserveAspectRatio="none" aria-hidden="true">
             <path d=d/>

@@ -32,11 +32,11 @@ pub async fn read_header() -> Result<HeaderData, AppError> {
 
 /// The page's one read of its header.
 #[derive(Clone, Copy)]
-pub struct Header(pub Resource<Result<HeaderData, AppError>>);
+pub struct Header(pub crate::json::Data<Result<HeaderData, AppError>>);
 
 impl Header {
     pub fn provide() {
-        provide_context(Self(Resource::new(|| (), |_| read_header())));
+        provide_context(Self(Resource::new_serde_wb(|| (), |_| read_header())));
     }
 
     pub fn expect() -> Self {

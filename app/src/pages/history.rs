@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use serde::{Deserialize, Serialize};
 
-use super::loaded;
+use super::{loaded, reactive};
 use crate::{
     error::AppError,
     history::{EventDetail, EventPage, Filter, Moment, Oldest, Page, Query, Zone},
@@ -109,7 +109,7 @@ pub fn HistoryPage() -> impl IntoView {
     let query = move || {
         params.with(|map| Query::from_params(map.into_iter().map(|(k, v)| (k.as_ref(), v))))
     };
-    let data = Resource::new(query, |query| async move {
+    let data = Resource::new_serde_wb(query, |query| async move {
         load_history(query.map_err(|bad| AppError::Invalid(bad.to_string()))?).await
     });
     view! {
@@ -275,7 +275,7 @@ fn Filters(query: Query) -> impl IntoView {
         let minutes = -(js_sys::Date::new_0().get_timezone_offset() as i32);
         local.set(Some(Zone { minutes }).filter(|z| *z != Zone::default()));
     });
-    let zones = move || {
+    let zones = reactive(move || {
         let mut zones = vec![Zone::default()];
         for z in [Some(zone), local.get()].into_iter().flatten() {
             if !zones.contains(&z) {
@@ -293,7 +293,7 @@ fn Filters(query: Query) -> impl IntoView {
                 view! { <option value=z.to_string() selected=z == zone>{label}</option> }
             })
             .collect_view()
-    };
+    });
     view! {
         <form class="history-filters" method="get" action="/history" role="search">
             <label>"Room " <input name="room" value=room.map(|r| r.to_string()) placeholder="host:* or a room"/></label>
@@ -402,7 +402,7 @@ pub fn HistoryEvent() -> impl IntoView {
             )
         })
     };
-    let detail = Resource::new(at, |(room, seq)| load_event(room, seq));
+    let detail = Resource::new_serde_wb(at, |(room, seq)| load_event(room, seq));
     loaded(detail, |view| view! { <Detail view/> })
 }
 

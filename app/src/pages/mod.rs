@@ -39,6 +39,18 @@ use crate::{
     protocol::{Event, EventKind, RoomSnapshot},
 };
 
+/// A reactive part of a view, typed by the view it gives rather than by its closure.
+///
+/// The wasm holds the code that renders, hydrates and updates a reactive part once for each type
+/// of part, and every closure is a type of its own: each `{part}` of a chart brought its own copy
+/// of that code. Parts that give the same kind of view share one copy this way, as closures
+/// written inline in `view!` do.
+pub(crate) fn reactive<T: 'static>(
+    part: impl FnMut() -> T + Send + 'static,
+) -> leptos::tachys::reactive_graph::SharedReactiveFunction<T> {
+    std::sync::Arc::new(std::sync::Mutex::new(part))
+}
+
 /// Joins the snapshot's room from its head on and hands every event pushed after it to
 /// `on_event`, once each, in order (from seq 1 again if the room's log starts over), with whether
 /// events before it were missed: a room view keeps only its newest, and more arrived at once than
@@ -99,7 +111,7 @@ fn follow(from: RoomSnapshot, on_point: impl Fn(&Point) + 'static) {
 /// Renders `body` with a page's data once the server function behind `data` answered, or its
 /// error; "Loading…" until then (only ever seen on navigation: the server waits for the data).
 fn loaded<T, V>(
-    data: Resource<Result<T, AppError>>,
+    data: crate::json::Data<Result<T, AppError>>,
     body: impl Fn(T) -> V + Copy + Send + Sync + 'static,
 ) -> impl IntoView
 where

@@ -10,7 +10,7 @@ use super::{
     chart::{SeriesData, Sparkline},
     follow,
     form::{PostForm, Posted},
-    loaded,
+    loaded, reactive,
 };
 use crate::{
     dashboards::Unit,
@@ -125,7 +125,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
 pub fn Overview() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.read().get("q").unwrap_or_default();
-    let data = Resource::new(filter, load_overview);
+    let data = Resource::new_serde_wb(filter, load_overview);
     loaded(
         data,
         move |data| view! { <OverviewBody data filter=filter()/> },
@@ -264,7 +264,7 @@ fn SourceView(card: SourceCard, now_ms: i64) -> impl IntoView {
                         .into_iter()
                         .map(|(series, data)| {
                             let unit = format::guess_unit(&series.name);
-                            let current = move || data.with(|s| s.last().map_or("–".into(), |v| format::value(v, unit)));
+                            let current = reactive(move || data.with(|s| s.last().map_or("–".into(), |v| format::value(v, unit))));
                             view! {
                                 <tr>
                                     <th scope="row">{series.to_string()}</th>

@@ -218,17 +218,17 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
             playing.set(true);
         }
     };
-    let shown = move || {
+    let shown = super::reactive(move || {
         chrono::DateTime::from_timestamp_millis(head.get())
             .map(|t| format!("{} UTC", crate::format::second(&t)))
             .unwrap_or_default()
-    };
+    });
     let percent = move |t: i64| {
         span.get().map_or(0.0, |(from, to)| {
             ((t - from) as f64 / (to - from).max(1) as f64 * 100.0).clamp(0.0, 100.0)
         })
     };
-    let ticks = move || {
+    let ticks = super::reactive(move || {
         timeline
             .get()
             .into_iter()
@@ -243,7 +243,7 @@ fn ReplayPlayer(replay: ReplayOf) -> impl IntoView {
                 }
             })
             .collect_view()
-    };
+    });
     view! {
         <section class="replay panel" aria-label="Replay" data-testid="replay" data-stalls=move || stalls.get()>
             <div class="replay-controls">

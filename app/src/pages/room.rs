@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::loaded;
+use super::{loaded, reactive};
 use leptos_router::hooks::use_params_map;
 
 use crate::error::AppError;
@@ -28,7 +28,7 @@ pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
 pub fn RoomPage() -> impl IntoView {
     let params = use_params_map();
     let room = move || params.read().get("room").unwrap_or_default();
-    let snapshot = Resource::new(room, load_room);
+    let snapshot = Resource::new_serde_wb(room, load_room);
 
     loaded(snapshot, |snapshot| view! { <RoomFeed snapshot/> })
 }
@@ -39,7 +39,7 @@ fn RoomFeed(snapshot: RoomSnapshot) -> impl IntoView {
     let RoomView {
         events, watchers, ..
     } = LiveClient::expect().join(snapshot);
-    let watching = move || watchers.get().map(|n| format!("{n} watching"));
+    let watching = reactive(move || watchers.get().map(|n| format!("{n} watching")));
     view! {
         <section class="panel" aria-labelledby="feed-title">
             <header class="panel-head">

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     form::{PostForm, Posted},
-    loaded,
+    loaded, reactive,
 };
 use crate::{
     accounts::{SessionInfo, TokenInfo},
@@ -92,7 +92,7 @@ pub fn Settings() -> impl IntoView {
     let end = Posted::<EndSession>::new();
     let create = Posted::<CreateToken>::new();
     let revoke = Posted::<RevokeToken>::new();
-    let data = Resource::new(
+    let data = Resource::new_serde_wb(
         move || {
             (
                 end.version().get(),
@@ -113,7 +113,7 @@ fn SettingsBody(
     create: Posted<CreateToken>,
     revoke: Posted<RevokeToken>,
 ) -> impl IntoView {
-    let made = move || {
+    let made = reactive(move || {
         match create.value().get() {
         Some(Ok(token)) => Some(view! {
             <p class="new-token" role="status">
@@ -124,7 +124,7 @@ fn SettingsBody(
         Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
         None => None,
     }
-    };
+    });
     view! {
         <h1>"Settings for " {data.name}</h1>
         <section class="panel" aria-labelledby="sessions-title">
