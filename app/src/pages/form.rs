@@ -107,7 +107,7 @@ where
         F::Output: DeserializeOwned,
     {
         let answer = answer.and_then(|text| {
-            serde_json::from_str(&text)
+            crate::json::read(&text)
                 .map_err(|e| AppError::Call(ServerFnErrorErr::Deserialization(e.to_string())))
         });
         self.value.set(Some(answer));
