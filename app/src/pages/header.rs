@@ -30,13 +30,15 @@ pub async fn read_header() -> Result<HeaderData, AppError> {
     .await
 }
 
-/// The page's one read of its header.
+/// The page's one read of its header: once, as nothing the header shows is read again.
 #[derive(Clone, Copy)]
-pub struct Header(pub crate::json::Data<Result<HeaderData, AppError>>);
+pub struct Header(
+    pub OnceResource<Result<HeaderData, AppError>, leptos_server::codee::string::JsonSerdeWasmCodec>,
+);
 
 impl Header {
     pub fn provide() {
-        provide_context(Self(Resource::new_serde_wb(|| (), |_| read_header())));
+        provide_context(Self(OnceResource::new_serde_wb(read_header())));
     }
 
     pub fn expect() -> Self {
