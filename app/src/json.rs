@@ -12,9 +12,12 @@
 use leptos::server_fn::{Bytes, ContentType, Decodes, Encodes, Format, FormatType, codec::Post};
 use serde::{Serialize, de::DeserializeOwned};
 
-/// A page's data, fetched by a server function: rendered into the page by the server as JSON,
-/// and read back by the browser's `JSON.parse` when the page hydrates.
-pub type Data<T> = leptos::prelude::Resource<T, leptos_server::codee::string::JsonSerdeWasmCodec>;
+/// How a page's data crosses into it: rendered into the page by the server as JSON, and read
+/// back by the browser's `JSON.parse` when the page hydrates.
+pub type Codec = leptos_server::codee::string::JsonSerdeWasmCodec;
+
+/// A page's data, fetched by a server function.
+pub type Data<T> = leptos::prelude::Resource<T, Codec>;
 
 /// Reads a value from JSON text: the browser's parser in the page, `serde_json` elsewhere.
 #[cfg(feature = "hydrate")]

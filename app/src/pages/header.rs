@@ -32,9 +32,7 @@ pub async fn read_header() -> Result<HeaderData, AppError> {
 
 /// The page's one read of its header: once, as nothing the header shows is read again.
 #[derive(Clone, Copy)]
-pub struct Header(
-    pub OnceResource<Result<HeaderData, AppError>, leptos_server::codee::string::JsonSerdeWasmCodec>,
-);
+pub struct Header(pub OnceResource<Result<HeaderData, AppError>, crate::json::Codec>);
 
 impl Header {
     pub fn provide() {
