@@ -1,13 +1,13 @@
 //! The log read across rooms: pages of a filter's events newest first, an event with its
 //! neighbours, and retention.
 
+use std::collections::HashMap;
+
 use app::{
     auth::{Identity, Pattern, Scope},
     history::{Cursor, EventDetail, EventPage, Oldest, Page, Query, RoomSummary},
     protocol::{Epoch, Event, EventKind, MAX_ROOM_LEN, RoomName},
 };
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, types::Json};
 
