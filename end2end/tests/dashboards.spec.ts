@@ -1,5 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
-import { Server } from "./server";
+import { PASSWORD, Server } from "./server";
 import { watchForErrors } from "./support";
 
 let server: Server;
@@ -380,8 +380,12 @@ test("the site's files are named by their content's hash and kept a year; the si
   expect(login).toContain(`href="${stylesheet}"`);
 });
 
-test("the first page hydrates with one wasm and then loads only the alert feed's; a page off the dashboards' path loads its own code when first opened", async ({ page }) => {
+test("a viewer's first page hydrates with one wasm and then loads only the alert feed's; a page off the dashboards' path loads its own code when first opened", async ({ page }) => {
   const errors = watchForErrors(page);
+  // A viewer: the dashboards' editor, which only editors see, does not come either.
+  const viewer = `e2e-viewer-${Date.now()}`;
+  server.command(["user", "create", viewer, "--role", "viewer", "--password-stdin"], `${PASSWORD}\n`);
+  await server.signIn(page, viewer);
   const wasm = () =>
     page.evaluate(() =>
       performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname).filter((p) => p.endsWith(".wasm")),
@@ -396,6 +400,40 @@ test("the first page hydrates with one wasm and then loads only the alert feed's
   await page.getByRole("navigation", { name: "sections" }).getByRole("link", { name: "Alerts" }).click();
   await expect(page.getByRole("heading", { name: "Alerts", level: 1 })).toBeVisible();
   await expect.poll(wasm).toContainEqual(expect.stringMatching(/^\/pkg\/split_alerts_route\./));
+  expect(errors).toEqual([]);
+});
+
+test("an editor's dashboard hydrates without waiting for the editor's code, which then makes the server's forms answer in place", async ({ page }) => {
+  // The refused save below is answered 400, which the browser logs.
+  const errors = watchForErrors(page, /the server responded with a status of 400/);
+  let release = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  await page.route(/\/pkg\/split_dashboard_editor\./, async (route) => {
+    await held;
+    await route.continue();
+  });
+  await openHost(page);
+  // Hydrated and following while the editor's module is held: pushes come, pausing works, and
+  // the editor is there as the server rendered it.
+  const pause = page.locator("button.pause");
+  await pause.click();
+  await expect(pause).toHaveText("Resume live");
+  await pause.click();
+  await expect(pause).toHaveText("Pause live");
+  const panel = page.getByTestId("panel").first();
+  await expect(panel.locator("details.panel-edit form.panel-form")).toHaveCount(1);
+
+  const came = page.waitForResponse(/\/pkg\/split_dashboard_editor\./);
+  release();
+  await came;
+  await panel.getByText("Edit", { exact: true }).click();
+  const form = panel.locator("form.panel-form");
+  await form.getByLabel("Warn at").fill("lots");
+  await form.getByRole("button", { name: "Save panel" }).click();
+  // Answered in place, what was typed kept: the form was hydrated, not posted by the browser.
+  await expect(panel.getByRole("alert")).toContainText("warn must be a number");
+  await expect(form.getByLabel("Warn at")).toHaveValue("lots");
+  await expect(page).toHaveURL(`${server.url}/d/host`);
   expect(errors).toEqual([]);
 });
 

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     chart::{Crosshair, Gauge, LineChart, Logs, SeriesData, Stat, ValueTable},
+    deferred::deferred,
     follow_events,
     form::{PostForm, Posted},
     loaded,
     replay::{Replay, ReplayOf},
 };
 use crate::{
-    dashboards::{Choice, Dashboard, Panel, PanelKind, Unit},
+    dashboards::{Choice, Dashboard, Panel, PanelKind, Thresholds, Unit},
     error::AppError,
     history::Marker,
     metrics::Series,
@@ -984,7 +985,6 @@ pub(super) fn BoardBody(
         .collect_view();
     let shown_markers = held(markers, paused);
     let adding = edits.taken_answer::<SavePanel>();
-    let import_to = name.clone();
 
     view! {
         <header class="board-head">
@@ -1020,30 +1020,7 @@ pub(super) fn BoardBody(
                 .collect_view()}
         </div>
         {player}
-        // Kept open while the last panel added was refused, so its reason stays in sight.
-        {may_edit.then(|| view! {
-            <details class="edit" open=move || adding.refusal().is_some()>
-                <summary>"Edit dashboard"</summary>
-                <PanelEditor dashboard=name.clone() version index=None panel=PanelForm::default() save=adding/>
-                <PostForm posted=import attr:class="import">
-                    <h2>"Import JSON"</h2>
-                    <input type="hidden" name="name" value=import_to.clone()/>
-                    <input type="hidden" name="version" value=version/>
-                    <label>
-                        "Dashboard JSON (replaces this dashboard's variables and panels)"
-                        <textarea name="json" required rows="6" spellcheck="false"></textarea>
-                    </label>
-                    <button type="submit">"Import"</button>
-                    <p class="error" role="alert">
-                        {move || import.refusal()}
-                    </p>
-                </PostForm>
-                <PostForm posted=delete attr:class="danger">
-                    <input type="hidden" name="name" value=name.clone()/>
-                    <button type="submit">"Delete this dashboard"</button>
-                </PostForm>
-            </details>
-        })}
+        {may_edit.then(|| board_edit(BoardEdits { name: name.clone(), version, adding, import, delete }))}
     }
 }
 
@@ -1071,43 +1048,33 @@ fn PanelView(
         }
         PanelKind::Stat => view! { <Stat series unit thresholds/> }.into_any(),
         PanelKind::Gauge => view! { <Gauge series unit thresholds/> }.into_any(),
-        PanelKind::Table => view! { <ValueTable series unit thresholds/> }.into_any(),
-        PanelKind::Logs => view! { <Logs markers source=source.clone()/> }.into_any(),
-    };
-    let form = PanelForm::from(&panel);
-    let (delete_label, edit_label) = (
-        format!("Delete panel {}", panel.title),
-        format!("Edit panel {}", panel.title),
-    );
-    let delete_from = dashboard.clone();
-    let width = panel.width();
-    let (save, arrange, remove) = (
-        edits.taken_answer::<SavePanel>(),
-        edits.any_answer::<ArrangePanel>(),
-        edits.any_answer::<DeletePanel>(),
-    );
-    // Buttons, so the keyboard arranges the grid as well as a pointer.
-    let arrangements = may_edit.then(|| {
-        [
-            ("earlier", "↑", "Move earlier"),
-            ("later", "↓", "Move later"),
-            ("narrower", "⇥⇤", "Narrower"),
-            ("wider", "⇤⇥", "Wider"),
-        ]
-        .map(|(change, sign, label)| {
-            let (dashboard, title) = (dashboard.clone(), panel.title.clone());
-            view! {
-                <PostForm posted=arrange>
-                    <input type="hidden" name="dashboard" value=dashboard/>
-                    <input type="hidden" name="version" value=version/>
-                    <input type="hidden" name="index" value=index/>
-                    <input type="hidden" name="change" value=change/>
-                    <button type="submit" aria-label=format!("{label}: {title}") title=label>{sign}</button>
-                </PostForm>
+        kind @ (PanelKind::Table | PanelKind::Logs) => {
+            let rare = RarePanel {
+                series,
+                markers,
+                source: source.clone(),
+                unit,
+                thresholds,
+            };
+            if kind == PanelKind::Table {
+                table(rare)
+            } else {
+                logs(rare)
             }
-        })
-        .collect_view()
-    });
+            .into_any()
+        }
+    };
+    let width = panel.width();
+    let edits = PanelEdits {
+        dashboard,
+        version,
+        index,
+        title: panel.title.clone(),
+        form: PanelForm::from(&panel),
+        save: edits.taken_answer::<SavePanel>(),
+        arrange: edits.any_answer::<ArrangePanel>(),
+        remove: edits.any_answer::<DeletePanel>(),
+    };
     view! {
         <article
             class=format!("panel panel-{}", panel.kind.as_str())
@@ -1117,25 +1084,164 @@ fn PanelView(
             <header class="panel-head">
                 <h2>{panel.title}</h2>
                 <span class="source">{source}</span>
-                {may_edit.then(|| view! {
-                    <PostForm posted=remove attr:class="panel-delete">
-                        <input type="hidden" name="dashboard" value=delete_from.clone()/>
-                        <input type="hidden" name="version" value=version/>
-                        <input type="hidden" name="index" value=index/>
-                        <button type="submit" aria-label=delete_label.clone()>"×"</button>
-                    </PostForm>
-                })}
+                {may_edit.then(|| panel_delete(edits.clone()))}
             </header>
             {body}
-            {may_edit.then(|| view! {
-                <details class="panel-edit" open=move || save.refusal().is_some()>
-                    <summary aria-label=edit_label.clone()>"Edit"</summary>
-                    <div class="arrange" role="group" aria-label="Place on the grid">{arrangements}</div>
-                    <PanelEditor dashboard=dashboard.clone() version index=Some(index) panel=form.clone() save/>
-                </details>
-            })}
+            {may_edit.then(|| panel_edit(edits))}
         </article>
     }
+}
+
+/// What a panel's edit forms post with, and where their answers go.
+#[derive(Clone)]
+struct PanelEdits {
+    dashboard: String,
+    version: i64,
+    index: usize,
+    title: String,
+    /// The panel as stored, for its form.
+    form: PanelForm,
+    save: Posted<SavePanel>,
+    arrange: Posted<ArrangePanel>,
+    remove: Posted<DeletePanel>,
+}
+
+/// What the dashboard's own edit forms post with, and where their answers go.
+#[derive(Clone)]
+struct BoardEdits {
+    name: String,
+    version: i64,
+    adding: Posted<SavePanel>,
+    import: Posted<ImportDashboard>,
+    delete: Posted<DeleteDashboard>,
+}
+
+/// A table or logs panel's data.
+#[derive(Clone)]
+struct RarePanel {
+    series: Signal<Vec<SeriesData>>,
+    markers: Signal<Vec<Marker>>,
+    source: String,
+    unit: Unit,
+    thresholds: Option<Thresholds>,
+}
+
+// Only those who may edit see the editor, and few dashboards have tables or logs: their code
+// comes with the pages that show them (docs/benchmarks.md, "The page's weight").
+deferred! {
+    dashboard_editor: fn panel_delete(edits: PanelEdits) => panel_delete_form;
+    dashboard_editor: fn panel_edit(edits: PanelEdits) => panel_edit_form;
+    dashboard_editor: fn board_edit(edits: BoardEdits) => board_edit_form;
+    rare_panels: fn table(panel: RarePanel) => table_view;
+    rare_panels: fn logs(panel: RarePanel) => logs_view;
+}
+
+fn table_view(
+    RarePanel {
+        series,
+        unit,
+        thresholds,
+        ..
+    }: RarePanel,
+) -> AnyView {
+    view! { <ValueTable series unit thresholds/> }.into_any()
+}
+
+fn logs_view(
+    RarePanel {
+        markers, source, ..
+    }: RarePanel,
+) -> AnyView {
+    view! { <Logs markers source/> }.into_any()
+}
+
+fn panel_delete_form(edits: PanelEdits) -> AnyView {
+    view! {
+        <PostForm posted=edits.remove attr:class="panel-delete">
+            <input type="hidden" name="dashboard" value=edits.dashboard/>
+            <input type="hidden" name="version" value=edits.version/>
+            <input type="hidden" name="index" value=edits.index/>
+            <button type="submit" aria-label=format!("Delete panel {}", edits.title)>"×"</button>
+        </PostForm>
+    }
+    .into_any()
+}
+
+fn panel_edit_form(edits: PanelEdits) -> AnyView {
+    let PanelEdits {
+        dashboard,
+        version,
+        index,
+        title,
+        form,
+        save,
+        arrange,
+        ..
+    } = edits;
+    // Buttons, so the keyboard arranges the grid as well as a pointer.
+    let arrangements = [
+        ("earlier", "↑", "Move earlier"),
+        ("later", "↓", "Move later"),
+        ("narrower", "⇥⇤", "Narrower"),
+        ("wider", "⇤⇥", "Wider"),
+    ]
+    .map(|(change, sign, label)| {
+        let (dashboard, title) = (dashboard.clone(), title.clone());
+        view! {
+            <PostForm posted=arrange>
+                <input type="hidden" name="dashboard" value=dashboard/>
+                <input type="hidden" name="version" value=version/>
+                <input type="hidden" name="index" value=index/>
+                <input type="hidden" name="change" value=change/>
+                <button type="submit" aria-label=format!("{label}: {title}") title=label>{sign}</button>
+            </PostForm>
+        }
+    })
+    .collect_view();
+    view! {
+        <details class="panel-edit" open=move || save.refusal().is_some()>
+            <summary aria-label=format!("Edit panel {title}")>"Edit"</summary>
+            <div class="arrange" role="group" aria-label="Place on the grid">{arrangements}</div>
+            <PanelEditor dashboard version index=Some(index) panel=form save/>
+        </details>
+    }
+    .into_any()
+}
+
+fn board_edit_form(edits: BoardEdits) -> AnyView {
+    let BoardEdits {
+        name,
+        version,
+        adding,
+        import,
+        delete,
+    } = edits;
+    let (import_to, delete_from) = (name.clone(), name.clone());
+    // Kept open while the last panel added was refused, so its reason stays in sight.
+    view! {
+        <details class="edit" open=move || adding.refusal().is_some()>
+            <summary>"Edit dashboard"</summary>
+            <PanelEditor dashboard=name version index=None panel=PanelForm::default() save=adding/>
+            <PostForm posted=import attr:class="import">
+                <h2>"Import JSON"</h2>
+                <input type="hidden" name="name" value=import_to/>
+                <input type="hidden" name="version" value=version/>
+                <label>
+                    "Dashboard JSON (replaces this dashboard's variables and panels)"
+                    <textarea name="json" required rows="6" spellcheck="false"></textarea>
+                </label>
+                <button type="submit">"Import"</button>
+                <p class="error" role="alert">
+                    {move || import.refusal()}
+                </p>
+            </PostForm>
+            <PostForm posted=delete attr:class="danger">
+                <input type="hidden" name="name" value=delete_from/>
+                <button type="submit">"Delete this dashboard"</button>
+            </PostForm>
+        </details>
+    }
+    .into_any()
 }
 
 /// Takes the charts' zooms to the address: a span dragged across becomes `from`/`to`, still; a

@@ -5,6 +5,7 @@ mod alerts;
 mod axes;
 mod board;
 mod chart;
+mod deferred;
 mod form;
 mod header;
 mod history;
