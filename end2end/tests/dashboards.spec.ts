@@ -413,8 +413,8 @@ test("an editor's dashboard hydrates without waiting for the editor's code, whic
     await route.continue();
   });
   await openHost(page);
-  // Hydrated and following while the editor's module is held: pushes come, pausing works, and
-  // the editor is there as the server rendered it.
+  // Hydrated while the editor's module is held: the socket is live, pausing works, and the
+  // editor is there as the server rendered it.
   const pause = page.locator("button.pause");
   await pause.click();
   await expect(pause).toHaveText("Resume live");
@@ -425,7 +425,7 @@ test("an editor's dashboard hydrates without waiting for the editor's code, whic
 
   const came = page.waitForResponse(/\/pkg\/split_dashboard_editor\./);
   release();
-  await came;
+  await (await came).finished();
   await panel.getByText("Edit", { exact: true }).click();
   const form = panel.locator("form.panel-form");
   await form.getByLabel("Warn at").fill("lots");
