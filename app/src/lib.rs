@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod pages;
 pub mod protocol;
+pub mod rfc3339;
 pub mod room;
 
 use leptos::prelude::*;

@@ -52,6 +52,7 @@ pub struct Sample {
 pub struct Point {
     pub series: String,
     pub value: f64,
+    #[serde(deserialize_with = "crate::rfc3339::read")]
     pub ts: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
@@ -179,6 +180,7 @@ pub fn event_data(points: &[Point]) -> Value {
 struct OneSample {
     series: String,
     value: f64,
+    #[serde(default, deserialize_with = "crate::rfc3339::read_option")]
     ts: Option<DateTime<Utc>>,
     #[serde(default)]
     labels: Labels,

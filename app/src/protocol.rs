@@ -60,6 +60,7 @@ impl EventKind {
 pub struct Event {
     pub room: RoomName,
     pub seq: i64,
+    #[serde(deserialize_with = "crate::rfc3339::read")]
     pub ts: DateTime<Utc>,
     pub kind: EventKind,
     pub data: Value,

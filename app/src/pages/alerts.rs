@@ -645,7 +645,7 @@ pub async fn alerts_overview() -> Result<AlertsPageData, AppError> {
 #[component]
 pub fn AlertsPage() -> impl IntoView {
     let changed = RwSignal::new(0u32);
-    let data = Resource::new_serde_wb(move || changed.get(), |_| alerts_overview());
+    let data = crate::json::data(move || changed.get(), |_| alerts_overview());
     view! {
         <h1>"Alerts"</h1>
         <section class="panel">

@@ -759,7 +759,7 @@ pub fn Board() -> impl IntoView {
     };
     let edits = Edits::new();
     let span = move || (query.read().get("from"), query.read().get("to"));
-    let data = Resource::new_serde_wb(
+    let data = crate::json::data(
         move || (name(), range(), at(), vars(), span(), edits.taken.get()),
         |(name, range, at, vars, (from, to), _)| load_board(name, range, at, vars, from, to),
     );

@@ -36,7 +36,7 @@ pub struct Header(pub OnceResource<Result<HeaderData, AppError>, crate::json::Co
 
 impl Header {
     pub fn provide() {
-        provide_context(Self(OnceResource::new_serde_wb(read_header())));
+        provide_context(Self(OnceResource::new_with_options(read_header(), false)));
     }
 
     pub fn expect() -> Self {

@@ -109,7 +109,7 @@ pub fn HistoryPage() -> impl IntoView {
     let query = move || {
         params.with(|map| Query::from_params(map.into_iter().map(|(k, v)| (k.as_ref(), v))))
     };
-    let data = Resource::new_serde_wb(query, |query| async move {
+    let data = crate::json::data(query, |query| async move {
         load_history(query.map_err(|bad| AppError::Invalid(bad.to_string()))?).await
     });
     view! {
@@ -402,7 +402,7 @@ pub fn HistoryEvent() -> impl IntoView {
             )
         })
     };
-    let detail = Resource::new_serde_wb(at, |(room, seq)| load_event(room, seq));
+    let detail = crate::json::data(at, |(room, seq)| load_event(room, seq));
     loaded(detail, |view| view! { <Detail view/> })
 }
 

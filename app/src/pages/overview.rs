@@ -125,7 +125,7 @@ pub async fn load_overview(filter: String) -> Result<OverviewData, AppError> {
 pub fn Overview() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.read().get("q").unwrap_or_default();
-    let data = Resource::new_serde_wb(filter, load_overview);
+    let data = crate::json::data(filter, load_overview);
     loaded(
         data,
         move |data| view! { <OverviewBody data filter=filter()/> },

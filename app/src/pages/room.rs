@@ -28,7 +28,7 @@ pub async fn load_room(room: String) -> Result<RoomSnapshot, AppError> {
 pub fn RoomPage() -> impl IntoView {
     let params = use_params_map();
     let room = move || params.read().get("room").unwrap_or_default();
-    let snapshot = Resource::new_serde_wb(room, load_room);
+    let snapshot = crate::json::data(room, load_room);
 
     loaded(snapshot, |snapshot| view! { <RoomFeed snapshot/> })
 }

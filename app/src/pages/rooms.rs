@@ -38,7 +38,7 @@ pub async fn list_rooms(filter: String) -> Result<RoomList, AppError> {
 pub fn RoomsPage() -> impl IntoView {
     let query = use_query_map();
     let filter = move || query.read().get("q").unwrap_or_default();
-    let list = Resource::new_serde_wb(filter, list_rooms);
+    let list = crate::json::data(filter, list_rooms);
     loaded(
         list,
         move |list| view! { <RoomsBody list filter=filter()/> },

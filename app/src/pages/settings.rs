@@ -92,7 +92,7 @@ pub fn Settings() -> impl IntoView {
     let end = Posted::<EndSession>::new();
     let create = Posted::<CreateToken>::new();
     let revoke = Posted::<RevokeToken>::new();
-    let data = Resource::new_serde_wb(
+    let data = crate::json::data(
         move || {
             (
                 end.version().get(),

@@ -52,7 +52,7 @@ pub fn Wall() -> impl IntoView {
         let boards = boards();
         (!boards.is_empty()).then(|| boards[turn.get() % boards.len()].clone())
     };
-    let data = Resource::new_serde_wb(shown, |name| async move {
+    let data = crate::json::data(shown, |name| async move {
         match name {
             Some(name) => load_board(name, RANGE.into(), None, Default::default(), None, None)
                 .await
