@@ -2,6 +2,7 @@
 //! forms that edit it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
 use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -13,6 +14,7 @@ use super::{
     follow_events,
     form::{PostForm, Posted},
     loaded,
+    markup::Text,
     replay::{Replay, ReplayOf},
 };
 use crate::{
@@ -945,12 +947,14 @@ pub(super) fn BoardBody(
                 .map(|t| crate::format::second(&t))
                 .unwrap_or_default()
         };
-        view! {
-            <p class="zoomed" data-testid="zoomed">
-                {format!("{} – {} UTC", time(from), time(to))}
-                " " <a href=with("range", &range)>"Back to live"</a>
-            </p>
-        }
+        // Markup as text (`markup`), here and in the ranges and pickers below.
+        let html = format!(
+            r#"{} – {} UTC <a href="{}">Back to live</a>"#,
+            time(from),
+            time(to),
+            Text(&with("range", &range))
+        );
+        view! { <p class="zoomed" data-testid="zoomed" inner_html=html></p> }
     });
     let pickers = data
         .variables
@@ -958,47 +962,64 @@ pub(super) fn BoardBody(
         .map(|choice| {
             let navigate = navigate.clone();
             let key = choice.name.clone();
-            let options = choice
-                .values
-                .iter()
-                .map(|v| view! { <option value=v.clone() selected=Some(v) == choice.chosen.as_ref()>{v.clone()}</option> })
-                .collect_view();
-            let others = query.with_untracked(|q| {
-                q.latest_values()
-                    .filter(|(k, _)| *k != key.as_str())
-                    .map(|(k, v)| view! { <input type="hidden" name=k.to_string() value=v.to_owned()/> })
-                    .collect_view()
+            let mut html = String::new();
+            query.with_untracked(|q| {
+                for (k, v) in q.latest_values().filter(|(k, _)| *k != key.as_str()) {
+                    let _ = write!(
+                        html,
+                        r#"<input type="hidden" name="{}" value="{}">"#,
+                        Text(k),
+                        Text(v)
+                    );
+                }
             });
+            let name = Text(&choice.name);
+            let _ = write!(html, r#"<label>${name} <select name="{name}">"#);
+            for v in &choice.values {
+                let selected = if Some(v) == choice.chosen.as_ref() {
+                    " selected"
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    html,
+                    r#"<option value="{}"{selected}>{}</option>"#,
+                    Text(v),
+                    Text(v)
+                );
+            }
+            html.push_str(
+                r#"</select></label><noscript><button type="submit">Show</button></noscript>"#,
+            );
+            // The select's change comes up to its form.
             view! {
-                <form method="get" class="variable">
-                    {others}
-                    <label>
-                        {format!("${} ", choice.name)}
-                        <select name=choice.name.clone() on:change=move |ev| {
-                            navigate(&with(&key, &event_target_value(&ev)), Default::default())
-                        }>{options}</select>
-                    </label>
-                    <noscript><button type="submit">"Show"</button></noscript>
-                </form>
+                <form method="get" class="variable" inner_html=html on:change=move |ev| {
+                    navigate(&with(&key, &event_target_value(&ev)), Default::default())
+                }></form>
             }
         })
         .collect_view();
+    let mut ranges = String::new();
+    for (r, _) in RANGES {
+        // A plain link: the router's <A> marks every link to this path current.
+        let current = if *r == range {
+            r#" aria-current="page""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            ranges,
+            r#"<a href="{}"{current}>{r}</a>"#,
+            Text(&with("range", r))
+        );
+    }
     let shown_markers = held(markers, paused);
     let adding = edits.taken_answer::<SavePanel>();
 
     view! {
         <header class="board-head">
             <h1>{name.clone()}</h1>
-            <nav class="ranges" aria-label="time range">
-                {RANGES
-                    .iter()
-                    .map(|(r, _)| {
-                        // A plain link: the router's <A> marks every link to this path current.
-                        let current = (*r == range).then_some("page");
-                        view! { <a href=with("range", r) aria-current=current>{*r}</a> }
-                    })
-                    .collect_view()}
-            </nav>
+            <nav class="ranges" aria-label="time range" inner_html=ranges></nav>
             {pickers}
             {zoomed}
             {(!replay && data.zoomed.is_none()).then(|| view! {

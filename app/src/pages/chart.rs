@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{axes, board::RuleLine, reactive};
+use super::{axes, board::RuleLine, markup::Text, reactive};
 use crate::{
     dashboards::{Thresholds, Unit},
     format,
@@ -369,133 +369,132 @@ pub fn LineChart(
     let y = move |v: f64, (lo, hi): (f64, f64)| {
         (HEIGHT - (v - lo) / (hi - lo) * HEIGHT).clamp(0.0, HEIGHT)
     };
-    let lines = reactive(move || {
-        let (end, range, _) = geometry.get();
-        series.with(|all| {
-            all.iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let d = path(&s.points, end, window_ms, range, WIDTH, HEIGHT);
-                    view! { <path class=format!("line line-{i}") d=d data-series=s.name.clone()/> }
-                })
-                .collect_view()
-        })
-    });
-    let time_ticks = move || {
-        let (end, ..) = geometry.get();
-        axes::time_ticks(end - window_ms, end, TIME_TICKS)
-            .into_iter()
-            .map(|tick| (x(tick.at, end), tick.label))
-            .collect::<Vec<_>>()
-    };
-    let value_ticks = move || {
-        let (_, range, ticks) = geometry.get();
-        ticks
-            .into_iter()
-            .map(|tick| (y(tick.at, range), tick.label))
-            .collect::<Vec<_>>()
-    };
-    let grid = reactive(move || {
-        let vertical = time_ticks()
-            .into_iter()
-            .map(|(x, _)| view! { <line class="grid" x1=x x2=x y1="0" y2=HEIGHT/> });
-        let horizontal = value_ticks()
-            .into_iter()
-            .map(|(y, _)| view! { <line class="grid" x1="0" x2=WIDTH y1=y y2=y/> });
-        (vertical.collect_view(), horizontal.collect_view())
-    });
-    // From warn up to critical, and from critical up to the top.
-    let bands = reactive(move || {
-        let (_, range, _) = geometry.get();
-        thresholds.map(|t| {
-            let band = |class: &'static str, from: f64, to: f64| {
-                let (top, bottom) = (y(to, range), y(from, range));
-                view! { <rect class=format!("band {class}") x="0" width=WIDTH y=top height=bottom - top/> }
-            };
-            (
-                band("warn", t.warn, t.critical),
-                band("critical", t.critical, range.1.max(t.critical)),
-            )
-        })
-    });
     let rules = StoredValue::new(rules);
-    // A rule's threshold outside the values shown is not drawn: at the edge it would mislead.
-    let rule_lines = reactive(move || {
-        let (_, range, _) = geometry.get();
+    // Each part is written as markup text (`markup`).
+    let body = Memo::new(move |_| {
+        let (end, range, ticks) = geometry.get();
+        let mut svg = String::new();
+        // From warn up to critical, and from critical up to the top.
+        if let Some(t) = thresholds {
+            for (class, from, to) in [
+                ("warn", t.warn, t.critical),
+                ("critical", t.critical, range.1.max(t.critical)),
+            ] {
+                let (top, bottom) = (y(to, range), y(from, range));
+                let _ = write!(
+                    svg,
+                    r#"<rect class="band {class}" x="0" width="{WIDTH}" y="{top}" height="{}"/>"#,
+                    bottom - top
+                );
+            }
+        }
+        for tick in axes::time_ticks(end - window_ms, end, TIME_TICKS) {
+            let x = x(tick.at, end);
+            let _ = write!(
+                svg,
+                r#"<line class="grid" x1="{x}" x2="{x}" y1="0" y2="{HEIGHT}"/>"#
+            );
+        }
+        for tick in &ticks {
+            let y = y(tick.at, range);
+            let _ = write!(
+                svg,
+                r#"<line class="grid" x1="0" x2="{WIDTH}" y1="{y}" y2="{y}"/>"#
+            );
+        }
+        // A rule's threshold outside the values shown is not drawn: at the edge it would mislead.
         rules.with_value(|rules| {
-            rules
-                .iter()
-                .filter(|r| (range.0..=range.1).contains(&r.threshold))
-                .map(|r| {
-                    let y = y(r.threshold, range);
-                    view! {
-                        <line class=format!("rule rule-{}", r.severity) x1="0" x2=WIDTH y1=y y2=y data-rule=r.rule.clone()>
-                            <title>{format!("{}: {}", r.rule, format::value(r.threshold, unit))}</title>
-                        </line>
-                    }
-                })
-                .collect_view()
-        })
-    });
-    let marker_lines = reactive(move || {
-        let (end, ..) = geometry.get();
+            for r in rules.iter().filter(|r| (range.0..=range.1).contains(&r.threshold)) {
+                let y = y(r.threshold, range);
+                let title = format!("{}: {}", r.rule, format::value(r.threshold, unit));
+                let _ = write!(
+                    svg,
+                    r#"<line class="rule rule-{}" x1="0" x2="{WIDTH}" y1="{y}" y2="{y}" data-rule="{}"><title>{}</title></line>"#,
+                    r.severity,
+                    Text(&r.rule),
+                    Text(&title)
+                );
+            }
+        });
         markers.with(|all| {
-            all.iter()
-                .filter(|m| (end - window_ms..=end).contains(&m.t_ms))
-                .map(|m| {
-                    let x = x(m.t_ms, end);
-                    view! {
-                        <line class=format!("marker marker-{}", m.level) x1=x x2=x y1="0" y2=HEIGHT
-                            data-seq=m.seq data-alert=m.is_alert().to_string()>
-                            <title>{m.text.clone()}</title>
-                        </line>
-                    }
-                })
-                .collect_view()
-        })
-    });
-    let percent = |at: f64, of: f64| format!("{:.2}%", at / of * 100.0);
-    let x_labels = reactive(move || {
-        time_ticks()
-            .into_iter()
-            .map(|(x, label)| view! { <span class="x-label" style:left=percent(x, WIDTH)>{label}</span> })
-            .collect_view()
-    });
-    let y_labels = reactive(move || {
-        value_ticks()
-            .into_iter()
-            .map(|(y, label)| {
-                // Under its line at the top, where above it would cover the panel's title.
-                let class = if y < HEIGHT * 0.1 {
-                    "y-label top"
-                } else {
-                    "y-label"
-                };
-                view! { <span class=class style:top=percent(y, HEIGHT)>{label}</span> }
-            })
-            .collect_view()
-    });
-    let legend = reactive(move || {
+            for m in all.iter().filter(|m| (end - window_ms..=end).contains(&m.t_ms)) {
+                let x = x(m.t_ms, end);
+                let _ = write!(
+                    svg,
+                    r#"<line class="marker marker-{}" x1="{x}" x2="{x}" y1="0" y2="{HEIGHT}" data-seq="{}" data-alert="{}"><title>{}</title></line>"#,
+                    Text(&m.level),
+                    m.seq,
+                    m.is_alert(),
+                    Text(&m.text)
+                );
+            }
+        });
         series.with(|all| {
-            all.iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let summary = s.summary();
-                    let cell = |pick: fn(Summary) -> f64| {
-                        summary.map_or("–".into(), |summary| format::value(pick(summary), unit))
-                    };
-                    view! {
-                        <tr class=format!("legend-{i}")>
-                            <th scope="row"><span class="swatch"></span>{s.name.clone()}</th>
-                            <td>{cell(|s| s.min)}</td>
-                            <td>{cell(|s| s.max)}</td>
-                            <td>{cell(|s| s.avg)}</td>
-                            <td class="last">{cell(|s| s.last)}</td>
-                        </tr>
-                    }
-                })
-                .collect_view()
-        })
+            for (i, s) in all.iter().enumerate() {
+                let d = path(&s.points, end, window_ms, range, WIDTH, HEIGHT);
+                let _ = write!(
+                    svg,
+                    r#"<path class="line line-{i}" d="{d}" data-series="{}"/>"#,
+                    Text(&s.name)
+                );
+            }
+        });
+        svg
+    });
+    let percent = |at: f64, of: f64| at / of * 100.0;
+    let x_labels = Memo::new(move |_| {
+        let (end, ..) = geometry.get();
+        let mut html = String::new();
+        for tick in axes::time_ticks(end - window_ms, end, TIME_TICKS) {
+            let left = percent(x(tick.at, end), WIDTH);
+            let _ = write!(
+                html,
+                r#"<span class="x-label" style="left: {left:.2}%;">{}</span>"#,
+                Text(&tick.label)
+            );
+        }
+        html
+    });
+    let y_labels = Memo::new(move |_| {
+        let (_, range, ticks) = geometry.get();
+        let mut html = String::new();
+        for tick in ticks {
+            let y = y(tick.at, range);
+            // Under its line at the top, where above it would cover the panel's title.
+            let class = if y < HEIGHT * 0.1 {
+                "y-label top"
+            } else {
+                "y-label"
+            };
+            let _ = write!(
+                html,
+                r#"<span class="{class}" style="top: {:.2}%;">{}</span>"#,
+                percent(y, HEIGHT),
+                Text(&tick.label)
+            );
+        }
+        html
+    });
+    let legend = Memo::new(move |_| {
+        let mut html = String::new();
+        series.with(|all| {
+            for (i, s) in all.iter().enumerate() {
+                let summary = s.summary();
+                let cell = |pick: fn(Summary) -> f64| {
+                    summary.map_or("–".into(), |summary| format::value(pick(summary), unit))
+                };
+                let _ = write!(
+                    html,
+                    r#"<tr class="legend-{i}"><th scope="row"><span class="swatch"></span>{}</th><td>{}</td><td>{}</td><td>{}</td><td class="last">{}</td></tr>"#,
+                    Text(&s.name),
+                    cell(|s| s.min),
+                    cell(|s| s.max),
+                    cell(|s| s.avg),
+                    cell(|s| s.last)
+                );
+            }
+        });
+        html
     });
     // The crosshair's instant, when it falls on this chart.
     let hovered = move || {
@@ -517,16 +516,25 @@ pub fn LineChart(
         });
         Some(format!("{time} — {values}"))
     });
-    let cursor = reactive(move || {
-        hovered().map(|(t, end)| {
+    // The drag's selection, and the cursor.
+    let overlay = Memo::new(move |_| {
+        let mut svg = String::new();
+        if let Some((t, end)) = hovered() {
+            if let Some(from) = dragged_from.get() {
+                let (left, right) = (x(from.min(t), end), x(from.max(t), end));
+                let _ = write!(
+                    svg,
+                    r#"<rect class="selection" x="{left}" width="{}" y="0" height="{HEIGHT}"/>"#,
+                    right - left
+                );
+            }
             let x = x(t, end);
-            view! { <line class="cursor" x1=x x2=x y1="0" y2=HEIGHT/> }
-        })
-    });
-    let selection = reactive(move || {
-        let (from, (to, end)) = (dragged_from.get()?, hovered()?);
-        let (left, right) = (x(from.min(to), end), x(from.max(to), end));
-        Some(view! { <rect class="selection" x=left width=right - left y="0" height=HEIGHT/> })
+            let _ = write!(
+                svg,
+                r#"<line class="cursor" x1="{x}" x2="{x}" y1="0" y2="{HEIGHT}"/>"#
+            );
+        }
+        svg
     });
     // The time under the pointer.
     let time_at = move |ev: &leptos::ev::MouseEvent| -> Option<i64> {
@@ -589,21 +597,16 @@ pub fn LineChart(
                     on:mouseup=on_up
                     on:dblclick=on_double_click
                 >
-                    {bands}
-                    {grid}
-                    {rule_lines}
-                    {marker_lines}
-                    {lines}
-                    {selection}
-                    {cursor}
+                    <g inner_html=body></g>
+                    <g inner_html=overlay></g>
                 </svg>
-                <div class="y-labels" aria-hidden="true">{y_labels}</div>
+                <div class="y-labels" aria-hidden="true" inner_html=y_labels></div>
             </div>
-            <div class="x-labels" aria-hidden="true" data-testid="time-axis">{x_labels}</div>
+            <div class="x-labels" aria-hidden="true" data-testid="time-axis" inner_html=x_labels></div>
             <p class="readout" aria-live="off">{readout}</p>
             <table class="legend">
                 <thead><tr><th scope="col">"series"</th><th scope="col">"min"</th><th scope="col">"max"</th><th scope="col">"avg"</th><th scope="col">"last"</th></tr></thead>
-                <tbody>{legend}</tbody>
+                <tbody inner_html=legend></tbody>
             </table>
         </div>
     }
@@ -622,53 +625,52 @@ pub fn Stat(
             Some((series.points.first()?.1, series.last()?))
         })
     };
-    let current =
-        reactive(move || values().map_or("–".into(), |(_, last)| format::value(last, unit)));
     let class = reactive(move || {
         let state = values().map_or("ok", |(_, last)| level(last, thresholds));
         format!("stat {state}")
     });
-    let trend = reactive(move || {
-        values().map(|(first, last)| {
-            let (arrow, word) = if last > first {
-                ("▲", "up")
-            } else if last < first {
-                ("▼", "down")
-            } else {
-                ("▶", "steady")
-            };
-            view! { <span class=format!("trend {word}") title=format!("{word} from {}", format::value(first, unit))>{arrow}</span> }
-        })
+    // Written as markup text (`markup`).
+    let value = Memo::new(move |_| {
+        let Some((first, last)) = values() else {
+            return r#"<span class="value" data-testid="stat-value">–</span>"#.to_owned();
+        };
+        let (arrow, word) = if last > first {
+            ("▲", "up")
+        } else if last < first {
+            ("▼", "down")
+        } else {
+            ("▶", "steady")
+        };
+        format!(
+            r#"<span class="value" data-testid="stat-value">{}</span><span class="trend {word}" title="{word} from {}">{arrow}</span>"#,
+            format::value(last, unit),
+            format::value(first, unit)
+        )
     });
     // The thresholds as a bar under the value, with where the value stands on it.
     let bands = thresholds.map(|t| {
         let full = full_scale(unit, Some(t));
         let share = move |v: f64| (v / full * 100.0).clamp(0.0, 100.0);
         let (warn, critical) = (share(t.warn), share(t.critical));
-        let at = reactive(move || {
-            values().map_or("display: none".into(), |(_, last)| {
+        let bar = Memo::new(move |_| {
+            let at = values().map_or("display: none".into(), |(_, last)| {
                 format!("left: {:.1}%", share(last))
-            })
+            });
+            format!(
+                r#"<span class="ok" style="width: {warn:.1}%"></span><span class="warn" style="width: {:.1}%"></span><span class="critical" style="width: {:.1}%"></span><span class="at" style="{at}"></span>"#,
+                critical - warn,
+                100.0 - critical
+            )
         });
         let title = format!(
             "warning from {}, critical from {}",
             format::value(t.warn, unit),
             format::value(t.critical, unit)
         );
-        view! {
-            <div class="stat-bands" title=title data-testid="stat-bands">
-                <span class="ok" style=format!("width: {warn:.1}%")></span>
-                <span class="warn" style=format!("width: {:.1}%", critical - warn)></span>
-                <span class="critical" style=format!("width: {:.1}%", 100.0 - critical)></span>
-                <span class="at" style=at></span>
-            </div>
-        }
+        view! { <div class="stat-bands" title=title data-testid="stat-bands" inner_html=bar></div> }
     });
     view! {
-        <p class=class>
-            <span class="value" data-testid="stat-value">{current}</span>
-            {trend}
-        </p>
+        <p class=class inner_html=value></p>
         {bands}
     }
 }
@@ -692,29 +694,28 @@ pub fn Gauge(
 ) -> impl IntoView {
     let last = move || series.with(|all| all.first().and_then(SeriesData::last));
     let full = full_scale(unit, thresholds);
-    let fill = reactive(move || arc(0.0, last().map_or(0.0, |v| v / full), 80.0));
     // The thresholds as bands just outside the dial: warn up to critical, critical to the end.
-    let bands = thresholds.map(|t| {
+    let bands = thresholds.map_or(String::new(), |t| {
         let (warn, critical) = (t.warn / full, t.critical / full);
-        view! {
-            <path class="gauge-band warn" d=arc(warn, critical, 94.0)/>
-            <path class="gauge-band critical" d=arc(critical, 1.0, 94.0)/>
-        }
-    });
-    let class = reactive(move || {
         format!(
-            "gauge-fill {}",
-            last().map_or("ok", |v| level(v, thresholds))
+            r#"<path class="gauge-band warn" d="{}"/><path class="gauge-band critical" d="{}"/>"#,
+            arc(warn, critical, 94.0),
+            arc(critical, 1.0, 94.0)
         )
     });
-    let text = reactive(move || last().map_or("–".into(), |v| format::value(v, unit)));
+    // Written as markup text (`markup`).
+    let dial = Memo::new(move |_| {
+        let last = last();
+        format!(
+            r#"{bands}<path class="gauge-track" d="{}"/><path class="gauge-fill {}" d="{}"/><text x="100" y="95" text-anchor="middle" class="gauge-value" data-testid="gauge-value">{}</text>"#,
+            arc(0.0, 1.0, 80.0),
+            last.map_or("ok", |v| level(v, thresholds)),
+            arc(0.0, last.map_or(0.0, |v| v / full), 80.0),
+            last.map_or("–".into(), |v| format::value(v, unit))
+        )
+    });
     view! {
-        <svg class="gauge" viewBox="0 0 200 120" role="img" aria-label="gauge">
-            {bands}
-            <path class="gauge-track" d=arc(0.0, 1.0, 80.0)/>
-            <path class=class d=fill/>
-            <text x="100" y="95" text-anchor="middle" class="gauge-value" data-testid="gauge-value">{text}</text>
-        </svg>
+        <svg class="gauge" viewBox="0 0 200 120" role="img" aria-label="gauge" inner_html=dial></svg>
     }
 }
 

@@ -9,6 +9,7 @@ mod deferred;
 mod form;
 mod header;
 mod history;
+mod markup;
 mod overview;
 mod replay;
 mod room;
