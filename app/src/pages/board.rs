@@ -775,16 +775,10 @@ pub fn Board() -> impl IntoView {
 
 #[component]
 fn Missing(name: String, may_edit: bool) -> impl IntoView {
-    let create = Posted::<CreateDashboard>::new();
     view! {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
-            {may_edit.then(|| view! {
-                <PostForm posted=create>
-                    <input type="hidden" name="name" value=name.clone()/>
-                    <button type="submit">"Create it"</button>
-                </PostForm>
-            })}
+            {may_edit.then(|| create(name))}
         </section>
     }
 }
@@ -1153,8 +1147,20 @@ deferred! {
     dashboard_editor: fn panel_delete(edits: PanelEdits) => panel_delete_form;
     dashboard_editor: fn panel_edit(edits: PanelEdits) => panel_edit_form;
     dashboard_editor: fn board_edit(edits: BoardEdits) => board_edit_form;
+    dashboard_editor: fn create(name: String) => create_form;
     rare_panels: fn table(panel: RarePanel) => table_view;
     rare_panels: fn logs(panel: RarePanel) => logs_view;
+}
+
+fn create_form(name: String) -> AnyView {
+    let create = Posted::<CreateDashboard>::new();
+    view! {
+        <PostForm posted=create>
+            <input type="hidden" name="name" value=name/>
+            <button type="submit">"Create it"</button>
+        </PostForm>
+    }
+    .into_any()
 }
 
 fn table_view(
