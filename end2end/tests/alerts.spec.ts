@@ -172,12 +172,13 @@ test("the wall screen turns through its dashboards and shows firing alerts acros
   const second = `wall${Date.now()}`;
   await page.goto(`${server.url}/d/${second}`);
   await page.getByRole("button", { name: "Create it" }).click();
-  await expect(page.getByRole("heading", { name: second })).toBeVisible();
+  // Exact: the page that offers to create it names it in its heading too.
+  await expect(page.getByRole("heading", { name: second, exact: true })).toBeVisible();
 
   await page.goto(`${server.url}/wall?boards=host,${second}&every=5s`);
   await expect(page.getByTestId("connection")).toBeHidden();
   await expect(page.getByRole("heading", { name: "host" })).toBeVisible();
-  await expect(page.getByRole("heading", { name: second })).toBeVisible({ timeout: 15_000 });
+  await expect(page.getByRole("heading", { name: second, exact: true })).toBeVisible({ timeout: 15_000 });
   await expect(page.getByRole("heading", { name: "host" })).toBeVisible({ timeout: 15_000 });
 
   const source = uniqueRoom("wall").replaceAll(".", "-");
