@@ -769,16 +769,16 @@ pub fn Board() -> impl IntoView {
         Some(data) => {
             view! { <BoardBody data range=range() edits may_edit=page.may_edit/> }.into_any()
         }
-        None => view! { <Missing name=name() may_edit=page.may_edit/> }.into_any(),
+        None => view! { <Missing name=name() may_edit=page.may_edit edits/> }.into_any(),
     })
 }
 
 #[component]
-fn Missing(name: String, may_edit: bool) -> impl IntoView {
+fn Missing(name: String, may_edit: bool, edits: Edits) -> impl IntoView {
     view! {
         <section class="missing">
             <h1>"No dashboard named " <code>{name.clone()}</code></h1>
-            {may_edit.then(|| create(name))}
+            {may_edit.then(|| create(Creating { name, edits }))}
         </section>
     }
 }
@@ -1147,13 +1147,21 @@ deferred! {
     dashboard_editor: fn panel_delete(edits: PanelEdits) => panel_delete_form;
     dashboard_editor: fn panel_edit(edits: PanelEdits) => panel_edit_form;
     dashboard_editor: fn board_edit(edits: BoardEdits) => board_edit_form;
-    dashboard_editor: fn create(name: String) => create_form;
+    dashboard_editor: fn create(creating: Creating) => create_form;
     rare_panels: fn table(panel: RarePanel) => table_view;
     rare_panels: fn logs(panel: RarePanel) => logs_view;
 }
 
-fn create_form(name: String) -> AnyView {
-    let create = Posted::<CreateDashboard>::new();
+/// A missing dashboard, to be created where the page stands: the server's redirect is to the
+/// address the page is already at, so the page reads its data again once the server took it.
+#[derive(Clone)]
+struct Creating {
+    name: String,
+    edits: Edits,
+}
+
+fn create_form(Creating { name, edits }: Creating) -> AnyView {
+    let create = edits.taken_answer::<CreateDashboard>();
     view! {
         <PostForm posted=create>
             <input type="hidden" name="name" value=name/>
