@@ -57,13 +57,13 @@ test("server-rendered page hydrates, goes live and shows pushed events without a
 });
 
 /**
- * What the browser logs when a server vanishes: a load cut off by the kill, connections refused
- * while it is down, a frame that raced the close, a 503 from the server starting again (the
- * alert feed reads the open instances, and its code, until it can), and the module loader's
- * failed fetch of that code.
+ * What the browser logs when a server vanishes: a load cut off by the kill (a module's body among
+ * them, whose compiling is then aborted), connections refused while it is down, a frame that raced
+ * the close, a 503 from the server starting again (the alert feed reads the open instances, and
+ * its code, until it can), and the module loader's failed fetch of that code.
  */
 const SERVER_GONE =
-  /WebSocket connection to .* failed|Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)|Failed to load resource: the server responded with a status of 503|WebSocket is already in CLOSING or CLOSED state|Failed to fetch/;
+  /WebSocket connection to .* failed|Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|CONTENT_LENGTH_MISMATCH)|WebAssembly compilation aborted: Network error|Failed to load resource: the server responded with a status of 503|WebSocket is already in CLOSING or CLOSED state|Failed to fetch/;
 
 test("after the server is killed and restarted the page reconnects and shows every missed event once", async ({ page }) => {
   const errors = watchForErrors(page, SERVER_GONE);
