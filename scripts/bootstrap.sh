@@ -35,6 +35,10 @@ ensure_build_tools() {
     say "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
   fi
+  if ! rustup component list --installed | grep -qx rust-src; then
+    say "adding the standard library's source, for the release wasm"
+    rustup component add rust-src
+  fi
   if [ "$(cargo leptos --version 2>/dev/null)" != "cargo-leptos $CARGO_LEPTOS_VERSION" ]; then
     say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 10 minutes on 2 cores)"
     cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
@@ -52,6 +56,22 @@ ensure_build_tools() {
     say "installing wasm-opt from crates.io (about 5 minutes)"
     cargo install wasm-opt --locked
   fi
+}
+
+# Builds the release site and runs `cargo leptos COMMAND` on it (build, serve). Its wasm has a
+# standard library of its own, built for size and with panics that abort at once, so that no panic
+# message, location or formatting code reaches the page (docs/benchmarks.md, "The page's weight").
+# These are cargo's unstable flags, which RUSTC_BOOTSTRAP allows on the stable toolchain for this
+# build alone; a plain `cargo leptos build --release` builds the same site with the prebuilt one.
+release_site() {
+  local command=$1
+  shift
+  RUSTC_BOOTSTRAP=1 cargo leptos "$command" --release --split --precompress \
+    --lib-cargo-args=-Zbuild-std=std,panic_abort \
+    --lib-cargo-args=-Zbuild-std-features=optimize_for_size \
+    --lib-cargo-args=-Zpanic-immediate-abort \
+    '--lib-cargo-args=--config=profile.wasm-release.panic="immediate-abort"' \
+    "$@"
 }
 
 ensure_postgres_binaries() {
