@@ -58,7 +58,7 @@ ensure_build_tools() {
   fi
 }
 
-# Builds the release site and runs `cargo leptos COMMAND` on it (build, serve). Its wasm has a
+# `cargo leptos COMMAND` (build, serve) on the release site, as it is shipped. Its wasm has a
 # standard library of its own, built for size and with panics that abort at once, so that no panic
 # message, location or formatting code reaches the page (docs/benchmarks.md, "The page's weight").
 # These are cargo's unstable flags, which RUSTC_BOOTSTRAP allows on the stable toolchain for this
