@@ -108,10 +108,13 @@ test("a viewer sees no edit controls and a forged change is refused", async ({ p
 test("settings make a token shown once that works until it is revoked, and list the session", async ({ page }) => {
   const errors = watchForErrors(page);
   await server.signIn(page);
+  // The page's own code, which hydrates its forms: before that a click posts the plain form, and
+  // the token is made but not shown. The header goes live without waiting for it.
+  const code = page.waitForResponse(/\/pkg\/split_settings_route\./);
   await page.goto(`${server.url}/settings/tokens`);
   await expect(page.getByTestId("sessions").locator("li").first()).toBeVisible();
-  // Hydrated: before that a click posts the plain form, and the token is made but not shown.
   await expect(page.getByTestId("connection")).toHaveText("live");
+  await (await code).finished();
 
   await page.getByLabel("Name").fill("e2e job");
   await page.getByLabel("Scopes").fill("publish:e2e.*");

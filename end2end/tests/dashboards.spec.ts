@@ -302,7 +302,10 @@ test("a table sorts its series, a stat bars its thresholds, a logs panel lists i
     }),
   });
   expect(put.status).toBe(201);
+  // The table's and the logs' code, which hydrates their buttons; the page goes live without it.
+  const code = page.waitForResponse(/\/pkg\/split_rare_panels\./);
   await openLive(page, `/d/${name}`);
+  await (await code).finished();
 
   const table = page.getByTestId("panel").filter({ hasText: "Queues" });
   const names = table.locator("tbody th");
